@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the one test command: installs what is missing (as root), checks format and
+# lints, starts the local Kafka broker, runs every test against it, and stops the broker.
+#
+# Integration tests need the broker; they FAIL when it does not answer. This script never sets
+# FLUMEN_SKIP_KAFKA_TESTS. Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/setup.sh
+
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "cargo build --all-targets --all-features"
+cargo build --all-targets --all-features
+
+step "starting Kafka (scripts/kafka.sh start)"
+started_here=0
+if ! scripts/kafka.sh status >/dev/null 2>&1; then started_here=1; fi
+stop_broker() {
+  local rc=$?
+  if ((started_here)); then scripts/kafka.sh stop || true; fi
+  exit "$rc"
+}
+trap stop_broker EXIT
+trap 'exit 130' INT TERM
+FLUMEN_TEST_BOOTSTRAP="$(scripts/kafka.sh start)"
+export FLUMEN_TEST_BOOTSTRAP
+unset FLUMEN_SKIP_KAFKA_TESTS
+
+step "cargo test --all-features (broker at $FLUMEN_TEST_BOOTSTRAP)"
+if ! cargo test --all-features -- "$@"; then
+  echo
+  echo "test.sh: tests failed; the broker's log: $(dirname "$0")/kafka.sh log 200" >&2
+  exit 1
+fi
+echo
+echo "test.sh: all checks passed"

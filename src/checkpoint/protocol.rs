@@ -1,0 +1,178 @@
+//! The checkpoint protocol's decisions, as pure functions of observed facts. No I/O here.
+//!
+//! Checkpoint N, in order: barrier (stop intake) → flush the producer → snapshot every stateful
+//! task → write the manifest → fsync files and directories → rename `chk-N.tmp` to `chk-N` →
+//! `send_offsets_to_transaction` → `commit_transaction` → local `COMMITTED` mark → GC.
+//! The commit is the only atomic point; everything before it may be repeated or discarded.
+
+use super::{CheckpointId, NextOffset};
+
+/// What to restore for one stateful partition at start or on assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// The group has no committed offset: nothing of this partition was ever committed, so
+    /// the task starts empty (snapshots without a commit are leftovers of an aborted attempt).
+    Fresh,
+    /// This checkpoint's snapshot is the state as of the committed offset.
+    From(CheckpointId),
+    /// Offsets were committed, but no snapshot matches them: starting would lose or double
+    /// state. Refuse unless the operator explicitly accepts empty state.
+    NoMatch { committed: NextOffset, newest_available: Option<(CheckpointId, Option<NextOffset>)> },
+}
+
+/// Picks the snapshot whose recorded offset equals the group's committed offset.
+///
+/// `candidates` holds `(checkpoint, offset the task's snapshot was taken at)` for every
+/// checkpoint on disk that has a snapshot of this partition, in any order. The newest match
+/// wins: after a crash between commit and local mark the newest is unmarked, which is expected.
+pub fn choose_restore(
+    committed: Option<NextOffset>,
+    candidates: &[(CheckpointId, Option<NextOffset>)],
+) -> Restore {
+    let Some(committed) = committed else { return Restore::Fresh };
+    let best = candidates
+        .iter()
+        .filter(|(_, offset)| *offset == Some(committed))
+        .map(|(id, _)| *id)
+        .max();
+    match best {
+        Some(id) => Restore::From(id),
+        None => Restore::NoMatch {
+            committed,
+            newest_available: candidates.iter().max_by_key(|(id, _)| *id).copied(),
+        },
+    }
+}
+
+/// How a failed transactional call is classified (from librdkafka's error flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnFailure {
+    /// The call may be repeated; for `commit_transaction` the outcome is unknown.
+    Retriable,
+    /// The transaction must be aborted; the input is rewound to the last checkpoint.
+    Abortable,
+    /// The producer is unusable (fenced, or a fatal error): the process must exit.
+    Fatal,
+}
+
+/// What to do after `commit_transaction` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitAction {
+    /// Call `commit_transaction` again: safe, and the only safe thing while the outcome is open.
+    Retry,
+    /// The outcome is still unknown after the retries: drop the producer WITHOUT aborting and
+    /// restart the pipeline; `init_transactions` then settles the transaction and the committed
+    /// offsets say which checkpoint won (never abort after an unknown outcome).
+    RestartWithoutAbort,
+    /// The broker says the transaction cannot commit: abort it, restore the previous
+    /// checkpoint, seek to its offsets.
+    AbortAndRestore,
+    /// Exit non-zero; a supervisor restarts the daemon, which fences this incarnation.
+    Exit,
+}
+
+pub fn on_commit_failure(failure: TxnFailure, attempt: u32, max_retries: u32) -> CommitAction {
+    match failure {
+        TxnFailure::Retriable if attempt < max_retries => CommitAction::Retry,
+        TxnFailure::Retriable => CommitAction::RestartWithoutAbort,
+        TxnFailure::Abortable => CommitAction::AbortAndRestore,
+        TxnFailure::Fatal => CommitAction::Exit,
+    }
+}
+
+/// The id for the next checkpoint: above every id on disk, so a leftover of a crashed attempt
+/// is never overwritten or confused with a new one.
+pub fn next_id(existing: &[CheckpointId], restored: Option<CheckpointId>) -> CheckpointId {
+    let top = existing.iter().copied().chain(restored).max().map_or(0, |id| id.0);
+    CheckpointId(top + 1)
+}
+
+/// Which checkpoints to delete after `latest` committed: all but the newest `retain` at or
+/// below it. Anything newer than `latest` is a leftover and goes too.
+pub fn to_delete(existing: &[CheckpointId], latest: CheckpointId, retain: usize) -> Vec<CheckpointId> {
+    let mut kept: Vec<CheckpointId> = existing.iter().copied().filter(|id| *id <= latest).collect();
+    kept.sort_unstable_by(|a, b| b.cmp(a));
+    let keep: Vec<CheckpointId> = kept.into_iter().take(retain.max(1)).collect();
+    let mut out: Vec<CheckpointId> = existing.iter().copied().filter(|id| !keep.contains(id)).collect();
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(id: u64, off: Option<i64>) -> (CheckpointId, Option<NextOffset>) {
+        (CheckpointId(id), off.map(NextOffset))
+    }
+
+    #[test]
+    fn no_committed_offset_is_a_fresh_start_even_with_leftover_snapshots() {
+        assert_eq!(choose_restore(None, &[c(1, Some(10))]), Restore::Fresh);
+    }
+
+    #[test]
+    fn the_newest_snapshot_at_the_committed_offset_wins() {
+        let cands = [c(1, Some(5)), c(2, Some(10)), c(3, Some(10)), c(4, Some(12))];
+        assert_eq!(choose_restore(Some(NextOffset(10)), &cands), Restore::From(CheckpointId(3)));
+    }
+
+    #[test]
+    fn a_committed_offset_without_a_snapshot_is_refused() {
+        let cands = [c(1, Some(5)), c(2, Some(7))];
+        assert_eq!(
+            choose_restore(Some(NextOffset(6)), &cands),
+            Restore::NoMatch { committed: NextOffset(6), newest_available: Some(c(2, Some(7))) }
+        );
+    }
+
+    #[test]
+    fn an_unknown_commit_outcome_is_never_aborted() {
+        for attempt in 0..10 {
+            let a = on_commit_failure(TxnFailure::Retriable, attempt, 3);
+            assert_ne!(a, CommitAction::AbortAndRestore);
+        }
+        assert_eq!(on_commit_failure(TxnFailure::Retriable, 3, 3), CommitAction::RestartWithoutAbort);
+        assert_eq!(on_commit_failure(TxnFailure::Abortable, 0, 3), CommitAction::AbortAndRestore);
+        assert_eq!(on_commit_failure(TxnFailure::Fatal, 0, 3), CommitAction::Exit);
+    }
+
+    proptest! {
+        #[test]
+        fn restore_never_picks_a_snapshot_at_another_offset(
+            committed in proptest::option::of(0i64..20),
+            cands in proptest::collection::vec((0u64..50, proptest::option::of(0i64..20)), 0..12),
+        ) {
+            let cands: Vec<_> = cands.into_iter().map(|(i, o)| c(i, o)).collect();
+            match choose_restore(committed.map(NextOffset), &cands) {
+                Restore::Fresh => prop_assert!(committed.is_none()),
+                Restore::From(id) => {
+                    prop_assert!(cands.iter().any(|(i, o)| *i == id && *o == committed.map(NextOffset)));
+                    prop_assert!(!cands.iter().any(|(i, o)| *i > id && *o == committed.map(NextOffset)));
+                }
+                Restore::NoMatch { .. } => {
+                    prop_assert!(committed.is_some());
+                    prop_assert!(!cands.iter().any(|(_, o)| *o == committed.map(NextOffset)));
+                }
+            }
+        }
+
+        #[test]
+        fn next_id_is_above_everything(ids in proptest::collection::vec(0u64..1000, 0..10), restored in proptest::option::of(0u64..1000)) {
+            let ids: Vec<_> = ids.into_iter().map(CheckpointId).collect();
+            let next = next_id(&ids, restored.map(CheckpointId));
+            prop_assert!(ids.iter().all(|i| *i < next));
+            prop_assert!(restored.is_none_or(|r| r < next.0));
+        }
+
+        #[test]
+        fn gc_keeps_the_latest_and_retain_many(ids in proptest::collection::btree_set(0u64..100, 1..20), retain in 1usize..5) {
+            let ids: Vec<_> = ids.into_iter().map(CheckpointId).collect();
+            let latest = *ids.iter().max().unwrap();
+            let deleted = to_delete(&ids, latest, retain);
+            prop_assert!(!deleted.contains(&latest));
+            prop_assert_eq!(ids.len() - deleted.len(), retain.min(ids.len()));
+        }
+    }
+}

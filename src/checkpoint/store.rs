@@ -1,0 +1,264 @@
+//! On-disk checkpoint store of one pipeline.
+//!
+//! Layout under `checkpoint.dir/<pipeline>/`:
+//! ```text
+//! chk-00000000000000000007/          one checkpoint, complete once renamed from .tmp
+//!   manifest.json                    offsets, task list, per-file length and CRC32C
+//!   <topic>-<partition>/...          each stateful task's snapshot files
+//!   COMMITTED                        local hint, written after the Kafka commit
+//! chk-00000000000000000008.tmp/      being written; deleted on the next start
+//! ```
+//! Durability: every file and directory is fsynced before the rename, and the parent after it,
+//! so a checkpoint that exists under its final name is complete on disk.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{CheckpointId, FileSum, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {}", path.display())]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {} is corrupt: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
+}
+
+const MANIFEST: &str = "manifest.json";
+const COMMITTED: &str = "COMMITTED";
+
+pub struct Store {
+    root: PathBuf,
+    /// CRC32C of SST files already summed: they are immutable and uniquely numbered per DB.
+    sums: HashMap<PathBuf, FileSum>,
+}
+
+impl Store {
+    /// Opens (creating) the store of `pipeline` and deletes unfinished `.tmp` checkpoints.
+    pub fn open(dir: &Path, pipeline: &str) -> Result<Self> {
+        let root = dir.join(pipeline);
+        std::fs::create_dir_all(&root).map_err(io("create checkpoint dir", &root))?;
+        for entry in std::fs::read_dir(&root).map_err(io("list", &root))? {
+            let path = entry.map_err(io("list", &root))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                std::fs::remove_dir_all(&path).map_err(io("remove unfinished checkpoint", &path))?;
+            }
+        }
+        Ok(Self { root, sums: HashMap::new() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir_of(&self, id: CheckpointId) -> PathBuf {
+        self.root.join(format!("chk-{:020}", id.0))
+    }
+
+    /// Ids of the complete (renamed) checkpoints, ascending.
+    pub fn list(&self) -> Result<Vec<CheckpointId>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io("list", &self.root))? {
+            let name = entry.map_err(io("list", &self.root))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
+                ids.push(CheckpointId(n));
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    pub fn manifest(&self, id: CheckpointId) -> Result<Manifest> {
+        let path = self.dir_of(id).join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
+        if manifest.format_version != MANIFEST_FORMAT_VERSION || manifest.checkpoint != id {
+            return Err(Error::Corrupt {
+                path,
+                message: format!(
+                    "manifest says version {} checkpoint {}, expected version {MANIFEST_FORMAT_VERSION} checkpoint {id}",
+                    manifest.format_version, manifest.checkpoint
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    pub fn is_committed(&self, id: CheckpointId) -> bool {
+        std::fs::metadata(self.dir_of(id).join(COMMITTED)).is_ok()
+    }
+
+    /// Starts checkpoint `id`: returns its empty staging directory.
+    pub fn begin(&self, id: CheckpointId) -> Result<PathBuf> {
+        let tmp = self.root.join(format!("chk-{:020}.tmp", id.0));
+        match std::fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { op: "remove stale staging dir", path: tmp, source: e }),
+        }
+        std::fs::create_dir_all(&tmp).map_err(io("create staging dir", &tmp))?;
+        Ok(tmp)
+    }
+
+    /// Checksums the task files, writes the manifest, fsyncs everything and renames the
+    /// staging directory to its final name. After this returns the checkpoint is durable.
+    pub fn finish(&mut self, staging: &Path, mut manifest: Manifest, task_files: &[Vec<String>]) -> Result<()> {
+        for (task, files) in manifest.tasks.iter_mut().zip(task_files) {
+            let dir = staging.join(&task.dir);
+            task.files = files.iter().map(|f| self.sum(&dir.join(f), f)).collect::<Result<_>>()?;
+            for f in files {
+                fsync(&dir.join(f))?;
+            }
+            fsync(&dir)?;
+        }
+        let path = staging.join(MANIFEST);
+        let bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
+        std::fs::write(&path, bytes).map_err(io("write", &path))?;
+        fsync(&path)?;
+        fsync(staging)?;
+        let last = self.dir_of(manifest.checkpoint);
+        std::fs::rename(staging, &last).map_err(io("rename checkpoint", staging))?;
+        fsync(&self.root)
+    }
+
+    fn sum(&mut self, path: &Path, name: &str) -> Result<FileSum> {
+        let len = std::fs::metadata(path).map_err(io("stat", path))?.len();
+        let key = path.file_name().map(PathBuf::from).unwrap_or_default();
+        let cacheable = name.ends_with(".sst");
+        if cacheable
+            && let Some(s) = self.sums.get(&key)
+            && s.len == len
+        {
+            return Ok(s.clone());
+        }
+        let sum = FileSum { name: name.to_string(), len, crc32c: crc_of(path)? };
+        if cacheable {
+            self.sums.insert(key, sum.clone());
+        }
+        Ok(sum)
+    }
+
+    /// Writes the local "the Kafka commit of this checkpoint succeeded" hint.
+    pub fn mark_committed(&self, id: CheckpointId) -> Result<()> {
+        let path = self.dir_of(id).join(COMMITTED);
+        std::fs::write(&path, b"").map_err(io("write", &path))?;
+        fsync(&path)
+    }
+
+    /// Checks a task snapshot's files against the manifest; returns its directory.
+    pub fn verify(&self, id: CheckpointId, task: &TaskSnapshot) -> Result<PathBuf> {
+        let dir = self.dir_of(id).join(&task.dir);
+        for f in &task.files {
+            let path = dir.join(&f.name);
+            let len = std::fs::metadata(&path).map_err(io("stat snapshot file", &path))?.len();
+            if len != f.len {
+                return Err(Error::Corrupt { path, message: format!("length {len}, manifest says {}", f.len) });
+            }
+            let crc = crc_of(&path)?;
+            if crc != f.crc32c {
+                return Err(Error::Corrupt { path, message: format!("crc32c {crc:08x}, manifest says {:08x}", f.crc32c) });
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Deletes checkpoints by id.
+    pub fn delete(&mut self, ids: &[CheckpointId]) -> Result<()> {
+        for id in ids {
+            let dir = self.dir_of(*id);
+            std::fs::remove_dir_all(&dir).map_err(io("delete checkpoint", &dir))?;
+        }
+        if !ids.is_empty() {
+            // forget sums of SSTs no checkpoint links any more
+            let root = self.root.clone();
+            self.sums.retain(|name, _| still_linked(&root, name));
+        }
+        Ok(())
+    }
+}
+
+fn still_linked(root: &Path, name: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    entries.flatten().any(|chk| {
+        std::fs::read_dir(chk.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| std::fs::metadata(task.path().join(name)).is_ok())
+    })
+}
+
+fn crc_of(path: &Path) -> Result<u32> {
+    let mut file = File::open(path).map_err(io("open", path))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut crc = 0u32;
+    loop {
+        let n = file.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(io("fsync", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{NextOffset, PartitionOffset};
+
+    fn manifest(id: u64) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            checkpoint: CheckpointId(id),
+            pipeline: "p".into(),
+            created_unix_ms: 0,
+            offsets: vec![PartitionOffset { topic: "t".into(), partition: 0, next_offset: NextOffset(5) }],
+            tasks: vec![TaskSnapshot { topic: "t".into(), partition: 0, next_offset: Some(NextOffset(5)), dir: "t-0".into(), files: vec![] }],
+        }
+    }
+
+    #[test]
+    fn a_finished_checkpoint_verifies_and_a_flipped_byte_is_caught() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path(), "p").unwrap();
+        let staging = store.begin(CheckpointId(1)).unwrap();
+        std::fs::create_dir(staging.join("t-0")).unwrap();
+        std::fs::write(staging.join("t-0/state.kv"), b"hello state").unwrap();
+        store.finish(&staging, manifest(1), &[vec!["state.kv".into()]]).unwrap();
+        assert_eq!(store.list().unwrap(), vec![CheckpointId(1)]);
+        let m = store.manifest(CheckpointId(1)).unwrap();
+        assert_eq!(m.tasks[0].files[0].len, 11);
+        store.verify(CheckpointId(1), &m.tasks[0]).unwrap();
+
+        let file = store.dir_of(CheckpointId(1)).join("t-0/state.kv");
+        std::fs::write(&file, b"hellO state").unwrap();
+        let err = store.verify(CheckpointId(1), &m.tasks[0]).unwrap_err();
+        assert!(err.to_string().contains("state.kv"), "{err}");
+    }
+
+    #[test]
+    fn unfinished_checkpoints_are_not_listed_and_are_cleaned_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "p").unwrap();
+        store.begin(CheckpointId(4)).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        drop(store);
+        Store::open(tmp.path(), "p").unwrap();
+        assert_eq!(std::fs::read_dir(tmp.path().join("p")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,175 @@
+//! Configuration: TOML text → [`raw`] serde mirror → [`validate`] (collects every error) →
+//! the typed [`Config`] below, whose values cannot hold invalid states.
+//!
+//! `flumen validate` and `flumen run` call the same [`load`]; neither does network I/O here.
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::{from_str, reserved_kafka_property};
+
+/// One problem in a config file, located as `key.path (line:col)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{}): {}", self.path, self.line, self.col, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} problem(s) in {}", problems.len(), path.display())]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    from_str(&text).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub checkpoint: CheckpointConfig,
+    pub state: StateConfig,
+    pub restart: RestartConfig,
+    pub instance_id: String,
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub transaction_timeout: Duration,
+    /// librdkafka pass-through settings, none of them engine-owned.
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    pub interval: Duration,
+    pub dir: PathBuf,
+    /// How many committed checkpoints to keep per pipeline.
+    pub retain: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    RocksDb,
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub backend: Backend,
+    pub dir: PathBuf,
+    /// One budget shared by every RocksDB instance: block cache plus write buffers.
+    pub memory_budget_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestartConfig {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Consecutive failed attempts before the daemon gives up (a committed checkpoint resets it).
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    String,
+    Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub group_id: String,
+    pub transactional_id: String,
+    pub source: SourceConfig,
+    pub sink: SinkConfig,
+    pub plan: Plan,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub topic: String,
+    pub format: Format,
+    pub key_field: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub topic: String,
+    pub format: Format,
+}
+
+/// The operator chain, split where keyed state begins.
+///
+/// `before` runs on source records (stateless steps and `key_by`). When `aggregate` is set its
+/// state is keyed by the `key_by` field, or by the message key without one; `repartition` says
+/// whether records first go through the internal repartition topic. `after` runs on the
+/// aggregate's output (or, without an aggregate, right after `before`).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub before: Vec<Step>,
+    pub aggregate: Option<Aggregate>,
+    pub repartition: bool,
+    pub after: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Filter { field: String, predicate: Predicate },
+    Map { keep: Option<Vec<String>>, drop: Vec<String>, rename: Vec<(String, String)> },
+    KeyBy { field: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicate {
+    Equals(serde_json::Value),
+    NotEquals(serde_json::Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// Stable operator id: names the state namespace in snapshots.
+    pub id: String,
+    pub kind: AggregateKind,
+    /// The key's field in the output record (`key_by` field, or `key`).
+    pub key_field: String,
+    /// The aggregate's field in the output record.
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggregateKind {
+    Count,
+    Sum { field: String },
+}
+
+impl PipelineConfig {
+    /// The internal topic between re-keying and keyed state, when the plan needs one.
+    pub fn repartition_topic(&self) -> Option<String> {
+        let agg = self.plan.aggregate.as_ref()?;
+        self.plan.repartition.then(|| format!("{}-{}-repartition", self.group_id, agg.id))
+    }
+}

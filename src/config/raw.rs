@@ -1,0 +1,101 @@
+//! The serde mirror of the TOML file: every struct denies unknown fields, and values that need
+//! a semantic check keep their source span (`Spanned`) so errors can name `line:col`.
+//! Nothing here is validated; `config::validate` turns it into typed values.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    pub kafka: Spanned<Kafka>,
+    pub checkpoint: Spanned<Checkpoint>,
+    pub state: Option<Spanned<State>>,
+    pub restart: Option<Spanned<Restart>>,
+    /// Names this daemon instance inside each pipeline's consumer group (static membership) and
+    /// its transactional id; stable across restarts. Default "0".
+    pub instance_id: Option<Spanned<String>>,
+    pub pipelines: Spanned<Vec<Spanned<Pipeline>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kafka {
+    pub bootstrap_servers: Spanned<String>,
+    pub transaction_timeout: Option<Spanned<String>>,
+    pub properties: Option<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub interval: Spanned<String>,
+    pub dir: Spanned<String>,
+    pub retain: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub backend: Spanned<String>,
+    pub dir: Option<Spanned<String>>,
+    pub memory_budget_mb: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    pub initial_backoff: Option<Spanned<String>>,
+    pub max_backoff: Option<Spanned<String>>,
+    pub max_attempts: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub name: Spanned<String>,
+    pub group_id: Option<Spanned<String>>,
+    pub transactional_id_prefix: Option<Spanned<String>>,
+    pub source: Spanned<Source>,
+    pub sink: Spanned<Sink>,
+    #[serde(default)]
+    pub operators: Vec<Spanned<Operator>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub topic: Spanned<String>,
+    pub format: Option<Spanned<String>>,
+    /// Declares that the message key already equals this field, so `key_by` on it needs no
+    /// repartition topic.
+    pub key_field: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    pub topic: Spanned<String>,
+    pub format: Option<Spanned<String>>,
+}
+
+/// One step of `operators = [...]`. A flat struct rather than a tagged enum, so unknown keys
+/// stay rejected (serde's internally tagged enums bypass `deny_unknown_fields`); which fields a
+/// `type` allows is checked in `validate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub id: Option<Spanned<String>>,
+    pub field: Option<Spanned<String>>,
+    pub equals: Option<Spanned<toml::Value>>,
+    pub not_equals: Option<Spanned<toml::Value>>,
+    pub keep: Option<Spanned<Vec<String>>>,
+    pub drop: Option<Spanned<Vec<String>>>,
+    pub rename: Option<Spanned<BTreeMap<String, String>>>,
+    /// Output field name of an aggregate (default: the aggregate's type, `count` or `sum`).
+    pub output: Option<Spanned<String>>,
+}

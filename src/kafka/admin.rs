@@ -1,0 +1,82 @@
+//! Topic administration: partition counts and the internal repartition topic.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::{Error, Result, client};
+use crate::config::KafkaConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Admin {
+    admin: AdminClient<DefaultClientContext>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Admin {
+    /// `runtime` drives rdkafka's admin futures; calls block the calling (non-runtime) thread.
+    pub fn new(kafka: &KafkaConfig, runtime: tokio::runtime::Handle) -> Result<Self> {
+        let admin = super::client::admin(kafka).create().map_err(client("create admin client"))?;
+        Ok(Self { admin, runtime })
+    }
+
+    /// Partition count of `topic`, or `MissingTopic`.
+    pub fn partition_count(&self, topic: &str) -> Result<i32> {
+        let md = self
+            .admin
+            .inner()
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(client("fetch metadata"))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Err(Error::MissingTopic(topic.to_string()));
+        };
+        if t.error().is_some() || t.partitions().is_empty() {
+            return Err(Error::MissingTopic(topic.to_string()));
+        }
+        i32::try_from(t.partitions().len()).map_err(|_| Error::MissingTopic(topic.to_string()))
+    }
+
+    /// Creates the internal topic with `partitions` partitions unless it exists; an existing one
+    /// must have exactly that many (keys would otherwise land on the wrong task).
+    pub fn ensure_internal_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "delete")
+            .set("retention.ms", "604800000");
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.admin.create_topics([&new], &opts))
+            .map_err(client("create topic"))?;
+        for r in results {
+            match r {
+                Ok(_) => tracing::info!(topic, partitions, "created repartition topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(Error::Client {
+                        op: "create topic",
+                        source: rdkafka::error::KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        // metadata can lag creation for a moment
+        let mut actual = 0;
+        for _ in 0..50 {
+            match self.partition_count(topic) {
+                Ok(n) => {
+                    actual = n;
+                    break;
+                }
+                Err(Error::MissingTopic(_)) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(e),
+            }
+        }
+        if actual != partitions {
+            return Err(Error::PartitionCount { topic: topic.to_string(), expected: partitions, actual });
+        }
+        Ok(())
+    }
+}

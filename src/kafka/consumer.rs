@@ -1,0 +1,181 @@
+//! The group consumer. librdkafka runs rebalance callbacks inside `poll`, on the calling
+//! thread; the context records them and [`Consumer::poll_batch`] returns them in order with
+//! the messages, so the pipeline sees "messages of the old assignment, then the revocation,
+//! then the new assignment" exactly as they happened.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Error, Result, client};
+use crate::checkpoint::{NextOffset, Partition};
+use crate::config::KafkaConfig;
+
+/// A consumed record, copied out of librdkafka's buffer.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// What `poll_batch` observed, in order.
+#[derive(Debug)]
+pub enum Event {
+    Record(Record),
+    Assigned(Vec<Partition>),
+    Revoked(Vec<Partition>),
+}
+
+#[derive(Default)]
+pub struct Context {
+    // the mutex is held only to push or drain; never across a call into librdkafka
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.push(Event::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.push(Event::Assigned(partitions(tpl))),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+impl Context {
+    fn push(&self, event: Event) {
+        if let Ok(mut q) = self.events.lock() {
+            q.push_back(event);
+        }
+    }
+
+    fn drain(&self, out: &mut Vec<Event>) -> bool {
+        let Ok(mut q) = self.events.lock() else { return false };
+        let any = !q.is_empty();
+        out.extend(q.drain(..));
+        any
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| Partition { topic: e.topic().to_string(), partition: e.partition() })
+        .collect()
+}
+
+pub struct Consumer {
+    inner: BaseConsumer<Context>,
+}
+
+/// Time limit of the consumer's blocking coordinator calls.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Consumer {
+    pub fn new(kafka: &KafkaConfig, group_id: &str, instance_id: &str) -> Result<Self> {
+        let inner = super::client::consumer(kafka, group_id, instance_id)
+            .create_with_context(Context::default())
+            .map_err(client("create consumer"))?;
+        Ok(Self { inner })
+    }
+
+    pub fn subscribe(&self, topics: &[&str]) -> Result<()> {
+        self.inner.subscribe(topics).map_err(client("subscribe"))
+    }
+
+    /// Polls up to `max` records, waiting at most `wait` for the first. Rebalance events end
+    /// the batch so that the caller handles them before any later record.
+    pub fn poll_batch(&self, max: usize, wait: Duration) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + wait;
+        let mut records = 0;
+        while records < max {
+            let timeout = if records == 0 { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let polled = self.inner.poll(timeout);
+            let rebalanced = self.inner.context().drain(&mut out);
+            match polled {
+                Some(Ok(m)) => {
+                    records += 1;
+                    out.push(Event::Record(Record {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                    }));
+                }
+                Some(Err(e)) => {
+                    // broker and fetch errors are reported here and retried by librdkafka;
+                    // the pipeline only needs to know of fatal ones
+                    tracing::warn!(error = %e, "consumer error");
+                    if matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
+                        return Err(Error::Client { op: "consume", source: e });
+                    }
+                }
+                None if records > 0 || Instant::now() >= deadline => break,
+                None => {}
+            }
+            if rebalanced {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The group's committed offsets for `partitions` (stable: read_committed consumers ask
+    /// with require_stable, so pending transactional offsets are waited for).
+    pub fn committed(&self, partitions: &[Partition]) -> Result<Vec<(Partition, Option<NextOffset>)>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(&p.topic, p.partition);
+        }
+        let got = self.inner.committed_offsets(tpl, TIMEOUT).map_err(client("fetch committed offsets"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| {
+                let p = Partition { topic: e.topic().to_string(), partition: e.partition() };
+                let off = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(NextOffset(o)),
+                    _ => None,
+                };
+                (p, off)
+            })
+            .collect())
+    }
+
+    /// Moves the fetch positions (after an abort: back to the restored checkpoint's offsets).
+    pub fn seek(&self, positions: &[(Partition, Option<NextOffset>)]) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, off) in positions {
+            let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
+            tpl.add_partition_offset(&p.topic, p.partition, offset).map_err(client("seek"))?;
+        }
+        let result = self.inner.seek_partitions(tpl, TIMEOUT).map_err(client("seek"))?;
+        for e in result.elements() {
+            if let Err(err) = e.error() {
+                return Err(Error::Client { op: "seek", source: err });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn group_metadata(&self) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.inner.group_metadata().ok_or(Error::NoGroupMetadata)
+    }
+}

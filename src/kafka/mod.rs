@@ -1,0 +1,61 @@
+//! Everything that touches rdkafka (and so librdkafka): client settings ([`client`]), the
+//! transactional producer ([`producer`]), the group consumer with rebalance events
+//! ([`consumer`]) and topic administration ([`admin`]). No other module imports rdkafka.
+//!
+//! Every call here blocks; callers run them on the pipeline's own thread, never on the async
+//! runtime.
+
+pub mod admin;
+pub mod client;
+pub mod consumer;
+pub mod producer;
+
+use rdkafka::error::KafkaError;
+
+pub use crate::checkpoint::protocol::TxnFailure;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka {op} failed: {source}")]
+    Client { op: &'static str, source: KafkaError },
+    #[error("topic {0:?} does not exist")]
+    MissingTopic(String),
+    #[error("topic {topic:?} has {actual} partitions, but {expected} are needed")]
+    PartitionCount { topic: String, expected: i32, actual: i32 },
+    #[error("record of {size} bytes exceeds message.max.bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("a produced record was not delivered: {0}")]
+    Delivery(String),
+    #[error("the consumer group metadata is not available (the consumer has not joined)")]
+    NoGroupMetadata,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn client(op: &'static str) -> impl FnOnce(KafkaError) -> Error {
+    move |source| Error::Client { op, source }
+}
+
+impl Error {
+    /// How a failed transactional call must be handled (librdkafka's error flags; anything
+    /// unflagged counts as fatal, as librdkafka's documentation says).
+    pub fn txn_failure(&self) -> TxnFailure {
+        match self {
+            Self::Client { source: KafkaError::Transaction(rd), .. } => {
+                if rd.is_fatal() {
+                    TxnFailure::Fatal
+                } else if rd.txn_requires_abort() {
+                    TxnFailure::Abortable
+                } else if rd.is_retriable() {
+                    TxnFailure::Retriable
+                } else {
+                    TxnFailure::Fatal
+                }
+            }
+            // a failed delivery inside a transaction makes it abortable
+            Self::Delivery(_) => TxnFailure::Abortable,
+            Self::Client { .. } | Self::NoGroupMetadata => TxnFailure::Retriable,
+            Self::MissingTopic(_) | Self::PartitionCount { .. } | Self::TooLarge { .. } => TxnFailure::Fatal,
+        }
+    }
+}

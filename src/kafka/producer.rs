@@ -1,0 +1,120 @@
+//! The transactional producer. Every output (sink and repartition records) goes through it.
+//! Calls block (librdkafka's transaction API is synchronous); the pipeline thread owns it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::consumer::Consumer;
+use super::{Error, Result, client};
+use crate::checkpoint::{NextOffset, Partition};
+use crate::config::KafkaConfig;
+
+/// Remembers the first failed delivery: inside a transaction it makes the commit fail, and
+/// knowing it before the commit lets the pipeline abort at once.
+#[derive(Default)]
+pub struct Context {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Err((e, _)) = result
+            && let Ok(mut f) = self.failed.lock()
+            && f.is_none()
+        {
+            *f = Some(e.to_string());
+        }
+    }
+}
+
+pub struct Producer {
+    inner: ThreadedProducer<Context>,
+    max_bytes: usize,
+    timeout: Duration,
+}
+
+impl Producer {
+    pub fn new(kafka: &KafkaConfig, transactional_id: &str) -> Result<Self> {
+        let inner = super::client::producer(kafka, transactional_id)
+            .create_with_context(Context::default())
+            .map_err(client("create producer"))?;
+        Ok(Self {
+            inner,
+            max_bytes: super::client::max_message_bytes(kafka),
+            timeout: kafka.transaction_timeout,
+        })
+    }
+
+    /// Registers the transactional id, fencing any older producer with the same id and
+    /// settling (committing or aborting) its open transaction.
+    pub fn init(&self) -> Result<()> {
+        self.inner.init_transactions(self.timeout).map_err(client("init_transactions"))
+    }
+
+    pub fn begin(&self) -> Result<()> {
+        if let Ok(mut f) = self.inner.context().failed.lock() {
+            *f = None;
+        }
+        self.inner.begin_transaction().map_err(client("begin_transaction"))
+    }
+
+    /// Checks the size, then enqueues one record, waiting while librdkafka's queue is full.
+    pub fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        // key + value is a lower bound of the record's size; the check keeps an oversized
+        // record from failing inside the transaction (which would make it abortable)
+        let size = value.len() + key.map_or(0, <[u8]>::len);
+        if size > self.max_bytes {
+            return Err(Error::TooLarge { size, max: self.max_bytes });
+        }
+        let mut record = BaseRecord::to(topic).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(Error::Client { op: "produce", source: e }),
+            }
+        }
+    }
+
+    /// Waits until every enqueued record is acknowledged, and reports a failed delivery.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush(self.timeout).map_err(client("flush"))?;
+        let failed = self.inner.context().failed.lock().ok().and_then(|f| f.clone());
+        failed.map_or(Ok(()), |e| Err(Error::Delivery(e)))
+    }
+
+    /// Adds the consumer group's offsets to the open transaction.
+    pub fn send_offsets(&self, offsets: &[(Partition, NextOffset)], consumer: &Consumer) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(o.0))
+                .map_err(client("send_offsets_to_transaction"))?;
+        }
+        let cgm = consumer.group_metadata()?;
+        self.inner
+            .send_offsets_to_transaction(&tpl, &cgm, self.timeout)
+            .map_err(client("send_offsets_to_transaction"))
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.inner.commit_transaction(self.timeout).map_err(client("commit_transaction"))
+    }
+
+    pub fn abort(&self) -> Result<()> {
+        self.inner.abort_transaction(self.timeout).map_err(client("abort_transaction"))
+    }
+}

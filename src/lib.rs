@@ -1,0 +1,32 @@
+//! Flumen: exactly-once stateful stream processing for Apache Kafka.
+//!
+//! A pipeline reads a Kafka topic, runs a short list of operators (filter, map, key_by, count,
+//! sum) whose keyed state lives in RocksDB or in memory, and writes a Kafka topic. Every
+//! `checkpoint.interval` the state is snapshotted to disk and the source offsets commit in the
+//! same Kafka transaction as the outputs, so each input's effect reaches the output exactly once,
+//! through crashes. `ARCHITECTURE.md` describes the checkpoint protocol and the task model.
+//!
+//! # Layout
+//! - [`cli`]: the `flumen` command line (`run`, `validate`); the only place with `anyhow`.
+//! - [`config`]: TOML → raw serde mirror → validated, typed [`config::Config`] (all errors at
+//!   once, `key.path (line:col): message`).
+//! - [`pipeline`]: the engine: one thread per pipeline runs the consume → process → checkpoint
+//!   loop; [`pipeline::operator`] holds the record-level logic, free of I/O.
+//! - [`kafka`]: everything that touches rdkafka: client settings, the transactional producer,
+//!   the consumer with its rebalance events, topic administration.
+//! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.
+//! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]) and the on-disk
+//!   snapshot store (manifest, checksums, fsync, garbage collection).
+//! - [`codec`]: record formats (json, string, bytes) between Kafka bytes and records.
+//! - [`shutdown`]: signals → `CancellationToken`.
+//! - [`telemetry`]: tracing set-up.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod kafka;
+pub mod pipeline;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,149 @@
+//! The engine. Each pipeline runs on its own OS thread (like a Kafka Streams StreamThread):
+//! every step of its loop (poll, RocksDB, the transaction calls, fsync) blocks, so none of it
+//! may run on the async runtime, and one thread per pipeline keeps the checkpoint barrier
+//! trivial: while the thread checkpoints, it takes no input.
+//!
+//! - [`task`]: the consume → process → checkpoint loop of one pipeline incarnation.
+//! - [`operator`]: what each built-in operator does to a record, free of I/O.
+//! - [`run`] (here): the restart strategy around incarnations.
+
+pub mod operator;
+mod task;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, NextOffset, Partition};
+use crate::config::{Config, PipelineConfig};
+use crate::kafka;
+use crate::state::{self, StateEnv};
+
+pub use task::Runner;
+
+/// How `run` treats state it cannot match to the group's committed offsets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Start partitions whose committed offsets match no snapshot with empty state, instead
+    /// of refusing to start. Loses that state; for operators who know why.
+    pub allow_empty_state: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{topic}/{partition} offset {offset}: {stage}: {message}")]
+    Record { topic: String, partition: i32, offset: i64, stage: &'static str, message: String },
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::store::Error),
+    #[error(
+        "{partition}: the group committed offset {committed}, but no checkpoint in {dir} has a snapshot at that offset (newest: {newest}); \
+         refusing to start, as that would lose or double state. Restore the checkpoint directory, or pass --allow-empty-state to start this partition empty"
+    )]
+    NoMatchingSnapshot { partition: Partition, committed: NextOffset, newest: String, dir: String },
+    #[error("the outcome of committing checkpoint {0} is unknown after retries; restarting to settle it")]
+    UnknownCommitOutcome(checkpoint::CheckpointId),
+    #[error("the transactional producer failed fatally (fenced by another instance, or a fatal broker error): {0}")]
+    Fatal(kafka::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the daemon should do with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A record cannot be processed: stop (until the error policy of a later issue).
+    BadRecord,
+    /// State cannot be restored consistently: stop, the operator must act.
+    State,
+    /// Fenced or fatal: stop; restarting in-process would only be fenced again.
+    Fatal,
+    /// Transient: restart the pipeline with backoff.
+    Transient,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Record { .. } => ErrorKind::BadRecord,
+            Self::NoMatchingSnapshot { .. } | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
+            Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
+            Self::Fatal(_) => ErrorKind::Fatal,
+            Self::Kafka(e) if e.txn_failure() == kafka::TxnFailure::Fatal => ErrorKind::Fatal,
+            Self::Kafka(_) | Self::State(_) | Self::Checkpoint(_) | Self::UnknownCommitOutcome(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+/// Runs one pipeline until `cancel`, restarting it after transient failures with exponential
+/// backoff (reset by every committed checkpoint).
+pub fn run(
+    config: &Config,
+    pipeline: &PipelineConfig,
+    env: &StateEnv,
+    options: Options,
+    cancel: &CancellationToken,
+    runtime: &tokio::runtime::Handle,
+) -> Result<()> {
+    let restart = &config.restart;
+    let mut attempt = 0u32;
+    let mut backoff = restart.initial_backoff;
+    loop {
+        let mut committed = 0u64;
+        let result = Runner::start(config, pipeline, env, options, cancel.clone(), runtime.clone())
+            .and_then(|mut runner| {
+                let r = runner.run();
+                committed = runner.committed_checkpoints();
+                r
+            });
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() != ErrorKind::Transient || cancel.is_cancelled() => return Err(e),
+            Err(e) => e,
+        };
+        if committed > 0 {
+            attempt = 0;
+            backoff = restart.initial_backoff;
+        }
+        attempt += 1;
+        if attempt > restart.max_attempts {
+            tracing::error!(pipeline = %pipeline.name, attempts = attempt - 1, "giving up after repeated failures");
+            return Err(error);
+        }
+        tracing::warn!(pipeline = %pipeline.name, error = %chain(&error), attempt, backoff = ?backoff, "pipeline failed; restarting");
+        if sleep_unless_cancelled(backoff, cancel) {
+            return Ok(());
+        }
+        backoff = (backoff * 2).min(restart.max_backoff);
+    }
+}
+
+/// Sleeps up to `d`; true when cancelled meanwhile.
+fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+    cancel.is_cancelled()
+}
+
+/// An error with its sources, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,244 @@
+//! Record-level logic of the built-in operators, free of I/O: stateless steps transform one
+//! record; an aggregate turns (previous state, record) into (new state, output record).
+
+use serde_json::{Map, Value};
+
+use crate::codec::Payload;
+use crate::config::{Aggregate, AggregateKind, Predicate, Step};
+
+/// A record inside the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Payload,
+}
+
+/// Why one record could not be processed (the caller adds topic, partition and offset).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct RecordError {
+    pub step: &'static str,
+    pub message: String,
+}
+
+fn err(step: &'static str, message: impl Into<String>) -> RecordError {
+    RecordError { step, message: message.into() }
+}
+
+fn object<'a>(step: &'static str, value: &'a Payload) -> Result<&'a Map<String, Value>, RecordError> {
+    match value {
+        Payload::Json(Value::Object(m)) => Ok(m),
+        Payload::Json(other) => Err(err(step, format!("expected a JSON object, got {}", kind(other)))),
+        _ => Err(err(step, "expected a JSON object")),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Runs `steps` in order; `None` when a filter drops the record.
+pub fn apply_steps(steps: &[Step], mut record: Record) -> Result<Option<Record>, RecordError> {
+    for step in steps {
+        match step {
+            Step::Filter { field, predicate } => {
+                let actual = object("filter", &record.value)?.get(field);
+                let keep = match predicate {
+                    Predicate::Equals(v) => actual == Some(v),
+                    Predicate::NotEquals(v) => actual != Some(v),
+                };
+                if !keep {
+                    return Ok(None);
+                }
+            }
+            Step::Map { keep, drop, rename } => {
+                let Payload::Json(Value::Object(map)) = &mut record.value else {
+                    return Err(err("map", "expected a JSON object"));
+                };
+                if let Some(keep) = keep {
+                    map.retain(|k, _| keep.contains(k));
+                }
+                for d in drop {
+                    map.remove(d);
+                }
+                for (from, to) in rename {
+                    if let Some(v) = map.remove(from) {
+                        map.insert(to.clone(), v);
+                    }
+                }
+            }
+            Step::KeyBy { field } => {
+                let value = object("key_by", &record.value)?
+                    .get(field)
+                    .ok_or_else(|| err("key_by", format!("field {field:?} is missing")))?;
+                record.key = Some(key_bytes("key_by", field, value)?);
+            }
+        }
+    }
+    Ok(Some(record))
+}
+
+/// A key's bytes: strings as their UTF-8, numbers and booleans as their JSON text.
+fn key_bytes(step: &'static str, field: &str, value: &Value) -> Result<Vec<u8>, RecordError> {
+    match value {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Number(n) => Ok(n.to_string().into_bytes()),
+        Value::Bool(b) => Ok(b.to_string().into_bytes()),
+        other => Err(err(step, format!("field {field:?} is {}, which cannot be a key", kind(other)))),
+    }
+}
+
+/// Applies an aggregate to one record: returns the new state bytes and the output record.
+pub fn aggregate(agg: &Aggregate, previous: Option<&[u8]>, record: &Record) -> Result<(Vec<u8>, Record), RecordError> {
+    let key = record.key.as_deref().ok_or_else(|| err("aggregate", "record has no key to group by"))?;
+    let (state, result) = match &agg.kind {
+        AggregateKind::Count => {
+            let n = decode_count(previous)? + 1;
+            (n.to_be_bytes().to_vec(), Value::from(n))
+        }
+        AggregateKind::Sum { field } => {
+            let v = object("sum", &record.value)?
+                .get(field)
+                .ok_or_else(|| err("sum", format!("field {field:?} is missing")))?;
+            let Value::Number(n) = v else {
+                return Err(err("sum", format!("field {field:?} is {}, not a number", kind(v))));
+            };
+            let sum = decode_sum(previous)?.add(n);
+            (sum.encode(), sum.to_json())
+        }
+    };
+    // the key in the output: the record's own field value when it still has it, else the key text
+    let key_value = match &record.value {
+        Payload::Json(Value::Object(m)) if m.contains_key(&agg.key_field) => m[&agg.key_field].clone(),
+        _ => Value::String(String::from_utf8_lossy(key).into_owned()),
+    };
+    let mut out = Map::new();
+    out.insert(agg.key_field.clone(), key_value);
+    out.insert(agg.output.clone(), result);
+    Ok((state, Record { key: Some(key.to_vec()), value: Payload::Json(Value::Object(out)) }))
+}
+
+fn decode_count(previous: Option<&[u8]>) -> Result<u64, RecordError> {
+    match previous {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b)
+            .map(u64::from_be_bytes)
+            .map_err(|_| err("count", "stored count is corrupt")),
+    }
+}
+
+/// A running sum: exact as an integer until it overflows or meets a fraction, then a float.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sum {
+    Int(i64),
+    Float(f64),
+}
+
+impl Sum {
+    fn add(self, n: &serde_json::Number) -> Self {
+        match (self, n.as_i64()) {
+            (Self::Int(a), Some(b)) => a.checked_add(b).map_or(Self::Float(a as f64 + b as f64), Self::Int),
+            (s, _) => Self::Float(s.as_f64() + n.as_f64().unwrap_or(0.0)),
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Self::Int(i) => i as f64,
+            Self::Float(f) => f,
+        }
+    }
+
+    fn encode(self) -> Vec<u8> {
+        let (tag, bytes) = match self {
+            Self::Int(i) => (0u8, i.to_be_bytes()),
+            Self::Float(f) => (1u8, f.to_bits().to_be_bytes()),
+        };
+        let mut out = vec![tag];
+        out.extend_from_slice(&bytes);
+        out
+    }
+
+    fn to_json(self) -> Value {
+        match self {
+            Self::Int(i) => Value::from(i),
+            Self::Float(f) => Value::from(f),
+        }
+    }
+}
+
+fn decode_sum(previous: Option<&[u8]>) -> Result<Sum, RecordError> {
+    let Some(b) = previous else { return Ok(Sum::Int(0)) };
+    let corrupt = || err("sum", "stored sum is corrupt");
+    let (tag, rest) = b.split_first().ok_or_else(corrupt)?;
+    let bytes = <[u8; 8]>::try_from(rest).map_err(|_| corrupt())?;
+    match tag {
+        0 => Ok(Sum::Int(i64::from_be_bytes(bytes))),
+        1 => Ok(Sum::Float(f64::from_bits(u64::from_be_bytes(bytes)))),
+        _ => Err(corrupt()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(v: Value) -> Record {
+        Record { key: None, value: Payload::Json(v) }
+    }
+
+    fn count_agg() -> Aggregate {
+        Aggregate { id: "count".into(), kind: AggregateKind::Count, key_field: "user".into(), output: "count".into() }
+    }
+
+    #[test]
+    fn key_by_then_count_emits_running_counts() {
+        let steps = [Step::KeyBy { field: "user".into() }];
+        let r = apply_steps(&steps, rec(json!({"user": "u7", "x": 1}))).unwrap().unwrap();
+        assert_eq!(r.key.as_deref(), Some(&b"u7"[..]));
+        let (s1, out1) = aggregate(&count_agg(), None, &r).unwrap();
+        let (_, out2) = aggregate(&count_agg(), Some(&s1), &r).unwrap();
+        assert_eq!(out1.value, Payload::Json(json!({"user": "u7", "count": 1})));
+        assert_eq!(out2.value, Payload::Json(json!({"user": "u7", "count": 2})));
+        assert_eq!(out2.key.as_deref(), Some(&b"u7"[..]));
+    }
+
+    #[test]
+    fn filter_and_map() {
+        let steps = [
+            Step::Filter { field: "country".into(), predicate: Predicate::Equals(json!("NL")) },
+            Step::Map { keep: Some(vec!["user".into(), "country".into()]), drop: vec![], rename: vec![("user".into(), "customer".into())] },
+        ];
+        assert_eq!(apply_steps(&steps, rec(json!({"country": "BE"}))).unwrap(), None);
+        let out = apply_steps(&steps, rec(json!({"country": "NL", "user": "a", "secret": 1}))).unwrap().unwrap();
+        assert_eq!(out.value, Payload::Json(json!({"customer": "a", "country": "NL"})));
+    }
+
+    #[test]
+    fn sum_is_exact_for_integers_and_falls_back_to_float() {
+        let agg = Aggregate { id: "sum".into(), kind: AggregateKind::Sum { field: "n".into() }, key_field: "key".into(), output: "sum".into() };
+        let mut r = rec(json!({"n": i64::MAX}));
+        r.key = Some(b"k".to_vec());
+        let (s, out) = aggregate(&agg, None, &r).unwrap();
+        assert_eq!(out.value, Payload::Json(json!({"key": "k", "sum": i64::MAX})));
+        let r2 = Record { key: Some(b"k".to_vec()), value: Payload::Json(json!({"n": 1.5})) };
+        let (_, out) = aggregate(&agg, Some(&s), &r2).unwrap();
+        let Payload::Json(v) = out.value else { panic!() };
+        assert!(v["sum"].is_f64());
+    }
+
+    #[test]
+    fn a_missing_key_field_is_a_record_error() {
+        let e = apply_steps(&[Step::KeyBy { field: "user".into() }], rec(json!({"x": 1}))).unwrap_err();
+        assert_eq!(e.step, "key_by");
+        assert!(e.message.contains("\"user\""));
+    }
+}

@@ -1,0 +1,446 @@
+//! One incarnation of a pipeline: producer, consumer, tasks, checkpoints.
+//!
+//! A task is one assigned input partition (of the source topic, or of the repartition topic).
+//! Stateful tasks own the keyed state of the keys arriving on their partition.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::operator::{self, Record};
+use super::{Error, Options, Result, chain};
+use crate::checkpoint::protocol::{self, CommitAction, Restore, TxnFailure};
+use crate::checkpoint::store::Store;
+use crate::checkpoint::{
+    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset, TaskSnapshot,
+};
+use crate::codec;
+use crate::config::{Config, Format, PipelineConfig};
+use crate::kafka::admin::Admin;
+use crate::kafka::consumer::{self, Consumer, Event};
+use crate::kafka::producer::Producer;
+use crate::state::{StateEnv, TaskState, namespaced};
+
+/// Records taken per poll: enough to amortise the poll, few enough to check the clock often.
+const BATCH: usize = 2_000;
+/// How often `commit_transaction` is retried while its outcome is unknown.
+const COMMIT_RETRIES: u32 = 3;
+
+struct Task {
+    /// Next offset to read, as reflected in `state`; `None` before the first record of a
+    /// partition the group never committed.
+    next_offset: Option<NextOffset>,
+    state: Option<TaskState>,
+}
+
+pub struct Runner<'a> {
+    config: &'a Config,
+    pipeline: &'a PipelineConfig,
+    env: &'a StateEnv,
+    options: Options,
+    cancel: CancellationToken,
+    producer: Producer,
+    consumer: Consumer,
+    store: Store,
+    manifests: BTreeMap<CheckpointId, Manifest>,
+    tasks: BTreeMap<Partition, Task>,
+    /// The topic whose partitions carry keyed state, if the plan has an aggregate.
+    stateful_topic: Option<String>,
+    repartition_topic: Option<String>,
+    in_txn: bool,
+    dirty: bool,
+    last_checkpoint: Instant,
+    next_id: CheckpointId,
+    committed: u64,
+}
+
+/// Crash points for the recovery tests (`--features failpoints`, `FAILPOINTS=name=return`):
+/// the process aborts on the spot, as a SIGKILL there would.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            tracing::warn!(failpoint = $name, "failpoint: aborting the process");
+            std::process::abort()
+        })
+    };
+}
+
+impl<'a> Runner<'a> {
+    /// Rule 2: `init_transactions` first (fencing the previous incarnation and settling its
+    /// transaction), then the topics, then the consumer. State is restored on assignment.
+    pub fn start(
+        config: &'a Config,
+        pipeline: &'a PipelineConfig,
+        env: &'a StateEnv,
+        options: Options,
+        cancel: CancellationToken,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self> {
+        let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
+        producer.init()?;
+        let admin = Admin::new(&config.kafka, runtime)?;
+        let partitions = admin.partition_count(&pipeline.source.topic)?;
+        admin.partition_count(&pipeline.sink.topic)?;
+        let repartition_topic = pipeline.repartition_topic();
+        if let Some(t) = &repartition_topic {
+            admin.ensure_internal_topic(t, partitions)?;
+        }
+        let stateful_topic = pipeline
+            .plan
+            .aggregate
+            .as_ref()
+            .map(|_| repartition_topic.clone().unwrap_or_else(|| pipeline.source.topic.clone()));
+        let store = Store::open(&config.checkpoint.dir, &pipeline.name)?;
+        let mut manifests = BTreeMap::new();
+        for id in store.list()? {
+            match store.manifest(id) {
+                Ok(m) => {
+                    manifests.insert(id, m);
+                }
+                Err(e) => tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest; it cannot be restored"),
+            }
+        }
+        let next_id = protocol::next_id(&manifests.keys().copied().collect::<Vec<_>>(), None);
+        let consumer = Consumer::new(&config.kafka, &pipeline.group_id, &pipeline.transactional_id)?;
+        let mut topics = vec![pipeline.source.topic.as_str()];
+        if let Some(t) = &repartition_topic {
+            topics.push(t);
+        }
+        consumer.subscribe(&topics)?;
+        tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
+            repartition = ?repartition_topic, checkpoints = manifests.len(), "pipeline started");
+        Ok(Self {
+            config,
+            pipeline,
+            env,
+            options,
+            cancel,
+            producer,
+            consumer,
+            store,
+            manifests,
+            tasks: BTreeMap::new(),
+            stateful_topic,
+            repartition_topic,
+            in_txn: false,
+            dirty: false,
+            last_checkpoint: Instant::now(),
+            next_id,
+            committed: 0,
+        })
+    }
+
+    pub fn committed_checkpoints(&self) -> u64 {
+        self.committed
+    }
+
+    /// The loop: poll a batch, process it, checkpoint every interval, until cancelled.
+    pub fn run(&mut self) -> Result<()> {
+        let interval = self.config.checkpoint.interval;
+        loop {
+            if self.cancel.is_cancelled() {
+                return self.shutdown();
+            }
+            if self.dirty && self.last_checkpoint.elapsed() >= interval {
+                self.checkpoint()?;
+            }
+            let until_checkpoint = interval.saturating_sub(self.last_checkpoint.elapsed());
+            let wait = until_checkpoint.clamp(Duration::from_millis(1), Duration::from_millis(100));
+            for event in self.consumer.poll_batch(BATCH, wait)? {
+                let result = match event {
+                    Event::Record(r) => self.process(r),
+                    Event::Assigned(ps) => self.assign(&ps),
+                    Event::Revoked(ps) => self.revoke(&ps),
+                };
+                if let Err(e) = result {
+                    if matches!(e, Error::Record { .. }) && self.in_txn {
+                        // a bad record: the open transaction holds nothing that must survive
+                        if let Err(abort) = self.producer.abort() {
+                            tracing::warn!(error = %chain(&abort), "abort after a bad record failed");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: finish the current checkpoint (so nothing processed is redone), then stop.
+    fn shutdown(&mut self) -> Result<()> {
+        if self.dirty {
+            tracing::info!(pipeline = %self.pipeline.name, "final checkpoint before stopping");
+            self.checkpoint()?;
+        }
+        tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, "pipeline stopped");
+        Ok(())
+    }
+
+    fn record_error(r: &consumer::Record, stage: &'static str, message: impl ToString) -> Error {
+        Error::Record { topic: r.topic.clone(), partition: r.partition, offset: r.offset, stage, message: message.to_string() }
+    }
+
+    fn process(&mut self, r: consumer::Record) -> Result<()> {
+        let p = Partition { topic: r.topic.clone(), partition: r.partition };
+        let Some(task) = self.tasks.get_mut(&p) else {
+            tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
+            return Ok(());
+        };
+        if task.next_offset.is_some_and(|n| r.offset < n.0) {
+            return Ok(()); // already reflected in state (a fetch raced a seek)
+        }
+        let plan = &self.pipeline.plan;
+        let from_source = r.topic == self.pipeline.source.topic;
+        let format = if from_source { self.pipeline.source.format } else { Format::Json };
+        let value = codec::decode(format, r.value.as_deref()).map_err(|e| Self::record_error(&r, "decode", e))?;
+        let record = Record { key: r.key.clone(), value };
+        let record = if from_source {
+            operator::apply_steps(&plan.before, record).map_err(|e| Self::record_error(&r, e.step, e.message))?
+        } else {
+            Some(record)
+        };
+        let output = match (record, &plan.aggregate) {
+            (None, _) => None,
+            (Some(rec), Some(_)) if from_source && plan.repartition => {
+                let bytes = codec::encode(Format::Json, &rec.value).map_err(|e| Self::record_error(&r, "repartition", e))?;
+                let topic = self.repartition_topic.as_deref().unwrap_or_default();
+                send(&self.producer, &mut self.in_txn, topic, rec.key.as_deref(), &bytes)
+                    .map_err(|e| too_large_or(e, &r))?;
+                None
+            }
+            (Some(rec), Some(agg)) => {
+                let state = task.state.as_mut().ok_or_else(|| Self::record_error(&r, "aggregate", "task has no state"))?;
+                let key = namespaced(&agg.id, rec.key.as_deref().unwrap_or_default());
+                let previous = state.get(&key)?;
+                let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
+                    .map_err(|e| Self::record_error(&r, e.step, e.message))?;
+                state.put(&key, &next)?;
+                operator::apply_steps(&plan.after, out).map_err(|e| Self::record_error(&r, e.step, e.message))?
+            }
+            (Some(rec), None) => Some(rec),
+        };
+        if let Some(out) = output {
+            let bytes = codec::encode(self.pipeline.sink.format, &out.value).map_err(|e| Self::record_error(&r, "encode", e))?;
+            send(&self.producer, &mut self.in_txn, &self.pipeline.sink.topic, out.key.as_deref(), &bytes)
+                .map_err(|e| too_large_or(e, &r))?;
+        }
+        task.next_offset = Some(NextOffset(r.offset + 1));
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// New partitions: restore each stateful one from the snapshot matching the group's
+    /// committed offset. The consumer starts fetching at that same committed offset.
+    fn assign(&mut self, partitions: &[Partition]) -> Result<()> {
+        let committed = self.consumer.committed(partitions)?;
+        for (p, offset) in committed {
+            let task = self.restore_task(&p, offset)?;
+            self.tasks.insert(p, task);
+        }
+        tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
+        Ok(())
+    }
+
+    fn restore_task(&self, p: &Partition, committed: Option<NextOffset>) -> Result<Task> {
+        if self.stateful_topic.as_deref() != Some(p.topic.as_str()) {
+            return Ok(Task { next_offset: committed, state: None });
+        }
+        let live = self.live_dir(p);
+        let candidates: Vec<(CheckpointId, Option<NextOffset>)> = self
+            .manifests
+            .iter()
+            .filter_map(|(id, m)| m.tasks.iter().find(|t| t.topic == p.topic && t.partition == p.partition).map(|t| (*id, t.next_offset)))
+            .collect();
+        let state = match protocol::choose_restore(committed, &candidates) {
+            Restore::Fresh => self.env.open_empty(&live)?,
+            Restore::From(id) => {
+                let snapshot = self.manifests.get(&id).and_then(|m| m.tasks.iter().find(|t| t.topic == p.topic && t.partition == p.partition));
+                let Some(snapshot) = snapshot else {
+                    return Err(crate::checkpoint::store::Error::Corrupt { path: self.store.dir_of(id), message: format!("no snapshot of {p}") }.into());
+                };
+                let dir = self.store.verify(id, snapshot)?;
+                let state = self.env.restore(&dir, &live)?;
+                tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
+                state
+            }
+            Restore::NoMatch { committed, newest_available } if self.options.allow_empty_state => {
+                tracing::warn!(partition = %p, %committed, newest = ?newest_available, "no snapshot matches the committed offset; starting EMPTY (--allow-empty-state)");
+                self.env.open_empty(&live)?
+            }
+            Restore::NoMatch { committed, newest_available } => {
+                return Err(Error::NoMatchingSnapshot {
+                    partition: p.clone(),
+                    committed,
+                    newest: newest_available.map_or_else(|| "none".to_string(), |(id, off)| format!("checkpoint {id} at offset {off:?}")),
+                    dir: self.store.root().display().to_string(),
+                });
+            }
+        };
+        Ok(Task { next_offset: committed, state: Some(state) })
+    }
+
+    fn live_dir(&self, p: &Partition) -> PathBuf {
+        self.config.state.dir.join(&self.pipeline.name).join(format!("{}-{}", p.topic, p.partition))
+    }
+
+    /// Partitions taken away: their uncommitted work is dropped with the open transaction
+    /// (the group generation changed, so it could not commit anyway); partitions kept are
+    /// rewound to the last checkpoint.
+    fn revoke(&mut self, partitions: &[Partition]) -> Result<()> {
+        self.abort_open_transaction()?;
+        for p in partitions {
+            self.tasks.remove(p);
+        }
+        if !self.tasks.is_empty() {
+            self.rewind()?;
+        }
+        tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions revoked");
+        Ok(())
+    }
+
+    fn abort_open_transaction(&mut self) -> Result<()> {
+        if self.in_txn {
+            self.producer.abort().map_err(fatal_or_transient)?;
+            self.in_txn = false;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Restores every task from the snapshot at the group's committed offsets and seeks there.
+    fn rewind(&mut self) -> Result<()> {
+        let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
+        let committed = self.consumer.committed(&partitions)?;
+        self.tasks.clear();
+        for (p, offset) in &committed {
+            let task = self.restore_task(p, *offset)?;
+            self.tasks.insert(p.clone(), task);
+        }
+        self.consumer.seek(&committed)?;
+        Ok(())
+    }
+
+    /// Checkpoint N (see `checkpoint::protocol`). An abortable failure aborts, rewinds and
+    /// lets the loop go on; anything else is returned.
+    fn checkpoint(&mut self) -> Result<()> {
+        let started = Instant::now();
+        match self.try_checkpoint() {
+            Ok(id) => {
+                tracing::debug!(pipeline = %self.pipeline.name, checkpoint = %id, took = ?started.elapsed(), "checkpoint committed");
+                Ok(())
+            }
+            Err(e) if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) => {
+                tracing::warn!(pipeline = %self.pipeline.name, error = %chain(&e), "checkpoint aborted; rewinding to the last committed checkpoint");
+                self.abort_open_transaction()?;
+                self.rewind()?;
+                self.last_checkpoint = Instant::now();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_checkpoint(&mut self) -> Result<CheckpointId> {
+        if !self.in_txn {
+            self.producer.begin()?;
+            self.in_txn = true;
+        }
+        self.producer.flush()?;
+        let id = self.next_id;
+        let manifest = self.snapshot(id)?;
+        crash_point!("checkpoint::after_snapshot");
+        let offsets: Vec<(Partition, NextOffset)> = manifest
+            .offsets
+            .iter()
+            .map(|o| (Partition { topic: o.topic.clone(), partition: o.partition }, o.next_offset))
+            .collect();
+        if !offsets.is_empty() {
+            self.producer.send_offsets(&offsets, &self.consumer)?;
+        }
+        crash_point!("checkpoint::before_commit");
+        self.commit(id)?;
+        crash_point!("checkpoint::after_commit");
+        self.in_txn = false;
+        self.dirty = false;
+        self.committed += 1;
+        self.last_checkpoint = Instant::now();
+        self.next_id = CheckpointId(id.0 + 1);
+        self.manifests.insert(id, manifest);
+        self.store.mark_committed(id)?;
+        let existing: Vec<CheckpointId> = self.manifests.keys().copied().collect();
+        let delete = protocol::to_delete(&existing, id, self.config.checkpoint.retain);
+        self.store.delete(&delete)?;
+        for d in delete {
+            self.manifests.remove(&d);
+        }
+        Ok(id)
+    }
+
+    /// Snapshots every stateful task and makes checkpoint `id` durable on disk.
+    fn snapshot(&mut self, id: CheckpointId) -> Result<Manifest> {
+        let staging = self.store.begin(id)?;
+        let mut tasks = Vec::new();
+        let mut files = Vec::new();
+        let mut offsets = Vec::new();
+        for (p, task) in &mut self.tasks {
+            if let Some(o) = task.next_offset {
+                offsets.push(PartitionOffset { topic: p.topic.clone(), partition: p.partition, next_offset: o });
+            }
+            if let Some(state) = task.state.as_mut() {
+                let dir = format!("{}-{}", p.topic, p.partition);
+                files.push(state.snapshot(&staging.join(&dir))?);
+                tasks.push(TaskSnapshot { topic: p.topic.clone(), partition: p.partition, next_offset: task.next_offset, dir, files: Vec::new() });
+            }
+        }
+        let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            checkpoint: id,
+            pipeline: self.pipeline.name.clone(),
+            created_unix_ms,
+            offsets,
+            tasks,
+        };
+        self.store.finish(&staging, manifest.clone(), &files)?;
+        // the manifest as written, with checksums
+        Ok(self.store.manifest(id)?)
+    }
+
+    /// Rule 3: retry while the outcome is unknown, never abort then.
+    fn commit(&mut self, id: CheckpointId) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            let Err(e) = self.producer.commit() else { return Ok(()) };
+            match protocol::on_commit_failure(e.txn_failure(), attempt, COMMIT_RETRIES) {
+                CommitAction::Retry => {
+                    tracing::warn!(checkpoint = %id, attempt, error = %chain(&e), "commit outcome unknown; retrying the commit");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
+                }
+                CommitAction::RestartWithoutAbort => return Err(Error::UnknownCommitOutcome(id)),
+                CommitAction::AbortAndRestore => return Err(e.into()),
+                CommitAction::Exit => return Err(Error::Fatal(e)),
+            }
+        }
+    }
+}
+
+fn send(producer: &Producer, in_txn: &mut bool, topic: &str, key: Option<&[u8]>, value: &[u8]) -> crate::kafka::Result<()> {
+    if !*in_txn {
+        producer.begin()?;
+        *in_txn = true;
+    }
+    producer.send(topic, key, value)
+}
+
+fn too_large_or(e: crate::kafka::Error, r: &consumer::Record) -> Error {
+    match e {
+        crate::kafka::Error::TooLarge { .. } => Runner::record_error(r, "produce", e),
+        other => Error::Kafka(other),
+    }
+}
+
+fn fatal_or_transient(e: crate::kafka::Error) -> Error {
+    if e.txn_failure() == TxnFailure::Fatal { Error::Fatal(e) } else { Error::Kafka(e) }
+}

@@ -1,0 +1,55 @@
+//! The command line without a broker: `validate` reports every problem at once.
+
+use std::process::Command;
+
+#[test]
+fn validate_prints_three_mistakes_with_line_and_column_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[kafka]
+bootstrap_servers = "127.0.0.1:19092"
+
+[checkpoint]
+interval = "soon"
+dir = "data/checkpoints"
+
+[state]
+backend = "rocksdb"
+
+[[pipelines]]
+name = "counts"
+source = { topic = "events", format = "yaml" }
+sink = { topic = "counts", format = "json" }
+operators = [
+  { type = "key_by", field = "user" },
+  { type = "count", field = "x" },
+]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen")).args(["validate", "--config"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("checkpoint.interval (5:12): invalid duration \"soon\""), "{stderr}");
+    assert!(stderr.contains("pipelines[0].source.format (13:39): unknown format \"yaml\""), "{stderr}");
+    assert!(stderr.contains("pipelines[0].operators[1].field (17:29): count does not take \"field\""), "{stderr}");
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    for name in ["counts.toml", "quickstart.toml", "memory-passthrough.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flumen")).args(["validate", "--config"]).arg(dir.join(name)).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen")).arg("--help").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Exit codes:") && stdout.contains("3  state cannot be restored"), "{stdout}");
+}

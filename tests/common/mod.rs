@@ -1,0 +1,367 @@
+//! Shared test helpers: the broker from `FLUMEN_TEST_BOOTSTRAP`, random names, and small
+//! producers and readers built on rdkafka directly (the tests check Flumen from outside).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long a test waits for the broker to answer metadata before failing.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The broker every integration test runs against.
+///
+/// Returns `None` only when `FLUMEN_SKIP_KAFKA_TESTS=1` is set explicitly. Otherwise a broker
+/// that does not answer fails the test with a message that says how to start one.
+pub fn bootstrap() -> Option<String> {
+    if std::env::var("FLUMEN_SKIP_KAFKA_TESTS").as_deref() == Ok("1") {
+        eprintln!("FLUMEN_SKIP_KAFKA_TESTS=1: skipping a test that needs a Kafka broker");
+        return None;
+    }
+    let servers =
+        std::env::var("FLUMEN_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_string());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("socket.connection.setup.timeout.ms", "3000")
+        .create()
+        .expect("create metadata client");
+    if let Err(e) = consumer.fetch_metadata(None, BROKER_TIMEOUT) {
+        panic!(
+            "no Kafka broker answers at {servers} (FLUMEN_TEST_BOOTSTRAP): {e}\n\
+             start one with `scripts/kafka.sh start` and export FLUMEN_TEST_BOOTSTRAP=$(scripts/kafka.sh status), \
+             or run everything with `scripts/test.sh`"
+        );
+    }
+    Some(servers)
+}
+
+pub fn rand_suffix() -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect()
+}
+
+pub fn rand_name(prefix: &str) -> String {
+    format!("{prefix}-{}", rand_suffix())
+}
+
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = rt.block_on(admin.create_topics([&new], &opts)).expect("create_topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+}
+
+/// A non-transactional producer with Java's murmur2 partitioner, for test input.
+pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(partition, key, value)` records and waits until all are acknowledged.
+pub fn produce_all(bootstrap: &str, topic: &str, records: &[(Option<i32>, String, String)]) {
+    let p = producer(bootstrap);
+    for (partition, key, value) in records {
+        let mut rec = BaseRecord::to(topic).key(key.as_str()).payload(value.as_str());
+        if let Some(part) = partition {
+            rec = rec.partition(*part);
+        }
+        let mut rec = Some(rec);
+        while let Some(r) = rec.take() {
+            if let Err((e, r)) = p.send(r) {
+                assert!(
+                    matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "produce: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+                rec = Some(r);
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush test input");
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+/// Reads every record of `topic` from the beginning until its end offsets (the last stable
+/// offsets under read_committed) and at least `min_records` were read, or `timeout` passes.
+pub fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    min_records: usize,
+    timeout: Duration,
+) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", rand_name("reader"))
+        .set("isolation.level", isolation)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("reader");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let partitions: Vec<i32> =
+        md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut positions: HashMap<i32, i64> = HashMap::new();
+    loop {
+        while let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("read");
+            positions.insert(m.partition(), m.offset() + 1);
+            out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+            });
+        }
+        if out.len() >= min_records && caught_up(&consumer, topic, &partitions, &positions) {
+            return out;
+        }
+        if Instant::now() > deadline {
+            return out;
+        }
+    }
+}
+
+fn caught_up(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    positions: &HashMap<i32, i64>,
+) -> bool {
+    partitions.iter().all(|p| {
+        // read_committed: the high watermark may lie past the last stable offset (an open or
+        // just-aborted transaction), so compare the position with the consumer's own view
+        let (_, high) =
+            consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)).expect("watermarks");
+        let pos = positions.get(p).copied().unwrap_or(0);
+        pos >= high || consumer_lag_zero(consumer, topic, *p)
+    })
+}
+
+fn consumer_lag_zero(consumer: &BaseConsumer, topic: &str, partition: i32) -> bool {
+    let Ok(pos) = consumer.position() else { return false };
+    let Some(elem) = pos.find_partition(topic, partition) else { return false };
+    let Offset::Offset(position) = elem.offset() else { return false };
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .expect("watermarks");
+    position >= high
+}
+
+/// A `flumen run` child process with its own config, state and checkpoint directories.
+pub struct Daemon {
+    pub dir: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+    child: Option<std::process::Child>,
+    runs: usize,
+}
+
+impl Daemon {
+    /// Writes `config_toml` (with `{DIR}` replaced by the daemon's directory) to `dir`.
+    pub fn new(dir: &std::path::Path, config_toml: &str) -> Self {
+        let config = dir.join("pipeline.toml");
+        std::fs::write(&config, config_toml.replace("{DIR}", &dir.display().to_string()))
+            .expect("write config");
+        Self { dir: dir.to_path_buf(), config, child: None, runs: 0 }
+    }
+
+    pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts `flumen run`, its stderr going to `run-N.log` in the daemon's directory.
+    pub fn start_with(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "daemon already running");
+        self.runs += 1;
+        let log = std::fs::File::create(self.log_path(self.runs)).expect("log file");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"));
+        cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.env("RUST_LOG", "info,flumen=debug");
+        cmd.env_remove("FAILPOINTS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn flumen"));
+    }
+
+    pub fn log_path(&self, run: usize) -> std::path::PathBuf {
+        self.dir.join(format!("run-{run}.log"))
+    }
+
+    /// The stderr of the latest run.
+    pub fn last_log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.runs)).unwrap_or_default()
+    }
+
+    /// Every run's stderr, for failure messages.
+    pub fn all_logs(&self) -> String {
+        (1..=self.runs)
+            .map(|r| format!("--- run {r} ---\n{}", std::fs::read_to_string(self.log_path(r)).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+        assert!(status.success());
+        self.wait(timeout).unwrap_or_else(|| panic!("flumen did not stop within {timeout:?}\n{}", self.all_logs()))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The keyed-count input: `records` JSON events over `users` users, each with a unique id,
+/// keyed randomly (so the count must go through the repartition topic to be right).
+pub fn count_input(records: usize, users: usize) -> Vec<(Option<i32>, String, String)> {
+    let mut rng = rand::rng();
+    (0..records)
+        .map(|i| {
+            let user = format!("u{}", rng.random_range(0..users));
+            let key = format!("k{}", rng.random_range(0..1_000_000));
+            (None, key, format!("{{\"user\":\"{user}\",\"id\":{i},\"pad\":\"xxxxxxxxxxxxxxxx\"}}"))
+        })
+        .collect()
+}
+
+/// Expected count per user of `count_input` records.
+pub fn expected_counts(input: &[(Option<i32>, String, String)]) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for (_, _, v) in input {
+        let v: serde_json::Value = serde_json::from_str(v).expect("input json");
+        *out.entry(v["user"].as_str().expect("user").to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Checks the sink of a keyed count read with read_committed: per user, the counts are
+/// exactly 1..=n in order, each once, with Kafka key = user. Returns a description of the
+/// first violation.
+pub fn check_counts(output: &[Read], expected: &HashMap<String, u64>) -> Result<(), String> {
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for r in output {
+        let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap_or("null"))
+            .map_err(|e| format!("output at {}/{} is not JSON: {e}", r.partition, r.offset))?;
+        let user = v["user"].as_str().ok_or_else(|| format!("output without user: {v}"))?.to_string();
+        if r.key.as_deref() != Some(user.as_str()) {
+            return Err(format!("output key {:?} differs from user {user}", r.key));
+        }
+        let count = v["count"].as_u64().ok_or_else(|| format!("output without count: {v}"))?;
+        seen.entry(user).or_default().push(count);
+    }
+    for (user, n) in expected {
+        let got = seen.remove(user).unwrap_or_default();
+        let want: Vec<u64> = (1..=*n).collect();
+        if got != want {
+            let dupes = got.len() as i64 - *n as i64;
+            return Err(format!(
+                "user {user}: expected counts 1..={n}, got {} values ({dupes:+} vs expected), first: {:?}",
+                got.len(),
+                &got[..got.len().min(20)]
+            ));
+        }
+    }
+    if let Some((user, got)) = seen.into_iter().next() {
+        return Err(format!("unexpected user {user} in output: {got:?}"));
+    }
+    Ok(())
+}
+
+/// The engine config of the keyed-count tests.
+pub fn count_config(bootstrap: &str, name: &str, source: &str, sink: &str, backend: &str, interval: &str) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "{interval}"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "{backend}"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+max_backoff = "2s"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "count" }},
+]
+"#
+    )
+}
