@@ -1,5 +1,7 @@
 //! The command line without a broker: `validate` reports every problem at once.
 
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
 use std::process::Command;
 
 #[test]
@@ -29,12 +31,25 @@ operators = [
 "#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_flumen")).args(["validate", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("checkpoint.interval (5:12): invalid duration \"soon\""), "{stderr}");
-    assert!(stderr.contains("pipelines[0].source.format (13:39): unknown format \"yaml\""), "{stderr}");
-    assert!(stderr.contains("pipelines[0].operators[1].field (17:29): count does not take \"field\""), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint.interval (5:12): invalid duration \"soon\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pipelines[0].source.format (13:39): unknown format \"yaml\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pipelines[0].operators[1].field (17:29): count does not take \"field\""),
+        "{stderr}"
+    );
     assert!(stderr.contains("3 problem(s)"), "{stderr}");
 }
 
@@ -42,14 +57,28 @@ operators = [
 fn validate_accepts_the_examples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
     for name in ["counts.toml", "quickstart.toml", "memory-passthrough.toml"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_flumen")).args(["validate", "--config"]).arg(dir.join(name)).output().unwrap();
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+            .args(["validate", "--config"])
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 #[test]
 fn help_documents_exit_codes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flumen")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Exit codes:") && stdout.contains("3  state cannot be restored"), "{stdout}");
+    assert!(
+        stdout.contains("Exit codes:") && stdout.contains("3  state cannot be restored"),
+        "{stdout}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Crashes at random moments and at chosen points of the checkpoint protocol: the keyed count
 //! on the read_committed output stays exactly 1..=n per user.
 
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -29,7 +31,10 @@ impl Scenario {
         let input = common::count_input(records, users);
         let expected = common::expected_counts(&input);
         let tmp = tempfile::tempdir().unwrap();
-        let daemon = common::Daemon::new(tmp.path(), &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", interval));
+        let daemon = common::Daemon::new(
+            tmp.path(),
+            &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", interval),
+        );
         let (b, s) = (bootstrap.clone(), source.clone());
         let feeder = std::thread::spawn(move || {
             let chunks = 20;
@@ -39,7 +44,16 @@ impl Scenario {
                 std::thread::sleep(feed_for / chunks as u32);
             }
         });
-        Some(Self { bootstrap, source, sink, expected, records, feeder: Some(feeder), daemon, _tmp: tmp })
+        Some(Self {
+            bootstrap,
+            source,
+            sink,
+            expected,
+            records,
+            feeder: Some(feeder),
+            daemon,
+            _tmp: tmp,
+        })
     }
 
     fn finish_and_check(mut self) {
@@ -49,9 +63,21 @@ impl Scenario {
         if !self.daemon.is_running() {
             self.daemon.start();
         }
-        let output = common::read_all(&self.bootstrap, &self.sink, "read_committed", self.records, Duration::from_secs(180));
+        let output = common::read_all(
+            &self.bootstrap,
+            &self.sink,
+            "read_committed",
+            self.records,
+            Duration::from_secs(180),
+        );
         if let Err(e) = common::check_counts(&output, &self.expected) {
-            panic!("{e}\n{} outputs for {} inputs (source {})\n{}", output.len(), self.records, self.source, self.daemon.all_logs());
+            panic!(
+                "{e}\n{} outputs for {} inputs (source {})\n{}",
+                output.len(),
+                self.records,
+                self.source,
+                self.daemon.all_logs()
+            );
         }
         let status = self.daemon.terminate(Duration::from_secs(40));
         assert!(status.success(), "{status}\n{}", self.daemon.all_logs());
@@ -60,13 +86,19 @@ impl Scenario {
 
 #[test]
 fn random_sigkills_lose_and_duplicate_nothing() {
-    let Some(mut s) = Scenario::new(20_000, 500, "300ms", Duration::from_secs(20)) else { return };
+    let Some(mut s) = Scenario::new(20_000, 500, "300ms", Duration::from_secs(20)) else {
+        return;
+    };
     let mut rng = rand::rng();
     s.daemon.start();
     let started = Instant::now();
     for kill in 0..10 {
         std::thread::sleep(Duration::from_millis(rng.random_range(500..3_000)));
-        assert!(s.daemon.is_running(), "flumen exited on its own before kill {kill}\n{}", s.daemon.all_logs());
+        assert!(
+            s.daemon.is_running(),
+            "flumen exited on its own before kill {kill}\n{}",
+            s.daemon.all_logs()
+        );
         s.daemon.kill9();
         s.daemon.start();
     }
@@ -77,14 +109,29 @@ fn random_sigkills_lose_and_duplicate_nothing() {
 /// Starts with a failpoint that aborts the process at the `after`+1-th pass of `point`,
 /// waits for that crash, restarts, and repeats; then checks the output.
 fn crash_at(point: &str) {
-    let Some(mut s) = Scenario::new(8_000, 200, "300ms", Duration::from_secs(12)) else { return };
+    let Some(mut s) = Scenario::new(8_000, 200, "300ms", Duration::from_secs(12)) else {
+        return;
+    };
     for round in 0..3 {
         let spec = format!("{point}={}*off->return", 2 + round);
         s.daemon.start_with(&[("FAILPOINTS", &spec)]);
-        let status = s.daemon.wait(Duration::from_secs(60)).unwrap_or_else(|| panic!("no crash at {spec}\n{}", s.daemon.all_logs()));
-        assert!(!status.success(), "expected a crash at {spec}, got {status}\n{}", s.daemon.all_logs());
-        assert!(s.daemon.last_log().contains(&format!("failpoint = \"{point}\"")) || s.daemon.last_log().contains(point),
-            "the crash was not the failpoint's\n{}", s.daemon.all_logs());
+        let status = s
+            .daemon
+            .wait(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("no crash at {spec}\n{}", s.daemon.all_logs()));
+        assert!(
+            !status.success(),
+            "expected a crash at {spec}, got {status}\n{}",
+            s.daemon.all_logs()
+        );
+        assert!(
+            s.daemon
+                .last_log()
+                .contains(&format!("failpoint = \"{point}\""))
+                || s.daemon.last_log().contains(point),
+            "the crash was not the failpoint's\n{}",
+            s.daemon.all_logs()
+        );
     }
     s.finish_and_check();
 }

@@ -3,6 +3,8 @@
 //! after SIGKILL. The outputs are still checked for exactness. (The benchmark suite with peers
 //! is issue #6.)
 
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -14,8 +16,13 @@ use rdkafka::{Offset, TopicPartitionList};
 #[test]
 #[ignore = "measurement; run by hand with --ignored --nocapture"]
 fn measure_keyed_count_throughput_and_recovery() {
-    let Some(bootstrap) = common::bootstrap() else { return };
-    let records: usize = std::env::var("MEASURE_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let records: usize = std::env::var("MEASURE_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let interval = std::env::var("MEASURE_INTERVAL").unwrap_or_else(|_| "1s".into());
     let name = common::rand_name("measure");
     let (source, sink) = (format!("{name}-events"), format!("{name}-counts"));
@@ -26,12 +33,22 @@ fn measure_keyed_count_throughput_and_recovery() {
     common::produce_all(&bootstrap, &source, &input);
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut daemon = common::Daemon::new(tmp.path(), &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", &interval));
+    let mut daemon = common::Daemon::new(
+        tmp.path(),
+        &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", &interval),
+    );
     let started = Instant::now();
     daemon.start();
-    let output = common::read_all(&bootstrap, &sink, "read_committed", records, Duration::from_secs(600));
+    let output = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        records,
+        Duration::from_secs(600),
+    );
     let took = started.elapsed();
-    common::check_counts(&output, &expected).unwrap_or_else(|e| panic!("{e}\n{}", daemon.last_log()));
+    common::check_counts(&output, &expected)
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.last_log()));
     println!(
         "throughput: {records} records (key_by + count over 10,000 users, 4 partitions, repartitioned, rocksdb, checkpoint {interval}): {:.1}s from start to the last committed output = {:.0} records/s",
         took.as_secs_f64(),
@@ -45,17 +62,27 @@ fn measure_keyed_count_throughput_and_recovery() {
         daemon.kill9();
         let restarted = Instant::now();
         daemon.start();
-        common::produce_all(&bootstrap, &source, &[(None, "x".into(), "{\"user\":\"recovery\"}".into())]);
+        common::produce_all(
+            &bootstrap,
+            &source,
+            &[(None, "x".into(), "{\"user\":\"recovery\"}".into())],
+        );
         loop {
             if let Some(m) = watcher.poll(Duration::from_millis(20)) {
                 m.expect("read");
                 break;
             }
-            assert!(restarted.elapsed() < Duration::from_secs(120), "no output after restart\n{}", daemon.last_log());
+            assert!(
+                restarted.elapsed() < Duration::from_secs(120),
+                "no output after restart\n{}",
+                daemon.last_log()
+            );
         }
         samples.push(restarted.elapsed());
     }
-    println!("recovery after SIGKILL (restart → next committed output, checkpoint {interval}): {samples:?}");
+    println!(
+        "recovery after SIGKILL (restart → next committed output, checkpoint {interval}): {samples:?}"
+    );
     assert!(daemon.terminate(Duration::from_secs(40)).success());
 }
 

@@ -17,7 +17,10 @@ pub enum Restore {
     From(CheckpointId),
     /// Offsets were committed, but no snapshot matches them: starting would lose or double
     /// state. Refuse unless the operator explicitly accepts empty state.
-    NoMatch { committed: NextOffset, newest_available: Option<(CheckpointId, Option<NextOffset>)> },
+    NoMatch {
+        committed: NextOffset,
+        newest_available: Option<(CheckpointId, Option<NextOffset>)>,
+    },
 }
 
 /// Picks the snapshot whose recorded offset equals the group's committed offset.
@@ -29,7 +32,9 @@ pub fn choose_restore(
     committed: Option<NextOffset>,
     candidates: &[(CheckpointId, Option<NextOffset>)],
 ) -> Restore {
-    let Some(committed) = committed else { return Restore::Fresh };
+    let Some(committed) = committed else {
+        return Restore::Fresh;
+    };
     let best = candidates
         .iter()
         .filter(|(_, offset)| *offset == Some(committed))
@@ -83,17 +88,34 @@ pub fn on_commit_failure(failure: TxnFailure, attempt: u32, max_retries: u32) ->
 /// The id for the next checkpoint: above every id on disk, so a leftover of a crashed attempt
 /// is never overwritten or confused with a new one.
 pub fn next_id(existing: &[CheckpointId], restored: Option<CheckpointId>) -> CheckpointId {
-    let top = existing.iter().copied().chain(restored).max().map_or(0, |id| id.0);
+    let top = existing
+        .iter()
+        .copied()
+        .chain(restored)
+        .max()
+        .map_or(0, |id| id.0);
     CheckpointId(top + 1)
 }
 
 /// Which checkpoints to delete after `latest` committed: all but the newest `retain` at or
 /// below it. Anything newer than `latest` is a leftover and goes too.
-pub fn to_delete(existing: &[CheckpointId], latest: CheckpointId, retain: usize) -> Vec<CheckpointId> {
-    let mut kept: Vec<CheckpointId> = existing.iter().copied().filter(|id| *id <= latest).collect();
+pub fn to_delete(
+    existing: &[CheckpointId],
+    latest: CheckpointId,
+    retain: usize,
+) -> Vec<CheckpointId> {
+    let mut kept: Vec<CheckpointId> = existing
+        .iter()
+        .copied()
+        .filter(|id| *id <= latest)
+        .collect();
     kept.sort_unstable_by(|a, b| b.cmp(a));
     let keep: Vec<CheckpointId> = kept.into_iter().take(retain.max(1)).collect();
-    let mut out: Vec<CheckpointId> = existing.iter().copied().filter(|id| !keep.contains(id)).collect();
+    let mut out: Vec<CheckpointId> = existing
+        .iter()
+        .copied()
+        .filter(|id| !keep.contains(id))
+        .collect();
     out.sort_unstable();
     out
 }
@@ -114,8 +136,16 @@ mod tests {
 
     #[test]
     fn the_newest_snapshot_at_the_committed_offset_wins() {
-        let cands = [c(1, Some(5)), c(2, Some(10)), c(3, Some(10)), c(4, Some(12))];
-        assert_eq!(choose_restore(Some(NextOffset(10)), &cands), Restore::From(CheckpointId(3)));
+        let cands = [
+            c(1, Some(5)),
+            c(2, Some(10)),
+            c(3, Some(10)),
+            c(4, Some(12)),
+        ];
+        assert_eq!(
+            choose_restore(Some(NextOffset(10)), &cands),
+            Restore::From(CheckpointId(3))
+        );
     }
 
     #[test]
@@ -123,7 +153,10 @@ mod tests {
         let cands = [c(1, Some(5)), c(2, Some(7))];
         assert_eq!(
             choose_restore(Some(NextOffset(6)), &cands),
-            Restore::NoMatch { committed: NextOffset(6), newest_available: Some(c(2, Some(7))) }
+            Restore::NoMatch {
+                committed: NextOffset(6),
+                newest_available: Some(c(2, Some(7)))
+            }
         );
     }
 
@@ -133,9 +166,18 @@ mod tests {
             let a = on_commit_failure(TxnFailure::Retriable, attempt, 3);
             assert_ne!(a, CommitAction::AbortAndRestore);
         }
-        assert_eq!(on_commit_failure(TxnFailure::Retriable, 3, 3), CommitAction::RestartWithoutAbort);
-        assert_eq!(on_commit_failure(TxnFailure::Abortable, 0, 3), CommitAction::AbortAndRestore);
-        assert_eq!(on_commit_failure(TxnFailure::Fatal, 0, 3), CommitAction::Exit);
+        assert_eq!(
+            on_commit_failure(TxnFailure::Retriable, 3, 3),
+            CommitAction::RestartWithoutAbort
+        );
+        assert_eq!(
+            on_commit_failure(TxnFailure::Abortable, 0, 3),
+            CommitAction::AbortAndRestore
+        );
+        assert_eq!(
+            on_commit_failure(TxnFailure::Fatal, 0, 3),
+            CommitAction::Exit
+        );
     }
 
     proptest! {

@@ -21,7 +21,11 @@ use super::{CheckpointId, FileSum, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapsh
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{op} {}", path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("checkpoint {} is corrupt: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
 }
@@ -29,7 +33,11 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { op, path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 const MANIFEST: &str = "manifest.json";
@@ -49,10 +57,14 @@ impl Store {
         for entry in std::fs::read_dir(&root).map_err(io("list", &root))? {
             let path = entry.map_err(io("list", &root))?.path();
             if path.extension().is_some_and(|e| e == "tmp") {
-                std::fs::remove_dir_all(&path).map_err(io("remove unfinished checkpoint", &path))?;
+                std::fs::remove_dir_all(&path)
+                    .map_err(io("remove unfinished checkpoint", &path))?;
             }
         }
-        Ok(Self { root, sums: HashMap::new() })
+        Ok(Self {
+            root,
+            sums: HashMap::new(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -69,7 +81,10 @@ impl Store {
         for entry in std::fs::read_dir(&self.root).map_err(io("list", &self.root))? {
             let name = entry.map_err(io("list", &self.root))?.file_name();
             let name = name.to_string_lossy();
-            if let Some(n) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(n) = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 ids.push(CheckpointId(n));
             }
         }
@@ -80,8 +95,10 @@ impl Store {
     pub fn manifest(&self, id: CheckpointId) -> Result<Manifest> {
         let path = self.dir_of(id).join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(io("read", &path))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         if manifest.format_version != MANIFEST_FORMAT_VERSION || manifest.checkpoint != id {
             return Err(Error::Corrupt {
                 path,
@@ -104,7 +121,13 @@ impl Store {
         match std::fs::remove_dir_all(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io { op: "remove stale staging dir", path: tmp, source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "remove stale staging dir",
+                    path: tmp,
+                    source: e,
+                });
+            }
         }
         std::fs::create_dir_all(&tmp).map_err(io("create staging dir", &tmp))?;
         Ok(tmp)
@@ -112,18 +135,28 @@ impl Store {
 
     /// Checksums the task files, writes the manifest, fsyncs everything and renames the
     /// staging directory to its final name. After this returns the checkpoint is durable.
-    pub fn finish(&mut self, staging: &Path, mut manifest: Manifest, task_files: &[Vec<String>]) -> Result<()> {
+    pub fn finish(
+        &mut self,
+        staging: &Path,
+        mut manifest: Manifest,
+        task_files: &[Vec<String>],
+    ) -> Result<()> {
         for (task, files) in manifest.tasks.iter_mut().zip(task_files) {
             let dir = staging.join(&task.dir);
-            task.files = files.iter().map(|f| self.sum(&dir.join(f), f)).collect::<Result<_>>()?;
+            task.files = files
+                .iter()
+                .map(|f| self.sum(&dir.join(f), f))
+                .collect::<Result<_>>()?;
             for f in files {
                 fsync(&dir.join(f))?;
             }
             fsync(&dir)?;
         }
         let path = staging.join(MANIFEST);
-        let bytes = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         std::fs::write(&path, bytes).map_err(io("write", &path))?;
         fsync(&path)?;
         fsync(staging)?;
@@ -142,7 +175,11 @@ impl Store {
         {
             return Ok(s.clone());
         }
-        let sum = FileSum { name: name.to_string(), len, crc32c: crc_of(path)? };
+        let sum = FileSum {
+            name: name.to_string(),
+            len,
+            crc32c: crc_of(path)?,
+        };
         if cacheable {
             self.sums.insert(key, sum.clone());
         }
@@ -161,13 +198,21 @@ impl Store {
         let dir = self.dir_of(id).join(&task.dir);
         for f in &task.files {
             let path = dir.join(&f.name);
-            let len = std::fs::metadata(&path).map_err(io("stat snapshot file", &path))?.len();
+            let len = std::fs::metadata(&path)
+                .map_err(io("stat snapshot file", &path))?
+                .len();
             if len != f.len {
-                return Err(Error::Corrupt { path, message: format!("length {len}, manifest says {}", f.len) });
+                return Err(Error::Corrupt {
+                    path,
+                    message: format!("length {len}, manifest says {}", f.len),
+                });
             }
             let crc = crc_of(&path)?;
             if crc != f.crc32c {
-                return Err(Error::Corrupt { path, message: format!("crc32c {crc:08x}, manifest says {:08x}", f.crc32c) });
+                return Err(Error::Corrupt {
+                    path,
+                    message: format!("crc32c {crc:08x}, manifest says {:08x}", f.crc32c),
+                });
             }
         }
         Ok(dir)
@@ -189,7 +234,9 @@ impl Store {
 }
 
 fn still_linked(root: &Path, name: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return false;
+    };
     entries.flatten().any(|chk| {
         std::fs::read_dir(chk.path())
             .into_iter()
@@ -213,7 +260,9 @@ fn crc_of(path: &Path) -> Result<u32> {
 }
 
 fn fsync(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(io("fsync", path))
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("fsync", path))
 }
 
 #[cfg(test)]
@@ -227,8 +276,18 @@ mod tests {
             checkpoint: CheckpointId(id),
             pipeline: "p".into(),
             created_unix_ms: 0,
-            offsets: vec![PartitionOffset { topic: "t".into(), partition: 0, next_offset: NextOffset(5) }],
-            tasks: vec![TaskSnapshot { topic: "t".into(), partition: 0, next_offset: Some(NextOffset(5)), dir: "t-0".into(), files: vec![] }],
+            offsets: vec![PartitionOffset {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: NextOffset(5),
+            }],
+            tasks: vec![TaskSnapshot {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: Some(NextOffset(5)),
+                dir: "t-0".into(),
+                files: vec![],
+            }],
         }
     }
 
@@ -239,7 +298,9 @@ mod tests {
         let staging = store.begin(CheckpointId(1)).unwrap();
         std::fs::create_dir(staging.join("t-0")).unwrap();
         std::fs::write(staging.join("t-0/state.kv"), b"hello state").unwrap();
-        store.finish(&staging, manifest(1), &[vec!["state.kv".into()]]).unwrap();
+        store
+            .finish(&staging, manifest(1), &[vec!["state.kv".into()]])
+            .unwrap();
         assert_eq!(store.list().unwrap(), vec![CheckpointId(1)]);
         let m = store.manifest(CheckpointId(1)).unwrap();
         assert_eq!(m.tasks[0].files[0].len, 11);

@@ -65,7 +65,10 @@ enum Command {
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Run { config, allow_empty_state } => run::run(&config, allow_empty_state),
+        Command::Run {
+            config,
+            allow_empty_state,
+        } => run::run(&config, allow_empty_state),
         Command::Validate { config } => validate::run(&config),
     };
     ExitCode::from(code)

@@ -43,8 +43,13 @@ fn run_config(config: Arc<Config>, options: Options) -> anyhow::Result<u8> {
     // one message per pipeline, so the capacity is the pipeline count
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(config.pipelines.len().max(1));
     for (index, pipeline) in config.pipelines.iter().enumerate() {
-        let (config, env, cancel, handle, tx) =
-            (config.clone(), env.clone(), cancel.clone(), runtime.handle().clone(), done_tx.clone());
+        let (config, env, cancel, handle, tx) = (
+            config.clone(),
+            env.clone(),
+            cancel.clone(),
+            runtime.handle().clone(),
+            done_tx.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("pipeline-{}", pipeline.name))
             .spawn(move || {

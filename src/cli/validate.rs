@@ -7,10 +7,19 @@ use super::{exit, report_config_error};
 pub fn run(path: &Path) -> u8 {
     match crate::config::load(path) {
         Ok(config) => {
-            println!("{}: ok ({} pipeline(s))", path.display(), config.pipelines.len());
+            println!(
+                "{}: ok ({} pipeline(s))",
+                path.display(),
+                config.pipelines.len()
+            );
             for p in &config.pipelines {
-                let repartition = p.repartition_topic().map_or_else(String::new, |t| format!(" via {t}"));
-                println!("  {}: {} -> {}{repartition} (group {}, transactional id {})", p.name, p.source.topic, p.sink.topic, p.group_id, p.transactional_id);
+                let repartition = p
+                    .repartition_topic()
+                    .map_or_else(String::new, |t| format!(" via {t}"));
+                println!(
+                    "  {}: {} -> {}{repartition} (group {}, transactional id {})",
+                    p.name, p.source.topic, p.sink.topic, p.group_id, p.transactional_id
+                );
             }
             exit::OK
         }

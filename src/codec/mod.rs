@@ -20,7 +20,10 @@ pub enum Error {
     #[error("value is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("cannot encode a {from} value as {to}")]
-    Incompatible { from: &'static str, to: &'static str },
+    Incompatible {
+        from: &'static str,
+        to: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -54,7 +57,10 @@ pub fn encode(format: Format, payload: &Payload) -> Result<Vec<u8>> {
         }
         (Format::String | Format::Bytes, Payload::Text(s)) => Ok(s.as_bytes().to_vec()),
         (Format::Bytes, Payload::Bytes(b)) => Ok(b.clone()),
-        (Format::Json, Payload::Bytes(_)) => Err(Error::Incompatible { from: "bytes", to: "json" }),
+        (Format::Json, Payload::Bytes(_)) => Err(Error::Incompatible {
+            from: "bytes",
+            to: "json",
+        }),
         (Format::String, Payload::Bytes(b)) => std::str::from_utf8(b)
             .map(|s| s.as_bytes().to_vec())
             .map_err(|e| Error::InvalidUtf8(e.valid_up_to())),

@@ -23,25 +23,40 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}:{}): {}", self.path, self.line, self.col, self.message)
+        write!(
+            f,
+            "{} ({}:{}): {}",
+            self.path, self.line, self.col, self.message
+        )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read config file {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} problem(s) in {}", problems.len(), path.display())]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
-    from_str(&text).map_err(|problems| Error::Invalid { path: path.to_path_buf(), problems })
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_str(&text).map_err(|problems| Error::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -138,9 +153,18 @@ pub struct Plan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    Filter { field: String, predicate: Predicate },
-    Map { keep: Option<Vec<String>>, drop: Vec<String>, rename: Vec<(String, String)> },
-    KeyBy { field: String },
+    Filter {
+        field: String,
+        predicate: Predicate,
+    },
+    Map {
+        keep: Option<Vec<String>>,
+        drop: Vec<String>,
+        rename: Vec<(String, String)>,
+    },
+    KeyBy {
+        field: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +194,8 @@ impl PipelineConfig {
     /// The internal topic between re-keying and keyed state, when the plan needs one.
     pub fn repartition_topic(&self) -> Option<String> {
         let agg = self.plan.aggregate.as_ref()?;
-        self.plan.repartition.then(|| format!("{}-{}-repartition", self.group_id, agg.id))
+        self.plan
+            .repartition
+            .then(|| format!("{}-{}-repartition", self.group_id, agg.id))
     }
 }

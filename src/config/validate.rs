@@ -18,24 +18,51 @@ use super::{
 /// librdkafka settings the engine owns: exactly-once depends on their values.
 const RESERVED_PROPERTIES: &[(&str, &str)] = &[
     ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
-    ("enable.auto.commit", "offsets commit inside the checkpoint's transaction"),
-    ("enable.auto.offset.store", "offsets commit inside the checkpoint's transaction"),
-    ("auto.commit.interval.ms", "offsets commit inside the checkpoint's transaction"),
+    (
+        "enable.auto.commit",
+        "offsets commit inside the checkpoint's transaction",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets commit inside the checkpoint's transaction",
+    ),
+    (
+        "auto.commit.interval.ms",
+        "offsets commit inside the checkpoint's transaction",
+    ),
     ("isolation.level", "Flumen reads with read_committed"),
-    ("transactional.id", "set pipelines.transactional_id_prefix instead"),
-    ("enable.idempotence", "the transactional producer needs idempotence"),
+    (
+        "transactional.id",
+        "set pipelines.transactional_id_prefix instead",
+    ),
+    (
+        "enable.idempotence",
+        "the transactional producer needs idempotence",
+    ),
     ("acks", "the transactional producer needs acks=all"),
-    ("transaction.timeout.ms", "set kafka.transaction_timeout instead"),
+    (
+        "transaction.timeout.ms",
+        "set kafka.transaction_timeout instead",
+    ),
     ("group.id", "set pipelines.group_id instead"),
     ("group.instance.id", "set instance_id instead"),
-    ("partitioner", "Flumen partitions by murmur2, as Kafka's Java clients do"),
-    ("auto.offset.reset", "a fresh pipeline reads from the earliest offset"),
+    (
+        "partitioner",
+        "Flumen partitions by murmur2, as Kafka's Java clients do",
+    ),
+    (
+        "auto.offset.reset",
+        "a fresh pipeline reads from the earliest offset",
+    ),
     ("enable.partition.eof", "owned by the engine"),
 ];
 
 /// Why a librdkafka property may not be set in `[kafka.properties]`, if it may not.
 pub fn reserved_kafka_property(key: &str) -> Option<&'static str> {
-    RESERVED_PROPERTIES.iter().find(|(k, _)| *k == key).map(|(_, why)| *why)
+    RESERVED_PROPERTIES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, why)| *why)
 }
 
 const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,9 +84,16 @@ pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
             }]);
         }
     };
-    let mut cx = Cx { text, problems: Vec::new() };
+    let mut cx = Cx {
+        text,
+        problems: Vec::new(),
+    };
     let config = cx.root(raw);
-    if cx.problems.is_empty() { Ok(config) } else { Err(cx.problems) }
+    if cx.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(cx.problems)
+    }
 }
 
 struct Cx<'a> {
@@ -70,7 +104,12 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn problem(&mut self, path: impl Into<String>, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
-        self.problems.push(Problem { path: path.into(), line, col, message: message.into() });
+        self.problems.push(Problem {
+            path: path.into(),
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, path: &str, value: &Spanned<String>) -> Duration {
@@ -80,7 +119,10 @@ impl Cx<'_> {
                 self.problem(
                     path,
                     value.span(),
-                    format!("invalid duration {:?} ({e}); write it like \"30s\" or \"500ms\"", value.get_ref()),
+                    format!(
+                        "invalid duration {:?} ({e}); write it like \"30s\" or \"500ms\"",
+                        value.get_ref()
+                    ),
                 );
                 Duration::ZERO
             }
@@ -94,7 +136,11 @@ impl Cx<'_> {
             "string" => Format::String,
             "bytes" => Format::Bytes,
             other => {
-                self.problem(path, v.span(), format!("unknown format {other:?}; expected \"json\", \"string\" or \"bytes\""));
+                self.problem(
+                    path,
+                    v.span(),
+                    format!("unknown format {other:?}; expected \"json\", \"string\" or \"bytes\""),
+                );
                 Format::Json
             }
         }
@@ -104,9 +150,14 @@ impl Cx<'_> {
         let s = value.get_ref();
         let ok = !s.is_empty()
             && s.len() <= 200
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !ok {
-            self.problem(path, value.span(), format!("{s:?} must be 1 to 200 characters of [A-Za-z0-9._-]"));
+            self.problem(
+                path,
+                value.span(),
+                format!("{s:?} must be 1 to 200 characters of [A-Za-z0-9._-]"),
+            );
         }
         s.clone()
     }
@@ -122,7 +173,11 @@ impl Cx<'_> {
         };
         let mut pipelines = Vec::new();
         if raw.pipelines.get_ref().is_empty() {
-            self.problem("pipelines", raw.pipelines.span(), "at least one [[pipelines]] entry is needed");
+            self.problem(
+                "pipelines",
+                raw.pipelines.span(),
+                "at least one [[pipelines]] entry is needed",
+            );
         }
         let mut names = HashSet::new();
         let mut txn_ids = HashSet::new();
@@ -130,20 +185,42 @@ impl Cx<'_> {
             let path = format!("pipelines[{i}]");
             let pipeline = self.pipeline(&path, p.get_ref(), &instance_id);
             if !names.insert(pipeline.name.clone()) {
-                self.problem(format!("{path}.name"), p.get_ref().name.span(), format!("pipeline name {:?} is used twice", pipeline.name));
+                self.problem(
+                    format!("{path}.name"),
+                    p.get_ref().name.span(),
+                    format!("pipeline name {:?} is used twice", pipeline.name),
+                );
             }
             if !txn_ids.insert(pipeline.transactional_id.clone()) {
-                self.problem(format!("{path}.transactional_id_prefix"), p.span(), format!("transactional id {:?} is used twice; pipelines would fence each other", pipeline.transactional_id));
+                self.problem(
+                    format!("{path}.transactional_id_prefix"),
+                    p.span(),
+                    format!(
+                        "transactional id {:?} is used twice; pipelines would fence each other",
+                        pipeline.transactional_id
+                    ),
+                );
             }
             pipelines.push(pipeline);
         }
-        Config { kafka, checkpoint, state, restart, instance_id, pipelines }
+        Config {
+            kafka,
+            checkpoint,
+            state,
+            restart,
+            instance_id,
+            pipelines,
+        }
     }
 
     fn checkpoint(&mut self, raw: &raw::Checkpoint) -> CheckpointConfig {
         let interval = self.duration("checkpoint.interval", &raw.interval);
         if interval < Duration::from_millis(10) && interval != Duration::ZERO {
-            self.problem("checkpoint.interval", raw.interval.span(), "must be at least 10ms");
+            self.problem(
+                "checkpoint.interval",
+                raw.interval.span(),
+                "must be at least 10ms",
+            );
         }
         if raw.dir.get_ref().is_empty() {
             self.problem("checkpoint.dir", raw.dir.span(), "must not be empty");
@@ -156,12 +233,20 @@ impl Cx<'_> {
             Some(r) => usize::try_from(*r.get_ref()).unwrap_or(1),
             None => 3,
         };
-        CheckpointConfig { interval, dir: PathBuf::from(raw.dir.get_ref()), retain }
+        CheckpointConfig {
+            interval,
+            dir: PathBuf::from(raw.dir.get_ref()),
+            retain,
+        }
     }
 
     fn kafka(&mut self, raw: &raw::Kafka, interval: Duration) -> KafkaConfig {
         if raw.bootstrap_servers.get_ref().trim().is_empty() {
-            self.problem("kafka.bootstrap_servers", raw.bootstrap_servers.span(), "must not be empty");
+            self.problem(
+                "kafka.bootstrap_servers",
+                raw.bootstrap_servers.span(),
+                "must not be empty",
+            );
         }
         let transaction_timeout = match &raw.transaction_timeout {
             Some(t) => {
@@ -171,8 +256,11 @@ impl Cx<'_> {
                         "must be at least 10s and at least 3 × checkpoint.interval ({:?}) so a checkpoint and a restart fit in one transaction", interval * 3));
                 }
                 if d > BROKER_MAX_TRANSACTION_TIMEOUT {
-                    self.problem("kafka.transaction_timeout", t.span(),
-                        "must not exceed 15m, the broker's default transaction.max.timeout.ms");
+                    self.problem(
+                        "kafka.transaction_timeout",
+                        t.span(),
+                        "must not exceed 15m, the broker's default transaction.max.timeout.ms",
+                    );
                 }
                 d
             }
@@ -182,7 +270,14 @@ impl Cx<'_> {
         for (key, value) in raw.properties.iter().flatten() {
             let path = format!("kafka.properties.\"{}\"", key.get_ref());
             if let Some(why) = reserved_kafka_property(key.get_ref()) {
-                self.problem(&path, key.span(), format!("{:?} is owned by Flumen and cannot be set: {why}", key.get_ref()));
+                self.problem(
+                    &path,
+                    key.span(),
+                    format!(
+                        "{:?} is owned by Flumen and cannot be set: {why}",
+                        key.get_ref()
+                    ),
+                );
                 continue;
             }
             let text = match value.get_ref() {
@@ -206,26 +301,45 @@ impl Cx<'_> {
 
     fn state(&mut self, raw: Option<&raw::State>) -> StateConfig {
         let Some(raw) = raw else {
-            return StateConfig { backend: Backend::RocksDb, dir: PathBuf::from("data/state"), memory_budget_bytes: 256 << 20 };
+            return StateConfig {
+                backend: Backend::RocksDb,
+                dir: PathBuf::from("data/state"),
+                memory_budget_bytes: 256 << 20,
+            };
         };
         let backend = match raw.backend.get_ref().as_str() {
             "rocksdb" => Backend::RocksDb,
             "memory" => Backend::Memory,
             other => {
-                self.problem("state.backend", raw.backend.span(), format!("unknown backend {other:?}; expected \"rocksdb\" or \"memory\""));
+                self.problem(
+                    "state.backend",
+                    raw.backend.span(),
+                    format!("unknown backend {other:?}; expected \"rocksdb\" or \"memory\""),
+                );
                 Backend::RocksDb
             }
         };
-        let dir = raw.dir.as_ref().map_or_else(|| PathBuf::from("data/state"), |d| PathBuf::from(d.get_ref()));
+        let dir = raw.dir.as_ref().map_or_else(
+            || PathBuf::from("data/state"),
+            |d| PathBuf::from(d.get_ref()),
+        );
         let memory_budget_bytes = match &raw.memory_budget_mb {
             Some(m) if *m.get_ref() < 8 || *m.get_ref() > 1 << 20 => {
-                self.problem("state.memory_budget_mb", m.span(), "must be between 8 and 1048576");
+                self.problem(
+                    "state.memory_budget_mb",
+                    m.span(),
+                    "must be between 8 and 1048576",
+                );
                 256 << 20
             }
             Some(m) => usize::try_from(*m.get_ref()).unwrap_or(256) << 20,
             None => 256 << 20,
         };
-        StateConfig { backend, dir, memory_budget_bytes }
+        StateConfig {
+            backend,
+            dir,
+            memory_budget_bytes,
+        }
     }
 
     fn restart(&mut self, raw: Option<&raw::Restart>) -> RestartConfig {
@@ -244,7 +358,11 @@ impl Cx<'_> {
         if let Some(n) = &raw.max_attempts {
             match u32::try_from(*n.get_ref()) {
                 Ok(v) if v >= 1 => cfg.max_attempts = v,
-                _ => self.problem("restart.max_attempts", n.span(), "must be a whole number of at least 1"),
+                _ => self.problem(
+                    "restart.max_attempts",
+                    n.span(),
+                    "must be a whole number of at least 1",
+                ),
             }
         }
         cfg
@@ -272,17 +390,37 @@ impl Cx<'_> {
             format: self.format(&format!("{path}.sink.format"), snk.format.as_ref()),
         };
         if source.topic == sink.topic {
-            self.problem(format!("{path}.sink.topic"), snk.topic.span(), "the sink must not be the source topic");
+            self.problem(
+                format!("{path}.sink.topic"),
+                snk.topic.span(),
+                "the sink must not be the source topic",
+            );
         }
         if source.format == Format::Bytes && sink.format != Format::Bytes {
-            self.problem(format!("{path}.sink.format"), raw.sink.span(), "a \"bytes\" source can only go to a \"bytes\" sink");
+            self.problem(
+                format!("{path}.sink.format"),
+                raw.sink.span(),
+                "a \"bytes\" source can only go to a \"bytes\" sink",
+            );
         }
         let plan = self.plan(path, raw, &source);
-        PipelineConfig { name, group_id, transactional_id: format!("{prefix}-{instance_id}"), source, sink, plan }
+        PipelineConfig {
+            name,
+            group_id,
+            transactional_id: format!("{prefix}-{instance_id}"),
+            source,
+            sink,
+            plan,
+        }
     }
 
     fn plan(&mut self, path: &str, raw: &raw::Pipeline, source: &SourceConfig) -> Plan {
-        let mut plan = Plan { before: Vec::new(), aggregate: None, repartition: false, after: Vec::new() };
+        let mut plan = Plan {
+            before: Vec::new(),
+            aggregate: None,
+            repartition: false,
+            after: Vec::new(),
+        };
         let mut key_by: Option<String> = None;
         for (i, op) in raw.operators.iter().enumerate() {
             let path = format!("{path}.operators[{i}]");
@@ -303,27 +441,46 @@ impl Cx<'_> {
             self.check_fields(&path, kind, op_ref, allowed);
             let needs_json = matches!(kind, "key_by" | "sum" | "filter" | "map");
             if needs_json && source.format != Format::Json {
-                self.problem(format!("{path}.type"), op_ref.kind.span(), format!("{kind} reads record fields and needs source.format = \"json\""));
+                self.problem(
+                    format!("{path}.type"),
+                    op_ref.kind.span(),
+                    format!("{kind} reads record fields and needs source.format = \"json\""),
+                );
             }
             let target_after = plan.aggregate.is_some();
             let step = match kind {
                 "key_by" | "sum" | "filter" => {
                     let Some(field) = op_ref.field.as_ref() else {
-                        self.problem(format!("{path}.field"), op.span(), format!("{kind} needs a field"));
+                        self.problem(
+                            format!("{path}.field"),
+                            op.span(),
+                            format!("{kind} needs a field"),
+                        );
                         continue;
                     };
                     let field = field.get_ref().clone();
                     match kind {
                         "key_by" => {
                             if target_after || key_by.is_some() {
-                                self.problem(format!("{path}.type"), op_ref.kind.span(), "only one key_by is supported, before the aggregate");
+                                self.problem(
+                                    format!("{path}.type"),
+                                    op_ref.kind.span(),
+                                    "only one key_by is supported, before the aggregate",
+                                );
                                 continue;
                             }
                             key_by = Some(field.clone());
                             Step::KeyBy { field }
                         }
                         "sum" => {
-                            self.aggregate(&path, op, &mut plan, key_by.as_deref(), AggregateKind::Sum { field }, "sum");
+                            self.aggregate(
+                                &path,
+                                op,
+                                &mut plan,
+                                key_by.as_deref(),
+                                AggregateKind::Sum { field },
+                                "sum",
+                            );
                             continue;
                         }
                         _ => match self.predicate(&path, op) {
@@ -333,16 +490,35 @@ impl Cx<'_> {
                     }
                 }
                 "count" => {
-                    self.aggregate(&path, op, &mut plan, key_by.as_deref(), AggregateKind::Count, "count");
+                    self.aggregate(
+                        &path,
+                        op,
+                        &mut plan,
+                        key_by.as_deref(),
+                        AggregateKind::Count,
+                        "count",
+                    );
                     continue;
                 }
                 _ => Step::Map {
                     keep: op_ref.keep.as_ref().map(|k| k.get_ref().clone()),
-                    drop: op_ref.drop.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default(),
-                    rename: op_ref.rename.as_ref().map(|r| r.get_ref().clone().into_iter().collect()).unwrap_or_default(),
+                    drop: op_ref
+                        .drop
+                        .as_ref()
+                        .map(|d| d.get_ref().clone())
+                        .unwrap_or_default(),
+                    rename: op_ref
+                        .rename
+                        .as_ref()
+                        .map(|r| r.get_ref().clone().into_iter().collect())
+                        .unwrap_or_default(),
                 },
             };
-            if target_after { plan.after.push(step) } else { plan.before.push(step) }
+            if target_after {
+                plan.after.push(step)
+            } else {
+                plan.before.push(step)
+            }
         }
         if plan.aggregate.is_some() {
             plan.repartition = match (&key_by, &source.key_field) {
@@ -369,7 +545,11 @@ impl Cx<'_> {
             if let Some(span) = span
                 && !allowed.contains(&name)
             {
-                self.problem(format!("{path}.{name}"), span, format!("{kind} does not take {name:?}; it takes {allowed:?}"));
+                self.problem(
+                    format!("{path}.{name}"),
+                    span,
+                    format!("{kind} does not take {name:?}; it takes {allowed:?}"),
+                );
             }
         }
     }
@@ -377,10 +557,18 @@ impl Cx<'_> {
     fn predicate(&mut self, path: &str, op: &Spanned<raw::Operator>) -> Option<Predicate> {
         let raw = op.get_ref();
         match (&raw.equals, &raw.not_equals) {
-            (Some(v), None) => self.json_value(&format!("{path}.equals"), v).map(Predicate::Equals),
-            (None, Some(v)) => self.json_value(&format!("{path}.not_equals"), v).map(Predicate::NotEquals),
+            (Some(v), None) => self
+                .json_value(&format!("{path}.equals"), v)
+                .map(Predicate::Equals),
+            (None, Some(v)) => self
+                .json_value(&format!("{path}.not_equals"), v)
+                .map(Predicate::NotEquals),
             _ => {
-                self.problem(path, op.span(), "filter needs exactly one of equals or not_equals");
+                self.problem(
+                    path,
+                    op.span(),
+                    "filter needs exactly one of equals or not_equals",
+                );
                 None
             }
         }
@@ -390,7 +578,11 @@ impl Cx<'_> {
         match serde_json::to_value(v.get_ref()) {
             Ok(j) => Some(j),
             Err(e) => {
-                self.problem(path, v.span(), format!("cannot be compared with JSON values: {e}"));
+                self.problem(
+                    path,
+                    v.span(),
+                    format!("cannot be compared with JSON values: {e}"),
+                );
                 None
             }
         }
@@ -407,19 +599,35 @@ impl Cx<'_> {
     ) {
         let raw = op.get_ref();
         if plan.aggregate.is_some() {
-            self.problem(format!("{path}.type"), raw.kind.span(), "only one aggregate (count or sum) per pipeline is supported");
+            self.problem(
+                format!("{path}.type"),
+                raw.kind.span(),
+                "only one aggregate (count or sum) per pipeline is supported",
+            );
             return;
         }
         let id = match &raw.id {
             Some(id) => self.name(&format!("{path}.id"), id),
             None => default_output.to_string(),
         };
-        let output = raw.output.as_ref().map_or_else(|| default_output.to_string(), |o| o.get_ref().clone());
+        let output = raw
+            .output
+            .as_ref()
+            .map_or_else(|| default_output.to_string(), |o| o.get_ref().clone());
         let key_field = key_by.unwrap_or("key").to_string();
         if output == key_field {
-            self.problem(format!("{path}.output"), op.span(), format!("the output field {output:?} would overwrite the key field"));
+            self.problem(
+                format!("{path}.output"),
+                op.span(),
+                format!("the output field {output:?} would overwrite the key field"),
+            );
         }
-        plan.aggregate = Some(Aggregate { id, kind, key_field, output });
+        plan.aggregate = Some(Aggregate {
+            id,
+            kind,
+            key_field,
+            output,
+        });
     }
 }
 
@@ -450,8 +658,15 @@ fn key_path_at(text: &str, offset: usize) -> String {
         }
     }
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text.get(line_start..).and_then(|s| s.lines().next()).unwrap_or("");
-    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['));
+    let line = text
+        .get(line_start..)
+        .and_then(|s| s.lines().next())
+        .unwrap_or("");
+    let key = line
+        .split('=')
+        .next()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
     match (table.is_empty(), key) {
         (true, Some(k)) => k.to_string(),
         (false, Some(k)) => format!("{table}.{k}"),

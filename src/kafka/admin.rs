@@ -19,7 +19,9 @@ pub struct Admin {
 impl Admin {
     /// `runtime` drives rdkafka's admin futures; calls block the calling (non-runtime) thread.
     pub fn new(kafka: &KafkaConfig, runtime: tokio::runtime::Handle) -> Result<Self> {
-        let admin = super::client::admin(kafka).create().map_err(client("create admin client"))?;
+        let admin = super::client::admin(kafka)
+            .create()
+            .map_err(client("create admin client"))?;
         Ok(Self { admin, runtime })
     }
 
@@ -75,7 +77,11 @@ impl Admin {
             }
         }
         if actual != partitions {
-            return Err(Error::PartitionCount { topic: topic.to_string(), expected: partitions, actual });
+            return Err(Error::PartitionCount {
+                topic: topic.to_string(),
+                expected: partitions,
+                actual,
+            });
         }
         Ok(())
     }

@@ -26,7 +26,11 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: &str) -> Clien
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    if !kafka.properties.iter().any(|(k, _)| k == "session.timeout.ms") {
+    if !kafka
+        .properties
+        .iter()
+        .any(|(k, _)| k == "session.timeout.ms")
+    {
         cfg.set("session.timeout.ms", "15000");
     }
     cfg
@@ -42,7 +46,11 @@ pub fn producer(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random");
-    if !kafka.properties.iter().any(|(k, _)| k == "message.timeout.ms") {
+    if !kafka
+        .properties
+        .iter()
+        .any(|(k, _)| k == "message.timeout.ms")
+    {
         cfg.set("message.timeout.ms", (txn_ms / 2).to_string());
     }
     if !kafka.properties.iter().any(|(k, _)| k == "linger.ms") {

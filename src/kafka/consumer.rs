@@ -65,7 +65,9 @@ impl Context {
     }
 
     fn drain(&self, out: &mut Vec<Event>) -> bool {
-        let Ok(mut q) = self.events.lock() else { return false };
+        let Ok(mut q) = self.events.lock() else {
+            return false;
+        };
         let any = !q.is_empty();
         out.extend(q.drain(..));
         any
@@ -75,7 +77,10 @@ impl Context {
 fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
     tpl.elements()
         .iter()
-        .map(|e| Partition { topic: e.topic().to_string(), partition: e.partition() })
+        .map(|e| Partition {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+        })
         .collect()
 }
 
@@ -105,7 +110,11 @@ impl Consumer {
         let deadline = Instant::now() + wait;
         let mut records = 0;
         while records < max {
-            let timeout = if records == 0 { deadline.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let timeout = if records == 0 {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             let polled = self.inner.poll(timeout);
             let rebalanced = self.inner.context().drain(&mut out);
             match polled {
@@ -124,7 +133,10 @@ impl Consumer {
                     // the pipeline only needs to know of fatal ones
                     tracing::warn!(error = %e, "consumer error");
                     if matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
-                        return Err(Error::Client { op: "consume", source: e });
+                        return Err(Error::Client {
+                            op: "consume",
+                            source: e,
+                        });
                     }
                 }
                 None if records > 0 || Instant::now() >= deadline => break,
@@ -139,17 +151,26 @@ impl Consumer {
 
     /// The group's committed offsets for `partitions` (stable: read_committed consumers ask
     /// with require_stable, so pending transactional offsets are waited for).
-    pub fn committed(&self, partitions: &[Partition]) -> Result<Vec<(Partition, Option<NextOffset>)>> {
+    pub fn committed(
+        &self,
+        partitions: &[Partition],
+    ) -> Result<Vec<(Partition, Option<NextOffset>)>> {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             tpl.add_partition(&p.topic, p.partition);
         }
-        let got = self.inner.committed_offsets(tpl, TIMEOUT).map_err(client("fetch committed offsets"))?;
+        let got = self
+            .inner
+            .committed_offsets(tpl, TIMEOUT)
+            .map_err(client("fetch committed offsets"))?;
         Ok(got
             .elements()
             .iter()
             .map(|e| {
-                let p = Partition { topic: e.topic().to_string(), partition: e.partition() };
+                let p = Partition {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                };
                 let off = match e.offset() {
                     Offset::Offset(o) if o >= 0 => Some(NextOffset(o)),
                     _ => None,
@@ -164,12 +185,19 @@ impl Consumer {
         let mut tpl = TopicPartitionList::new();
         for (p, off) in positions {
             let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
-            tpl.add_partition_offset(&p.topic, p.partition, offset).map_err(client("seek"))?;
+            tpl.add_partition_offset(&p.topic, p.partition, offset)
+                .map_err(client("seek"))?;
         }
-        let result = self.inner.seek_partitions(tpl, TIMEOUT).map_err(client("seek"))?;
+        let result = self
+            .inner
+            .seek_partitions(tpl, TIMEOUT)
+            .map_err(client("seek"))?;
         for e in result.elements() {
             if let Err(err) = e.error() {
-                return Err(Error::Client { op: "seek", source: err });
+                return Err(Error::Client {
+                    op: "seek",
+                    source: err,
+                });
             }
         }
         Ok(())

@@ -17,11 +17,18 @@ pub use crate::checkpoint::protocol::TxnFailure;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kafka {op} failed: {source}")]
-    Client { op: &'static str, source: KafkaError },
+    Client {
+        op: &'static str,
+        source: KafkaError,
+    },
     #[error("topic {0:?} does not exist")]
     MissingTopic(String),
     #[error("topic {topic:?} has {actual} partitions, but {expected} are needed")]
-    PartitionCount { topic: String, expected: i32, actual: i32 },
+    PartitionCount {
+        topic: String,
+        expected: i32,
+        actual: i32,
+    },
     #[error("record of {size} bytes exceeds message.max.bytes ({max})")]
     TooLarge { size: usize, max: usize },
     #[error("a produced record was not delivered: {0}")]
@@ -41,7 +48,10 @@ impl Error {
     /// unflagged counts as fatal, as librdkafka's documentation says).
     pub fn txn_failure(&self) -> TxnFailure {
         match self {
-            Self::Client { source: KafkaError::Transaction(rd), .. } => {
+            Self::Client {
+                source: KafkaError::Transaction(rd),
+                ..
+            } => {
                 if rd.is_fatal() {
                     TxnFailure::Fatal
                 } else if rd.txn_requires_abort() {
@@ -55,7 +65,9 @@ impl Error {
             // a failed delivery inside a transaction makes it abortable
             Self::Delivery(_) => TxnFailure::Abortable,
             Self::Client { .. } | Self::NoGroupMetadata => TxnFailure::Retriable,
-            Self::MissingTopic(_) | Self::PartitionCount { .. } | Self::TooLarge { .. } => TxnFailure::Fatal,
+            Self::MissingTopic(_) | Self::PartitionCount { .. } | Self::TooLarge { .. } => {
+                TxnFailure::Fatal
+            }
         }
     }
 }

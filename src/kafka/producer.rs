@@ -4,7 +4,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -56,14 +58,18 @@ impl Producer {
     /// Registers the transactional id, fencing any older producer with the same id and
     /// settling (committing or aborting) its open transaction.
     pub fn init(&self) -> Result<()> {
-        self.inner.init_transactions(self.timeout).map_err(client("init_transactions"))
+        self.inner
+            .init_transactions(self.timeout)
+            .map_err(client("init_transactions"))
     }
 
     pub fn begin(&self) -> Result<()> {
         if let Ok(mut f) = self.inner.context().failed.lock() {
             *f = None;
         }
-        self.inner.begin_transaction().map_err(client("begin_transaction"))
+        self.inner
+            .begin_transaction()
+            .map_err(client("begin_transaction"))
     }
 
     /// Checks the size, then enqueues one record, waiting while librdkafka's queue is full.
@@ -72,7 +78,10 @@ impl Producer {
         // record from failing inside the transaction (which would make it abortable)
         let size = value.len() + key.map_or(0, <[u8]>::len);
         if size > self.max_bytes {
-            return Err(Error::TooLarge { size, max: self.max_bytes });
+            return Err(Error::TooLarge {
+                size,
+                max: self.max_bytes,
+            });
         }
         let mut record = BaseRecord::to(topic).payload(value);
         if let Some(k) = key {
@@ -85,7 +94,12 @@ impl Producer {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(Error::Client { op: "produce", source: e }),
+                Err((e, _)) => {
+                    return Err(Error::Client {
+                        op: "produce",
+                        source: e,
+                    });
+                }
             }
         }
     }
@@ -93,12 +107,22 @@ impl Producer {
     /// Waits until every enqueued record is acknowledged, and reports a failed delivery.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush(self.timeout).map_err(client("flush"))?;
-        let failed = self.inner.context().failed.lock().ok().and_then(|f| f.clone());
+        let failed = self
+            .inner
+            .context()
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone());
         failed.map_or(Ok(()), |e| Err(Error::Delivery(e)))
     }
 
     /// Adds the consumer group's offsets to the open transaction.
-    pub fn send_offsets(&self, offsets: &[(Partition, NextOffset)], consumer: &Consumer) -> Result<()> {
+    pub fn send_offsets(
+        &self,
+        offsets: &[(Partition, NextOffset)],
+        consumer: &Consumer,
+    ) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for (p, o) in offsets {
             tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(o.0))
@@ -111,10 +135,14 @@ impl Producer {
     }
 
     pub fn commit(&self) -> Result<()> {
-        self.inner.commit_transaction(self.timeout).map_err(client("commit_transaction"))
+        self.inner
+            .commit_transaction(self.timeout)
+            .map_err(client("commit_transaction"))
     }
 
     pub fn abort(&self) -> Result<()> {
-        self.inner.abort_transaction(self.timeout).map_err(client("abort_transaction"))
+        self.inner
+            .abort_transaction(self.timeout)
+            .map_err(client("abort_transaction"))
     }
 }

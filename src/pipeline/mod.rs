@@ -32,7 +32,13 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{topic}/{partition} offset {offset}: {stage}: {message}")]
-    Record { topic: String, partition: i32, offset: i64, stage: &'static str, message: String },
+    Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        stage: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
     #[error(transparent)]
@@ -43,10 +49,19 @@ pub enum Error {
         "{partition}: the group committed offset {committed}, but no checkpoint in {dir} has a snapshot at that offset (newest: {newest}); \
          refusing to start, as that would lose or double state. Restore the checkpoint directory, or pass --allow-empty-state to start this partition empty"
     )]
-    NoMatchingSnapshot { partition: Partition, committed: NextOffset, newest: String, dir: String },
-    #[error("the outcome of committing checkpoint {0} is unknown after retries; restarting to settle it")]
+    NoMatchingSnapshot {
+        partition: Partition,
+        committed: NextOffset,
+        newest: String,
+        dir: String,
+    },
+    #[error(
+        "the outcome of committing checkpoint {0} is unknown after retries; restarting to settle it"
+    )]
     UnknownCommitOutcome(checkpoint::CheckpointId),
-    #[error("the transactional producer failed fatally (fenced by another instance, or a fatal broker error): {0}")]
+    #[error(
+        "the transactional producer failed fatally (fenced by another instance, or a fatal broker error): {0}"
+    )]
     Fatal(kafka::Error),
 }
 
@@ -69,11 +84,15 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Record { .. } => ErrorKind::BadRecord,
-            Self::NoMatchingSnapshot { .. } | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
+            Self::NoMatchingSnapshot { .. }
+            | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
             Self::Fatal(_) => ErrorKind::Fatal,
             Self::Kafka(e) if e.txn_failure() == kafka::TxnFailure::Fatal => ErrorKind::Fatal,
-            Self::Kafka(_) | Self::State(_) | Self::Checkpoint(_) | Self::UnknownCommitOutcome(_) => ErrorKind::Transient,
+            Self::Kafka(_)
+            | Self::State(_)
+            | Self::Checkpoint(_)
+            | Self::UnknownCommitOutcome(_) => ErrorKind::Transient,
         }
     }
 }
@@ -93,12 +112,19 @@ pub fn run(
     let mut backoff = restart.initial_backoff;
     loop {
         let mut committed = 0u64;
-        let result = Runner::start(config, pipeline, env, options, cancel.clone(), runtime.clone())
-            .and_then(|mut runner| {
-                let r = runner.run();
-                committed = runner.committed_checkpoints();
-                r
-            });
+        let result = Runner::start(
+            config,
+            pipeline,
+            env,
+            options,
+            cancel.clone(),
+            runtime.clone(),
+        )
+        .and_then(|mut runner| {
+            let r = runner.run();
+            committed = runner.committed_checkpoints();
+            r
+        });
         let error = match result {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() != ErrorKind::Transient || cancel.is_cancelled() => return Err(e),

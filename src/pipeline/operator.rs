@@ -22,13 +22,22 @@ pub struct RecordError {
 }
 
 fn err(step: &'static str, message: impl Into<String>) -> RecordError {
-    RecordError { step, message: message.into() }
+    RecordError {
+        step,
+        message: message.into(),
+    }
 }
 
-fn object<'a>(step: &'static str, value: &'a Payload) -> Result<&'a Map<String, Value>, RecordError> {
+fn object<'a>(
+    step: &'static str,
+    value: &'a Payload,
+) -> Result<&'a Map<String, Value>, RecordError> {
     match value {
         Payload::Json(Value::Object(m)) => Ok(m),
-        Payload::Json(other) => Err(err(step, format!("expected a JSON object, got {}", kind(other)))),
+        Payload::Json(other) => Err(err(
+            step,
+            format!("expected a JSON object, got {}", kind(other)),
+        )),
         _ => Err(err(step, "expected a JSON object")),
     }
 }
@@ -91,13 +100,23 @@ fn key_bytes(step: &'static str, field: &str, value: &Value) -> Result<Vec<u8>, 
         Value::String(s) => Ok(s.as_bytes().to_vec()),
         Value::Number(n) => Ok(n.to_string().into_bytes()),
         Value::Bool(b) => Ok(b.to_string().into_bytes()),
-        other => Err(err(step, format!("field {field:?} is {}, which cannot be a key", kind(other)))),
+        other => Err(err(
+            step,
+            format!("field {field:?} is {}, which cannot be a key", kind(other)),
+        )),
     }
 }
 
 /// Applies an aggregate to one record: returns the new state bytes and the output record.
-pub fn aggregate(agg: &Aggregate, previous: Option<&[u8]>, record: &Record) -> Result<(Vec<u8>, Record), RecordError> {
-    let key = record.key.as_deref().ok_or_else(|| err("aggregate", "record has no key to group by"))?;
+pub fn aggregate(
+    agg: &Aggregate,
+    previous: Option<&[u8]>,
+    record: &Record,
+) -> Result<(Vec<u8>, Record), RecordError> {
+    let key = record
+        .key
+        .as_deref()
+        .ok_or_else(|| err("aggregate", "record has no key to group by"))?;
     let (state, result) = match &agg.kind {
         AggregateKind::Count => {
             let n = decode_count(previous)? + 1;
@@ -108,7 +127,10 @@ pub fn aggregate(agg: &Aggregate, previous: Option<&[u8]>, record: &Record) -> R
                 .get(field)
                 .ok_or_else(|| err("sum", format!("field {field:?} is missing")))?;
             let Value::Number(n) = v else {
-                return Err(err("sum", format!("field {field:?} is {}, not a number", kind(v))));
+                return Err(err(
+                    "sum",
+                    format!("field {field:?} is {}, not a number", kind(v)),
+                ));
             };
             let sum = decode_sum(previous)?.add(n);
             (sum.encode(), sum.to_json())
@@ -116,13 +138,21 @@ pub fn aggregate(agg: &Aggregate, previous: Option<&[u8]>, record: &Record) -> R
     };
     // the key in the output: the record's own field value when it still has it, else the key text
     let key_value = match &record.value {
-        Payload::Json(Value::Object(m)) if m.contains_key(&agg.key_field) => m[&agg.key_field].clone(),
+        Payload::Json(Value::Object(m)) if m.contains_key(&agg.key_field) => {
+            m[&agg.key_field].clone()
+        }
         _ => Value::String(String::from_utf8_lossy(key).into_owned()),
     };
     let mut out = Map::new();
     out.insert(agg.key_field.clone(), key_value);
     out.insert(agg.output.clone(), result);
-    Ok((state, Record { key: Some(key.to_vec()), value: Payload::Json(Value::Object(out)) }))
+    Ok((
+        state,
+        Record {
+            key: Some(key.to_vec()),
+            value: Payload::Json(Value::Object(out)),
+        },
+    ))
 }
 
 fn decode_count(previous: Option<&[u8]>) -> Result<u64, RecordError> {
@@ -144,7 +174,9 @@ enum Sum {
 impl Sum {
     fn add(self, n: &serde_json::Number) -> Self {
         match (self, n.as_i64()) {
-            (Self::Int(a), Some(b)) => a.checked_add(b).map_or(Self::Float(a as f64 + b as f64), Self::Int),
+            (Self::Int(a), Some(b)) => a
+                .checked_add(b)
+                .map_or(Self::Float(a as f64 + b as f64), Self::Int),
             (s, _) => Self::Float(s.as_f64() + n.as_f64().unwrap_or(0.0)),
         }
     }
@@ -175,7 +207,9 @@ impl Sum {
 }
 
 fn decode_sum(previous: Option<&[u8]>) -> Result<Sum, RecordError> {
-    let Some(b) = previous else { return Ok(Sum::Int(0)) };
+    let Some(b) = previous else {
+        return Ok(Sum::Int(0));
+    };
     let corrupt = || err("sum", "stored sum is corrupt");
     let (tag, rest) = b.split_first().ok_or_else(corrupt)?;
     let bytes = <[u8; 8]>::try_from(rest).map_err(|_| corrupt())?;
@@ -192,17 +226,29 @@ mod tests {
     use serde_json::json;
 
     fn rec(v: Value) -> Record {
-        Record { key: None, value: Payload::Json(v) }
+        Record {
+            key: None,
+            value: Payload::Json(v),
+        }
     }
 
     fn count_agg() -> Aggregate {
-        Aggregate { id: "count".into(), kind: AggregateKind::Count, key_field: "user".into(), output: "count".into() }
+        Aggregate {
+            id: "count".into(),
+            kind: AggregateKind::Count,
+            key_field: "user".into(),
+            output: "count".into(),
+        }
     }
 
     #[test]
     fn key_by_then_count_emits_running_counts() {
-        let steps = [Step::KeyBy { field: "user".into() }];
-        let r = apply_steps(&steps, rec(json!({"user": "u7", "x": 1}))).unwrap().unwrap();
+        let steps = [Step::KeyBy {
+            field: "user".into(),
+        }];
+        let r = apply_steps(&steps, rec(json!({"user": "u7", "x": 1})))
+            .unwrap()
+            .unwrap();
         assert_eq!(r.key.as_deref(), Some(&b"u7"[..]));
         let (s1, out1) = aggregate(&count_agg(), None, &r).unwrap();
         let (_, out2) = aggregate(&count_agg(), Some(&s1), &r).unwrap();
@@ -214,30 +260,67 @@ mod tests {
     #[test]
     fn filter_and_map() {
         let steps = [
-            Step::Filter { field: "country".into(), predicate: Predicate::Equals(json!("NL")) },
-            Step::Map { keep: Some(vec!["user".into(), "country".into()]), drop: vec![], rename: vec![("user".into(), "customer".into())] },
+            Step::Filter {
+                field: "country".into(),
+                predicate: Predicate::Equals(json!("NL")),
+            },
+            Step::Map {
+                keep: Some(vec!["user".into(), "country".into()]),
+                drop: vec![],
+                rename: vec![("user".into(), "customer".into())],
+            },
         ];
-        assert_eq!(apply_steps(&steps, rec(json!({"country": "BE"}))).unwrap(), None);
-        let out = apply_steps(&steps, rec(json!({"country": "NL", "user": "a", "secret": 1}))).unwrap().unwrap();
-        assert_eq!(out.value, Payload::Json(json!({"customer": "a", "country": "NL"})));
+        assert_eq!(
+            apply_steps(&steps, rec(json!({"country": "BE"}))).unwrap(),
+            None
+        );
+        let out = apply_steps(
+            &steps,
+            rec(json!({"country": "NL", "user": "a", "secret": 1})),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            out.value,
+            Payload::Json(json!({"customer": "a", "country": "NL"}))
+        );
     }
 
     #[test]
     fn sum_is_exact_for_integers_and_falls_back_to_float() {
-        let agg = Aggregate { id: "sum".into(), kind: AggregateKind::Sum { field: "n".into() }, key_field: "key".into(), output: "sum".into() };
+        let agg = Aggregate {
+            id: "sum".into(),
+            kind: AggregateKind::Sum { field: "n".into() },
+            key_field: "key".into(),
+            output: "sum".into(),
+        };
         let mut r = rec(json!({"n": i64::MAX}));
         r.key = Some(b"k".to_vec());
         let (s, out) = aggregate(&agg, None, &r).unwrap();
-        assert_eq!(out.value, Payload::Json(json!({"key": "k", "sum": i64::MAX})));
-        let r2 = Record { key: Some(b"k".to_vec()), value: Payload::Json(json!({"n": 1.5})) };
+        assert_eq!(
+            out.value,
+            Payload::Json(json!({"key": "k", "sum": i64::MAX}))
+        );
+        let r2 = Record {
+            key: Some(b"k".to_vec()),
+            value: Payload::Json(json!({"n": 1.5})),
+        };
         let (_, out) = aggregate(&agg, Some(&s), &r2).unwrap();
-        let Payload::Json(v) = out.value else { panic!() };
+        let Payload::Json(v) = out.value else {
+            panic!()
+        };
         assert!(v["sum"].is_f64());
     }
 
     #[test]
     fn a_missing_key_field_is_a_record_error() {
-        let e = apply_steps(&[Step::KeyBy { field: "user".into() }], rec(json!({"x": 1}))).unwrap_err();
+        let e = apply_steps(
+            &[Step::KeyBy {
+                field: "user".into(),
+            }],
+            rec(json!({"x": 1})),
+        )
+        .unwrap_err();
         assert_eq!(e.step, "key_by");
         assert!(e.message.contains("\"user\""));
     }

@@ -14,7 +14,8 @@ use super::{Error, Options, Result, chain};
 use crate::checkpoint::protocol::{self, CommitAction, Restore, TxnFailure};
 use crate::checkpoint::store::Store;
 use crate::checkpoint::{
-    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset, TaskSnapshot,
+    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
+    TaskSnapshot,
 };
 use crate::codec;
 use crate::config::{Config, Format, PipelineConfig};
@@ -87,11 +88,11 @@ impl<'a> Runner<'a> {
         if let Some(t) = &repartition_topic {
             admin.ensure_internal_topic(t, partitions)?;
         }
-        let stateful_topic = pipeline
-            .plan
-            .aggregate
-            .as_ref()
-            .map(|_| repartition_topic.clone().unwrap_or_else(|| pipeline.source.topic.clone()));
+        let stateful_topic = pipeline.plan.aggregate.as_ref().map(|_| {
+            repartition_topic
+                .clone()
+                .unwrap_or_else(|| pipeline.source.topic.clone())
+        });
         let store = Store::open(&config.checkpoint.dir, &pipeline.name)?;
         let mut manifests = BTreeMap::new();
         for id in store.list()? {
@@ -99,11 +100,17 @@ impl<'a> Runner<'a> {
                 Ok(m) => {
                     manifests.insert(id, m);
                 }
-                Err(e) => tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest; it cannot be restored"),
+                Err(e) => {
+                    tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest; it cannot be restored")
+                }
             }
         }
         let next_id = protocol::next_id(&manifests.keys().copied().collect::<Vec<_>>(), None);
-        let consumer = Consumer::new(&config.kafka, &pipeline.group_id, &pipeline.transactional_id)?;
+        let consumer = Consumer::new(
+            &config.kafka,
+            &pipeline.group_id,
+            &pipeline.transactional_id,
+        )?;
         let mut topics = vec![pipeline.source.topic.as_str()];
         if let Some(t) = &repartition_topic {
             topics.push(t);
@@ -178,11 +185,20 @@ impl<'a> Runner<'a> {
     }
 
     fn record_error(r: &consumer::Record, stage: &'static str, message: impl ToString) -> Error {
-        Error::Record { topic: r.topic.clone(), partition: r.partition, offset: r.offset, stage, message: message.to_string() }
+        Error::Record {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            stage,
+            message: message.to_string(),
+        }
     }
 
     fn process(&mut self, r: consumer::Record) -> Result<()> {
-        let p = Partition { topic: r.topic.clone(), partition: r.partition };
+        let p = Partition {
+            topic: r.topic.clone(),
+            partition: r.partition,
+        };
         let Some(task) = self.tasks.get_mut(&p) else {
             tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
             return Ok(());
@@ -192,38 +208,65 @@ impl<'a> Runner<'a> {
         }
         let plan = &self.pipeline.plan;
         let from_source = r.topic == self.pipeline.source.topic;
-        let format = if from_source { self.pipeline.source.format } else { Format::Json };
-        let value = codec::decode(format, r.value.as_deref()).map_err(|e| Self::record_error(&r, "decode", e))?;
-        let record = Record { key: r.key.clone(), value };
+        let format = if from_source {
+            self.pipeline.source.format
+        } else {
+            Format::Json
+        };
+        let value = codec::decode(format, r.value.as_deref())
+            .map_err(|e| Self::record_error(&r, "decode", e))?;
+        let record = Record {
+            key: r.key.clone(),
+            value,
+        };
         let record = if from_source {
-            operator::apply_steps(&plan.before, record).map_err(|e| Self::record_error(&r, e.step, e.message))?
+            operator::apply_steps(&plan.before, record)
+                .map_err(|e| Self::record_error(&r, e.step, e.message))?
         } else {
             Some(record)
         };
         let output = match (record, &plan.aggregate) {
             (None, _) => None,
             (Some(rec), Some(_)) if from_source && plan.repartition => {
-                let bytes = codec::encode(Format::Json, &rec.value).map_err(|e| Self::record_error(&r, "repartition", e))?;
+                let bytes = codec::encode(Format::Json, &rec.value)
+                    .map_err(|e| Self::record_error(&r, "repartition", e))?;
                 let topic = self.repartition_topic.as_deref().unwrap_or_default();
-                send(&self.producer, &mut self.in_txn, topic, rec.key.as_deref(), &bytes)
-                    .map_err(|e| too_large_or(e, &r))?;
+                send(
+                    &self.producer,
+                    &mut self.in_txn,
+                    topic,
+                    rec.key.as_deref(),
+                    &bytes,
+                )
+                .map_err(|e| too_large_or(e, &r))?;
                 None
             }
             (Some(rec), Some(agg)) => {
-                let state = task.state.as_mut().ok_or_else(|| Self::record_error(&r, "aggregate", "task has no state"))?;
+                let state = task
+                    .state
+                    .as_mut()
+                    .ok_or_else(|| Self::record_error(&r, "aggregate", "task has no state"))?;
                 let key = namespaced(&agg.id, rec.key.as_deref().unwrap_or_default());
                 let previous = state.get(&key)?;
                 let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
                     .map_err(|e| Self::record_error(&r, e.step, e.message))?;
                 state.put(&key, &next)?;
-                operator::apply_steps(&plan.after, out).map_err(|e| Self::record_error(&r, e.step, e.message))?
+                operator::apply_steps(&plan.after, out)
+                    .map_err(|e| Self::record_error(&r, e.step, e.message))?
             }
             (Some(rec), None) => Some(rec),
         };
         if let Some(out) = output {
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value).map_err(|e| Self::record_error(&r, "encode", e))?;
-            send(&self.producer, &mut self.in_txn, &self.pipeline.sink.topic, out.key.as_deref(), &bytes)
-                .map_err(|e| too_large_or(e, &r))?;
+            let bytes = codec::encode(self.pipeline.sink.format, &out.value)
+                .map_err(|e| Self::record_error(&r, "encode", e))?;
+            send(
+                &self.producer,
+                &mut self.in_txn,
+                &self.pipeline.sink.topic,
+                out.key.as_deref(),
+                &bytes,
+            )
+            .map_err(|e| too_large_or(e, &r))?;
         }
         task.next_offset = Some(NextOffset(r.offset + 1));
         self.dirty = true;
@@ -244,44 +287,76 @@ impl<'a> Runner<'a> {
 
     fn restore_task(&self, p: &Partition, committed: Option<NextOffset>) -> Result<Task> {
         if self.stateful_topic.as_deref() != Some(p.topic.as_str()) {
-            return Ok(Task { next_offset: committed, state: None });
+            return Ok(Task {
+                next_offset: committed,
+                state: None,
+            });
         }
         let live = self.live_dir(p);
         let candidates: Vec<(CheckpointId, Option<NextOffset>)> = self
             .manifests
             .iter()
-            .filter_map(|(id, m)| m.tasks.iter().find(|t| t.topic == p.topic && t.partition == p.partition).map(|t| (*id, t.next_offset)))
+            .filter_map(|(id, m)| {
+                m.tasks
+                    .iter()
+                    .find(|t| t.topic == p.topic && t.partition == p.partition)
+                    .map(|t| (*id, t.next_offset))
+            })
             .collect();
         let state = match protocol::choose_restore(committed, &candidates) {
             Restore::Fresh => self.env.open_empty(&live)?,
             Restore::From(id) => {
-                let snapshot = self.manifests.get(&id).and_then(|m| m.tasks.iter().find(|t| t.topic == p.topic && t.partition == p.partition));
+                let snapshot = self.manifests.get(&id).and_then(|m| {
+                    m.tasks
+                        .iter()
+                        .find(|t| t.topic == p.topic && t.partition == p.partition)
+                });
                 let Some(snapshot) = snapshot else {
-                    return Err(crate::checkpoint::store::Error::Corrupt { path: self.store.dir_of(id), message: format!("no snapshot of {p}") }.into());
+                    return Err(crate::checkpoint::store::Error::Corrupt {
+                        path: self.store.dir_of(id),
+                        message: format!("no snapshot of {p}"),
+                    }
+                    .into());
                 };
                 let dir = self.store.verify(id, snapshot)?;
                 let state = self.env.restore(&dir, &live)?;
                 tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
                 state
             }
-            Restore::NoMatch { committed, newest_available } if self.options.allow_empty_state => {
+            Restore::NoMatch {
+                committed,
+                newest_available,
+            } if self.options.allow_empty_state => {
                 tracing::warn!(partition = %p, %committed, newest = ?newest_available, "no snapshot matches the committed offset; starting EMPTY (--allow-empty-state)");
                 self.env.open_empty(&live)?
             }
-            Restore::NoMatch { committed, newest_available } => {
+            Restore::NoMatch {
+                committed,
+                newest_available,
+            } => {
                 return Err(Error::NoMatchingSnapshot {
                     partition: p.clone(),
                     committed,
-                    newest: newest_available.map_or_else(|| "none".to_string(), |(id, off)| format!("checkpoint {id} at offset {off:?}")),
+                    newest: newest_available.map_or_else(
+                        || "none".to_string(),
+                        |(id, off)| format!("checkpoint {id} at offset {off:?}"),
+                    ),
                     dir: self.store.root().display().to_string(),
                 });
             }
         };
-        Ok(Task { next_offset: committed, state: Some(state) })
+        Ok(Task {
+            next_offset: committed,
+            state: Some(state),
+        })
     }
 
     fn live_dir(&self, p: &Partition) -> PathBuf {
-        self.config.state.dir.join(&self.pipeline.name).join(format!("{}-{}", p.topic, p.partition))
+        self.config
+            .state
+            .dir
+            .join(&self.pipeline.name)
+            .join(format!("{}-{}", p.topic, p.partition))
     }
 
     /// Partitions taken away: their uncommitted work is dropped with the open transaction
@@ -353,7 +428,15 @@ impl<'a> Runner<'a> {
         let offsets: Vec<(Partition, NextOffset)> = manifest
             .offsets
             .iter()
-            .map(|o| (Partition { topic: o.topic.clone(), partition: o.partition }, o.next_offset))
+            .map(|o| {
+                (
+                    Partition {
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                    },
+                    o.next_offset,
+                )
+            })
             .collect();
         if !offsets.is_empty() {
             self.producer.send_offsets(&offsets, &self.consumer)?;
@@ -385,15 +468,27 @@ impl<'a> Runner<'a> {
         let mut offsets = Vec::new();
         for (p, task) in &mut self.tasks {
             if let Some(o) = task.next_offset {
-                offsets.push(PartitionOffset { topic: p.topic.clone(), partition: p.partition, next_offset: o });
+                offsets.push(PartitionOffset {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: o,
+                });
             }
             if let Some(state) = task.state.as_mut() {
                 let dir = format!("{}-{}", p.topic, p.partition);
                 files.push(state.snapshot(&staging.join(&dir))?);
-                tasks.push(TaskSnapshot { topic: p.topic.clone(), partition: p.partition, next_offset: task.next_offset, dir, files: Vec::new() });
+                tasks.push(TaskSnapshot {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: task.next_offset,
+                    dir,
+                    files: Vec::new(),
+                });
             }
         }
-        let created_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             checkpoint: id,
@@ -411,7 +506,9 @@ impl<'a> Runner<'a> {
     fn commit(&mut self, id: CheckpointId) -> Result<()> {
         let mut attempt = 0;
         loop {
-            let Err(e) = self.producer.commit() else { return Ok(()) };
+            let Err(e) = self.producer.commit() else {
+                return Ok(());
+            };
             match protocol::on_commit_failure(e.txn_failure(), attempt, COMMIT_RETRIES) {
                 CommitAction::Retry => {
                     tracing::warn!(checkpoint = %id, attempt, error = %chain(&e), "commit outcome unknown; retrying the commit");
@@ -426,7 +523,13 @@ impl<'a> Runner<'a> {
     }
 }
 
-fn send(producer: &Producer, in_txn: &mut bool, topic: &str, key: Option<&[u8]>, value: &[u8]) -> crate::kafka::Result<()> {
+fn send(
+    producer: &Producer,
+    in_txn: &mut bool,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+) -> crate::kafka::Result<()> {
     if !*in_txn {
         producer.begin()?;
         *in_txn = true;
@@ -442,5 +545,9 @@ fn too_large_or(e: crate::kafka::Error, r: &consumer::Record) -> Error {
 }
 
 fn fatal_or_transient(e: crate::kafka::Error) -> Error {
-    if e.txn_failure() == TxnFailure::Fatal { Error::Fatal(e) } else { Error::Kafka(e) }
+    if e.txn_failure() == TxnFailure::Fatal {
+        Error::Fatal(e)
+    } else {
+        Error::Kafka(e)
+    }
 }

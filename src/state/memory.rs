@@ -57,13 +57,22 @@ impl MemoryState {
         std::fs::File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io("read", &path))?;
-        let corrupt = |message: &str| Error::Corrupt { path: path.clone(), message: message.into() };
-        let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| corrupt("bad magic"))?;
+        let corrupt = |message: &str| Error::Corrupt {
+            path: path.clone(),
+            message: message.into(),
+        };
+        let mut rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| corrupt("bad magic"))?;
         let mut map = BTreeMap::new();
         let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
-            let (len, tail) = rest.split_at_checked(4).ok_or_else(|| corrupt("truncated length"))?;
+            let (len, tail) = rest
+                .split_at_checked(4)
+                .ok_or_else(|| corrupt("truncated length"))?;
             let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            let (part, tail) = tail.split_at_checked(len).ok_or_else(|| corrupt("truncated entry"))?;
+            let (part, tail) = tail
+                .split_at_checked(len)
+                .ok_or_else(|| corrupt("truncated entry"))?;
             *rest = tail;
             Ok(part.to_vec())
         };

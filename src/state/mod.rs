@@ -21,15 +21,26 @@ pub enum Error {
     #[error("rocksdb: {0}")]
     Rocks(String),
     #[error("{op} {}", path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state snapshot {} is corrupt: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { op, path: path.to_path_buf(), source }
+pub(crate) fn io<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Resources shared by every store of one daemon (RocksDB's cache and write-buffer budget).
@@ -40,8 +51,12 @@ pub struct StateEnv {
 
 impl StateEnv {
     pub fn new(cfg: &StateConfig) -> Self {
-        let rocks = (cfg.backend == Backend::RocksDb).then(|| rocks::Shared::new(cfg.memory_budget_bytes));
-        Self { backend: cfg.backend, rocks }
+        let rocks =
+            (cfg.backend == Backend::RocksDb).then(|| rocks::Shared::new(cfg.memory_budget_bytes));
+        Self {
+            backend: cfg.backend,
+            rocks,
+        }
     }
 
     /// Opens an empty store whose live files (if any) go to `live_dir`, deleting what was there.
@@ -62,7 +77,9 @@ impl StateEnv {
         match (&self.rocks, self.backend) {
             (Some(shared), Backend::RocksDb) => {
                 remove_dir_if_present(live_dir)?;
-                Ok(TaskState::Rocks(rocks::RocksState::restore(shared, snapshot, live_dir)?))
+                Ok(TaskState::Rocks(rocks::RocksState::restore(
+                    shared, snapshot, live_dir,
+                )?))
             }
             _ => Ok(TaskState::Memory(memory::MemoryState::restore(snapshot)?)),
         }
@@ -127,7 +144,11 @@ fn remove_dir_if_present(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Io { op: "remove stale live state", path: dir.to_path_buf(), source: e }),
+        Err(e) => Err(Error::Io {
+            op: "remove stale live state",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -137,7 +158,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn env(backend: Backend) -> StateEnv {
-        StateEnv::new(&StateConfig { backend, dir: PathBuf::new(), memory_budget_bytes: 16 << 20 })
+        StateEnv::new(&StateConfig {
+            backend,
+            dir: PathBuf::new(),
+            memory_budget_bytes: 16 << 20,
+        })
     }
 
     fn round_trip(backend: Backend) {
@@ -145,16 +170,32 @@ mod tests {
         let env = env(backend);
         let mut s = env.open_empty(&tmp.path().join("live")).unwrap();
         for i in 0u32..1000 {
-            s.put(&namespaced("count", &i.to_be_bytes()), &(u64::from(i) * 2).to_be_bytes()).unwrap();
+            s.put(
+                &namespaced("count", &i.to_be_bytes()),
+                &(u64::from(i) * 2).to_be_bytes(),
+            )
+            .unwrap();
         }
         s.snapshot(&tmp.path().join("snap")).unwrap();
         // writes after the snapshot must not leak into it
-        s.put(&namespaced("count", &7u32.to_be_bytes()), b"later").unwrap();
+        s.put(&namespaced("count", &7u32.to_be_bytes()), b"later")
+            .unwrap();
         drop(s);
-        let r = env.restore(&tmp.path().join("snap"), &tmp.path().join("live2")).unwrap();
-        assert_eq!(r.get(&namespaced("count", &7u32.to_be_bytes())).unwrap(), Some(14u64.to_be_bytes().to_vec()));
-        assert_eq!(r.get(&namespaced("count", &999u32.to_be_bytes())).unwrap(), Some(1998u64.to_be_bytes().to_vec()));
-        assert_eq!(r.get(&namespaced("sum", &7u32.to_be_bytes())).unwrap(), None);
+        let r = env
+            .restore(&tmp.path().join("snap"), &tmp.path().join("live2"))
+            .unwrap();
+        assert_eq!(
+            r.get(&namespaced("count", &7u32.to_be_bytes())).unwrap(),
+            Some(14u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            r.get(&namespaced("count", &999u32.to_be_bytes())).unwrap(),
+            Some(1998u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            r.get(&namespaced("sum", &7u32.to_be_bytes())).unwrap(),
+            None
+        );
     }
 
     #[test]

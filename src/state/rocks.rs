@@ -27,9 +27,15 @@ pub struct Shared {
 impl Shared {
     pub fn new(budget_bytes: usize) -> Self {
         let cache = Cache::new_lru_cache(budget_bytes);
-        let write_buffers =
-            WriteBufferManager::new_write_buffer_manager_with_cache(budget_bytes / 4, false, cache.clone());
-        Self { cache, write_buffers }
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            budget_bytes / 4,
+            false,
+            cache.clone(),
+        );
+        Self {
+            cache,
+            write_buffers,
+        }
     }
 
     fn options(&self) -> Options {
@@ -90,7 +96,9 @@ impl RocksState {
     pub fn snapshot(&mut self, dir: &Path) -> Result<Vec<String>> {
         // with the WAL off the checkpoint flushes the memtable first (log_size_for_flush = 0)
         self.db.flush().map_err(rocks)?;
-        Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(dir)).map_err(rocks)?;
+        Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(rocks)?;
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io("list snapshot", dir))? {
             let entry = entry.map_err(io("list snapshot", dir))?;
@@ -101,6 +109,10 @@ impl RocksState {
     }
 
     pub fn approximate_keys(&self) -> u64 {
-        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 }

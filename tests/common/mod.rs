@@ -45,7 +45,11 @@ pub fn bootstrap() -> Option<String> {
 }
 
 pub fn rand_suffix() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(10)
+        .map(char::from)
+        .collect()
 }
 
 pub fn rand_name(prefix: &str) -> String {
@@ -53,12 +57,19 @@ pub fn rand_name(prefix: &str) -> String {
 }
 
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    let results = rt.block_on(admin.create_topics([&new], &opts)).expect("create_topics");
+    let results = rt
+        .block_on(admin.create_topics([&new], &opts))
+        .expect("create_topics");
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
     }
@@ -78,7 +89,9 @@ pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
 pub fn produce_all(bootstrap: &str, topic: &str, records: &[(Option<i32>, String, String)]) {
     let p = producer(bootstrap);
     for (partition, key, value) in records {
-        let mut rec = BaseRecord::to(topic).key(key.as_str()).payload(value.as_str());
+        let mut rec = BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(value.as_str());
         if let Some(part) = partition {
             rec = rec.partition(*part);
         }
@@ -126,12 +139,14 @@ pub fn read_all(
         .set("enable.partition.eof", "false")
         .create()
         .expect("reader");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let partitions: Vec<i32> =
-        md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
@@ -166,17 +181,24 @@ fn caught_up(
     partitions.iter().all(|p| {
         // read_committed: the high watermark may lie past the last stable offset (an open or
         // just-aborted transaction), so compare the position with the consumer's own view
-        let (_, high) =
-            consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)).expect("watermarks");
+        let (_, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(5))
+            .expect("watermarks");
         let pos = positions.get(p).copied().unwrap_or(0);
         pos >= high || consumer_lag_zero(consumer, topic, *p)
     })
 }
 
 fn consumer_lag_zero(consumer: &BaseConsumer, topic: &str, partition: i32) -> bool {
-    let Ok(pos) = consumer.position() else { return false };
-    let Some(elem) = pos.find_partition(topic, partition) else { return false };
-    let Offset::Offset(position) = elem.offset() else { return false };
+    let Ok(pos) = consumer.position() else {
+        return false;
+    };
+    let Some(elem) = pos.find_partition(topic, partition) else {
+        return false;
+    };
+    let Offset::Offset(position) = elem.offset() else {
+        return false;
+    };
     let (_, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(5))
         .expect("watermarks");
@@ -195,9 +217,17 @@ impl Daemon {
     /// Writes `config_toml` (with `{DIR}` replaced by the daemon's directory) to `dir`.
     pub fn new(dir: &std::path::Path, config_toml: &str) -> Self {
         let config = dir.join("pipeline.toml");
-        std::fs::write(&config, config_toml.replace("{DIR}", &dir.display().to_string()))
-            .expect("write config");
-        Self { dir: dir.to_path_buf(), config, child: None, runs: 0 }
+        std::fs::write(
+            &config,
+            config_toml.replace("{DIR}", &dir.display().to_string()),
+        )
+        .expect("write config");
+        Self {
+            dir: dir.to_path_buf(),
+            config,
+            child: None,
+            runs: 0,
+        }
     }
 
     pub fn start(&mut self) {
@@ -232,7 +262,12 @@ impl Daemon {
     /// Every run's stderr, for failure messages.
     pub fn all_logs(&self) -> String {
         (1..=self.runs)
-            .map(|r| format!("--- run {r} ---\n{}", std::fs::read_to_string(self.log_path(r)).unwrap_or_default()))
+            .map(|r| {
+                format!(
+                    "--- run {r} ---\n{}",
+                    std::fs::read_to_string(self.log_path(r)).unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -247,9 +282,18 @@ impl Daemon {
     /// SIGTERM, then waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let pid = self.child.as_ref().expect("running").id();
-        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
         assert!(status.success());
-        self.wait(timeout).unwrap_or_else(|| panic!("flumen did not stop within {timeout:?}\n{}", self.all_logs()))
+        self.wait(timeout).unwrap_or_else(|| {
+            panic!(
+                "flumen did not stop within {timeout:?}\n{}",
+                self.all_logs()
+            )
+        })
     }
 
     /// Waits for the process to exit by itself.
@@ -269,7 +313,9 @@ impl Daemon {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 }
 
@@ -287,7 +333,11 @@ pub fn count_input(records: usize, users: usize) -> Vec<(Option<i32>, String, St
         .map(|i| {
             let user = format!("u{}", rng.random_range(0..users));
             let key = format!("k{}", rng.random_range(0..1_000_000));
-            (None, key, format!("{{\"user\":\"{user}\",\"id\":{i},\"pad\":\"xxxxxxxxxxxxxxxx\"}}"))
+            (
+                None,
+                key,
+                format!("{{\"user\":\"{user}\",\"id\":{i},\"pad\":\"xxxxxxxxxxxxxxxx\"}}"),
+            )
         })
         .collect()
 }
@@ -297,7 +347,8 @@ pub fn expected_counts(input: &[(Option<i32>, String, String)]) -> HashMap<Strin
     let mut out = HashMap::new();
     for (_, _, v) in input {
         let v: serde_json::Value = serde_json::from_str(v).expect("input json");
-        *out.entry(v["user"].as_str().expect("user").to_string()).or_insert(0) += 1;
+        *out.entry(v["user"].as_str().expect("user").to_string())
+            .or_insert(0) += 1;
     }
     out
 }
@@ -310,11 +361,16 @@ pub fn check_counts(output: &[Read], expected: &HashMap<String, u64>) -> Result<
     for r in output {
         let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap_or("null"))
             .map_err(|e| format!("output at {}/{} is not JSON: {e}", r.partition, r.offset))?;
-        let user = v["user"].as_str().ok_or_else(|| format!("output without user: {v}"))?.to_string();
+        let user = v["user"]
+            .as_str()
+            .ok_or_else(|| format!("output without user: {v}"))?
+            .to_string();
         if r.key.as_deref() != Some(user.as_str()) {
             return Err(format!("output key {:?} differs from user {user}", r.key));
         }
-        let count = v["count"].as_u64().ok_or_else(|| format!("output without count: {v}"))?;
+        let count = v["count"]
+            .as_u64()
+            .ok_or_else(|| format!("output without count: {v}"))?;
         seen.entry(user).or_default().push(count);
     }
     for (user, n) in expected {
@@ -336,7 +392,14 @@ pub fn check_counts(output: &[Read], expected: &HashMap<String, u64>) -> Result<
 }
 
 /// The engine config of the keyed-count tests.
-pub fn count_config(bootstrap: &str, name: &str, source: &str, sink: &str, backend: &str, interval: &str) -> String {
+pub fn count_config(
+    bootstrap: &str,
+    name: &str,
+    source: &str,
+    sink: &str,
+    backend: &str,
+    interval: &str,
+) -> String {
     format!(
         r#"
 [kafka]

@@ -28,20 +28,34 @@ fn the_issue_example_builds_a_repartitioned_count() {
     let p = &c.pipelines[0];
     assert_eq!(p.group_id, "flumen-counts");
     assert_eq!(p.transactional_id, "flumen-counts-0");
-    assert_eq!(p.plan.before, vec![Step::KeyBy { field: "user".into() }]);
+    assert_eq!(
+        p.plan.before,
+        vec![Step::KeyBy {
+            field: "user".into()
+        }]
+    );
     assert!(p.plan.repartition);
-    assert_eq!(p.repartition_topic().as_deref(), Some("flumen-counts-count-repartition"));
+    assert_eq!(
+        p.repartition_topic().as_deref(),
+        Some("flumen-counts-count-repartition")
+    );
     let agg = p.plan.aggregate.as_ref().unwrap();
-    assert_eq!((agg.key_field.as_str(), agg.output.as_str()), ("user", "count"));
+    assert_eq!(
+        (agg.key_field.as_str(), agg.output.as_str()),
+        ("user", "count")
+    );
     assert_eq!(c.checkpoint.interval, Duration::from_secs(1));
     assert_eq!(c.kafka.transaction_timeout, Duration::from_secs(60));
 }
 
 #[test]
 fn a_source_keyed_by_the_field_skips_the_repartition_topic() {
-    let text = EXAMPLE.replace(r#"format = "json" }
-sink"#, r#"format = "json", key_field = "user" }
-sink"#);
+    let text = EXAMPLE.replace(
+        r#"format = "json" }
+sink"#,
+        r#"format = "json", key_field = "user" }
+sink"#,
+    );
     let c = from_str(&text).unwrap();
     assert!(!c.pipelines[0].plan.repartition);
     assert_eq!(c.pipelines[0].repartition_topic(), None);
@@ -56,9 +70,23 @@ fn three_mistakes_are_reported_together_with_line_and_column() {
     let problems = from_str(&text).unwrap_err();
     let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 3, "{shown:#?}");
-    assert!(shown[0].starts_with("checkpoint.interval (6:12): invalid duration"), "{}", shown[0]);
-    assert!(shown[1].starts_with("state.backend (10:11): unknown backend \"leveldb\""), "{}", shown[1]);
-    assert!(shown[2].starts_with("pipelines[0].operators[1].type (19:12): unknown operator type \"countt\""), "{}", shown[2]);
+    assert!(
+        shown[0].starts_with("checkpoint.interval (6:12): invalid duration"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("state.backend (10:11): unknown backend \"leveldb\""),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].starts_with(
+            "pipelines[0].operators[1].type (19:12): unknown operator type \"countt\""
+        ),
+        "{}",
+        shown[2]
+    );
 }
 
 #[test]
@@ -67,12 +95,23 @@ fn unknown_keys_are_rejected_with_their_place() {
     let problems = from_str(&text).unwrap_err();
     assert_eq!(problems.len(), 1);
     let p = &problems[0];
-    assert_eq!((p.path.as_str(), p.line, p.col), ("checkpoint.intervall", 6, 1), "{p}");
+    assert_eq!(
+        (p.path.as_str(), p.line, p.col),
+        ("checkpoint.intervall", 6, 1),
+        "{p}"
+    );
     assert!(p.message.contains("unknown field `intervall`"), "{p}");
 
-    let text = EXAMPLE.replace(r#"{ type = "count" }"#, r#"{ type = "count", colour = "red" }"#);
+    let text = EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", colour = "red" }"#,
+    );
     let problems = from_str(&text).unwrap_err();
-    assert!(problems[0].message.contains("unknown field `colour`"), "{}", problems[0]);
+    assert!(
+        problems[0].message.contains("unknown field `colour`"),
+        "{}",
+        problems[0]
+    );
 }
 
 #[test]
@@ -84,15 +123,34 @@ fn engine_owned_kafka_properties_are_refused() {
     let problems = from_str(&text).unwrap_err();
     let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 2, "{shown:#?}");
-    assert!(shown[0].contains("\"enable.auto.commit\" is owned by Flumen"), "{}", shown[0]);
-    assert!(shown[1].contains("\"isolation.level\" is owned by Flumen"), "{}", shown[1]);
+    assert!(
+        shown[0].contains("\"enable.auto.commit\" is owned by Flumen"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].contains("\"isolation.level\" is owned by Flumen"),
+        "{}",
+        shown[1]
+    );
 }
 
 #[test]
 fn a_transaction_timeout_too_short_for_the_interval_is_refused() {
-    let text = EXAMPLE.replace("[checkpoint]", "transaction_timeout = \"10s\"\n\n[checkpoint]").replace(r#"interval = "1s""#, r#"interval = "5s""#);
+    let text = EXAMPLE
+        .replace(
+            "[checkpoint]",
+            "transaction_timeout = \"10s\"\n\n[checkpoint]",
+        )
+        .replace(r#"interval = "1s""#, r#"interval = "5s""#);
     let problems = from_str(&text).unwrap_err();
-    assert!(problems[0].to_string().starts_with("kafka.transaction_timeout"), "{}", problems[0]);
+    assert!(
+        problems[0]
+            .to_string()
+            .starts_with("kafka.transaction_timeout"),
+        "{}",
+        problems[0]
+    );
 }
 
 #[test]
@@ -103,8 +161,16 @@ fn operators_reject_options_of_other_types_and_bad_order() {
     );
     let problems = from_str(&text).unwrap_err();
     let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(shown.iter().any(|s| s.contains("key_by does not take \"equals\"")), "{shown:#?}");
-    assert!(shown.iter().any(|s| s.contains("only one aggregate")), "{shown:#?}");
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("key_by does not take \"equals\"")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.iter().any(|s| s.contains("only one aggregate")),
+        "{shown:#?}"
+    );
 }
 
 #[test]
