@@ -177,14 +177,14 @@ topic() { # topic NAME [PARTITIONS]: create unless it exists
 produce() { # produce TOPIC: lines "key|value" from stdin
   alive || die "the broker is not running: $0 start"
   kjava org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$bootstrap" --topic "$1" \
-    --property parse.key=true --property key.separator='|'
+    --reader-property parse.key=true --reader-property key.separator='|'
 }
 
 consume() { # consume TOPIC MAX [TIMEOUT_MS]: read_committed, from the beginning, "key|value"
   alive || die "the broker is not running: $0 start"
   kjava org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$bootstrap" --topic "$1" \
     --from-beginning --max-messages "$2" --timeout-ms "${3:-30000}" --isolation-level read_committed \
-    --property print.key=true --property key.separator='|' 2>/dev/null || true
+    --formatter-property print.key=true --formatter-property key.separator='|' 2>/dev/null || true
 }
 
 case "${1:-}" in

@@ -6,11 +6,13 @@
 #   scripts/quickstart.sh stop   stop the pipeline (SIGTERM: final checkpoint) and the broker
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# one persistent build cache for every clone: RocksDB and librdkafka take many minutes to build
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${FLUMEN_CACHE:-$HOME/.cache/flumen}/target}"
 
 work=data/quickstart
 pid_file="$work/flumen.pid"
 log="$work/flumen.log"
-target="${CARGO_TARGET_DIR:-target}"
+target="$CARGO_TARGET_DIR"
 
 stop() {
   if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
@@ -58,9 +60,10 @@ o8-$batch|{"customer":"ann","country":"NL","amount":3,"order":"o8-$batch"}
 RECORDS
 
 echo "quickstart: 'spend-per-customer' as a read_committed consumer sees it (key|value):"
-count=$(( $(wc -l < "$work/produced.count" 2>/dev/null || echo 0) + 6 ))
-echo "x" >> "$work/produced.count"
-scripts/kafka.sh consume spend-per-customer "$count" 30000
+# each run adds 6 outputs (the NL purchases); the topic is read from its beginning
+runs=$(( $(cat "$work/quickstart.runs" 2>/dev/null || echo 0) + 1 ))
+echo "$runs" > "$work/quickstart.runs"
+scripts/kafka.sh consume spend-per-customer $((runs * 6)) 30000
 cat <<MSG
 
 quickstart: each NL purchase updated its customer's running total exactly once; outputs

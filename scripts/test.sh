@@ -6,6 +6,8 @@
 # FLUMEN_SKIP_KAFKA_TESTS. Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# one persistent build cache for every clone: RocksDB and librdkafka take many minutes to build
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${FLUMEN_CACHE:-$HOME/.cache/flumen}/target}"
 
 scripts/setup.sh
 

@@ -211,6 +211,8 @@ pub struct Daemon {
     pub config: std::path::PathBuf,
     child: Option<std::process::Child>,
     runs: usize,
+    /// Extra arguments of `flumen run` for the next starts.
+    pub args: Vec<String>,
 }
 
 impl Daemon {
@@ -227,6 +229,7 @@ impl Daemon {
             config,
             child: None,
             runs: 0,
+            args: Vec::new(),
         }
     }
 
@@ -240,7 +243,10 @@ impl Daemon {
         self.runs += 1;
         let log = std::fs::File::create(self.log_path(self.runs)).expect("log file");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"));
-        cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .args(&self.args);
         cmd.env("RUST_LOG", "info,flumen=debug");
         cmd.env_remove("FAILPOINTS");
         for (k, v) in env {
