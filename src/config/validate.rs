@@ -10,9 +10,8 @@ use toml::Spanned;
 
 use super::raw;
 use super::{
-    Aggregate, AggregateKind, Backend, CheckpointConfig, Config, Format, KafkaConfig,
-    PipelineConfig, Plan, Predicate, Problem, RestartConfig, SinkConfig, SourceConfig, StateConfig,
-    Step,
+    Backend, CheckpointConfig, Config, Format, KafkaConfig, PipelineConfig, Problem, RestartConfig,
+    SinkConfig, SourceConfig, StateConfig,
 };
 
 /// librdkafka settings the engine owns: exactly-once depends on their values.
@@ -413,222 +412,6 @@ impl Cx<'_> {
             plan,
         }
     }
-
-    fn plan(&mut self, path: &str, raw: &raw::Pipeline, source: &SourceConfig) -> Plan {
-        let mut plan = Plan {
-            before: Vec::new(),
-            aggregate: None,
-            repartition: false,
-            after: Vec::new(),
-        };
-        let mut key_by: Option<String> = None;
-        for (i, op) in raw.operators.iter().enumerate() {
-            let path = format!("{path}.operators[{i}]");
-            let op_ref = op.get_ref();
-            let kind = op_ref.kind.get_ref().as_str();
-            let allowed: &[&str] = match kind {
-                "key_by" => &["field"],
-                "count" => &["id", "output"],
-                "sum" => &["id", "field", "output"],
-                "filter" => &["field", "equals", "not_equals"],
-                "map" => &["keep", "drop", "rename"],
-                other => {
-                    self.problem(format!("{path}.type"), op_ref.kind.span(), format!(
-                        "unknown operator type {other:?}; expected one of key_by, count, sum, filter, map"));
-                    continue;
-                }
-            };
-            self.check_fields(&path, kind, op_ref, allowed);
-            let needs_json = matches!(kind, "key_by" | "sum" | "filter" | "map");
-            if needs_json && source.format != Format::Json {
-                self.problem(
-                    format!("{path}.type"),
-                    op_ref.kind.span(),
-                    format!("{kind} reads record fields and needs source.format = \"json\""),
-                );
-            }
-            let target_after = plan.aggregate.is_some();
-            let step = match kind {
-                "key_by" | "sum" | "filter" => {
-                    let Some(field) = op_ref.field.as_ref() else {
-                        self.problem(
-                            format!("{path}.field"),
-                            op.span(),
-                            format!("{kind} needs a field"),
-                        );
-                        continue;
-                    };
-                    let field = field.get_ref().clone();
-                    match kind {
-                        "key_by" => {
-                            if target_after || key_by.is_some() {
-                                self.problem(
-                                    format!("{path}.type"),
-                                    op_ref.kind.span(),
-                                    "only one key_by is supported, before the aggregate",
-                                );
-                                continue;
-                            }
-                            key_by = Some(field.clone());
-                            Step::KeyBy { field }
-                        }
-                        "sum" => {
-                            self.aggregate(
-                                &path,
-                                op,
-                                &mut plan,
-                                key_by.as_deref(),
-                                AggregateKind::Sum { field },
-                                "sum",
-                            );
-                            continue;
-                        }
-                        _ => match self.predicate(&path, op) {
-                            Some(predicate) => Step::Filter { field, predicate },
-                            None => continue,
-                        },
-                    }
-                }
-                "count" => {
-                    self.aggregate(
-                        &path,
-                        op,
-                        &mut plan,
-                        key_by.as_deref(),
-                        AggregateKind::Count,
-                        "count",
-                    );
-                    continue;
-                }
-                _ => Step::Map {
-                    keep: op_ref.keep.as_ref().map(|k| k.get_ref().clone()),
-                    drop: op_ref
-                        .drop
-                        .as_ref()
-                        .map(|d| d.get_ref().clone())
-                        .unwrap_or_default(),
-                    rename: op_ref
-                        .rename
-                        .as_ref()
-                        .map(|r| r.get_ref().clone().into_iter().collect())
-                        .unwrap_or_default(),
-                },
-            };
-            if target_after {
-                plan.after.push(step)
-            } else {
-                plan.before.push(step)
-            }
-        }
-        if plan.aggregate.is_some() {
-            plan.repartition = match (&key_by, &source.key_field) {
-                (Some(k), Some(declared)) => k != declared,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-        }
-        plan
-    }
-
-    fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 8] = [
-            ("id", op.id.as_ref().map(Spanned::span)),
-            ("field", op.field.as_ref().map(Spanned::span)),
-            ("equals", op.equals.as_ref().map(Spanned::span)),
-            ("not_equals", op.not_equals.as_ref().map(Spanned::span)),
-            ("keep", op.keep.as_ref().map(Spanned::span)),
-            ("drop", op.drop.as_ref().map(Spanned::span)),
-            ("rename", op.rename.as_ref().map(Spanned::span)),
-            ("output", op.output.as_ref().map(Spanned::span)),
-        ];
-        for (name, span) in present {
-            if let Some(span) = span
-                && !allowed.contains(&name)
-            {
-                self.problem(
-                    format!("{path}.{name}"),
-                    span,
-                    format!("{kind} does not take {name:?}; it takes {allowed:?}"),
-                );
-            }
-        }
-    }
-
-    fn predicate(&mut self, path: &str, op: &Spanned<raw::Operator>) -> Option<Predicate> {
-        let raw = op.get_ref();
-        match (&raw.equals, &raw.not_equals) {
-            (Some(v), None) => self
-                .json_value(&format!("{path}.equals"), v)
-                .map(Predicate::Equals),
-            (None, Some(v)) => self
-                .json_value(&format!("{path}.not_equals"), v)
-                .map(Predicate::NotEquals),
-            _ => {
-                self.problem(
-                    path,
-                    op.span(),
-                    "filter needs exactly one of equals or not_equals",
-                );
-                None
-            }
-        }
-    }
-
-    fn json_value(&mut self, path: &str, v: &Spanned<toml::Value>) -> Option<serde_json::Value> {
-        match serde_json::to_value(v.get_ref()) {
-            Ok(j) => Some(j),
-            Err(e) => {
-                self.problem(
-                    path,
-                    v.span(),
-                    format!("cannot be compared with JSON values: {e}"),
-                );
-                None
-            }
-        }
-    }
-
-    fn aggregate(
-        &mut self,
-        path: &str,
-        op: &Spanned<raw::Operator>,
-        plan: &mut Plan,
-        key_by: Option<&str>,
-        kind: AggregateKind,
-        default_output: &str,
-    ) {
-        let raw = op.get_ref();
-        if plan.aggregate.is_some() {
-            self.problem(
-                format!("{path}.type"),
-                raw.kind.span(),
-                "only one aggregate (count or sum) per pipeline is supported",
-            );
-            return;
-        }
-        let id = match &raw.id {
-            Some(id) => self.name(&format!("{path}.id"), id),
-            None => default_output.to_string(),
-        };
-        let output = raw
-            .output
-            .as_ref()
-            .map_or_else(|| default_output.to_string(), |o| o.get_ref().clone());
-        let key_field = key_by.unwrap_or("key").to_string();
-        if output == key_field {
-            self.problem(
-                format!("{path}.output"),
-                op.span(),
-                format!("the output field {output:?} would overwrite the key field"),
-            );
-        }
-        plan.aggregate = Some(Aggregate {
-            id,
-            kind,
-            key_field,
-            output,
-        });
-    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -674,6 +457,8 @@ fn key_path_at(text: &str, offset: usize) -> String {
         (true, None) => "config".to_string(),
     }
 }
+
+mod plan;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Step;
 
 const EXAMPLE: &str = r#"
 [kafka]
