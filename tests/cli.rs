@@ -82,3 +82,32 @@ fn help_documents_exit_codes() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_readme_configuration_block_validates() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("a Configuration section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("readme.toml");
+    std::fs::write(&path, block).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
