@@ -8,44 +8,23 @@ mod common;
 use std::time::Duration;
 
 fn keyed_count_is_exact(backend: &str) {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(mut p) = common::CountPipeline::new("counts", 4, backend, "1s") else {
         return;
     };
-    let name = common::rand_name("counts");
-    let (source, sink) = (format!("{name}-events"), format!("{name}-counts"));
-    common::create_topic(&bootstrap, &source, 4);
-    common::create_topic(&bootstrap, &sink, 4);
     let input = common::count_input(20_000, 500);
-    let expected = common::expected_counts(&input);
-
-    let tmp = tempfile::tempdir().unwrap();
-    let mut daemon = common::Daemon::new(
-        tmp.path(),
-        &common::count_config(&bootstrap, &name, &source, &sink, backend, "1s"),
-    );
-    daemon.start();
-    common::produce_all(&bootstrap, &source, &input);
-
-    let output = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        input.len(),
-        Duration::from_secs(120),
-    );
-    if let Err(e) = common::check_counts(&output, &expected) {
-        panic!("{e}\n{} outputs read\n{}", output.len(), daemon.all_logs());
-    }
-    let status = daemon.terminate(Duration::from_secs(40));
+    p.daemon.start();
+    p.produce(&input);
+    p.assert_exact(&common::expected_counts(&input), Duration::from_secs(120));
+    let status = p.daemon.terminate(Duration::from_secs(40));
     assert!(
         status.success(),
         "SIGTERM must stop flumen with exit 0, got {status}\n{}",
-        daemon.all_logs()
+        p.daemon.all_logs()
     );
     assert!(
-        daemon.last_log().contains("pipeline stopped"),
+        p.daemon.last_log().contains("pipeline stopped"),
         "{}",
-        daemon.last_log()
+        p.daemon.last_log()
     );
 }
 
@@ -61,13 +40,9 @@ fn keyed_count_with_memory_state_is_exactly_once() {
 
 #[test]
 fn a_record_that_is_not_json_stops_the_daemon_naming_its_place() {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(mut p) = common::CountPipeline::new("poison", 1, "rocksdb", "200ms") else {
         return;
     };
-    let name = common::rand_name("poison");
-    let (source, sink) = (format!("{name}-events"), format!("{name}-counts"));
-    common::create_topic(&bootstrap, &source, 1);
-    common::create_topic(&bootstrap, &sink, 1);
     let good: Vec<_> = (0..100)
         .map(|i| {
             (
@@ -78,132 +53,81 @@ fn a_record_that_is_not_json_stops_the_daemon_naming_its_place() {
         })
         .collect();
     let expected = common::expected_counts(&good);
+    p.daemon.start();
+    p.produce(&good);
+    p.assert_exact(&expected, Duration::from_secs(60));
 
-    let tmp = tempfile::tempdir().unwrap();
-    let mut daemon = common::Daemon::new(
-        tmp.path(),
-        &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", "200ms"),
-    );
-    daemon.start();
-    common::produce_all(&bootstrap, &source, &good);
-    let before = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        100,
-        Duration::from_secs(60),
-    );
-    common::check_counts(&before, &expected)
-        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
-
-    common::produce_all(
-        &bootstrap,
-        &source,
-        &[(Some(0), "bad".into(), "{\"user\": oops".into())],
-    );
-    let status = daemon
+    p.produce(&[(Some(0), "bad".into(), "{\"user\": oops".into())]);
+    let status = p
+        .daemon
         .wait(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("flumen kept running\n{}", daemon.all_logs()));
-    assert_eq!(status.code(), Some(4), "{}", daemon.all_logs());
-    let log = daemon.last_log();
+        .unwrap_or_else(|| panic!("flumen kept running\n{}", p.daemon.all_logs()));
+    assert_eq!(status.code(), Some(4), "{}", p.daemon.all_logs());
+    let log = p.daemon.last_log();
     assert!(
         log.contains(&format!(
-            "{source}/0 offset 100: decode: value is not valid JSON"
+            "{}/0 offset 100: decode: value is not valid JSON",
+            p.source
         )),
         "{log}"
     );
 
     // nothing committed was lost, and a restart stops at the same record again
-    let after = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        100,
-        Duration::from_secs(30),
-    );
-    common::check_counts(&after, &expected).unwrap();
-    daemon.start();
-    let status = daemon.wait(Duration::from_secs(60)).expect("stops again");
-    assert_eq!(status.code(), Some(4), "{}", daemon.all_logs());
+    p.assert_exact(&expected, Duration::from_secs(30));
+    p.daemon.start();
+    let status = p.daemon.wait(Duration::from_secs(60)).expect("stops again");
+    assert_eq!(status.code(), Some(4), "{}", p.daemon.all_logs());
 }
 
 #[test]
 fn committed_offsets_without_their_snapshot_refuse_to_start() {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(mut p) = common::CountPipeline::new("refuse", 2, "rocksdb", "200ms") else {
         return;
     };
-    let name = common::rand_name("refuse");
-    let (source, sink) = (format!("{name}-events"), format!("{name}-counts"));
-    common::create_topic(&bootstrap, &source, 2);
-    common::create_topic(&bootstrap, &sink, 2);
     let input = common::count_input(500, 20);
-    let expected = common::expected_counts(&input);
-
-    let tmp = tempfile::tempdir().unwrap();
-    let mut daemon = common::Daemon::new(
-        tmp.path(),
-        &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", "200ms"),
-    );
-    daemon.start();
-    common::produce_all(&bootstrap, &source, &input);
-    let output = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        input.len(),
-        Duration::from_secs(60),
-    );
-    common::check_counts(&output, &expected)
-        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
-    daemon.kill9();
+    p.daemon.start();
+    p.produce(&input);
+    p.assert_exact(&common::expected_counts(&input), Duration::from_secs(60));
+    p.daemon.kill9();
 
     // the group has committed offsets, but the snapshots are gone: starting would recount
-    std::fs::remove_dir_all(tmp.path().join("checkpoints")).unwrap();
-    daemon.start();
-    let status = daemon
+    std::fs::remove_dir_all(p.dir().join("checkpoints")).unwrap();
+    p.daemon.start();
+    let status = p
+        .daemon
         .wait(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("flumen started anyway\n{}", daemon.all_logs()));
-    assert_eq!(status.code(), Some(3), "{}", daemon.all_logs());
+        .unwrap_or_else(|| panic!("flumen started anyway\n{}", p.daemon.all_logs()));
+    assert_eq!(status.code(), Some(3), "{}", p.daemon.all_logs());
     assert!(
-        daemon.last_log().contains("no checkpoint in"),
+        p.daemon.last_log().contains("no checkpoint in"),
         "{}",
-        daemon.last_log()
+        p.daemon.last_log()
     );
     assert!(
-        daemon.last_log().contains("--allow-empty-state"),
+        p.daemon.last_log().contains("--allow-empty-state"),
         "{}",
-        daemon.last_log()
+        p.daemon.last_log()
     );
 
     // the explicit flag starts those partitions empty: new records count from 1 again
-    daemon.args = vec!["--allow-empty-state".into()];
-    daemon.start();
-    common::produce_all(
-        &bootstrap,
-        &source,
-        &[(Some(0), "k".into(), "{\"user\":\"fresh\"}".into())],
-    );
-    let after = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        input.len() + 1,
-        Duration::from_secs(60),
-    );
+    p.daemon.args = vec!["--allow-empty-state".into()];
+    p.daemon.start();
+    p.produce(&[(Some(0), "k".into(), "{\"user\":\"fresh\"}".into())]);
+    let after = p.output(input.len() + 1, Duration::from_secs(60));
     let fresh: Vec<_> = after
         .iter()
         .filter(|r| r.key.as_deref() == Some("fresh"))
         .collect();
-    assert_eq!(fresh.len(), 1, "{}", daemon.all_logs());
+    assert_eq!(fresh.len(), 1, "{}", p.daemon.all_logs());
     assert!(
         fresh[0].value.as_deref().unwrap().contains("\"count\":1"),
         "{:?}",
         fresh[0]
     );
     assert!(
-        daemon.last_log().contains("starting EMPTY"),
+        p.daemon.last_log().contains("starting EMPTY"),
         "{}",
-        daemon.last_log()
+        p.daemon.last_log()
     );
-    assert!(daemon.terminate(Duration::from_secs(40)).success());
+    assert!(p.daemon.terminate(Duration::from_secs(40)).success());
 }

@@ -16,39 +16,24 @@ use rdkafka::{Offset, TopicPartitionList};
 #[test]
 #[ignore = "measurement; run by hand with --ignored --nocapture"]
 fn measure_keyed_count_throughput_and_recovery() {
-    let Some(bootstrap) = common::bootstrap() else {
-        return;
-    };
     let records: usize = std::env::var("MEASURE_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let interval = std::env::var("MEASURE_INTERVAL").unwrap_or_else(|_| "1s".into());
-    let name = common::rand_name("measure");
-    let (source, sink) = (format!("{name}-events"), format!("{name}-counts"));
-    common::create_topic(&bootstrap, &source, 4);
-    common::create_topic(&bootstrap, &sink, 4);
+    let Some(mut p) = common::CountPipeline::new("measure", 4, "rocksdb", &interval) else {
+        return;
+    };
     let input = common::count_input(records, 10_000);
     let expected = common::expected_counts(&input);
-    common::produce_all(&bootstrap, &source, &input);
+    p.produce(&input);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let mut daemon = common::Daemon::new(
-        tmp.path(),
-        &common::count_config(&bootstrap, &name, &source, &sink, "rocksdb", &interval),
-    );
     let started = Instant::now();
-    daemon.start();
-    let output = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        records,
-        Duration::from_secs(600),
-    );
+    p.daemon.start();
+    let output = p.output(records, Duration::from_secs(600));
     let took = started.elapsed();
     common::check_counts(&output, &expected)
-        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.last_log()));
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.daemon.last_log()));
     println!(
         "throughput: {records} records (key_by + count over 10,000 users, 4 partitions, repartitioned, rocksdb, checkpoint {interval}): {:.1}s from start to the last committed output = {:.0} records/s",
         took.as_secs_f64(),
@@ -58,15 +43,11 @@ fn measure_keyed_count_throughput_and_recovery() {
     // recovery: SIGKILL while idle-but-subscribed, restart, produce one record, time to its output
     let mut samples = Vec::new();
     for _ in 0..3 {
-        let watcher = tail_consumer(&bootstrap, &sink);
-        daemon.kill9();
+        let watcher = tail_consumer(&p.bootstrap, &p.sink);
+        p.daemon.kill9();
         let restarted = Instant::now();
-        daemon.start();
-        common::produce_all(
-            &bootstrap,
-            &source,
-            &[(None, "x".into(), "{\"user\":\"recovery\"}".into())],
-        );
+        p.daemon.start();
+        p.produce(&[(None, "x".into(), "{\"user\":\"recovery\"}".into())]);
         loop {
             if let Some(m) = watcher.poll(Duration::from_millis(20)) {
                 m.expect("read");
@@ -75,7 +56,7 @@ fn measure_keyed_count_throughput_and_recovery() {
             assert!(
                 restarted.elapsed() < Duration::from_secs(120),
                 "no output after restart\n{}",
-                daemon.last_log()
+                p.daemon.last_log()
             );
         }
         samples.push(restarted.elapsed());
@@ -83,7 +64,7 @@ fn measure_keyed_count_throughput_and_recovery() {
     println!(
         "recovery after SIGKILL (restart → next committed output, checkpoint {interval}): {samples:?}"
     );
-    assert!(daemon.terminate(Duration::from_secs(40)).success());
+    assert!(p.daemon.terminate(Duration::from_secs(40)).success());
 }
 
 fn tail_consumer(bootstrap: &str, topic: &str) -> BaseConsumer {

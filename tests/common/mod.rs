@@ -434,3 +434,69 @@ operators = [
 "#
     )
 }
+
+/// A keyed-count pipeline (`count_config`) on fresh topics, with its daemon, not yet started.
+/// Fields drop in order: the daemon is killed before its directory goes.
+pub struct CountPipeline {
+    pub bootstrap: String,
+    pub name: String,
+    pub source: String,
+    pub sink: String,
+    pub daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl CountPipeline {
+    /// `None` only when `FLUMEN_SKIP_KAFKA_TESTS=1`.
+    pub fn new(prefix: &str, partitions: i32, backend: &str, interval: &str) -> Option<Self> {
+        let bootstrap = bootstrap()?;
+        let name = rand_name(prefix);
+        let (source, sink) = (format!("{name}-events"), format!("{name}-counts"));
+        create_topic(&bootstrap, &source, partitions);
+        create_topic(&bootstrap, &sink, partitions);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = count_config(&bootstrap, &name, &source, &sink, backend, interval);
+        let daemon = Daemon::new(dir.path(), &config);
+        Some(Self {
+            bootstrap,
+            name,
+            source,
+            sink,
+            daemon,
+            _dir: dir,
+        })
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.daemon.dir
+    }
+
+    pub fn produce(&self, records: &[(Option<i32>, String, String)]) {
+        produce_all(&self.bootstrap, &self.source, records);
+    }
+
+    /// The sink, read with read_committed (see `read_all`).
+    pub fn output(&self, min_records: usize, timeout: Duration) -> Vec<Read> {
+        read_all(
+            &self.bootstrap,
+            &self.sink,
+            "read_committed",
+            min_records,
+            timeout,
+        )
+    }
+
+    /// Reads the sink and panics, with every daemon log, unless the counts are exact.
+    pub fn assert_exact(&self, expected: &HashMap<String, u64>, timeout: Duration) {
+        let want: u64 = expected.values().sum();
+        let output = self.output(usize::try_from(want).expect("count"), timeout);
+        if let Err(e) = check_counts(&output, expected) {
+            panic!(
+                "{e}\n{} outputs for {want} inputs (source {})\n{}",
+                output.len(),
+                self.source,
+                self.daemon.all_logs()
+            );
+        }
+    }
+}
