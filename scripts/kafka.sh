@@ -42,8 +42,10 @@ fetch_jars() {
   command -v mvn >/dev/null || die "mvn not found: install Maven (Debian: apt-get install maven) or run scripts/setup.sh as root"
   say "fetching Apache Kafka $version jars from Maven Central into $libs"
   rm -rf "$libs"; mkdir -p "$libs"
-  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-      -DoutputDirectory="$libs" || die "mvn could not fetch the Kafka jars (see its output above)"
+  # stdout carries only the bootstrap address (callers capture it): Maven talks on stderr,
+  # without colours (even -q -B prints ANSI resets on a fresh machine)
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$libs" >&2 || die "mvn could not fetch the Kafka jars (see its output above)"
   touch "$libs/.complete"
 }
 

@@ -33,6 +33,10 @@ stop_broker() {
 trap stop_broker EXIT
 trap 'exit 130' INT TERM
 FLUMEN_TEST_BOOTSTRAP="$(scripts/kafka.sh start)"
+if [[ ! "$FLUMEN_TEST_BOOTSTRAP" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]]; then
+  echo "test.sh: scripts/kafka.sh start printed $(printf %q "$FLUMEN_TEST_BOOTSTRAP"), not host:port" >&2
+  exit 1
+fi
 export FLUMEN_TEST_BOOTSTRAP
 unset FLUMEN_SKIP_KAFKA_TESTS
 
