@@ -7,7 +7,8 @@
 //! through crashes. `ARCHITECTURE.md` describes the checkpoint protocol and the task model.
 //!
 //! # Layout
-//! - [`cli`]: the `flumen` command line (`run`, `validate`); the only place with `anyhow`.
+//! - [`cli`]: the `flumen` command line (`run`, `validate`, `stop`, `savepoint`, `checkpoint`);
+//!   the only place with `anyhow`.
 //! - [`config`]: TOML → raw serde mirror → validated, typed [`config::Config`] (all errors at
 //!   once, `key.path (line:col): message`).
 //! - [`pipeline`]: the engine: one thread per pipeline runs the consume → process → checkpoint
@@ -15,9 +16,11 @@
 //! - [`kafka`]: everything that touches rdkafka: client settings, the transactional producer,
 //!   the consumer with its rebalance events, topic administration.
 //! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.
-//! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]) and the on-disk
-//!   snapshot store (manifest, checksums, fsync, garbage collection).
+//! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]), the on-disk
+//!   snapshot store (manifest, checksums, fsync, garbage collection) and the portable
+//!   savepoint format ([`checkpoint::savepoint`]).
 //! - [`codec`]: record formats (json, string, bytes) between Kafka bytes and records.
+//! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint).
 //! - [`shutdown`]: signals → `CancellationToken`.
 //! - [`telemetry`]: tracing set-up.
 
@@ -25,6 +28,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod kafka;
 pub mod pipeline;
 pub mod shutdown;

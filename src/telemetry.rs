@@ -1,4 +1,5 @@
-//! Tracing set-up: human-readable logs on stderr, filtered by `RUST_LOG` (default `info`).
+//! Tracing set-up: human-readable logs on stderr, filtered by `RUST_LOG` (default `info`),
+//! coloured only when stderr is a terminal.
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,8 +14,11 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    // colours only on a terminal: log files and journald get plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -67,6 +67,16 @@ impl Store {
         })
     }
 
+    /// Opens the store of `pipeline` for reading only (the CLI): creates and deletes nothing.
+    pub fn open_existing(dir: &Path, pipeline: &str) -> Result<Self> {
+        let root = dir.join(pipeline);
+        std::fs::metadata(&root).map_err(io("open checkpoint dir", &root))?;
+        Ok(Self {
+            root,
+            sums: HashMap::new(),
+        })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -246,7 +256,7 @@ fn still_linked(root: &Path, name: &Path) -> bool {
     })
 }
 
-fn crc_of(path: &Path) -> Result<u32> {
+pub(super) fn crc_of(path: &Path) -> Result<u32> {
     let mut file = File::open(path).map_err(io("open", path))?;
     let mut buf = vec![0u8; 1 << 16];
     let mut crc = 0u32;
@@ -259,7 +269,7 @@ fn crc_of(path: &Path) -> Result<u32> {
     }
 }
 
-fn fsync(path: &Path) -> Result<()> {
+pub(super) fn fsync(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io("fsync", path))

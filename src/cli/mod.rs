@@ -1,11 +1,14 @@
 //! The `flumen` command line. One file per subcommand; each returns the process exit code.
 //! This is the only module (with `main.rs`) that uses `anyhow`.
 
+mod checkpoint;
 mod run;
+mod savepoint;
 mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -21,11 +24,18 @@ pub mod exit {
 }
 
 const EXIT_CODES: &str = "Exit codes:
-  0  success (run: stopped by SIGTERM/SIGINT after a final checkpoint)
-  1  runtime failure (Kafka unreachable after retries, fenced by another instance, I/O)
+  0  success (run: stopped by SIGTERM/SIGINT after a final checkpoint, or by `flumen stop`)
+  1  runtime failure (Kafka unreachable after retries, fenced by another instance, I/O, no daemon to talk to)
   2  invalid config or usage
-  3  state cannot be restored consistently (no snapshot matches the committed offsets, or a snapshot is corrupt)
+  3  state cannot be restored consistently (no snapshot matches the committed offsets, a snapshot or savepoint is corrupt, or a savepoint does not fit the pipeline)
   4  a record cannot be processed (the message names topic/partition/offset)";
+
+/// How `list` and `inspect` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "flumen", version, about = "Exactly-once stateful stream processing for Apache Kafka", after_help = EXIT_CODES)]
@@ -54,11 +64,95 @@ enum Command {
         /// of refusing to start (that partition's state is lost).
         #[arg(long)]
         allow_empty_state: bool,
+        /// Restore state and offsets from this savepoint (a savepoint directory, or one
+        /// holding a savepoint per pipeline) before processing.
+        #[arg(long, short = 's', value_name = "DIR")]
+        from_savepoint: Option<PathBuf>,
+        /// With --from-savepoint: drop the state of operators the config no longer has
+        /// instead of refusing to start.
+        #[arg(long, requires = "from_savepoint")]
+        allow_non_restored_state: bool,
     },
     /// Check a config file without touching the network; print every problem.
     Validate {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Take a savepoint of every pipeline of a running daemon, then stop it (exit 0).
+    Stop {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Write the savepoints to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
+        #[arg(long, value_name = "DIR")]
+        savepoint: Option<PathBuf>,
+        /// How long to wait for the savepoints.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Savepoints: trigger on a running daemon, list, inspect, delete.
+    #[command(subcommand)]
+    Savepoint(SavepointCommand),
+    /// Checkpoints (automatic, disposable): list and inspect.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SavepointCommand {
+    /// Take a savepoint of every pipeline of a running daemon; it keeps running.
+    Trigger {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Write the savepoints to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// List the savepoints under checkpoint.savepoint_dir (or --dir).
+    List {
+        #[arg(long, short, required_unless_present = "dir")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Show a savepoint: operators, partitions, offsets, key counts, sizes; verify checksums.
+    Inspect {
+        /// The savepoint directory.
+        path: PathBuf,
+        /// Print this key's state in every operator.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Delete a savepoint directory (refuses anything that is not one).
+    Delete { path: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointCommand {
+    /// List the checkpoints of every pipeline (or one).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Show one checkpoint (default: the newest) of a pipeline.
+    Inspect {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: String,
+        #[arg(long)]
+        id: Option<u64>,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
 }
 
@@ -68,10 +162,78 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run {
             config,
             allow_empty_state,
-        } => run::run(&config, allow_empty_state),
+            from_savepoint,
+            allow_non_restored_state,
+        } => run::run(
+            &config,
+            crate::pipeline::Options {
+                allow_empty_state,
+                allow_non_restored_state,
+            },
+            from_savepoint.as_deref(),
+        ),
         Command::Validate { config } => validate::run(&config),
+        Command::Stop {
+            config,
+            savepoint: dir,
+            timeout,
+        } => savepoint::trigger(&config, dir, true, timeout),
+        Command::Savepoint(c) => match c {
+            SavepointCommand::Trigger {
+                config,
+                dir,
+                timeout,
+            } => savepoint::trigger(&config, dir, false, timeout),
+            SavepointCommand::List {
+                config,
+                dir,
+                output,
+            } => savepoint::list(config.as_deref(), dir.as_deref(), output),
+            SavepointCommand::Inspect { path, key, output } => {
+                savepoint::inspect(&path, key.as_deref(), output)
+            }
+            SavepointCommand::Delete { path } => savepoint::delete(&path),
+        },
+        Command::Checkpoint(c) => match c {
+            CheckpointCommand::List {
+                config,
+                pipeline,
+                output,
+            } => checkpoint::list(&config, pipeline.as_deref(), output),
+            CheckpointCommand::Inspect {
+                config,
+                pipeline,
+                id,
+                output,
+            } => checkpoint::inspect(&config, &pipeline, id, output),
+        },
     };
     ExitCode::from(code)
+}
+
+/// Loads a config for a command that needs only its paths, printing problems on failure.
+fn load_config(path: &std::path::Path) -> Result<crate::config::Config, u8> {
+    crate::config::load(path).map_err(|e| report_config_error(&e))
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> u8 {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `2026-11-24T09:00:00.123Z` from Unix milliseconds.
+fn time_of(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Prints a config load failure, one problem per line, and returns its exit code.

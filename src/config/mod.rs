@@ -83,6 +83,8 @@ pub struct CheckpointConfig {
     pub dir: PathBuf,
     /// How many committed checkpoints to keep per pipeline.
     pub retain: usize,
+    /// Default directory of triggered savepoints.
+    pub savepoint_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

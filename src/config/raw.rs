@@ -34,6 +34,8 @@ pub struct Checkpoint {
     pub interval: Spanned<String>,
     pub dir: Spanned<String>,
     pub retain: Option<Spanned<i64>>,
+    /// Where triggered savepoints go by default (`flumen savepoint trigger` without `--dir`).
+    pub savepoint_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -232,10 +232,20 @@ impl Cx<'_> {
             Some(r) => usize::try_from(*r.get_ref()).unwrap_or(1),
             None => 3,
         };
+        let dir = PathBuf::from(raw.dir.get_ref());
+        let savepoint_dir = match &raw.savepoint_dir {
+            Some(d) if d.get_ref().is_empty() => {
+                self.problem("checkpoint.savepoint_dir", d.span(), "must not be empty");
+                PathBuf::new()
+            }
+            Some(d) => PathBuf::from(d.get_ref()),
+            None => default_savepoint_dir(&dir),
+        };
         CheckpointConfig {
             interval,
-            dir: PathBuf::from(raw.dir.get_ref()),
+            dir,
             retain,
+            savepoint_dir,
         }
     }
 
@@ -462,3 +472,10 @@ mod plan;
 
 #[cfg(test)]
 mod tests;
+
+/// `savepoints` next to the checkpoint directory: `data/checkpoints` → `data/savepoints`.
+fn default_savepoint_dir(checkpoints: &std::path::Path) -> PathBuf {
+    checkpoints
+        .parent()
+        .map_or_else(|| PathBuf::from("savepoints"), |p| p.join("savepoints"))
+}

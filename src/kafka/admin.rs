@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -84,5 +84,53 @@ impl Admin {
             });
         }
         Ok(())
+    }
+
+    /// (low, high) watermark of one partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.admin
+            .inner()
+            .fetch_watermarks(topic, partition, TIMEOUT)
+            .map_err(client("fetch watermarks"))
+    }
+
+    /// Raises `topic` to `partitions` partitions (never lowers; Kafka cannot).
+    pub fn grow_partitions(&self, topic: &str, partitions: i32) -> Result<()> {
+        let current = self.partition_count(topic)?;
+        if current >= partitions {
+            return Ok(());
+        }
+        let wanted = usize::try_from(partitions).unwrap_or_default();
+        let new = NewPartitions::new(topic, wanted);
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.admin.create_partitions([&new], &opts))
+            .map_err(client("create partitions"))?;
+        for r in results {
+            if let Err((_, code)) = r {
+                return Err(Error::Client {
+                    op: "create partitions",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                });
+            }
+        }
+        tracing::info!(
+            topic,
+            from = current,
+            to = partitions,
+            "grew the topic's partitions"
+        );
+        for _ in 0..50 {
+            if self.partition_count(topic)? >= partitions {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(Error::PartitionCount {
+            topic: topic.to_string(),
+            expected: partitions,
+            actual: self.partition_count(topic)?,
+        })
     }
 }

@@ -14,6 +14,19 @@ fn base(kafka: &KafkaConfig) -> ClientConfig {
     cfg
 }
 
+const DEFAULT_SESSION_TIMEOUT_MS: u64 = 15_000;
+
+/// The consumer's group session timeout (`session.timeout.ms`, default 15s).
+pub fn session_timeout(kafka: &KafkaConfig) -> std::time::Duration {
+    let ms = kafka
+        .properties
+        .iter()
+        .find(|(k, _)| k == "session.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(DEFAULT_SESSION_TIMEOUT_MS);
+    std::time::Duration::from_millis(ms)
+}
+
 /// The group consumer: read_committed, no auto commit (offsets commit inside transactions),
 /// static membership so a restarted instance takes its partitions back without waiting out
 /// its dead predecessor's session.
@@ -26,12 +39,21 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: &str) -> Clien
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
+    // a grown topic (restore into more partitions) is noticed within seconds, not minutes:
+    // the group leader rejoins when a subscribed topic's partition count changes
+    if !kafka
+        .properties
+        .iter()
+        .any(|(k, _)| k == "topic.metadata.refresh.interval.ms")
+    {
+        cfg.set("topic.metadata.refresh.interval.ms", "5000");
+    }
     if !kafka
         .properties
         .iter()
         .any(|(k, _)| k == "session.timeout.ms")
     {
-        cfg.set("session.timeout.ms", "15000");
+        cfg.set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS.to_string());
     }
     cfg
 }
@@ -59,9 +81,25 @@ pub fn producer(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
     cfg
 }
 
-/// An admin client (topic creation, metadata).
+/// A group-less read_committed reader that reports partition ends (savepoints).
+pub fn reader(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = base(kafka);
+    cfg.set("group.id", "flumen-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true");
+    cfg
+}
+
+/// An admin client (topic creation, metadata). Its metadata requests must never create a
+/// topic: a broker with `auto.create.topics.enable` would answer "what partitions has X?"
+/// by creating X with its default partition count.
 pub fn admin(kafka: &KafkaConfig) -> ClientConfig {
-    base(kafka)
+    let mut cfg = base(kafka);
+    cfg.set("allow.auto.create.topics", "false");
+    cfg
 }
 
 /// The `message.max.bytes` the producer enforces (librdkafka's default unless overridden).

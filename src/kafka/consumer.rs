@@ -203,6 +203,26 @@ impl Consumer {
         Ok(())
     }
 
+    /// Waits until the consumer group has no members (a stopped static member stays one until
+    /// its session times out), up to `timeout`; returns whether it emptied.
+    pub fn wait_for_empty_group(&self, group: &str, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let list = self
+                .inner
+                .fetch_group_list(Some(group), TIMEOUT)
+                .map_err(client("describe group"))?;
+            let members: usize = list.groups().iter().map(|g| g.members().len()).sum();
+            if members == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     pub(super) fn group_metadata(&self) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {
         self.inner.group_metadata().ok_or(Error::NoGroupMetadata)
     }

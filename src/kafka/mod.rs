@@ -9,6 +9,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod producer;
+pub mod reader;
 
 use rdkafka::error::KafkaError;
 
@@ -35,6 +36,11 @@ pub enum Error {
     Delivery(String),
     #[error("the consumer group metadata is not available (the consumer has not joined)")]
     NoGroupMetadata,
+    #[error("timed out after {after:?}: {op}")]
+    Timeout {
+        op: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -64,7 +70,9 @@ impl Error {
             }
             // a failed delivery inside a transaction makes it abortable
             Self::Delivery(_) => TxnFailure::Abortable,
-            Self::Client { .. } | Self::NoGroupMetadata => TxnFailure::Retriable,
+            Self::Client { .. } | Self::NoGroupMetadata | Self::Timeout { .. } => {
+                TxnFailure::Retriable
+            }
             Self::MissingTopic(_) | Self::PartitionCount { .. } | Self::TooLarge { .. } => {
                 TxnFailure::Fatal
             }

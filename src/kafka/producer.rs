@@ -1,9 +1,11 @@
 //! The transactional producer. Every output (sink and repartition records) goes through it.
 //! Calls block (librdkafka's transaction API is synchronous); the pipeline thread owns it.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rdkafka::message::Message as _;
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
@@ -16,10 +18,12 @@ use crate::checkpoint::{NextOffset, Partition};
 use crate::config::KafkaConfig;
 
 /// Remembers the first failed delivery: inside a transaction it makes the commit fail, and
-/// knowing it before the commit lets the pipeline abort at once.
+/// knowing it before the commit lets the pipeline abort at once. Also the highest offset
+/// delivered per partition in the open transaction, which becomes "committed" with it.
 #[derive(Default)]
 pub struct Context {
     failed: Mutex<Option<String>>,
+    in_txn: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl ClientContext for Context {}
@@ -28,6 +32,14 @@ impl ProducerContext for Context {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Ok(m) = result
+            && let Ok(mut max) = self.in_txn.lock()
+        {
+            let slot = max
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(-1);
+            *slot = (*slot).max(m.offset());
+        }
         if let Err((e, _)) = result
             && let Ok(mut f) = self.failed.lock()
             && f.is_none()
@@ -41,6 +53,8 @@ pub struct Producer {
     inner: ThreadedProducer<Context>,
     max_bytes: usize,
     timeout: Duration,
+    /// Highest offset per partition written by a committed transaction of this producer.
+    committed_max: BTreeMap<(String, i32), i64>,
 }
 
 impl Producer {
@@ -52,6 +66,7 @@ impl Producer {
             inner,
             max_bytes: super::client::max_message_bytes(kafka),
             timeout: kafka.transaction_timeout,
+            committed_max: BTreeMap::new(),
         })
     }
 
@@ -67,6 +82,9 @@ impl Producer {
         if let Ok(mut f) = self.inner.context().failed.lock() {
             *f = None;
         }
+        if let Ok(mut m) = self.inner.context().in_txn.lock() {
+            m.clear();
+        }
         self.inner
             .begin_transaction()
             .map_err(client("begin_transaction"))
@@ -74,6 +92,17 @@ impl Producer {
 
     /// Checks the size, then enqueues one record, waiting while librdkafka's queue is full.
     pub fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.send_to(topic, None, key, value)
+    }
+
+    /// [`Producer::send`] to an explicit partition (`None`: by the key's murmur2 hash).
+    pub fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<()> {
         // key + value is a lower bound of the record's size; the check keeps an oversized
         // record from failing inside the transaction (which would make it abortable)
         let size = value.len() + key.map_or(0, <[u8]>::len);
@@ -86,6 +115,9 @@ impl Producer {
         let mut record = BaseRecord::to(topic).payload(value);
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         loop {
             match self.inner.send(record) {
@@ -134,10 +166,27 @@ impl Producer {
             .map_err(client("send_offsets_to_transaction"))
     }
 
-    pub fn commit(&self) -> Result<()> {
+    pub fn commit(&mut self) -> Result<()> {
         self.inner
             .commit_transaction(self.timeout)
-            .map_err(client("commit_transaction"))
+            .map_err(client("commit_transaction"))?;
+        if let Ok(m) = self.inner.context().in_txn.lock() {
+            for (k, v) in m.iter() {
+                let slot = self.committed_max.entry(k.clone()).or_insert(-1);
+                *slot = (*slot).max(*v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Highest offset per partition of `topic` that a committed transaction of this producer
+    /// wrote (partitions it never wrote are absent).
+    pub fn committed_max(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.committed_max
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, p), o)| (*p, *o))
+            .collect()
     }
 
     pub fn abort(&self) -> Result<()> {

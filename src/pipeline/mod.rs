@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::savepoint::{self, Savepoint};
 use crate::checkpoint::{self, NextOffset, Partition};
 use crate::config::{Config, PipelineConfig};
 use crate::kafka;
@@ -27,6 +28,8 @@ pub struct Options {
     /// Start partitions whose committed offsets match no snapshot with empty state, instead
     /// of refusing to start. Loses that state; for operators who know why.
     pub allow_empty_state: bool,
+    /// On restore from a savepoint, skip the state of operators the pipeline no longer has.
+    pub allow_non_restored_state: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,13 @@ pub enum Error {
     State(#[from] state::Error),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::store::Error),
+    #[error(transparent)]
+    Savepoint(#[from] savepoint::Error),
+    #[error("cannot restore savepoint {}: {message}", dir.display())]
+    SavepointMismatch {
+        dir: std::path::PathBuf,
+        message: String,
+    },
     #[error(
         "{partition}: the group committed offset {committed}, but no checkpoint in {dir} has a snapshot at that offset (newest: {newest}); \
          refusing to start, as that would lose or double state. Restore the checkpoint directory, or pass --allow-empty-state to start this partition empty"
@@ -85,6 +95,8 @@ impl Error {
         match self {
             Self::Record { .. } => ErrorKind::BadRecord,
             Self::NoMatchingSnapshot { .. }
+            | Self::SavepointMismatch { .. }
+            | Self::Savepoint(_)
             | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
             Self::Fatal(_) => ErrorKind::Fatal,
@@ -97,32 +109,38 @@ impl Error {
     }
 }
 
-/// Runs one pipeline until `cancel`, restarting it after transient failures with exponential
-/// backoff (reset by every committed checkpoint).
+/// What one pipeline thread is given.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub pipeline: &'a PipelineConfig,
+    pub env: &'a StateEnv,
+    pub options: Options,
+    pub cancel: CancellationToken,
+    pub runtime: tokio::runtime::Handle,
+    /// `--from-savepoint`: restored by the first incarnation that gets that far.
+    pub savepoint: Option<Savepoint>,
+}
+
+/// Runs one pipeline until `cancel` (or a stop command), restarting it after transient
+/// failures with exponential backoff (reset by every committed checkpoint).
 pub fn run(
-    config: &Config,
-    pipeline: &PipelineConfig,
-    env: &StateEnv,
-    options: Options,
-    cancel: &CancellationToken,
-    runtime: &tokio::runtime::Handle,
+    inputs: &Inputs<'_>,
+    commands: &mut tokio::sync::mpsc::Receiver<crate::control::Command>,
 ) -> Result<()> {
-    let restart = &config.restart;
+    let (pipeline, cancel) = (inputs.pipeline, &inputs.cancel);
+    let restart = &inputs.config.restart;
     let mut attempt = 0u32;
     let mut backoff = restart.initial_backoff;
+    let mut restore = inputs.savepoint.as_ref();
     loop {
         let mut committed = 0u64;
-        let result = Runner::start(
-            config,
-            pipeline,
-            env,
-            options,
-            cancel.clone(),
-            runtime.clone(),
-        )
-        .and_then(|mut runner| {
-            let r = runner.run();
+        let result = Runner::start(inputs, restore).and_then(|mut runner| {
+            let r = runner.run(commands);
             committed = runner.committed_checkpoints();
+            // once the restore committed, later incarnations resume from it
+            if !runner.restore_pending() {
+                restore = None;
+            }
             r
         });
         let error = match result {

@@ -155,6 +155,15 @@ pub fn aggregate(
     ))
 }
 
+/// A stored aggregate value as JSON, for `savepoint inspect --key` (`kind` as in savepoints).
+pub fn state_to_json(kind: &str, bytes: &[u8]) -> Option<Value> {
+    match kind {
+        "count" => decode_count(Some(bytes)).ok().map(Value::from),
+        "sum" => decode_sum(Some(bytes)).ok().map(Sum::to_json),
+        _ => None,
+    }
+}
+
 fn decode_count(previous: Option<&[u8]>) -> Result<u64, RecordError> {
     match previous {
         None => Ok(0),

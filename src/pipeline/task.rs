@@ -2,6 +2,10 @@
 //!
 //! A task is one assigned input partition (of the source topic, or of the repartition topic).
 //! Stateful tasks own the keyed state of the keys arriving on their partition.
+//! Savepoints are written by [`savepoint`] and restored by [`restore`].
+
+mod restore;
+mod savepoint;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::operator::{self, Record};
-use super::{Error, Options, Result, chain};
+use super::{Error, Inputs, Options, Result, chain};
 use crate::checkpoint::protocol::{self, CommitAction, Restore, TxnFailure};
+use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::store::Store;
 use crate::checkpoint::{
     CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
@@ -19,6 +24,7 @@ use crate::checkpoint::{
 };
 use crate::codec;
 use crate::config::{Config, Format, PipelineConfig};
+use crate::control::Command;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::{self, Consumer, Event};
 use crate::kafka::producer::Producer;
@@ -47,9 +53,12 @@ pub struct Runner<'a> {
     store: Store,
     manifests: BTreeMap<CheckpointId, Manifest>,
     tasks: BTreeMap<Partition, Task>,
+    source_partitions: i32,
     /// The topic whose partitions carry keyed state, if the plan has an aggregate.
     stateful_topic: Option<String>,
     repartition_topic: Option<String>,
+    /// `--from-savepoint`: checkpoint written, transaction due on the first assignment.
+    restore_txn: Option<restore::RestoreTxn>,
     in_txn: bool,
     dirty: bool,
     last_checkpoint: Instant,
@@ -71,21 +80,25 @@ macro_rules! crash_point {
 impl<'a> Runner<'a> {
     /// Rule 2: `init_transactions` first (fencing the previous incarnation and settling its
     /// transaction), then the topics, then the consumer. State is restored on assignment.
-    pub fn start(
-        config: &'a Config,
-        pipeline: &'a PipelineConfig,
-        env: &'a StateEnv,
-        options: Options,
-        cancel: CancellationToken,
-        runtime: tokio::runtime::Handle,
-    ) -> Result<Self> {
+    /// With `restore`, the savepoint's state and offsets become a new checkpoint, committed
+    /// before the consumer subscribes.
+    pub fn start(inputs: &Inputs<'a>, restore: Option<&Savepoint>) -> Result<Self> {
+        let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
         let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
         producer.init()?;
-        let admin = Admin::new(&config.kafka, runtime)?;
+        let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = admin.partition_count(&pipeline.source.topic)?;
         admin.partition_count(&pipeline.sink.topic)?;
+        if let Some(sp) = restore {
+            // before any topic is created or changed
+            Self::check_fit(pipeline, inputs.options, partitions, sp)?;
+        }
         let repartition_topic = pipeline.repartition_topic();
         if let Some(t) = &repartition_topic {
+            if restore.is_some() && admin.partition_count(t).is_ok() {
+                // restoring into more source partitions: the keyed state follows the keys
+                admin.grow_partitions(t, partitions)?;
+            }
             admin.ensure_internal_topic(t, partitions)?;
         }
         let stateful_topic = pipeline.plan.aggregate.as_ref().map(|_| {
@@ -111,42 +124,74 @@ impl<'a> Runner<'a> {
             &pipeline.group_id,
             &pipeline.transactional_id,
         )?;
-        let mut topics = vec![pipeline.source.topic.as_str()];
-        if let Some(t) = &repartition_topic {
-            topics.push(t);
-        }
-        consumer.subscribe(&topics)?;
-        tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
-            repartition = ?repartition_topic, checkpoints = manifests.len(), "pipeline started");
-        Ok(Self {
+        let mut runner = Self {
             config,
             pipeline,
             env,
-            options,
-            cancel,
+            options: inputs.options,
+            cancel: inputs.cancel.clone(),
             producer,
             consumer,
             store,
             manifests,
             tasks: BTreeMap::new(),
+            source_partitions: partitions,
             stateful_topic,
             repartition_topic,
+            restore_txn: None,
             in_txn: false,
             dirty: false,
             last_checkpoint: Instant::now(),
             next_id,
             committed: 0,
-        })
+        };
+        if let Some(sp) = restore
+            && runner.restore_savepoint(sp, &admin)?
+        {
+            // This instance's static membership outlives a stop by a session timeout, and a
+            // static member that rejoins gets its old assignment back without a rebalance:
+            // with grown topics that would leave the new partitions unassigned. Join only once
+            // the group has emptied, so the assignment is computed anew.
+            let wait =
+                crate::kafka::client::session_timeout(&config.kafka) + Duration::from_secs(10);
+            tracing::info!(pipeline = %pipeline.name, ?wait, "partition counts changed since the savepoint: waiting for the group to empty before joining");
+            if !runner
+                .consumer
+                .wait_for_empty_group(&pipeline.group_id, wait)?
+            {
+                tracing::warn!(pipeline = %pipeline.name, "the group still has members; new partitions may wait for the next rebalance");
+            }
+        }
+        let mut topics = vec![pipeline.source.topic.as_str()];
+        if let Some(t) = &runner.repartition_topic {
+            topics.push(t);
+        }
+        runner.consumer.subscribe(&topics)?;
+        tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
+            repartition = ?runner.repartition_topic, checkpoints = runner.manifests.len(), "pipeline started");
+        Ok(runner)
     }
 
     pub fn committed_checkpoints(&self) -> u64 {
         self.committed
     }
 
-    /// The loop: poll a batch, process it, checkpoint every interval, until cancelled.
-    pub fn run(&mut self) -> Result<()> {
+    /// A `--from-savepoint` restore still waits for its commit.
+    pub fn restore_pending(&self) -> bool {
+        self.restore_txn.is_some()
+    }
+
+    /// The loop: poll a batch, process it, checkpoint every interval, until cancelled or
+    /// told to stop (after a savepoint) through `commands`.
+    pub fn run(&mut self, commands: &mut tokio::sync::mpsc::Receiver<Command>) -> Result<()> {
         let interval = self.config.checkpoint.interval;
         loop {
+            if let Ok(command) = commands.try_recv()
+                && self.on_command(command)?
+            {
+                tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, "pipeline stopped after its savepoint");
+                return Ok(());
+            }
             if self.cancel.is_cancelled() {
                 return self.shutdown();
             }
@@ -276,10 +321,16 @@ impl<'a> Runner<'a> {
     /// New partitions: restore each stateful one from the snapshot matching the group's
     /// committed offset. The consumer starts fetching at that same committed offset.
     fn assign(&mut self, partitions: &[Partition]) -> Result<()> {
+        let restoring = self.restore_txn.is_some();
+        self.finish_restore()?;
         let committed = self.consumer.committed(partitions)?;
-        for (p, offset) in committed {
-            let task = self.restore_task(&p, offset)?;
-            self.tasks.insert(p, task);
+        for (p, offset) in &committed {
+            let task = self.restore_task(p, *offset)?;
+            self.tasks.insert(p.clone(), task);
+        }
+        if restoring {
+            // the fetch may have started from the offsets committed before the restore
+            self.consumer.seek(&committed)?;
         }
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(())
@@ -405,14 +456,20 @@ impl<'a> Runner<'a> {
                 tracing::debug!(pipeline = %self.pipeline.name, checkpoint = %id, took = ?started.elapsed(), "checkpoint committed");
                 Ok(())
             }
-            Err(e) if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) => {
-                tracing::warn!(pipeline = %self.pipeline.name, error = %chain(&e), "checkpoint aborted; rewinding to the last committed checkpoint");
-                self.abort_open_transaction()?;
-                self.rewind()?;
-                self.last_checkpoint = Instant::now();
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) => self.after_failed_checkpoint(e),
+        }
+    }
+
+    /// An abortable failure aborts, rewinds and lets the loop go on; anything else is returned.
+    fn after_failed_checkpoint(&mut self, e: Error) -> Result<()> {
+        if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) {
+            tracing::warn!(pipeline = %self.pipeline.name, error = %chain(&e), "checkpoint aborted; rewinding to the last committed checkpoint");
+            self.abort_open_transaction()?;
+            self.rewind()?;
+            self.last_checkpoint = Instant::now();
+            Ok(())
+        } else {
+            Err(e)
         }
     }
 

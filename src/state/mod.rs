@@ -9,6 +9,7 @@
 //!   fsyncs it.
 //! - Keys are namespaced by operator id ([`namespaced`]) so operators never see each other's keys.
 
+pub mod kvfile;
 mod memory;
 mod rocks;
 
@@ -119,6 +120,14 @@ impl TaskState {
         }
     }
 
+    /// Calls `each` for every entry, in key order.
+    pub fn for_each(&self, each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        match self {
+            Self::Rocks(s) => s.for_each(each),
+            Self::Memory(s) => s.for_each(each),
+        }
+    }
+
     /// Number of keys (estimated for RocksDB).
     pub fn approximate_keys(&self) -> u64 {
         match self {
@@ -138,6 +147,13 @@ pub fn namespaced(namespace: &str, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(ns);
     out.extend_from_slice(key);
     out
+}
+
+/// Splits a [`namespaced`] key into (namespace, key); `None` for a key not made by it.
+pub fn split_namespaced(key: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = key.split_first()?;
+    let (ns, key) = rest.split_at_checked(usize::from(len))?;
+    Some((std::str::from_utf8(ns).ok()?, key))
 }
 
 fn remove_dir_if_present(dir: &Path) -> Result<()> {
@@ -225,6 +241,12 @@ mod tests {
         fn namespaces_never_collide(a in "[a-z]{0,8}", b in "[a-z]{0,8}", ka in proptest::collection::vec(any::<u8>(), 0..8), kb in proptest::collection::vec(any::<u8>(), 0..8)) {
             prop_assume!(a != b);
             prop_assert_ne!(namespaced(&a, &ka), namespaced(&b, &kb));
+        }
+
+        #[test]
+        fn split_inverts_namespaced(ns in "[a-z_]{0,12}", key in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let joined = namespaced(&ns, &key);
+            prop_assert_eq!(split_namespaced(&joined), Some((ns.as_str(), key.as_slice())));
         }
     }
 }

@@ -11,7 +11,9 @@
 use std::path::Path;
 
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{BlockBasedOptions, Cache, DB, Options, WriteBufferManager, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, IteratorMode, Options, WriteBufferManager, WriteOptions,
+};
 
 use super::{Error, Result, io};
 
@@ -91,6 +93,15 @@ impl RocksState {
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.db.put_opt(key, value, &self.write).map_err(rocks)
+    }
+
+    /// Every entry in key order.
+    pub fn for_each(&self, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = item.map_err(rocks)?;
+            each(&k, &v)?;
+        }
+        Ok(())
     }
 
     pub fn snapshot(&mut self, dir: &Path) -> Result<Vec<String>> {

@@ -471,6 +471,21 @@ impl CountPipeline {
         &self.daemon.dir
     }
 
+    /// Rewrites the daemon's config: `count_config` with another backend and interval, then
+    /// `edit` applied to the text.
+    pub fn rewrite_config(&self, backend: &str, interval: &str, edit: impl Fn(String) -> String) {
+        let text = count_config(
+            &self.bootstrap,
+            &self.name,
+            &self.source,
+            &self.sink,
+            backend,
+            interval,
+        );
+        let text = edit(text).replace("{DIR}", &self.daemon.dir.display().to_string());
+        std::fs::write(&self.daemon.config, text).expect("write config");
+    }
+
     pub fn produce(&self, records: &[(Option<i32>, String, String)]) {
         produce_all(&self.bootstrap, &self.source, records);
     }
@@ -499,4 +514,100 @@ impl CountPipeline {
             );
         }
     }
+}
+
+/// Runs the `flumen` binary with `args` and returns its output.
+pub fn flumen(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(args)
+        .output()
+        .expect("run flumen")
+}
+
+impl Daemon {
+    /// `flumen savepoint trigger` (or `flumen stop` when `stop`) against this daemon, retried
+    /// while it is still starting; returns the savepoint directory of each pipeline.
+    pub fn savepoint(
+        &mut self,
+        dir: Option<&std::path::Path>,
+        stop: bool,
+    ) -> Vec<std::path::PathBuf> {
+        let config = self.config.display().to_string();
+        let dir = dir.map(|d| d.display().to_string());
+        let mut args = vec![];
+        if stop {
+            args.extend(["stop", "--config", config.as_str()]);
+            if let Some(d) = &dir {
+                args.extend(["--savepoint", d.as_str()]);
+            }
+        } else {
+            args.extend(["savepoint", "trigger", "--config", config.as_str()]);
+            if let Some(d) = &dir {
+                args.extend(["--dir", d.as_str()]);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = flumen(&args);
+            if out.status.success() {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                return stdout
+                    .lines()
+                    .filter_map(|l| l.split('\t').nth(1)?.strip_prefix("savepoint "))
+                    .map(std::path::PathBuf::from)
+                    .collect();
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            // the daemon is starting (no socket yet, or partitions not assigned yet)
+            let starting =
+                stderr.contains("no running Flumen daemon") || stderr.contains("try again");
+            assert!(
+                starting && Instant::now() < deadline && self.is_running(),
+                "{args:?} failed: {stderr}\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Raises `topic` to `partitions` partitions.
+pub fn grow_topic(bootstrap: &str, topic: &str, partitions: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let new = rdkafka::admin::NewPartitions::new(topic, partitions);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    for r in rt
+        .block_on(admin.create_partitions([&new], &opts))
+        .expect("create_partitions")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("grow topic {t}: {e}"));
+    }
+}
+
+/// The high watermark of every partition of `topic`.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("client");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
 }

@@ -1,0 +1,459 @@
+//! Savepoints: portable, versioned, user-owned copies of a pipeline's state and offsets.
+//!
+//! Unlike a checkpoint (RocksDB's own files, disposable, garbage-collected) a savepoint holds
+//! state in the canonical key/value format of [`crate::state::kvfile`], so it restores into
+//! either backend and into a different partition count. Layout:
+//! ```text
+//! <savepoint>/
+//!   _savepoint.json              the manifest (written last: a savepoint without it is not one)
+//!   state/<operator-id>/<partition>.kv   keyed state of one operator on one partition, key order
+//!   pending/<partition>.kv       repartition records committed but not yet consumed, offset order
+//! ```
+//! A savepoint is taken right after checkpoint N committed: its source offsets are N's, its
+//! state is N's state, and `pending` holds what N had written to the repartition topic that the
+//! stateful tasks had not read yet, so a restore loses nothing that was in flight.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::store::{crc_of, fsync};
+use super::{CheckpointId, NextOffset};
+use crate::state::kvfile;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "_savepoint.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("savepoint file {} is corrupt: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{} is not a savepoint: it has no {MANIFEST}", .0.display())]
+    NotASavepoint(PathBuf),
+    #[error("{} already exists; a savepoint is never overwritten", .0.display())]
+    Exists(PathBuf),
+    #[error("savepoint {} has format version {found}; this Flumen reads version {FORMAT_VERSION}", path.display())]
+    Version { path: PathBuf, found: u32 },
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn from_store(e: super::store::Error) -> Error {
+    match e {
+        super::store::Error::Io { op, path, source } => Error::Io { op, path, source },
+        super::store::Error::Corrupt { path, message } => Error::Corrupt { path, message },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavepointManifest {
+    pub format_version: u32,
+    pub flumen_version: String,
+    pub pipeline: String,
+    pub created_unix_ms: u64,
+    /// The checkpoint the savepoint was taken at.
+    pub checkpoint: CheckpointId,
+    pub source_topic: String,
+    pub source_partitions: i32,
+    /// Next offset per source partition; `None`: nothing read yet (restore starts at the
+    /// partition's beginning).
+    pub offsets: Vec<SourceOffset>,
+    /// Partition count of the topic that carried keyed state (the repartition topic, or the
+    /// source when it is already keyed); 0 for a stateless pipeline.
+    pub state_partitions: i32,
+    pub operators: Vec<OperatorState>,
+    pub pending: Vec<DataFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOffset {
+    pub partition: i32,
+    pub next_offset: Option<NextOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorState {
+    /// The operator's stable id (config `id`, default its type).
+    pub id: String,
+    pub kind: String,
+    pub files: Vec<DataFile>,
+}
+
+/// One key/value file: its partition, path relative to the savepoint, entry count, checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub partition: i32,
+    pub file: String,
+    pub entries: u64,
+    pub len: u64,
+    pub crc32c: u32,
+}
+
+impl SavepointManifest {
+    pub fn keys(&self) -> u64 {
+        self.operators
+            .iter()
+            .flat_map(|o| &o.files)
+            .map(|f| f.entries)
+            .sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.operators
+            .iter()
+            .flat_map(|o| &o.files)
+            .chain(&self.pending)
+            .map(|f| f.len)
+            .sum()
+    }
+}
+
+/// Writes a savepoint into a staging directory and renames it into place when complete.
+pub struct Builder {
+    staging: PathBuf,
+    target: PathBuf,
+    state: BTreeMap<(String, i32), kvfile::Writer>,
+    pending: BTreeMap<i32, kvfile::Writer>,
+}
+
+impl Builder {
+    /// Refuses an existing `target`; stages next to it.
+    pub fn begin(target: &Path) -> Result<Self> {
+        if std::fs::symlink_metadata(target).is_ok() {
+            return Err(Error::Exists(target.to_path_buf()));
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "savepoint".into());
+        let staging = target.with_file_name(format!(".{name}.tmp"));
+        if std::fs::symlink_metadata(&staging).is_ok() {
+            std::fs::remove_dir_all(&staging).map_err(io("remove stale staging dir", &staging))?;
+        }
+        std::fs::create_dir_all(staging.join("state"))
+            .map_err(io("create savepoint dir", &staging))?;
+        std::fs::create_dir_all(staging.join("pending"))
+            .map_err(io("create savepoint dir", &staging))?;
+        Ok(Self {
+            staging,
+            target: target.to_path_buf(),
+            state: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        })
+    }
+
+    /// Adds one key of `operator` on `partition`; per operator and partition, keys must come
+    /// in ascending order (a backend's iteration order).
+    pub fn put_state(
+        &mut self,
+        operator: &str,
+        partition: i32,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let slot = (operator.to_string(), partition);
+        if !self.state.contains_key(&slot) {
+            let dir = self.staging.join("state").join(operator);
+            std::fs::create_dir_all(&dir).map_err(io("create savepoint dir", &dir))?;
+            let w = kvfile::Writer::create(&dir.join(format!("{partition}.kv")))?;
+            self.state.insert(slot.clone(), w);
+        }
+        if let Some(w) = self.state.get_mut(&slot) {
+            w.put(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one pending repartition record (message key, payload) of `partition`.
+    pub fn put_pending(&mut self, partition: i32, key: &[u8], value: &[u8]) -> Result<()> {
+        if !self.pending.contains_key(&partition) {
+            let path = self.staging.join("pending").join(format!("{partition}.kv"));
+            self.pending
+                .insert(partition, kvfile::Writer::create(&path)?);
+        }
+        if let Some(w) = self.pending.get_mut(&partition) {
+            w.put(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the files, fills in `manifest.operators[].files` and `manifest.pending`,
+    /// writes the manifest, fsyncs and renames into place.
+    pub fn finish(self, mut manifest: SavepointManifest) -> Result<SavepointManifest> {
+        let Self {
+            staging,
+            target,
+            state,
+            pending,
+        } = self;
+        for ((operator, partition), w) in state {
+            let file = format!("state/{operator}/{partition}.kv");
+            let data = done(&staging, file, partition, w)?;
+            match manifest.operators.iter_mut().find(|o| o.id == operator) {
+                Some(o) => o.files.push(data),
+                None => {
+                    return Err(Error::Corrupt {
+                        path: staging.join(&data.file),
+                        message: format!("state of undeclared operator {operator:?}"),
+                    });
+                }
+            }
+        }
+        manifest.pending.clear();
+        for (partition, w) in pending {
+            let file = format!("pending/{partition}.kv");
+            manifest.pending.push(done(&staging, file, partition, w)?);
+        }
+        for dir in std::iter::once(staging.join("state"))
+            .chain(
+                manifest
+                    .operators
+                    .iter()
+                    .map(|o| staging.join("state").join(&o.id)),
+            )
+            .chain(std::iter::once(staging.join("pending")))
+        {
+            if present(&dir)? {
+                fsync(&dir).map_err(from_store)?;
+            }
+        }
+        let path = staging.join(MANIFEST);
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&path, bytes).map_err(io("write", &path))?;
+        fsync(&path).map_err(from_store)?;
+        fsync(&staging).map_err(from_store)?;
+        std::fs::rename(&staging, &target).map_err(io("rename savepoint into place", &target))?;
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync(parent).map_err(from_store)?;
+        }
+        Ok(manifest)
+    }
+}
+
+fn done(staging: &Path, file: String, partition: i32, w: kvfile::Writer) -> Result<DataFile> {
+    let (entries, len) = w.finish()?;
+    let crc32c = crc_of(&staging.join(&file)).map_err(from_store)?;
+    Ok(DataFile {
+        partition,
+        file,
+        entries,
+        len,
+        crc32c,
+    })
+}
+
+/// A savepoint on disk, its manifest read.
+#[derive(Debug, Clone)]
+pub struct Savepoint {
+    pub dir: PathBuf,
+    pub manifest: SavepointManifest,
+}
+
+impl Savepoint {
+    /// Reads the manifest of the savepoint in `dir` (or, when `dir` holds one savepoint per
+    /// pipeline, in `dir/<pipeline>`).
+    pub fn open(dir: &Path, pipeline: Option<&str>) -> Result<Self> {
+        let dir = match pipeline {
+            Some(p) if !present(&dir.join(MANIFEST))? && present(&dir.join(p).join(MANIFEST))? => {
+                dir.join(p)
+            }
+            _ => dir.to_path_buf(),
+        };
+        let path = dir.join(MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotASavepoint(dir));
+            }
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("format_version")?.as_u64());
+        if let Some(found) = version.filter(|v| *v != u64::from(FORMAT_VERSION)) {
+            return Err(Error::Version {
+                path: dir,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+            });
+        }
+        let manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { dir, manifest })
+    }
+
+    /// Checks every file's presence, length and CRC32C against the manifest.
+    pub fn verify(&self) -> Result<()> {
+        let files = self
+            .manifest
+            .operators
+            .iter()
+            .flat_map(|o| &o.files)
+            .chain(&self.manifest.pending);
+        for f in files {
+            let path = self.dir.join(&f.file);
+            let len = std::fs::metadata(&path)
+                .map_err(io("missing savepoint file", &path))?
+                .len();
+            if len != f.len {
+                return Err(Error::Corrupt {
+                    path,
+                    message: format!("length {len}, manifest says {}", f.len),
+                });
+            }
+            let crc = crc_of(&path).map_err(from_store)?;
+            if crc != f.crc32c {
+                return Err(Error::Corrupt {
+                    path,
+                    message: format!("crc32c {crc:08x}, manifest says {:08x}", f.crc32c),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key of `operator`: `each(recorded partition, key, value)`.
+    pub fn read_state(
+        &self,
+        operator: &str,
+        mut each: impl FnMut(i32, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let Some(op) = self.manifest.operators.iter().find(|o| o.id == operator) else {
+            return Ok(());
+        };
+        for f in &op.files {
+            read_file(&self.dir.join(&f.file), f.partition, &mut each)?;
+        }
+        Ok(())
+    }
+
+    /// Every pending repartition record, in offset order per partition.
+    pub fn read_pending(
+        &self,
+        mut each: impl FnMut(i32, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for f in &self.manifest.pending {
+            read_file(&self.dir.join(&f.file), f.partition, &mut each)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_file(
+    path: &Path,
+    partition: i32,
+    each: &mut impl FnMut(i32, &[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut failed = None;
+    kvfile::read(path, |k, v| {
+        if failed.is_none()
+            && let Err(e) = each(partition, k, v)
+        {
+            failed = Some(e);
+        }
+        Ok(())
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Savepoints under `root` (one level: `root/<name>`, or two: `root/<pipeline>/<name>`),
+/// oldest first. Unreadable ones are returned as errors next to their path.
+pub fn list(root: &Path) -> Vec<(PathBuf, Result<Savepoint>)> {
+    let mut found = Vec::new();
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && !is_hidden(p))
+            .collect();
+        v.sort();
+        v
+    };
+    for dir in children(root) {
+        if has_manifest(&dir) {
+            found.push((dir.clone(), Savepoint::open(&dir, None)));
+            continue;
+        }
+        for sub in children(&dir) {
+            if has_manifest(&sub) {
+                found.push((sub.clone(), Savepoint::open(&sub, None)));
+            }
+        }
+    }
+    found.sort_by_key(|(p, r)| {
+        (
+            r.as_ref().map_or(0, |s| s.manifest.created_unix_ms),
+            p.clone(),
+        )
+    });
+    found
+}
+
+fn present(path: &Path) -> Result<bool> {
+    path.try_exists().map_err(io("stat", path))
+}
+
+fn has_manifest(dir: &Path) -> bool {
+    matches!(dir.join(MANIFEST).try_exists(), Ok(true))
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Deletes a savepoint directory, refusing anything that is not one.
+pub fn delete(dir: &Path) -> Result<()> {
+    if !present(&dir.join(MANIFEST))? {
+        return Err(Error::NotASavepoint(dir.to_path_buf()));
+    }
+    std::fs::remove_dir_all(dir).map_err(io("delete savepoint", dir))
+}
+
+/// The partition Kafka's default partitioner (Java's, and librdkafka's `murmur2_random`)
+/// gives `key` among `partitions`.
+pub fn kafka_partition(key: &[u8], partitions: i32) -> i32 {
+    let hash = murmur2::murmur2(key, murmur2::KAFKA_SEED) & 0x7fff_ffff;
+    // partitions > 0 is checked by callers; max(1) keeps this total
+    (hash % partitions.max(1).unsigned_abs()) as i32
+}
+
+/// Where a key's state goes on restore: its recorded partition while the count is unchanged,
+/// else the partition its key hashes to now.
+pub fn target_partition(recorded: i32, key: &[u8], old_count: i32, new_count: i32) -> i32 {
+    if old_count == new_count {
+        recorded
+    } else {
+        kafka_partition(key, new_count)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! `flumen checkpoint list|inspect`: read-only views of the checkpoint store.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Output, exit, load_config, print_json, time_of};
+use crate::checkpoint::store::Store;
+use crate::checkpoint::{CheckpointId, Manifest};
+use crate::pipeline::chain;
+
+fn bytes_of(m: &Manifest) -> u64 {
+    m.tasks.iter().flat_map(|t| &t.files).map(|f| f.len).sum()
+}
+
+pub fn list(config: &Path, pipeline: Option<&str>, output: Output) -> u8 {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut rows = Vec::new();
+    for p in cfg
+        .pipelines
+        .iter()
+        .filter(|p| pipeline.is_none_or(|n| n == p.name))
+    {
+        let Ok(store) = Store::open_existing(&cfg.checkpoint.dir, &p.name) else {
+            continue;
+        };
+        let ids = match store.list() {
+            Ok(ids) => ids,
+            Err(e) => {
+                eprintln!("error: {}", chain(&e));
+                return exit::FAILURE;
+            }
+        };
+        for id in ids {
+            rows.push((
+                p.name.clone(),
+                id,
+                store.is_committed(id),
+                store.manifest(id),
+            ));
+        }
+    }
+    if output == Output::Json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(p, id, committed, m)| match m {
+                Ok(m) => json!({"pipeline": p, "checkpoint": id, "committed_hint": committed, "bytes": bytes_of(m), "manifest": m}),
+                Err(e) => json!({"pipeline": p, "checkpoint": id, "error": chain(e)}),
+            })
+            .collect();
+        return print_json(&items);
+    }
+    if rows.is_empty() {
+        println!("no checkpoints under {}", cfg.checkpoint.dir.display());
+        return exit::OK;
+    }
+    println!(
+        "{:<16}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
+        "PIPELINE", "CHECKPOINT", "CREATED", "COMMITTED", "TASKS", "BYTES"
+    );
+    for (p, id, committed, m) in &rows {
+        match m {
+            Ok(m) => println!(
+                "{p:<16}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
+                id.0,
+                time_of(m.created_unix_ms),
+                if *committed { "yes" } else { "unknown" },
+                m.tasks.len(),
+                bytes_of(m)
+            ),
+            Err(e) => println!("{p:<16}  {:>10}  unreadable: {}", id.0, chain(e)),
+        }
+    }
+    println!(
+        "(COMMITTED is a local hint; the group's committed offsets decide which checkpoint is restored)"
+    );
+    exit::OK
+}
+
+pub fn inspect(config: &Path, pipeline: &str, id: Option<u64>, output: Output) -> u8 {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let loaded = Store::open_existing(&cfg.checkpoint.dir, pipeline).and_then(|store| {
+        let id = match id {
+            Some(n) => CheckpointId(n),
+            None => match store.list()?.last() {
+                Some(id) => *id,
+                None => {
+                    return Err(crate::checkpoint::store::Error::Corrupt {
+                        path: store.root().to_path_buf(),
+                        message: "no checkpoints".into(),
+                    });
+                }
+            },
+        };
+        let m = store.manifest(id)?;
+        let mut verified = Ok(());
+        for t in &m.tasks {
+            if let Err(e) = store.verify(id, t) {
+                verified = Err(chain(&e));
+                break;
+            }
+        }
+        Ok((store.dir_of(id), store.is_committed(id), m, verified))
+    });
+    let (dir, committed, m, verified) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            return exit::FAILURE;
+        }
+    };
+    let code = if verified.is_ok() {
+        exit::OK
+    } else {
+        exit::STATE
+    };
+    if output == Output::Json {
+        let printed = print_json(
+            &json!({"path": dir, "committed_hint": committed, "verified": verified.is_ok(), "verify_error": verified.err(), "manifest": m}),
+        );
+        return printed.max(code);
+    }
+    println!("checkpoint  {} of {pipeline}", m.checkpoint);
+    println!("path        {}", dir.display());
+    println!("created     {}", time_of(m.created_unix_ms));
+    println!(
+        "committed   {}",
+        if committed {
+            "yes (local hint)"
+        } else {
+            "unknown"
+        }
+    );
+    println!("  {:<40}  NEXT OFFSET", "PARTITION");
+    for o in &m.offsets {
+        println!(
+            "  {:<40}  {}",
+            format!("{}/{}", o.topic, o.partition),
+            o.next_offset
+        );
+    }
+    println!(
+        "  {:<40}  {:>11}  {:>6}  {:>12}",
+        "STATEFUL TASK", "NEXT OFFSET", "FILES", "BYTES"
+    );
+    for t in &m.tasks {
+        let off = t.next_offset.map_or_else(|| "-".into(), |o| o.to_string());
+        let bytes: u64 = t.files.iter().map(|f| f.len).sum();
+        println!(
+            "  {:<40}  {off:>11}  {:>6}  {bytes:>12}",
+            format!("{}/{}", t.topic, t.partition),
+            t.files.len()
+        );
+    }
+    match verified {
+        Ok(()) => println!("checksums   ok"),
+        Err(e) => println!("checksums   FAILED: {e}"),
+    }
+    code
+}

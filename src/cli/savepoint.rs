@@ -1,0 +1,225 @@
+//! `flumen stop`, `flumen savepoint trigger|list|inspect|delete`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Output, exit, load_config, print_json, time_of};
+use crate::checkpoint::savepoint::{self, Savepoint};
+use crate::control;
+use crate::pipeline::chain;
+use crate::pipeline::operator::state_to_json;
+
+/// Asks the daemon of `config` for a savepoint of every pipeline (and to stop after it).
+pub fn trigger(config: &Path, dir: Option<PathBuf>, stop: bool, timeout: Duration) -> u8 {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // the daemon may run in another directory: make a relative target absolute here
+    let dir = dir.map(|d| std::path::absolute(&d).unwrap_or(d));
+    let request = control::Request { dir, stop };
+    let response = match control::request(&cfg.checkpoint.dir, &request, timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            return exit::FAILURE;
+        }
+    };
+    for t in &response.savepoints {
+        println!(
+            "{}\tsavepoint {}\t(checkpoint {}, {} keys, {} in-flight records)",
+            t.pipeline,
+            t.path.display(),
+            t.checkpoint,
+            t.keys,
+            t.pending
+        );
+    }
+    for e in &response.errors {
+        eprintln!("error: {e}");
+    }
+    if !response.errors.is_empty() {
+        return exit::FAILURE;
+    }
+    if stop {
+        eprintln!("the daemon stops now that every pipeline has taken its savepoint");
+    }
+    exit::OK
+}
+
+pub fn list(config: Option<&Path>, dir: Option<&Path>, output: Output) -> u8 {
+    let root = match (dir, config) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(c)) => match load_config(c) {
+            Ok(cfg) => cfg.checkpoint.savepoint_dir,
+            Err(code) => return code,
+        },
+        (None, None) => return exit::CONFIG,
+    };
+    let found = savepoint::list(&root);
+    if output == Output::Json {
+        let items: Vec<_> = found
+            .iter()
+            .map(|(path, r)| match r {
+                Ok(sp) => json!({"path": path, "manifest": sp.manifest, "keys": sp.manifest.keys(), "bytes": sp.manifest.bytes()}),
+                Err(e) => json!({"path": path, "error": chain(e)}),
+            })
+            .collect();
+        return print_json(&items);
+    }
+    if found.is_empty() {
+        println!("no savepoints under {}", root.display());
+        return exit::OK;
+    }
+    println!(
+        "{:<24}  {:<16}  {:>10}  {:>10}  {:>12}  PATH",
+        "CREATED", "PIPELINE", "CHECKPOINT", "KEYS", "BYTES"
+    );
+    for (path, r) in &found {
+        match r {
+            Ok(sp) => {
+                let m = &sp.manifest;
+                println!(
+                    "{:<24}  {:<16}  {:>10}  {:>10}  {:>12}  {}",
+                    time_of(m.created_unix_ms),
+                    m.pipeline,
+                    m.checkpoint,
+                    m.keys(),
+                    m.bytes(),
+                    path.display()
+                );
+            }
+            Err(e) => println!("{:<24}  unreadable: {}  {}", "-", chain(e), path.display()),
+        }
+    }
+    exit::OK
+}
+
+pub fn inspect(path: &Path, key: Option<&str>, output: Output) -> u8 {
+    let sp = match Savepoint::open(path, None) {
+        Ok(sp) => sp,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            return exit::STATE;
+        }
+    };
+    let verified = sp.verify().map_err(|e| chain(&e));
+    let found = match key.map(|k| find_key(&sp, k.as_bytes())) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            eprintln!("error: {}", chain(&e));
+            return exit::STATE;
+        }
+    };
+    if output == Output::Json {
+        let mut v = json!({
+            "path": sp.dir,
+            "manifest": sp.manifest,
+            "keys": sp.manifest.keys(),
+            "bytes": sp.manifest.bytes(),
+            "verified": verified.is_ok(),
+        });
+        if let Err(e) = &verified {
+            v["verify_error"] = json!(e);
+        }
+        if let (Some(k), Some(found)) = (key, &found) {
+            v["key"] = json!({"key": k, "state": found.iter().map(|(op, p, s)| json!({"operator": op, "partition": p, "value": s})).collect::<Vec<_>>()});
+        }
+        let code = print_json(&v);
+        return if verified.is_err() { exit::STATE } else { code };
+    }
+    let m = &sp.manifest;
+    println!("savepoint   {}", sp.dir.display());
+    println!(
+        "pipeline    {} (Flumen {}, format {})",
+        m.pipeline, m.flumen_version, m.format_version
+    );
+    println!("created     {}", time_of(m.created_unix_ms));
+    println!("checkpoint  {}", m.checkpoint);
+    println!(
+        "source      {} ({} partitions)",
+        m.source_topic, m.source_partitions
+    );
+    println!("  {:>9}  NEXT OFFSET", "PARTITION");
+    for o in &m.offsets {
+        let off = o
+            .next_offset
+            .map_or_else(|| "beginning".to_string(), |n| n.to_string());
+        println!("  {:>9}  {off}", o.partition);
+    }
+    println!("state       {} keyed partitions", m.state_partitions);
+    println!(
+        "  {:<16}  {:<8}  {:>9}  {:>10}  {:>12}",
+        "OPERATOR", "KIND", "PARTITION", "KEYS", "BYTES"
+    );
+    for op in &m.operators {
+        if op.files.is_empty() {
+            println!(
+                "  {:<16}  {:<8}  {:>9}  {:>10}  {:>12}",
+                op.id, op.kind, "-", 0, 0
+            );
+        }
+        for f in &op.files {
+            println!(
+                "  {:<16}  {:<8}  {:>9}  {:>10}  {:>12}",
+                op.id, op.kind, f.partition, f.entries, f.len
+            );
+        }
+    }
+    let pending: u64 = m.pending.iter().map(|f| f.entries).sum();
+    println!("in flight   {pending} repartition records");
+    println!("total       {} keys, {} bytes", m.keys(), m.bytes());
+    if let (Some(k), Some(found)) = (key, &found) {
+        if found.is_empty() {
+            println!("key {k:?}: no state");
+        }
+        for (op, p, value) in found {
+            println!("key {k:?}: operator {op} (partition {p}) = {value}");
+        }
+    }
+    match verified {
+        Ok(()) => {
+            println!("checksums   ok");
+            exit::OK
+        }
+        Err(e) => {
+            println!("checksums   FAILED: {e}");
+            exit::STATE
+        }
+    }
+}
+
+/// (operator, partition, value as JSON) of `key` in every operator.
+fn find_key(
+    sp: &Savepoint,
+    key: &[u8],
+) -> savepoint::Result<Vec<(String, i32, serde_json::Value)>> {
+    let mut found = Vec::new();
+    for op in &sp.manifest.operators {
+        sp.read_state(&op.id, |partition, k, v| {
+            if k == key {
+                let value =
+                    state_to_json(&op.kind, v).unwrap_or_else(|| json!(format!("{v:02x?}")));
+                found.push((op.id.clone(), partition, value));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(found)
+}
+
+pub fn delete(path: &Path) -> u8 {
+    match savepoint::delete(path) {
+        Ok(()) => {
+            println!("deleted savepoint {}", path.display());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            exit::FAILURE
+        }
+    }
+}

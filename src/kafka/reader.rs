@@ -1,0 +1,83 @@
+//! Reads a topic's committed records from given offsets up to its current end, without a
+//! consumer group: a savepoint uses it to capture the repartition records that are committed
+//! but not yet consumed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Error, Result, client};
+use crate::checkpoint::NextOffset;
+use crate::config::KafkaConfig;
+
+/// A record read back, in offset order per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+/// Reads `topic` from each `(partition, offset)` (`None`: the beginning) until the partition's
+/// end, and at least past `must_reach[partition]`: the last offset this process's committed
+/// transactions wrote there, whose commit marker may reach the partition a moment after the
+/// commit returned (until then a read_committed fetch stops short of it).
+pub fn read_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    from: &[(i32, Option<NextOffset>)],
+    must_reach: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Result<Vec<Pending>> {
+    let consumer: BaseConsumer = super::client::reader(kafka)
+        .create()
+        .map_err(client("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut last_seen = BTreeMap::new();
+    for (p, off) in from {
+        let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
+        tpl.add_partition_offset(topic, *p, offset)
+            .map_err(client("assign reader"))?;
+        last_seen.insert(*p, off.map_or(-1, |o| o.0 - 1));
+    }
+    consumer.assign(&tpl).map_err(client("assign reader"))?;
+    let mut at_end = BTreeSet::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done = last_seen.iter().all(|(p, seen)| {
+            at_end.contains(p) && must_reach.get(p).is_none_or(|need| seen >= need)
+        });
+        if done {
+            return Ok(out);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                op: "read the repartition topic to its end",
+                after: timeout,
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                last_seen.insert(m.partition(), m.offset());
+                out.push(Pending {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "reader error"),
+            None => {}
+        }
+    }
+}

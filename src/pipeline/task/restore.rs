@@ -1,0 +1,282 @@
+//! `--from-savepoint`: the savepoint becomes checkpoint N of this pipeline (made durable before
+//! the consumer subscribes), and on the first assignment one Kafka transaction commits N's
+//! offsets (the savepoint's source offsets; the repartition topic's current end) together with
+//! the savepoint's in-flight repartition records. The commit waits for the assignment because
+//! the broker takes a transactional offset commit only from a member of the group's current
+//! generation (a restarted static member still holds its place for a session timeout). The
+//! tasks then restore N and the consumer seeks to its offsets. A crash before that commit
+//! leaves the previous state in force; the next `--from-savepoint` start repeats the restore.
+//!
+//! Keyed state follows the key: with more partitions than the savepoint had, each key's state
+//! goes to the partition Kafka's murmur2 partitioner gives its key now.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Runner;
+use super::savepoint::kind_name;
+use crate::checkpoint::savepoint::{Savepoint, target_partition};
+use crate::checkpoint::{
+    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
+    TaskSnapshot,
+};
+use crate::config::PipelineConfig;
+use crate::kafka::admin::Admin;
+use crate::pipeline::{Error, Options, Result};
+use crate::state::namespaced;
+
+/// A restore whose checkpoint is durable and whose transaction waits for the assignment.
+pub(in crate::pipeline) struct RestoreTxn {
+    id: CheckpointId,
+    manifest: Manifest,
+    offsets: Vec<(Partition, NextOffset)>,
+    /// (repartition partition, key, value), in the savepoint's order.
+    pending: Vec<(i32, Vec<u8>, Vec<u8>)>,
+    savepoint: PathBuf,
+    keys: u64,
+    from_partitions: i32,
+}
+
+impl Runner<'_> {
+    /// Checks that the savepoint fits this pipeline: same source topic, no fewer partitions,
+    /// every operator with state still present (or `--allow-non-restored-state`).
+    pub(super) fn check_fit(
+        pipeline: &PipelineConfig,
+        options: Options,
+        source_partitions: i32,
+        sp: &Savepoint,
+    ) -> Result<()> {
+        let m = &sp.manifest;
+        if m.source_topic != pipeline.source.topic {
+            return Err(Self::mismatch(
+                sp,
+                format!(
+                    "it was taken from topic {:?}, this pipeline reads {:?}",
+                    m.source_topic, pipeline.source.topic
+                ),
+            ));
+        }
+        if m.source_partitions > source_partitions {
+            return Err(Self::mismatch(
+                sp,
+                format!(
+                    "it has {} source partitions, topic {:?} has only {}",
+                    m.source_partitions, m.source_topic, source_partitions
+                ),
+            ));
+        }
+        let current = pipeline.plan.aggregate.as_ref();
+        for op in &m.operators {
+            match current {
+                Some(agg) if agg.id == op.id => {
+                    let kind = kind_name(&agg.kind);
+                    if kind != op.kind {
+                        return Err(Self::mismatch(
+                            sp,
+                            format!(
+                                "operator {:?} was a {} and is now a {kind}; give the new one another id",
+                                op.id, op.kind
+                            ),
+                        ));
+                    }
+                }
+                _ if options.allow_non_restored_state => {
+                    tracing::warn!(operator = %op.id, "the savepoint's state of an operator this pipeline no longer has is dropped (--allow-non-restored-state)");
+                }
+                _ => {
+                    return Err(Self::mismatch(
+                        sp,
+                        format!(
+                            "it holds state of operator {:?}, which this pipeline does not have; \
+                             pass --allow-non-restored-state to drop that state",
+                            op.id
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(agg) = current
+            && !m.operators.iter().any(|o| o.id == agg.id)
+        {
+            tracing::info!(operator = %agg.id, "operator not in the savepoint; it starts empty");
+        }
+        if !m.pending.is_empty() && !pipeline.plan.repartition || pipeline.plan.aggregate.is_none()
+        {
+            return Err(Self::mismatch(
+                sp,
+                "it holds in-flight repartition records, but this pipeline no longer repartitions"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn mismatch(sp: &Savepoint, message: String) -> Error {
+        Error::SavepointMismatch {
+            dir: sp.dir.clone(),
+            message,
+        }
+    }
+
+    /// The offsets the restore commits: the savepoint's per source partition (a partition it
+    /// never read, or a new one, from its beginning), the repartition topic's current end.
+    fn restore_offsets(
+        &self,
+        sp: &Savepoint,
+        admin: &Admin,
+    ) -> Result<Vec<(Partition, NextOffset)>> {
+        let source = &self.pipeline.source.topic;
+        let mut offsets = Vec::new();
+        for partition in 0..self.source_partitions {
+            let recorded = sp
+                .manifest
+                .offsets
+                .iter()
+                .find(|o| o.partition == partition)
+                .and_then(|o| o.next_offset);
+            let next = match recorded {
+                Some(o) => o,
+                None => NextOffset(admin.watermarks(source, partition)?.0),
+            };
+            offsets.push((
+                Partition {
+                    topic: source.clone(),
+                    partition,
+                },
+                next,
+            ));
+        }
+        if let Some(topic) = &self.repartition_topic {
+            for partition in 0..admin.partition_count(topic)? {
+                let end = admin.watermarks(topic, partition)?.1;
+                offsets.push((
+                    Partition {
+                        topic: topic.clone(),
+                        partition,
+                    },
+                    NextOffset(end),
+                ));
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Everything of a restore up to its transaction: offsets, state, checkpoint N. Returns
+    /// whether a partition count changed since the savepoint.
+    pub(super) fn restore_savepoint(&mut self, sp: &Savepoint, admin: &Admin) -> Result<bool> {
+        let mut grown = sp.manifest.source_partitions != self.source_partitions;
+        let offsets = self.restore_offsets(sp, admin)?;
+        let id = self.next_id;
+        let staging = self.store.begin(id)?;
+        let mut tasks = Vec::new();
+        let mut files = Vec::new();
+        let mut keys = 0u64;
+        if let (Some(agg), Some(topic)) = (&self.pipeline.plan.aggregate, &self.stateful_topic) {
+            let count = admin.partition_count(topic)?;
+            grown |= sp.manifest.state_partitions != count;
+            let mut states = BTreeMap::new();
+            for partition in 0..count {
+                let p = Partition {
+                    topic: topic.clone(),
+                    partition,
+                };
+                states.insert(partition, self.env.open_empty(&self.live_dir(&p))?);
+            }
+            sp.read_state(&agg.id, |recorded, key, value| {
+                let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
+                let state =
+                    states
+                        .get_mut(&target)
+                        .ok_or_else(|| crate::state::Error::Corrupt {
+                            path: sp.dir.clone(),
+                            message: format!("key state for partition {target} of {count}"),
+                        })?;
+                state.put(&namespaced(&agg.id, key), value)?;
+                keys += 1;
+                Ok(())
+            })?;
+            for (partition, mut state) in states {
+                let dir = format!("{topic}-{partition}");
+                files.push(state.snapshot(&staging.join(&dir))?);
+                let next_offset = offsets
+                    .iter()
+                    .find(|(p, _)| &p.topic == topic && p.partition == partition)
+                    .map(|(_, o)| *o);
+                tasks.push(TaskSnapshot {
+                    topic: topic.clone(),
+                    partition,
+                    next_offset,
+                    dir,
+                    files: Vec::new(),
+                });
+            }
+        }
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            checkpoint: id,
+            pipeline: self.pipeline.name.clone(),
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| PartitionOffset {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: *o,
+                })
+                .collect(),
+            tasks,
+        };
+        self.store.finish(&staging, manifest, &files)?;
+        let manifest = self.store.manifest(id)?;
+        let mut pending = Vec::new();
+        if let Some(topic) = &self.repartition_topic {
+            let count = admin.partition_count(topic)?;
+            sp.read_pending(|recorded, key, value| {
+                let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
+                pending.push((target, key.to_vec(), value.to_vec()));
+                Ok(())
+            })?;
+        }
+        self.next_id = CheckpointId(id.0 + 1);
+        self.restore_txn = Some(RestoreTxn {
+            id,
+            manifest,
+            offsets,
+            pending,
+            savepoint: sp.dir.clone(),
+            keys,
+            from_partitions: sp.manifest.state_partitions,
+        });
+        Ok(grown)
+    }
+
+    /// The restore's transaction, run on the first assignment (before its offsets are read):
+    /// the in-flight records, then the offsets, in one commit.
+    pub(super) fn finish_restore(&mut self) -> Result<()> {
+        let Some(r) = self.restore_txn.take() else {
+            return Ok(());
+        };
+        self.producer.begin()?;
+        self.in_txn = true;
+        if let Some(topic) = &self.repartition_topic {
+            for (partition, key, value) in &r.pending {
+                self.producer
+                    .send_to(topic, Some(*partition), Some(key), value)?;
+            }
+        }
+        self.producer.flush()?;
+        self.producer.send_offsets(&r.offsets, &self.consumer)?;
+        self.commit(r.id)?;
+        self.in_txn = false;
+        self.committed += 1;
+        self.manifests.insert(r.id, r.manifest);
+        self.store.mark_committed(r.id)?;
+        tracing::info!(pipeline = %self.pipeline.name, savepoint = %r.savepoint.display(), checkpoint = %r.id,
+            keys = r.keys, pending = r.pending.len(), from_partitions = r.from_partitions,
+            "restored from savepoint");
+        Ok(())
+    }
+}
