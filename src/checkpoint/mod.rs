@@ -9,6 +9,7 @@
 //! broker's committed offsets, read after `init_transactions`, decide which one is current.
 
 pub mod protocol;
+pub mod reset;
 pub mod savepoint;
 pub mod store;
 

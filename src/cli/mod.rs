@@ -2,6 +2,7 @@
 //! This is the only module (with `main.rs`) that uses `anyhow`.
 
 mod checkpoint;
+mod offsets;
 mod run;
 mod savepoint;
 mod validate;
@@ -95,6 +96,43 @@ enum Command {
     /// Checkpoints (automatic, disposable): list and inspect.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// The consumer group's offsets of a pipeline: show, and reset with state kept consistent.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OffsetsCommand {
+    /// Committed offset, log range and lag per partition, and the group's live members.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: String,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Move the group's offsets (dry run unless --execute). The pipeline must be stopped.
+    Reset {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: String,
+        /// `TOPIC` or `TOPIC:0,2`: the source partitions to move (default: all).
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        scenario: offsets::ScenarioArgs,
+        /// Start the keyed state the move invalidates EMPTY (required when stateful offsets
+        /// move, unless --to-savepoint).
+        #[arg(long)]
+        drop_state: bool,
+        /// Apply the plan (without it: print it only).
+        #[arg(long)]
+        execute: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +232,28 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             SavepointCommand::Delete { path } => savepoint::delete(&path),
         },
+        Command::Offsets(OffsetsCommand::Show {
+            config,
+            pipeline,
+            output,
+        }) => offsets::show(&config, &pipeline, output),
+        Command::Offsets(OffsetsCommand::Reset {
+            config,
+            pipeline,
+            topic,
+            scenario,
+            drop_state,
+            execute,
+            output,
+        }) => offsets::reset(&offsets::ResetArgs {
+            config: &config,
+            pipeline: &pipeline,
+            topic: topic.as_deref(),
+            scenario: &scenario,
+            drop_state,
+            execute,
+            output,
+        }),
         Command::Checkpoint(c) => match c {
             CheckpointCommand::List {
                 config,

@@ -30,10 +30,12 @@ pub fn session_timeout(kafka: &KafkaConfig) -> std::time::Duration {
 /// The group consumer: read_committed, no auto commit (offsets commit inside transactions),
 /// static membership so a restarted instance takes its partitions back without waiting out
 /// its dead predecessor's session.
-pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: &str) -> ClientConfig {
+pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
     let mut cfg = base(kafka);
+    if let Some(id) = instance_id {
+        cfg.set("group.instance.id", id);
+    }
     cfg.set("group.id", group_id)
-        .set("group.instance.id", instance_id)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

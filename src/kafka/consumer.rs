@@ -92,7 +92,9 @@ pub struct Consumer {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Consumer {
-    pub fn new(kafka: &KafkaConfig, group_id: &str, instance_id: &str) -> Result<Self> {
+    /// `instance_id`: static membership (the daemon); `None` for a tool that never joins and
+    /// commits as a non-member, which the broker allows while the group is empty.
+    pub fn new(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) -> Result<Self> {
         let inner = super::client::consumer(kafka, group_id, instance_id)
             .create_with_context(Context::default())
             .map_err(client("create consumer"))?;
@@ -201,6 +203,55 @@ impl Consumer {
             }
         }
         Ok(())
+    }
+
+    /// The group's members, as `client id (host)`.
+    pub fn group_members(&self, group: &str) -> Result<Vec<String>> {
+        let list = self
+            .inner
+            .fetch_group_list(Some(group), TIMEOUT)
+            .map_err(client("describe group"))?;
+        Ok(list
+            .groups()
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|m| format!("{} ({})", m.client_id(), m.client_host()))
+            .collect())
+    }
+
+    /// (low, high) watermark of one partition; high is the last stable offset's bound for
+    /// this read_committed consumer.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.inner
+            .fetch_watermarks(topic, partition, TIMEOUT)
+            .map_err(client("fetch watermarks"))
+    }
+
+    /// Per partition, the first offset whose timestamp is at or after `unix_ms` (`None`: no
+    /// such record).
+    pub fn offsets_for_time(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        unix_ms: i64,
+    ) -> Result<Vec<(i32, Option<i64>)>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(unix_ms))
+                .map_err(client("offsets for times"))?;
+        }
+        let got = self
+            .inner
+            .offsets_for_times(tpl, TIMEOUT)
+            .map_err(client("offsets for times"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => (e.partition(), Some(o)),
+                _ => (e.partition(), None),
+            })
+            .collect())
     }
 
     /// Waits until the consumer group has no members (a stopped static member stays one until

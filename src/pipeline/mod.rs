@@ -8,6 +8,7 @@
 //! - [`run`] (here): the restart strategy around incarnations.
 
 pub mod operator;
+pub mod reset;
 mod task;
 
 use std::time::Duration;
@@ -50,6 +51,10 @@ pub enum Error {
     Checkpoint(#[from] checkpoint::store::Error),
     #[error(transparent)]
     Savepoint(#[from] savepoint::Error),
+    #[error("{0}")]
+    PipelineRunning(String),
+    #[error("{0}")]
+    StateChoice(String),
     #[error("cannot restore savepoint {}: {message}", dir.display())]
     SavepointMismatch {
         dir: std::path::PathBuf,
@@ -96,10 +101,11 @@ impl Error {
             Self::Record { .. } => ErrorKind::BadRecord,
             Self::NoMatchingSnapshot { .. }
             | Self::SavepointMismatch { .. }
+            | Self::StateChoice(_)
             | Self::Savepoint(_)
             | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
-            Self::Fatal(_) => ErrorKind::Fatal,
+            Self::Fatal(_) | Self::PipelineRunning(_) => ErrorKind::Fatal,
             Self::Kafka(e) if e.txn_failure() == kafka::TxnFailure::Fatal => ErrorKind::Fatal,
             Self::Kafka(_)
             | Self::State(_)

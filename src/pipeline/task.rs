@@ -80,9 +80,51 @@ macro_rules! crash_point {
 impl<'a> Runner<'a> {
     /// Rule 2: `init_transactions` first (fencing the previous incarnation and settling its
     /// transaction), then the topics, then the consumer. State is restored on assignment.
-    /// With `restore`, the savepoint's state and offsets become a new checkpoint, committed
-    /// before the consumer subscribes.
+    /// With `restore`, the savepoint's state and offsets become a new checkpoint, durable
+    /// before the consumer subscribes and committed on the first assignment.
     pub fn start(inputs: &Inputs<'a>, restore: Option<&Savepoint>) -> Result<Self> {
+        let (runner, grown) = Self::prepare(inputs, restore, true)?;
+        let (config, pipeline) = (inputs.config, inputs.pipeline);
+        if grown {
+            // This instance's static membership outlives a stop by a session timeout, and a
+            // static member that rejoins gets its old assignment back without a rebalance:
+            // with grown topics that would leave the new partitions unassigned. Join only once
+            // the group has emptied, so the assignment is computed anew.
+            let wait =
+                crate::kafka::client::session_timeout(&config.kafka) + Duration::from_secs(10);
+            tracing::info!(pipeline = %pipeline.name, ?wait, "partition counts changed since the savepoint: waiting for the group to empty before joining");
+            if !runner
+                .consumer
+                .wait_for_empty_group(&pipeline.group_id, wait)?
+            {
+                tracing::warn!(pipeline = %pipeline.name, "the group still has members; new partitions may wait for the next rebalance");
+            }
+        }
+        let mut topics = vec![pipeline.source.topic.as_str()];
+        if let Some(t) = &runner.repartition_topic {
+            topics.push(t);
+        }
+        runner.consumer.subscribe(&topics)?;
+        tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
+            repartition = ?runner.repartition_topic, checkpoints = runner.manifests.len(), "pipeline started");
+        Ok(runner)
+    }
+
+    /// `flumen offsets reset --to-savepoint`: the restore of `--from-savepoint`, done by a
+    /// tool while the pipeline is stopped (the group must be empty: the commit is a
+    /// non-member's).
+    pub fn restore_offline(inputs: &Inputs<'a>, savepoint: &Savepoint) -> Result<()> {
+        let (mut runner, _) = Self::prepare(inputs, Some(savepoint), false)?;
+        runner.finish_restore()
+    }
+
+    /// Everything of `start` but joining the group; with `restore`, everything of it up to
+    /// its transaction. Returns whether a restore found grown partition counts.
+    fn prepare(
+        inputs: &Inputs<'a>,
+        restore: Option<&Savepoint>,
+        static_member: bool,
+    ) -> Result<(Self, bool)> {
         let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
         let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
         producer.init()?;
@@ -122,7 +164,7 @@ impl<'a> Runner<'a> {
         let consumer = Consumer::new(
             &config.kafka,
             &pipeline.group_id,
-            &pipeline.transactional_id,
+            static_member.then_some(pipeline.transactional_id.as_str()),
         )?;
         let mut runner = Self {
             config,
@@ -145,31 +187,11 @@ impl<'a> Runner<'a> {
             next_id,
             committed: 0,
         };
-        if let Some(sp) = restore
-            && runner.restore_savepoint(sp, &admin)?
-        {
-            // This instance's static membership outlives a stop by a session timeout, and a
-            // static member that rejoins gets its old assignment back without a rebalance:
-            // with grown topics that would leave the new partitions unassigned. Join only once
-            // the group has emptied, so the assignment is computed anew.
-            let wait =
-                crate::kafka::client::session_timeout(&config.kafka) + Duration::from_secs(10);
-            tracing::info!(pipeline = %pipeline.name, ?wait, "partition counts changed since the savepoint: waiting for the group to empty before joining");
-            if !runner
-                .consumer
-                .wait_for_empty_group(&pipeline.group_id, wait)?
-            {
-                tracing::warn!(pipeline = %pipeline.name, "the group still has members; new partitions may wait for the next rebalance");
-            }
-        }
-        let mut topics = vec![pipeline.source.topic.as_str()];
-        if let Some(t) = &runner.repartition_topic {
-            topics.push(t);
-        }
-        runner.consumer.subscribe(&topics)?;
-        tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
-            repartition = ?runner.repartition_topic, checkpoints = runner.manifests.len(), "pipeline started");
-        Ok(runner)
+        let grown = match restore {
+            Some(sp) => runner.restore_savepoint(sp, &admin)?,
+            None => false,
+        };
+        Ok((runner, grown))
     }
 
     pub fn committed_checkpoints(&self) -> u64 {

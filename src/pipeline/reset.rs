@@ -1,0 +1,402 @@
+//! `flumen offsets show|reset`: the group's offsets of a stopped pipeline, and moving them
+//! with state kept consistent. Decisions are in `checkpoint::reset`; this is the I/O.
+//!
+//! A reset that moves stateful offsets writes a checkpoint first (empty state for what
+//! `--drop-state` drops, the current snapshot for the rest, at the new offsets), then commits
+//! the offsets in one transaction under the pipeline's transactional id, which also fences any
+//! zombie of the daemon. It refuses while the group has members or the daemon's control socket
+//! answers.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::{Error, Inputs, Result};
+use crate::checkpoint::protocol::{self, Restore};
+use crate::checkpoint::reset::{self, PartitionView, PlanRow, Scenario, StateAction, StateShape};
+use crate::checkpoint::store::Store;
+use crate::checkpoint::{
+    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
+    TaskSnapshot,
+};
+use crate::kafka::consumer::Consumer;
+use crate::kafka::producer::Producer;
+
+/// One partition as `offsets show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsetRow {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub log_start: i64,
+    pub log_end: i64,
+    pub lag: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub group: String,
+    pub members: Vec<String>,
+    pub rows: Vec<OffsetRow>,
+}
+
+/// The reset to show (dry run) or execute.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub group: String,
+    pub topic: String,
+    pub rows: Vec<PlanRow>,
+    /// Stateful partitions that start empty.
+    pub drops_state: bool,
+    #[serde(skip)]
+    action: StateAction,
+}
+
+fn shape(inputs: &Inputs<'_>) -> StateShape {
+    match (
+        &inputs.pipeline.plan.aggregate,
+        inputs.pipeline.plan.repartition,
+    ) {
+        (None, _) => StateShape::Stateless,
+        (Some(_), true) => StateShape::Repartitioned,
+        (Some(_), false) => StateShape::PerSourcePartition,
+    }
+}
+
+fn consumer(inputs: &Inputs<'_>) -> Result<Consumer> {
+    Ok(Consumer::new(
+        &inputs.config.kafka,
+        &inputs.pipeline.group_id,
+        None,
+    )?)
+}
+
+fn partitions_of(
+    consumer: &Consumer,
+    topic: &str,
+    admin_count: i32,
+) -> Result<Vec<(i32, i64, i64)>> {
+    (0..admin_count)
+        .map(|p| {
+            let (low, high) = consumer.watermarks(topic, p)?;
+            Ok((p, low, high))
+        })
+        .collect()
+}
+
+/// The group's committed offsets, log ranges and lag for the source and repartition topics.
+pub fn show(inputs: &Inputs<'_>) -> Result<Report> {
+    let pipeline = inputs.pipeline;
+    let consumer = consumer(inputs)?;
+    let admin = crate::kafka::admin::Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
+    let mut topics = vec![pipeline.source.topic.clone()];
+    topics.extend(pipeline.repartition_topic());
+    let mut rows = Vec::new();
+    for topic in topics {
+        let Ok(count) = admin.partition_count(&topic) else {
+            continue;
+        };
+        let ranges = partitions_of(&consumer, &topic, count)?;
+        let parts: Vec<Partition> = ranges
+            .iter()
+            .map(|(p, _, _)| Partition {
+                topic: topic.clone(),
+                partition: *p,
+            })
+            .collect();
+        let committed = consumer.committed(&parts)?;
+        for ((p, low, high), (_, c)) in ranges.into_iter().zip(committed) {
+            let committed = c.map(|o| o.0);
+            rows.push(OffsetRow {
+                topic: topic.clone(),
+                partition: p,
+                committed,
+                log_start: low,
+                log_end: high,
+                lag: committed.map(|c| high - c),
+            });
+        }
+    }
+    Ok(Report {
+        group: pipeline.group_id.clone(),
+        members: consumer.group_members(&pipeline.group_id)?,
+        rows,
+    })
+}
+
+/// Refuses while the pipeline runs: live group members, or a daemon on the control socket.
+pub fn ensure_stopped(inputs: &Inputs<'_>) -> Result<()> {
+    let socket = crate::control::socket_path(&inputs.config.checkpoint.dir);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(Error::PipelineRunning(format!(
+            "a Flumen daemon answers at {}; stop it first (flumen stop, or SIGTERM)",
+            socket.display()
+        )));
+    }
+    let members = consumer(inputs)?.group_members(&inputs.pipeline.group_id)?;
+    if !members.is_empty() {
+        return Err(Error::PipelineRunning(format!(
+            "consumer group {} has {} live member(s): {}; stop the pipeline first. A stopped \
+             instance stays a (static) member until its session times out (session.timeout.ms, \
+             15s by default): retry after that",
+            inputs.pipeline.group_id,
+            members.len(),
+            members.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The reset plan of `scenario` for `partitions` of the source (all when `None`).
+pub fn plan(
+    inputs: &Inputs<'_>,
+    scenario: &Scenario,
+    partitions: Option<&[i32]>,
+    drop_state: bool,
+) -> Result<Plan> {
+    let pipeline = inputs.pipeline;
+    let topic = &pipeline.source.topic;
+    let consumer = consumer(inputs)?;
+    let admin = crate::kafka::admin::Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
+    let count = admin.partition_count(topic)?;
+    let mut ranges = partitions_of(&consumer, topic, count)?;
+    if let Some(only) = partitions {
+        if let Some(bad) = only.iter().find(|p| !(0..count).contains(*p)) {
+            return Err(Error::PipelineRunning(format!(
+                "topic {topic} has no partition {bad} (it has {count})"
+            )));
+        }
+        ranges.retain(|(p, _, _)| only.contains(p));
+    }
+    let parts: Vec<Partition> = ranges
+        .iter()
+        .map(|(p, _, _)| Partition {
+            topic: topic.clone(),
+            partition: *p,
+        })
+        .collect();
+    let committed = consumer.committed(&parts)?;
+    let at_time = match scenario {
+        Scenario::Timestamp(ms) => {
+            let ids: Vec<i32> = ranges.iter().map(|(p, _, _)| *p).collect();
+            consumer.offsets_for_time(topic, &ids, i64::try_from(*ms).unwrap_or(i64::MAX))?
+        }
+        _ => Vec::new(),
+    };
+    let views: Vec<PartitionView> = ranges
+        .iter()
+        .zip(&committed)
+        .map(|((p, low, high), (_, c))| PartitionView {
+            partition: *p,
+            committed: c.map(|o| o.0),
+            low: *low,
+            high: *high,
+            at_time: at_time.iter().find(|(q, _)| q == p).and_then(|(_, o)| *o),
+        })
+        .collect();
+    let rows = reset::plan(scenario, &views);
+    let action =
+        reset::state_action(shape(inputs), &rows, drop_state).map_err(Error::StateChoice)?;
+    Ok(Plan {
+        group: pipeline.group_id.clone(),
+        topic: topic.clone(),
+        drops_state: action != StateAction::Keep,
+        rows,
+        action,
+    })
+}
+
+/// Applies `plan`: a checkpoint at the new offsets (when state is involved), then the offsets
+/// in one transaction. Returns the checkpoint written, if any.
+pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>> {
+    ensure_stopped(inputs)?;
+    let pipeline = inputs.pipeline;
+    let config = inputs.config;
+    let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
+    // fences a zombie of the daemon and settles its open transaction
+    producer.init()?;
+    let consumer = consumer(inputs)?;
+    let mut offsets: Vec<(Partition, NextOffset)> = plan
+        .rows
+        .iter()
+        .filter(|r| r.changes())
+        .map(|r| {
+            (
+                Partition {
+                    topic: plan.topic.clone(),
+                    partition: r.partition,
+                },
+                NextOffset(r.new),
+            )
+        })
+        .collect();
+    let written = match &plan.action {
+        StateAction::Keep => None,
+        StateAction::Drop {
+            all_repartition,
+            source_partitions,
+        } => Some(drop_state(
+            inputs,
+            &consumer,
+            plan,
+            *all_repartition,
+            source_partitions,
+            &mut offsets,
+        )?),
+    };
+    let mut producer = producer;
+    producer.begin()?;
+    if !offsets.is_empty() {
+        producer.send_offsets(&offsets, &consumer)?;
+    }
+    producer.commit()?;
+    if let Some((store, id)) = &written {
+        store.mark_committed(*id)?;
+    }
+    tracing::info!(group = %plan.group, partitions = offsets.len(), checkpoint = ?written.as_ref().map(|(_, id)| *id), "offsets reset");
+    Ok(written.map(|(_, id)| id))
+}
+
+/// Writes checkpoint N: empty state for the dropped stateful partitions (the repartition
+/// topic's, at its end; or the moved source partitions, at their new offsets), the current
+/// snapshot for the others. Adds the repartition offsets to `offsets`.
+fn drop_state(
+    inputs: &Inputs<'_>,
+    consumer: &Consumer,
+    plan: &Plan,
+    all_repartition: bool,
+    dropped_source: &[i32],
+    offsets: &mut Vec<(Partition, NextOffset)>,
+) -> Result<(Store, CheckpointId)> {
+    let pipeline = inputs.pipeline;
+    let admin = crate::kafka::admin::Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
+    let stateful = pipeline
+        .repartition_topic()
+        .unwrap_or_else(|| pipeline.source.topic.clone());
+    let count = admin.partition_count(&stateful)?;
+    let mut store = Store::open(&inputs.config.checkpoint.dir, &pipeline.name)?;
+    let mut manifests = Vec::new();
+    for id in store.list()? {
+        manifests.push((id, store.manifest(id)?));
+    }
+    let id = protocol::next_id(
+        &manifests.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        None,
+    );
+    let staging = store.begin(id)?;
+    let parts: Vec<Partition> = (0..count)
+        .map(|partition| Partition {
+            topic: stateful.clone(),
+            partition,
+        })
+        .collect();
+    let committed = consumer.committed(&parts)?;
+    let mut tasks = Vec::new();
+    let mut files = Vec::new();
+    for (p, current) in committed {
+        let dir = format!("{}-{}", p.topic, p.partition);
+        let dropped = all_repartition || dropped_source.contains(&p.partition);
+        let next_offset = if dropped {
+            let new = if all_repartition {
+                NextOffset(consumer.watermarks(&p.topic, p.partition)?.1)
+            } else {
+                let row = plan.rows.iter().find(|r| r.partition == p.partition);
+                NextOffset(row.map_or(0, |r| r.new))
+            };
+            if all_repartition {
+                offsets.push((p.clone(), new));
+            }
+            let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);
+            let mut state = inputs.env.open_empty(&live)?;
+            files.push(state.snapshot(&staging.join(&dir))?);
+            Some(new)
+        } else {
+            let candidates: Vec<(CheckpointId, Option<NextOffset>)> = manifests
+                .iter()
+                .filter_map(|(id, m)| {
+                    m.tasks
+                        .iter()
+                        .find(|t| t.topic == p.topic && t.partition == p.partition)
+                        .map(|t| (*id, t.next_offset))
+                })
+                .collect();
+            match protocol::choose_restore(current, &candidates) {
+                Restore::Fresh => {
+                    let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);
+                    let mut state = inputs.env.open_empty(&live)?;
+                    files.push(state.snapshot(&staging.join(&dir))?);
+                }
+                Restore::From(from) => {
+                    let task = manifests
+                        .iter()
+                        .find(|(id, _)| *id == from)
+                        .and_then(|(_, m)| {
+                            m.tasks
+                                .iter()
+                                .find(|t| t.topic == p.topic && t.partition == p.partition)
+                        })
+                        .cloned();
+                    let Some(task) = task else { continue };
+                    let src = store.verify(from, &task)?;
+                    files.push(link_dir(&src, &staging.join(&dir))?);
+                }
+                Restore::NoMatch { committed, .. } => {
+                    return Err(Error::NoMatchingSnapshot {
+                        partition: p,
+                        committed,
+                        newest: "none matching".into(),
+                        dir: store.root().display().to_string(),
+                    });
+                }
+            }
+            current
+        };
+        tasks.push(TaskSnapshot {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            next_offset,
+            dir,
+            files: Vec::new(),
+        });
+    }
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        checkpoint: id,
+        pipeline: pipeline.name.clone(),
+        created_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        offsets: offsets
+            .iter()
+            .map(|(p, o)| PartitionOffset {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                next_offset: *o,
+            })
+            .collect(),
+        tasks,
+    };
+    store.finish(&staging, manifest, &files)?;
+    Ok((store, id))
+}
+
+/// Hard-links (or copies) every file of a snapshot directory; returns the file names.
+fn link_dir(from: &std::path::Path, to: &std::path::Path) -> Result<Vec<String>> {
+    let io = |op: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| crate::state::Error::Io { op, path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io("create snapshot dir", to))?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(from).map_err(io("list snapshot", from))? {
+        let entry = entry.map_err(io("list snapshot", from))?;
+        let target = to.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target)
+                .map_err(io("copy snapshot file", &entry.path()))?;
+        }
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
