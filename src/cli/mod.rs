@@ -2,6 +2,7 @@
 //! This is the only module (with `main.rs`) that uses `anyhow`.
 
 mod checkpoint;
+mod doctor;
 mod offsets;
 mod run;
 mod savepoint;
@@ -99,6 +100,18 @@ enum Command {
     /// The consumer group's offsets of a pipeline: show, and reset with state kept consistent.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// Check transaction settings against the broker, partition counts against the latest
+    /// checkpoint, and end transactions Flumen's ids left open (--abort-hanging).
+    Doctor {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Re-register each pipeline's transactional id (pipeline stopped), which aborts any
+        /// transaction it left open.
+        #[arg(long)]
+        abort_hanging: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +267,11 @@ pub fn run(cli: Cli) -> ExitCode {
             execute,
             output,
         }),
+        Command::Doctor {
+            config,
+            abort_hanging,
+            output,
+        } => doctor::run(&config, abort_hanging, output),
         Command::Checkpoint(c) => match c {
             CheckpointCommand::List {
                 config,

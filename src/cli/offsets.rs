@@ -129,7 +129,7 @@ fn scenario(args: &ScenarioArgs, source: &str) -> anyhow::Result<Scenario> {
 }
 
 /// Runs `f` with the inputs of one pipeline of `config` and a runtime for the admin client.
-fn with_inputs<T>(
+pub(super) fn with_inputs<T>(
     config: &Config,
     pipeline: &str,
     f: impl FnOnce(&Inputs<'_>) -> anyhow::Result<T>,

@@ -133,4 +133,32 @@ impl Admin {
             actual: self.partition_count(topic)?,
         })
     }
+
+    /// A broker setting (of the first broker in the metadata), `None` if not reported.
+    pub fn broker_config(&self, name: &str) -> Result<Option<String>> {
+        let md = self
+            .admin
+            .inner()
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(client("fetch metadata"))?;
+        let Some(broker) = md.brokers().first() else {
+            return Ok(None);
+        };
+        let spec = rdkafka::admin::ResourceSpecifier::Broker(broker.id());
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.admin.describe_configs([&spec], &opts))
+            .map_err(client("describe broker configs"))?;
+        for r in results {
+            let resource = r.map_err(|code| Error::Client {
+                op: "describe broker configs",
+                source: rdkafka::error::KafkaError::AdminOp(code),
+            })?;
+            if let Some(entry) = resource.get(name) {
+                return Ok(entry.value.clone());
+            }
+        }
+        Ok(None)
+    }
 }
