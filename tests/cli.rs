@@ -111,3 +111,42 @@ fn the_readme_configuration_block_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn savepoint_commands_refuse_what_is_not_a_savepoint_and_stop_needs_a_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flumen = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flumen"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dir = tmp.path().display().to_string();
+    let inspect = flumen(&["savepoint", "inspect", &dir]);
+    assert_eq!(inspect.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&inspect.stderr).contains("is not a savepoint"));
+    let delete = flumen(&["savepoint", "delete", &dir]);
+    assert_eq!(delete.status.code(), Some(1));
+    assert!(
+        tmp.path().try_exists().unwrap(),
+        "delete removed a non-savepoint"
+    );
+    let config = tmp.path().join("p.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n[checkpoint]\ninterval = \"1s\"\ndir = \"{dir}/chk\"\n[[pipelines]]\nname = \"p\"\nsource = {{ topic = \"a\" }}\nsink = {{ topic = \"b\" }}\n"
+        ),
+    )
+    .unwrap();
+    let stop = flumen(&["stop", "--config", &config.display().to_string()]);
+    assert_eq!(stop.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&stop.stderr).contains("no running Flumen daemon"),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let listed = flumen(&["savepoint", "list", "--dir", &dir, "--output", "json"]);
+    assert!(listed.status.success());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+}
