@@ -69,6 +69,60 @@ pub struct Manifest {
 
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 
+/// Milliseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Manifest {
+    /// A manifest created now, committing `offsets`, with `tasks` (their files are filled in
+    /// by the store).
+    pub fn new(
+        checkpoint: CheckpointId,
+        pipeline: &str,
+        offsets: &[(Partition, NextOffset)],
+        tasks: Vec<TaskSnapshot>,
+    ) -> Self {
+        Self {
+            format_version: MANIFEST_FORMAT_VERSION,
+            checkpoint,
+            pipeline: pipeline.to_string(),
+            created_unix_ms: now_unix_ms(),
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| PartitionOffset {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: *o,
+                })
+                .collect(),
+            tasks,
+        }
+    }
+
+    /// The snapshot offset of `partition`'s task in this checkpoint, if it has one.
+    pub fn task_offset(&self, partition: &Partition) -> Option<Option<NextOffset>> {
+        self.tasks
+            .iter()
+            .find(|t| t.topic == partition.topic && t.partition == partition.partition)
+            .map(|t| t.next_offset)
+    }
+}
+
+/// The restore candidates of `partition`: (checkpoint, snapshot offset) of every checkpoint
+/// that has a snapshot of it.
+pub fn candidates<'a>(
+    manifests: impl IntoIterator<Item = (&'a CheckpointId, &'a Manifest)>,
+    partition: &Partition,
+) -> Vec<(CheckpointId, Option<NextOffset>)> {
+    manifests
+        .into_iter()
+        .filter_map(|(id, m)| m.task_offset(partition).map(|o| (*id, o)))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionOffset {

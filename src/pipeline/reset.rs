@@ -7,18 +7,13 @@
 //! zombie of the daemon. It refuses while the group has members or the daemon's control socket
 //! answers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Serialize;
 
 use super::{Error, Inputs, Result};
 use crate::checkpoint::protocol::{self, Restore};
 use crate::checkpoint::reset::{self, PartitionView, PlanRow, Scenario, StateAction, StateShape};
 use crate::checkpoint::store::Store;
-use crate::checkpoint::{
-    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
-    TaskSnapshot,
-};
+use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition, TaskSnapshot, candidates};
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
 
@@ -84,6 +79,26 @@ fn partitions_of(
         .collect()
 }
 
+/// The group's committed offset of each partition in `ranges`.
+fn committed_of(
+    consumer: &Consumer,
+    topic: &str,
+    ranges: &[(i32, i64, i64)],
+) -> Result<Vec<Option<i64>>> {
+    let parts: Vec<Partition> = ranges
+        .iter()
+        .map(|(p, _, _)| Partition {
+            topic: topic.to_string(),
+            partition: *p,
+        })
+        .collect();
+    Ok(consumer
+        .committed(&parts)?
+        .into_iter()
+        .map(|(_, c)| c.map(|o| o.0))
+        .collect())
+}
+
 /// The group's committed offsets, log ranges and lag for the source and repartition topics.
 pub fn show(inputs: &Inputs<'_>) -> Result<Report> {
     let pipeline = inputs.pipeline;
@@ -97,16 +112,8 @@ pub fn show(inputs: &Inputs<'_>) -> Result<Report> {
             continue;
         };
         let ranges = partitions_of(&consumer, &topic, count)?;
-        let parts: Vec<Partition> = ranges
-            .iter()
-            .map(|(p, _, _)| Partition {
-                topic: topic.clone(),
-                partition: *p,
-            })
-            .collect();
-        let committed = consumer.committed(&parts)?;
-        for ((p, low, high), (_, c)) in ranges.into_iter().zip(committed) {
-            let committed = c.map(|o| o.0);
+        let committed = committed_of(&consumer, &topic, &ranges)?;
+        for ((p, low, high), committed) in ranges.into_iter().zip(committed) {
             rows.push(OffsetRow {
                 topic: topic.clone(),
                 partition: p,
@@ -168,14 +175,7 @@ pub fn plan(
         }
         ranges.retain(|(p, _, _)| only.contains(p));
     }
-    let parts: Vec<Partition> = ranges
-        .iter()
-        .map(|(p, _, _)| Partition {
-            topic: topic.clone(),
-            partition: *p,
-        })
-        .collect();
-    let committed = consumer.committed(&parts)?;
+    let committed = committed_of(&consumer, topic, &ranges)?;
     let at_time = match scenario {
         Scenario::Timestamp(ms) => {
             let ids: Vec<i32> = ranges.iter().map(|(p, _, _)| *p).collect();
@@ -186,9 +186,9 @@ pub fn plan(
     let views: Vec<PartitionView> = ranges
         .iter()
         .zip(&committed)
-        .map(|((p, low, high), (_, c))| PartitionView {
+        .map(|((p, low, high), c)| PartitionView {
             partition: *p,
-            committed: c.map(|o| o.0),
+            committed: *c,
             low: *low,
             high: *high,
             at_time: at_time.iter().find(|(q, _)| q == p).and_then(|(_, o)| *o),
@@ -311,15 +311,7 @@ fn drop_state(
             files.push(state.snapshot(&staging.join(&dir))?);
             Some(new)
         } else {
-            let candidates: Vec<(CheckpointId, Option<NextOffset>)> = manifests
-                .iter()
-                .filter_map(|(id, m)| {
-                    m.tasks
-                        .iter()
-                        .find(|t| t.topic == p.topic && t.partition == p.partition)
-                        .map(|t| (*id, t.next_offset))
-                })
-                .collect();
+            let candidates = candidates(manifests.iter().map(|(id, m)| (id, m)), &p);
             match protocol::choose_restore(current, &candidates) {
                 Restore::Fresh => {
                     let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);
@@ -359,23 +351,7 @@ fn drop_state(
             files: Vec::new(),
         });
     }
-    let manifest = Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
-        checkpoint: id,
-        pipeline: pipeline.name.clone(),
-        created_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        offsets: offsets
-            .iter()
-            .map(|(p, o)| PartitionOffset {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                next_offset: *o,
-            })
-            .collect(),
-        tasks,
-    };
+    let manifest = Manifest::new(id, &pipeline.name, offsets, tasks);
     store.finish(&staging, manifest, &files)?;
     Ok((store, id))
 }

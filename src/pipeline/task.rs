@@ -9,7 +9,7 @@ mod savepoint;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -366,16 +366,7 @@ impl<'a> Runner<'a> {
             });
         }
         let live = self.live_dir(p);
-        let candidates: Vec<(CheckpointId, Option<NextOffset>)> = self
-            .manifests
-            .iter()
-            .filter_map(|(id, m)| {
-                m.tasks
-                    .iter()
-                    .find(|t| t.topic == p.topic && t.partition == p.partition)
-                    .map(|t| (*id, t.next_offset))
-            })
-            .collect();
+        let candidates = crate::checkpoint::candidates(&self.manifests, p);
         let state = match protocol::choose_restore(committed, &candidates) {
             Restore::Fresh => self.env.open_empty(&live)?,
             Restore::From(id) => {
@@ -565,9 +556,7 @@ impl<'a> Runner<'a> {
                 });
             }
         }
-        let created_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let created_unix_ms = crate::checkpoint::now_unix_ms();
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             checkpoint: id,

@@ -56,8 +56,9 @@ pub fn rand_name(prefix: &str) -> String {
     format!("{prefix}-{}", rand_suffix())
 }
 
-pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client and a runtime to drive its futures.
+fn admin(bootstrap: &str) -> (AdminClient<DefaultClientContext>, tokio::runtime::Runtime) {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
@@ -65,6 +66,11 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .enable_all()
         .build()
         .expect("runtime");
+    (admin, rt)
+}
+
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let (admin, rt) = admin(bootstrap);
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     let results = rt
@@ -573,14 +579,7 @@ impl Daemon {
 
 /// Raises `topic` to `partitions` partitions.
 pub fn grow_topic(bootstrap: &str, topic: &str, partitions: usize) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (admin, rt) = admin(bootstrap);
     let new = rdkafka::admin::NewPartitions::new(topic, partitions);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     for r in rt

@@ -12,15 +12,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Runner;
 use super::savepoint::kind_name;
 use crate::checkpoint::savepoint::{Savepoint, target_partition};
-use crate::checkpoint::{
-    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
-    TaskSnapshot,
-};
+use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition, TaskSnapshot};
 use crate::config::PipelineConfig;
 use crate::kafka::admin::Admin;
 use crate::pipeline::{Error, Options, Result};
@@ -212,23 +208,7 @@ impl Runner<'_> {
                 });
             }
         }
-        let manifest = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            checkpoint: id,
-            pipeline: self.pipeline.name.clone(),
-            created_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            offsets: offsets
-                .iter()
-                .map(|(p, o)| PartitionOffset {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    next_offset: *o,
-                })
-                .collect(),
-            tasks,
-        };
+        let manifest = Manifest::new(id, &self.pipeline.name, &offsets, tasks);
         self.store.finish(&staging, manifest, &files)?;
         let manifest = self.store.manifest(id)?;
         let mut pending = Vec::new();

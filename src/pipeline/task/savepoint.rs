@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::Runner;
 use crate::checkpoint::CheckpointId;
@@ -76,9 +76,7 @@ impl Runner<'_> {
                 ),
             });
         }
-        let created_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let created_unix_ms = crate::checkpoint::now_unix_ms();
         let target = match dir {
             Some(d) => d.join(name),
             None => self
