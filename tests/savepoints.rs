@@ -290,5 +290,6 @@ fn corrupt_or_unfitting_savepoints_are_refused() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(cp.daemon.terminate(STOP_TIMEOUT).success());
+    let status = cp.daemon.terminate(STOP_TIMEOUT);
+    assert!(status.success(), "{status}\n{}", cp.daemon.all_logs());
 }

@@ -154,6 +154,7 @@ pub(super) fn with_inputs<T>(
         cancel: tokio_util::sync::CancellationToken::new(),
         runtime: handle,
         savepoint: None,
+        progress: None,
     };
     std::thread::scope(|s| {
         let driver = s.spawn(|| runtime.block_on(inputs.cancel.cancelled()));
@@ -337,7 +338,23 @@ fn to_savepoint(
         eprintln!("dry run: nothing changed; add --execute to apply");
         return Ok(());
     }
-    Runner::restore_offline(inputs, &sp)?;
+    let bar = indicatif::ProgressBar::new(sp.manifest.keys()).with_style(
+        indicatif::ProgressStyle::with_template(
+            "restoring state {bar:40} {pos}/{len} keys ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = |done: u64, _total: u64| bar.set_position(done);
+    let with_progress = Inputs {
+        progress: Some(&report),
+        savepoint: None,
+        options: inputs.options,
+        cancel: inputs.cancel.clone(),
+        runtime: inputs.runtime.clone(),
+        ..*inputs
+    };
+    Runner::restore_offline(&with_progress, &sp)?;
+    bar.finish_and_clear();
     eprintln!(
         "state and offsets of {} restored from {}",
         inputs.pipeline.name,

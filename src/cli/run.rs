@@ -110,6 +110,7 @@ fn run_config(
                     cancel,
                     runtime: handle,
                     savepoint,
+                    progress: None,
                 };
                 let result = pipeline::run(&inputs, &mut commands);
                 // the receiver only goes away when main is already exiting

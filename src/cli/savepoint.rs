@@ -20,7 +20,12 @@ pub fn trigger(config: &Path, dir: Option<PathBuf>, stop: bool, timeout: Duratio
     // the daemon may run in another directory: make a relative target absolute here
     let dir = dir.map(|d| std::path::absolute(&d).unwrap_or(d));
     let request = control::Request { dir, stop };
-    let response = match control::request(&cfg.checkpoint.dir, &request, timeout) {
+    // the daemon answers once every savepoint is durable and committed
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for the savepoints");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let answer = control::request(&cfg.checkpoint.dir, &request, timeout);
+    spinner.finish_and_clear();
+    let response = match answer {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}", chain(&e));

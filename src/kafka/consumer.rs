@@ -3,12 +3,13 @@
 //! the messages, so the pipeline sees "messages of the old assignment, then the revocation,
 //! then the new assignment" exactly as they happened.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Error, Result, client};
@@ -35,24 +36,52 @@ pub enum Event {
 
 #[derive(Default)]
 pub struct Context {
-    // the mutex is held only to push or drain; never across a call into librdkafka
+    // the mutexes are held only to push, drain or read; never across a call into librdkafka
     events: Mutex<VecDeque<Event>>,
+    /// Where the next assignment starts instead of the committed offsets (a restore whose
+    /// offsets commit only once the group has assigned the partitions).
+    start_at: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.push(Event::Revoked(partitions(tpl)));
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => self.push(Event::Assigned(partitions(tpl))),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-            Rebalance::Revoke(_) => {}
+    /// The default rebalance handling, plus the restore's start offsets on assignment.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.apply_start_offsets(tpl);
+                self.push(Event::Assigned(partitions(tpl)));
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.push(Event::Revoked(partitions(tpl)));
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying a rebalance failed");
         }
     }
 }
@@ -71,6 +100,26 @@ impl Context {
         let any = !q.is_empty();
         out.extend(q.drain(..));
         any
+    }
+
+    /// Sets (and forgets) the start offsets of the partitions in `tpl` that have one.
+    fn apply_start_offsets(&self, tpl: &mut TopicPartitionList) {
+        let Ok(mut start) = self.start_at.lock() else {
+            return;
+        };
+        if start.is_empty() {
+            return;
+        }
+        let keys: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for key in keys {
+            if let Some(o) = start.remove(&key) {
+                drop(tpl.set_partition_offset(&key.0, key.1, Offset::Offset(o)));
+            }
+        }
     }
 }
 
@@ -99,6 +148,15 @@ impl Consumer {
             .create_with_context(Context::default())
             .map_err(client("create consumer"))?;
         Ok(Self { inner })
+    }
+
+    /// The next assignment of these partitions starts at these offsets, not the committed.
+    pub fn start_at(&self, offsets: &[(Partition, NextOffset)]) {
+        if let Ok(mut start) = self.inner.context().start_at.lock() {
+            for (p, o) in offsets {
+                start.insert((p.topic.clone(), p.partition), o.0);
+            }
+        }
     }
 
     pub fn subscribe(&self, topics: &[&str]) -> Result<()> {

@@ -126,6 +126,9 @@ pub struct Inputs<'a> {
     pub runtime: tokio::runtime::Handle,
     /// `--from-savepoint`: restored by the first incarnation that gets that far.
     pub savepoint: Option<Savepoint>,
+    /// Told (keys done, keys in all) while a savepoint's state is restored and redistributed
+    /// (the CLI draws a progress bar; the daemon logs instead).
+    pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
 }
 
 /// Runs one pipeline until `cancel` (or a stop command), restarting it after transient

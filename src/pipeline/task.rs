@@ -57,6 +57,7 @@ pub struct Runner<'a> {
     /// The topic whose partitions carry keyed state, if the plan has an aggregate.
     stateful_topic: Option<String>,
     repartition_topic: Option<String>,
+    progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
     /// `--from-savepoint`: checkpoint written, transaction due on the first assignment.
     restore_txn: Option<restore::RestoreTxn>,
     in_txn: bool,
@@ -180,6 +181,7 @@ impl<'a> Runner<'a> {
             source_partitions: partitions,
             stateful_topic,
             repartition_topic,
+            progress: inputs.progress,
             restore_txn: None,
             in_txn: false,
             dirty: false,
@@ -343,16 +345,12 @@ impl<'a> Runner<'a> {
     /// New partitions: restore each stateful one from the snapshot matching the group's
     /// committed offset. The consumer starts fetching at that same committed offset.
     fn assign(&mut self, partitions: &[Partition]) -> Result<()> {
-        let restoring = self.restore_txn.is_some();
+        // a restore commits now; its offsets are where the consumer starts (`start_at`)
         self.finish_restore()?;
         let committed = self.consumer.committed(partitions)?;
         for (p, offset) in &committed {
             let task = self.restore_task(p, *offset)?;
             self.tasks.insert(p.clone(), task);
-        }
-        if restoring {
-            // the fetch may have started from the offsets committed before the restore
-            self.consumer.seek(&committed)?;
         }
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(())

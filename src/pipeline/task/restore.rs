@@ -4,7 +4,8 @@
 //! the savepoint's in-flight repartition records. The commit waits for the assignment because
 //! the broker takes a transactional offset commit only from a member of the group's current
 //! generation (a restarted static member still holds its place for a session timeout). The
-//! tasks then restore N and the consumer seeks to its offsets. A crash before that commit
+//! assignment itself starts the consumer at N's offsets (`Consumer::start_at`), so nothing is
+//! fetched from the offsets committed before; the tasks then restore N. A crash before that commit
 //! leaves the previous state in force; the next `--from-savepoint` start repeats the restore.
 //!
 //! Keyed state follows the key: with more partitions than the savepoint had, each key's state
@@ -168,6 +169,7 @@ impl Runner<'_> {
         let mut tasks = Vec::new();
         let mut files = Vec::new();
         let mut keys = 0u64;
+        let total = sp.manifest.keys();
         if let (Some(agg), Some(topic)) = (&self.pipeline.plan.aggregate, &self.stateful_topic) {
             let count = admin.partition_count(topic)?;
             grown |= sp.manifest.state_partitions != count;
@@ -190,8 +192,17 @@ impl Runner<'_> {
                         })?;
                 state.put(&namespaced(&agg.id, key), value)?;
                 keys += 1;
+                if keys.is_multiple_of(10_000) {
+                    match self.progress {
+                        Some(report) => report(keys, total),
+                        None => tracing::info!(keys, total, "restoring savepoint state"),
+                    }
+                }
                 Ok(())
             })?;
+            if let Some(report) = self.progress {
+                report(keys, total);
+            }
             for (partition, mut state) in states {
                 let dir = format!("{topic}-{partition}");
                 files.push(state.snapshot(&staging.join(&dir))?);
@@ -221,6 +232,8 @@ impl Runner<'_> {
             })?;
         }
         self.next_id = CheckpointId(id.0 + 1);
+        // the first assignment starts here, whatever the group had committed before
+        self.consumer.start_at(&offsets);
         self.restore_txn = Some(RestoreTxn {
             id,
             manifest,
