@@ -169,6 +169,37 @@ fn restoring_an_older_savepoint_reproduces_the_outputs_after_it() {
         .collect();
     assert_eq!(replayed.len(), batch2.len(), "{}", cp.daemon.all_logs());
     assert_eq!(as_pairs(&replayed), original_tail);
+
+    // the checkpoints behind it, listed and verified
+    let config = cp.daemon.config.display().to_string();
+    let list = flumen(&[
+        "checkpoint",
+        "list",
+        "--config",
+        &config,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(!v.as_array().unwrap().is_empty(), "{v}");
+    let inspect = flumen(&[
+        "checkpoint",
+        "inspect",
+        "--config",
+        &config,
+        "--pipeline",
+        &cp.name,
+    ]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success() && text.contains("checksums   ok"),
+        "{text}"
+    );
 }
 
 /// A savepoint of a 4-partition source restored after the topic grew to 8: the repartition

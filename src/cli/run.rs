@@ -141,6 +141,14 @@ fn run_config(
                     finished += 1;
                     if let Err(e) = result {
                         eprintln!("error: pipeline {name}: {}", chain(&e));
+                        if let pipeline::Error::Record { topic, partition, offset, .. } = &e {
+                            eprintln!(
+                                "hint: set on_error = \"skip\" or \"dead_letter\" for pipeline {name}, or move past the record \
+                                 once the daemon is stopped: flumen offsets reset --config FILE --pipeline {name} \
+                                 --topic {topic}:{partition} --to-offset {} --execute (with --drop-state for keyed state)",
+                                offset + 1
+                            );
+                        }
                         code = code.max(match e.kind() {
                             ErrorKind::BadRecord => exit::BAD_RECORD,
                             ErrorKind::State => exit::STATE,

@@ -124,6 +124,20 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub plan: Plan,
+    pub on_error: OnError,
+}
+
+/// The error policy: what a record that cannot be processed (bad input, a failing operator,
+/// an oversized output) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop the daemon (exit 4), naming the record.
+    Fail,
+    /// Count it and go on.
+    Skip,
+    /// Write it, untouched, with headers that say what failed, to this topic in the same
+    /// transaction as the outputs.
+    DeadLetter { topic: String },
 }
 
 #[derive(Debug, Clone)]

@@ -64,6 +64,10 @@ pub struct Pipeline {
     pub sink: Spanned<Sink>,
     #[serde(default)]
     pub operators: Vec<Spanned<Operator>>,
+    /// What a record that cannot be processed does: "fail" (default), "skip", "dead_letter".
+    pub on_error: Option<Spanned<String>>,
+    /// The dead-letter topic (required by `on_error = "dead_letter"`).
+    pub dead_letter_topic: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::raw;
 use super::{
-    Backend, CheckpointConfig, Config, Format, KafkaConfig, PipelineConfig, Problem, RestartConfig,
-    SinkConfig, SourceConfig, StateConfig,
+    Backend, CheckpointConfig, Config, Format, KafkaConfig, OnError, PipelineConfig, Problem,
+    RestartConfig, SinkConfig, SourceConfig, StateConfig,
 };
 
 /// librdkafka settings the engine owns: exactly-once depends on their values.
@@ -413,6 +413,7 @@ impl Cx<'_> {
             );
         }
         let plan = self.plan(path, raw, &source);
+        let on_error = self.on_error(path, raw, &source, &sink);
         PipelineConfig {
             name,
             group_id,
@@ -420,6 +421,65 @@ impl Cx<'_> {
             source,
             sink,
             plan,
+            on_error,
+        }
+    }
+
+    fn on_error(
+        &mut self,
+        path: &str,
+        raw: &raw::Pipeline,
+        source: &SourceConfig,
+        sink: &SinkConfig,
+    ) -> OnError {
+        let topic = raw
+            .dead_letter_topic
+            .as_ref()
+            .map(|t| (self.name(&format!("{path}.dead_letter_topic"), t), t.span()));
+        let policy = match &raw.on_error {
+            None => "fail",
+            Some(p) => match p.get_ref().as_str() {
+                known @ ("fail" | "skip" | "dead_letter") => known,
+                other => {
+                    self.problem(
+                        format!("{path}.on_error"),
+                        p.span(),
+                        format!("unknown error policy {other:?}: expected \"fail\", \"skip\" or \"dead_letter\""),
+                    );
+                    "fail"
+                }
+            },
+        };
+        match (policy, topic) {
+            ("dead_letter", Some((t, span))) => {
+                if t == source.topic || t == sink.topic {
+                    self.problem(
+                        format!("{path}.dead_letter_topic"),
+                        span,
+                        "the dead-letter topic must differ from the source and the sink",
+                    );
+                }
+                OnError::DeadLetter { topic: t }
+            }
+            ("dead_letter", None) => {
+                let span = raw.on_error.as_ref().map_or(0..0, Spanned::span);
+                self.problem(
+                    format!("{path}.on_error"),
+                    span,
+                    "\"dead_letter\" needs dead_letter_topic",
+                );
+                OnError::Fail
+            }
+            (_, Some((_, span))) => {
+                self.problem(
+                    format!("{path}.dead_letter_topic"),
+                    span,
+                    "only used with on_error = \"dead_letter\"",
+                );
+                OnError::Fail
+            }
+            ("skip", None) => OnError::Skip,
+            _ => OnError::Fail,
         }
     }
 }

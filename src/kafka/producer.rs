@@ -95,6 +95,60 @@ impl Producer {
         self.send_to(topic, None, key, value)
     }
 
+    /// Refuses a record over `message.max.bytes` before it is produced. Key + value is a lower
+    /// bound of the record's size; the check keeps an oversized record from failing inside the
+    /// transaction (which would make it abortable, again and again).
+    pub fn check_size(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        let size = value.len() + key.map_or(0, <[u8]>::len);
+        if size > self.max_bytes {
+            return Err(Error::TooLarge {
+                size,
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Produces a record with headers (dead letters), checked like [`Producer::send`].
+    pub fn send_with_headers(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<()> {
+        self.check_size(key, value.unwrap_or_default())?;
+        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+        for (k, v) in headers {
+            owned = owned.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(owned);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    return Err(Error::Client {
+                        op: "produce",
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
     /// [`Producer::send`] to an explicit partition (`None`: by the key's murmur2 hash).
     pub fn send_to(
         &self,
@@ -103,15 +157,7 @@ impl Producer {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<()> {
-        // key + value is a lower bound of the record's size; the check keeps an oversized
-        // record from failing inside the transaction (which would make it abortable)
-        let size = value.len() + key.map_or(0, <[u8]>::len);
-        if size > self.max_bytes {
-            return Err(Error::TooLarge {
-                size,
-                max: self.max_bytes,
-            });
-        }
+        self.check_size(key, value)?;
         let mut record = BaseRecord::to(topic).payload(value);
         if let Some(k) = key {
             record = record.key(k);

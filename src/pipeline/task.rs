@@ -4,6 +4,7 @@
 //! Stateful tasks own the keyed state of the keys arriving on their partition.
 //! Savepoints are written by [`savepoint`] and restored by [`restore`].
 
+mod record;
 mod restore;
 mod savepoint;
 
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::operator::{self, Record};
 use super::{Error, Inputs, Options, Result, chain};
 use crate::checkpoint::protocol::{self, CommitAction, Restore, TxnFailure};
 use crate::checkpoint::savepoint::Savepoint;
@@ -22,13 +22,12 @@ use crate::checkpoint::{
     CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
     TaskSnapshot,
 };
-use crate::codec;
-use crate::config::{Config, Format, PipelineConfig};
+use crate::config::{Config, PipelineConfig};
 use crate::control::Command;
 use crate::kafka::admin::Admin;
-use crate::kafka::consumer::{self, Consumer, Event};
+use crate::kafka::consumer::{Consumer, Event};
 use crate::kafka::producer::Producer;
-use crate::state::{StateEnv, TaskState, namespaced};
+use crate::state::{StateEnv, TaskState};
 
 /// Records taken per poll: enough to amortise the poll, few enough to check the clock often.
 const BATCH: usize = 2_000;
@@ -58,6 +57,9 @@ pub struct Runner<'a> {
     stateful_topic: Option<String>,
     repartition_topic: Option<String>,
     progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+    /// Records skipped and dead-lettered by the error policy in this incarnation.
+    skipped: u64,
+    dead_lettered: u64,
     /// `--from-savepoint`: checkpoint written, transaction due on the first assignment.
     restore_txn: Option<restore::RestoreTxn>,
     in_txn: bool,
@@ -132,6 +134,9 @@ impl<'a> Runner<'a> {
         let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = admin.partition_count(&pipeline.source.topic)?;
         admin.partition_count(&pipeline.sink.topic)?;
+        if let crate::config::OnError::DeadLetter { topic } = &pipeline.on_error {
+            admin.partition_count(topic)?;
+        }
         if let Some(sp) = restore {
             // before any topic is created or changed
             Self::check_fit(pipeline, inputs.options, partitions, sp)?;
@@ -182,6 +187,8 @@ impl<'a> Runner<'a> {
             stateful_topic,
             repartition_topic,
             progress: inputs.progress,
+            skipped: 0,
+            dead_lettered: 0,
             restore_txn: None,
             in_txn: false,
             dirty: false,
@@ -225,19 +232,10 @@ impl<'a> Runner<'a> {
             let until_checkpoint = interval.saturating_sub(self.last_checkpoint.elapsed());
             let wait = until_checkpoint.clamp(Duration::from_millis(1), Duration::from_millis(100));
             for event in self.consumer.poll_batch(BATCH, wait)? {
-                let result = match event {
-                    Event::Record(r) => self.process(r),
-                    Event::Assigned(ps) => self.assign(&ps),
-                    Event::Revoked(ps) => self.revoke(&ps),
-                };
-                if let Err(e) = result {
-                    if matches!(e, Error::Record { .. }) && self.in_txn {
-                        // a bad record: the open transaction holds nothing that must survive
-                        if let Err(abort) = self.producer.abort() {
-                            tracing::warn!(error = %chain(&abort), "abort after a bad record failed");
-                        }
-                    }
-                    return Err(e);
+                match event {
+                    Event::Record(r) => self.handle_record(&r)?,
+                    Event::Assigned(ps) => self.assign(&ps)?,
+                    Event::Revoked(ps) => self.revoke(&ps)?,
                 }
             }
         }
@@ -249,96 +247,8 @@ impl<'a> Runner<'a> {
             tracing::info!(pipeline = %self.pipeline.name, "final checkpoint before stopping");
             self.checkpoint()?;
         }
-        tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, "pipeline stopped");
-        Ok(())
-    }
-
-    fn record_error(r: &consumer::Record, stage: &'static str, message: impl ToString) -> Error {
-        Error::Record {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-            stage,
-            message: message.to_string(),
-        }
-    }
-
-    fn process(&mut self, r: consumer::Record) -> Result<()> {
-        let p = Partition {
-            topic: r.topic.clone(),
-            partition: r.partition,
-        };
-        let Some(task) = self.tasks.get_mut(&p) else {
-            tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
-            return Ok(());
-        };
-        if task.next_offset.is_some_and(|n| r.offset < n.0) {
-            return Ok(()); // already reflected in state (a fetch raced a seek)
-        }
-        let plan = &self.pipeline.plan;
-        let from_source = r.topic == self.pipeline.source.topic;
-        let format = if from_source {
-            self.pipeline.source.format
-        } else {
-            Format::Json
-        };
-        let value = codec::decode(format, r.value.as_deref())
-            .map_err(|e| Self::record_error(&r, "decode", e))?;
-        let record = Record {
-            key: r.key.clone(),
-            value,
-        };
-        let record = if from_source {
-            operator::apply_steps(&plan.before, record)
-                .map_err(|e| Self::record_error(&r, e.step, e.message))?
-        } else {
-            Some(record)
-        };
-        let output = match (record, &plan.aggregate) {
-            (None, _) => None,
-            (Some(rec), Some(_)) if from_source && plan.repartition => {
-                let bytes = codec::encode(Format::Json, &rec.value)
-                    .map_err(|e| Self::record_error(&r, "repartition", e))?;
-                let topic = self.repartition_topic.as_deref().unwrap_or_default();
-                send(
-                    &self.producer,
-                    &mut self.in_txn,
-                    topic,
-                    rec.key.as_deref(),
-                    &bytes,
-                )
-                .map_err(|e| too_large_or(e, &r))?;
-                None
-            }
-            (Some(rec), Some(agg)) => {
-                let state = task
-                    .state
-                    .as_mut()
-                    .ok_or_else(|| Self::record_error(&r, "aggregate", "task has no state"))?;
-                let key = namespaced(&agg.id, rec.key.as_deref().unwrap_or_default());
-                let previous = state.get(&key)?;
-                let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
-                    .map_err(|e| Self::record_error(&r, e.step, e.message))?;
-                state.put(&key, &next)?;
-                operator::apply_steps(&plan.after, out)
-                    .map_err(|e| Self::record_error(&r, e.step, e.message))?
-            }
-            (Some(rec), None) => Some(rec),
-        };
-        if let Some(out) = output {
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value)
-                .map_err(|e| Self::record_error(&r, "encode", e))?;
-            send(
-                &self.producer,
-                &mut self.in_txn,
-                &self.pipeline.sink.topic,
-                out.key.as_deref(),
-                &bytes,
-            )
-            .map_err(|e| too_large_or(e, &r))?;
-        }
-        task.next_offset = Some(NextOffset(r.offset + 1));
-        self.dirty = true;
+        tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, skipped = self.skipped,
+            dead_lettered = self.dead_lettered, "pipeline stopped");
         Ok(())
     }
 
@@ -586,27 +496,6 @@ impl<'a> Runner<'a> {
                 CommitAction::Exit => return Err(Error::Fatal(e)),
             }
         }
-    }
-}
-
-fn send(
-    producer: &Producer,
-    in_txn: &mut bool,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: &[u8],
-) -> crate::kafka::Result<()> {
-    if !*in_txn {
-        producer.begin()?;
-        *in_txn = true;
-    }
-    producer.send(topic, key, value)
-}
-
-fn too_large_or(e: crate::kafka::Error, r: &consumer::Record) -> Error {
-    match e {
-        crate::kafka::Error::TooLarge { .. } => Runner::record_error(r, "produce", e),
-        other => Error::Kafka(other),
     }
 }
 

@@ -196,3 +196,48 @@ fn line_col_counts_characters() {
     assert_eq!(line_col("ab\ncdé f", 8), (2, 5));
     assert_eq!(line_col("", 0), (1, 1));
 }
+
+#[test]
+fn the_error_policy_is_checked_with_its_topic() {
+    let with = |extra: &str| EXAMPLE.replace("sink = {", &format!("{extra}\nsink = {{"));
+    assert_eq!(
+        from_str(EXAMPLE).unwrap().pipelines[0].on_error,
+        OnError::Fail
+    );
+    let c = from_str(&with("on_error = \"skip\"")).unwrap();
+    assert_eq!(c.pipelines[0].on_error, OnError::Skip);
+    let c = from_str(&with(
+        "on_error = \"dead_letter\"\ndead_letter_topic = \"bad\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.pipelines[0].on_error,
+        OnError::DeadLetter {
+            topic: "bad".into()
+        }
+    );
+    let errs = |text: String| {
+        from_str(&text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let e = errs(with("on_error = \"ignore\""));
+    assert!(
+        e.contains("pipelines[0].on_error (16:12): unknown error policy \"ignore\""),
+        "{e}"
+    );
+    let e = errs(with("on_error = \"dead_letter\""));
+    assert!(e.contains("needs dead_letter_topic"), "{e}");
+    let e = errs(with("dead_letter_topic = \"bad\""));
+    assert!(
+        e.contains("pipelines[0].dead_letter_topic") && e.contains("only used with"),
+        "{e}"
+    );
+    let e = errs(with(
+        "on_error = \"dead_letter\"\ndead_letter_topic = \"events\"",
+    ));
+    assert!(e.contains("must differ from the source"), "{e}");
+}

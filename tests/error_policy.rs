@@ -1,0 +1,349 @@
+//! The error policy against the real broker: with `on_error = "dead_letter"`, a stream with
+//! bad records (invalid JSON, a value a `sum` cannot add) through SIGKILLs: the dead-letter
+//! topic holds exactly the bad records once each, with their headers, and the good records are
+//! summed exactly once. Oversized outputs are caught before producing and follow the policy.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use common::Daemon;
+
+/// Dead letters read back read_committed: (value, headers).
+fn dead_letters(
+    bootstrap: &str,
+    topic: &str,
+    want: usize,
+) -> Vec<(String, HashMap<String, String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", common::rand_name("dlq-reader"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = HashMap::new();
+                if let Some(h) = m.headers() {
+                    for i in 0..h.count() {
+                        let hdr = h.get(i);
+                        headers.insert(
+                            hdr.key.to_string(),
+                            String::from_utf8_lossy(hdr.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push((
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    headers,
+                ));
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None if out.len() >= want => {
+                // a moment more, to see a duplicate if there is one
+                std::thread::sleep(Duration::from_secs(2));
+                while let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                    out.push((
+                        String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                        HashMap::new(),
+                    ));
+                }
+                return out;
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn bad_records_go_to_the_dead_letter_topic_exactly_once_through_kills() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("dlq");
+    let (source, sink, dlq) = (
+        format!("{name}-in"),
+        format!("{name}-sums"),
+        format!("{name}-dlq"),
+    );
+    common::create_topic(&bootstrap, &source, 3);
+    common::create_topic(&bootstrap, &sink, 3);
+    common::create_topic(&bootstrap, &dlq, 1);
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "rocksdb"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+on_error = "dead_letter"
+dead_letter_topic = "{dlq}"
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "sum", field = "amount" }},
+]
+"#
+    );
+    // 3,000 records, 2% bad: invalid JSON, a non-number amount
+    let mut rng = rand::rng();
+    let mut input = Vec::new();
+    let mut bad = Vec::new();
+    let mut sums: HashMap<String, Vec<i64>> = HashMap::new();
+    for i in 0..3_000 {
+        let user = format!("u{}", rng.random_range(0..40));
+        let value = match i % 100 {
+            17 => format!("{{\"user\":\"{user}\",\"amount\":"), // truncated JSON
+            53 => format!("{{\"user\":\"{user}\",\"amount\":\"lots\",\"id\":{i}}}"),
+            _ => {
+                let amount = rng.random_range(1..100);
+                let running = sums.entry(user.clone()).or_default();
+                let next = running.last().copied().unwrap_or(0) + amount;
+                running.push(next);
+                format!("{{\"user\":\"{user}\",\"amount\":{amount},\"id\":{i}}}")
+            }
+        };
+        if [17, 53].contains(&(i % 100)) {
+            bad.push(value.clone());
+        }
+        input.push((None, format!("k{i}"), value));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::new(dir.path(), &config);
+    daemon.start();
+    for chunk in input.chunks(1_000) {
+        common::produce_all(&bootstrap, &source, chunk);
+        std::thread::sleep(Duration::from_millis(700));
+        daemon.kill9();
+        daemon.start();
+    }
+    let good: usize = sums.values().map(Vec::len).sum();
+    let output = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        good,
+        Duration::from_secs(90),
+    );
+    let letters = dead_letters(&bootstrap, &dlq, bad.len());
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+
+    // the good records, each once: per user as many outputs as good records, rising (amounts
+    // are positive; the order across source partitions is not the input's) to the total
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in &output {
+        let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+        seen.entry(v["user"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v["sum"].as_i64().unwrap());
+    }
+    assert_eq!(seen.len(), sums.len());
+    for (user, want) in &sums {
+        let got = &seen[user];
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "user {user}: {got:?}\n{}",
+            daemon.all_logs()
+        );
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "user {user}: {got:?}");
+        assert_eq!(got.last(), want.last(), "user {user}");
+    }
+
+    // the bad ones: each exactly once, with what failed where
+    assert_eq!(letters.len(), bad.len(), "{}", daemon.all_logs());
+    let mut classes: HashMap<String, usize> = HashMap::new();
+    for (value, headers) in &letters {
+        *classes
+            .entry(headers["flumen.error.class"].clone())
+            .or_default() += 1;
+        assert!(
+            headers.contains_key("flumen.source.offset")
+                && headers.contains_key("flumen.error.message")
+        );
+        match headers["flumen.error.class"].as_str() {
+            // the record as it came in, untouched
+            "decode" => assert!(bad.contains(value), "{value:.80}"),
+            // failed after the repartition hop: the re-keyed record, same id
+            "operator" => {
+                assert!(headers["flumen.source.topic"].ends_with("-repartition"));
+                let v: serde_json::Value = serde_json::from_str(value).unwrap();
+                assert_eq!(v["amount"], "lots");
+            }
+            other => panic!("unexpected class {other}"),
+        }
+    }
+    assert_eq!(classes.len(), 2, "{classes:?}");
+    assert!(classes.values().all(|n| *n == 30), "{classes:?}");
+}
+
+/// A string source to a JSON sink: escaping makes a value of quotes twice as long, over
+/// `message.max.bytes`; those records are dead-lettered untouched, the rest copied, and
+/// nothing makes the transaction abort in a loop.
+#[test]
+fn oversized_outputs_are_dead_lettered_before_producing() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("big");
+    let (source, sink, dlq) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    for t in [&source, &sink, &dlq] {
+        common::create_topic(&bootstrap, t, 1);
+    }
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[kafka.properties]
+"message.max.bytes" = "3000"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "string" }}
+sink = {{ topic = "{sink}", format = "json" }}
+on_error = "dead_letter"
+dead_letter_topic = "{dlq}"
+"#
+    );
+    let big = "\"".repeat(2_000);
+    let input: Vec<(Option<i32>, String, String)> = (0..60)
+        .map(|i| {
+            let v = if i % 10 == 3 {
+                big.clone()
+            } else {
+                format!("line {i}")
+            };
+            (Some(0), format!("k{i}"), v)
+        })
+        .collect();
+    common::produce_all(&bootstrap, &source, &input);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::new(dir.path(), &config);
+    daemon.start();
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        54,
+        Duration::from_secs(60),
+    );
+    let letters = dead_letters(&bootstrap, &dlq, 6);
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+    assert_eq!(out.len(), 54, "{}", daemon.all_logs());
+    assert_eq!(letters.len(), 6);
+    for (value, headers) in &letters {
+        assert_eq!(value, &big);
+        assert_eq!(headers["flumen.error.class"], "too_large");
+    }
+    assert!(
+        !daemon.all_logs().contains("checkpoint aborted"),
+        "{}",
+        daemon.all_logs()
+    );
+}
+
+/// `on_error = "skip"`: bad records are counted and passed over, the rest processed.
+#[test]
+fn skipped_records_are_counted_and_passed_over() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("skip");
+    let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
+    for t in [&source, &sink] {
+        common::create_topic(&bootstrap, t, 2);
+    }
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+on_error = "skip"
+operators = [{{ type = "filter", field = "keep", equals = true }}]
+"#
+    );
+    let input: Vec<(Option<i32>, String, String)> = (0..100)
+        .map(|i| {
+            let v = if i % 10 == 0 {
+                "{not json".to_string()
+            } else {
+                format!("{{\"keep\":true,\"i\":{i}}}")
+            };
+            (None, format!("k{i}"), v)
+        })
+        .collect();
+    common::produce_all(&bootstrap, &source, &input);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::new(dir.path(), &config);
+    daemon.start();
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        90,
+        Duration::from_secs(60),
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+    assert_eq!(out.len(), 90, "{}", daemon.all_logs());
+    let log = daemon.all_logs();
+    assert_eq!(log.matches("record skipped").count(), 10, "{log}");
+    assert!(log.contains("skipped=10"), "{log}");
+}
