@@ -132,21 +132,7 @@ impl Producer {
         if let Some(k) = key {
             record = record.key(k);
         }
-        loop {
-            match self.inner.send(record) {
-                Ok(()) => return Ok(()),
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    return Err(Error::Client {
-                        op: "produce",
-                        source: e,
-                    });
-                }
-            }
-        }
+        self.enqueue(record)
     }
 
     /// [`Producer::send`] to an explicit partition (`None`: by the key's murmur2 hash).
@@ -158,13 +144,18 @@ impl Producer {
         value: &[u8],
     ) -> Result<()> {
         self.check_size(key, value)?;
-        let mut record = BaseRecord::to(topic).payload(value);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
         if let Some(k) = key {
             record = record.key(k);
         }
         if let Some(p) = partition {
             record = record.partition(p);
         }
+        self.enqueue(record)
+    }
+
+    /// Enqueues one record, waiting while librdkafka's queue is full.
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),
