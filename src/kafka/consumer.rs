@@ -76,8 +76,14 @@ impl ConsumerContext for Context {
                 }
             }
             other => {
-                tracing::warn!(error = ?other, "rebalance error");
-                Ok(())
+                // as librdkafka's documentation (and rdkafka's default handler) do: drop the
+                // assignment; the group assigns again
+                tracing::warn!(error = ?other, "rebalance error; unassigning");
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
             }
         };
         if let Err(e) = result {
