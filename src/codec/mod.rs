@@ -1,5 +1,7 @@
-//! Record formats: Kafka bytes ⇄ [`Payload`]. JSON, UTF-8 strings and raw bytes today; Avro
-//! (the `apache-avro` crate, schemas from `schemas/`) arrives with the operators issue.
+//! Record formats: Kafka bytes ⇄ [`Payload`]: JSON, UTF-8 strings, raw bytes, and Avro in the
+//! Confluent wire format ([`avro`], schemas from `schemas/`, decoded to and encoded from JSON).
+
+pub mod avro;
 
 use crate::config::Format;
 
@@ -19,6 +21,8 @@ pub enum Error {
     InvalidUtf8(usize),
     #[error("value is not valid JSON: {0}")]
     InvalidJson(String),
+    #[error("avro: {0}")]
+    Avro(String),
     #[error("cannot encode a {from} value as {to}")]
     Incompatible {
         from: &'static str,
@@ -28,10 +32,11 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Decodes a Kafka record value.
-pub fn decode(format: Format, value: Option<&[u8]>) -> Result<Payload> {
+/// Decodes a Kafka record value (`schemas`: the Avro schemas by id).
+pub fn decode(format: Format, value: Option<&[u8]>, schemas: &avro::Registry) -> Result<Payload> {
     let bytes = value.ok_or(Error::NullValue)?;
     match format {
+        Format::Avro { schema_id } => schemas.decode(schema_id, bytes).map(Payload::Json),
         Format::Bytes => Ok(Payload::Bytes(bytes.to_vec())),
         Format::String => std::str::from_utf8(bytes)
             .map(|s| Payload::Text(s.to_string()))
@@ -43,8 +48,17 @@ pub fn decode(format: Format, value: Option<&[u8]>) -> Result<Payload> {
 }
 
 /// Encodes a payload for a sink of `format`.
-pub fn encode(format: Format, payload: &Payload) -> Result<Vec<u8>> {
+pub fn encode(format: Format, payload: &Payload, schemas: &avro::Registry) -> Result<Vec<u8>> {
     match (format, payload) {
+        (Format::Avro { schema_id }, Payload::Json(v)) => schemas.encode(schema_id, v),
+        (Format::Avro { .. }, Payload::Text(s)) => Err(Error::Avro(format!(
+            "a text value ({} bytes) is not a record",
+            s.len()
+        ))),
+        (Format::Avro { .. }, Payload::Bytes(_)) => Err(Error::Incompatible {
+            from: "bytes",
+            to: "avro",
+        }),
         (Format::Json, Payload::Json(v)) => {
             serde_json::to_vec(v).map_err(|e| Error::InvalidJson(e.to_string()))
         }
@@ -74,14 +88,22 @@ mod tests {
 
     #[test]
     fn invalid_json_is_an_error_not_a_panic() {
-        let err = decode(Format::Json, Some(b"{not json")).unwrap_err();
+        let err = decode(Format::Json, Some(b"{not json"), &avro::Registry::default()).unwrap_err();
         assert!(matches!(err, Error::InvalidJson(_)), "{err}");
-        assert_eq!(decode(Format::Json, None).unwrap_err(), Error::NullValue);
+        assert_eq!(
+            decode(Format::Json, None, &avro::Registry::default()).unwrap_err(),
+            Error::NullValue
+        );
     }
 
     #[test]
     fn text_goes_to_json_as_a_string() {
-        let out = encode(Format::Json, &Payload::Text("a\"b".into())).unwrap();
+        let out = encode(
+            Format::Json,
+            &Payload::Text("a\"b".into()),
+            &avro::Registry::default(),
+        )
+        .unwrap();
         assert_eq!(out, br#""a\"b""#);
     }
 
@@ -89,14 +111,14 @@ mod tests {
         #[test]
         fn json_round_trips(n in any::<i64>(), s in ".*") {
             let v = serde_json::json!({"n": n, "s": s});
-            let bytes = encode(Format::Json, &Payload::Json(v.clone())).unwrap();
-            prop_assert_eq!(decode(Format::Json, Some(&bytes)).unwrap(), Payload::Json(v));
+            let bytes = encode(Format::Json, &Payload::Json(v.clone()), &avro::Registry::default()).unwrap();
+            prop_assert_eq!(decode(Format::Json, Some(&bytes), &avro::Registry::default()).unwrap(), Payload::Json(v));
         }
 
         #[test]
         fn bytes_round_trip(b in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let p = decode(Format::Bytes, Some(&b)).unwrap();
-            prop_assert_eq!(encode(Format::Bytes, &p).unwrap(), b);
+            let p = decode(Format::Bytes, Some(&b), &avro::Registry::default()).unwrap();
+            prop_assert_eq!(encode(Format::Bytes, &p, &avro::Registry::default()).unwrap(), b);
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Config {
     pub state: StateConfig,
     pub restart: RestartConfig,
     pub instance_id: String,
+    /// Avro schemas by Confluent schema id (`[schemas]`).
+    pub schemas: std::sync::Arc<crate::codec::avro::Registry>,
     pub pipelines: Vec<PipelineConfig>,
 }
 
@@ -114,6 +116,18 @@ pub enum Format {
     Json,
     String,
     Bytes,
+    /// Confluent wire format; the reader schema (source) or the writer schema (sink) is the
+    /// one with this id in `[schemas]`.
+    Avro {
+        schema_id: u32,
+    },
+}
+
+impl Format {
+    /// Records of this format have fields (JSON, Avro records).
+    pub fn is_structured(self) -> bool {
+        matches!(self, Self::Json | Self::Avro { .. })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,8 @@ pub struct Root {
     /// Names this daemon instance inside each pipeline's consumer group (static membership) and
     /// its transactional id; stable across restarts. Default "0".
     pub instance_id: Option<Spanned<String>>,
+    /// Avro schemas by Confluent schema id: `1 = "schemas/purchase-v1.avsc"`.
+    pub schemas: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub pipelines: Spanned<Vec<Spanned<Pipeline>>>,
 }
 
@@ -78,6 +80,8 @@ pub struct Source {
     /// Declares that the message key already equals this field, so `key_by` on it needs no
     /// repartition topic.
     pub key_field: Option<Spanned<String>>,
+    /// With `format = "avro"`: the reader schema's id in `[schemas]`.
+    pub schema_id: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +89,8 @@ pub struct Source {
 pub struct Sink {
     pub topic: Spanned<String>,
     pub format: Option<Spanned<String>>,
+    /// With `format = "avro"`: the writer schema's id in `[schemas]`.
+    pub schema_id: Option<Spanned<i64>>,
 }
 
 /// One step of `operators = [...]`. A flat struct rather than a tagged enum, so unknown keys

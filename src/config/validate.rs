@@ -86,6 +86,7 @@ pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
     let mut cx = Cx {
         text,
         problems: Vec::new(),
+        schemas: crate::codec::avro::Registry::default(),
     };
     let config = cx.root(raw);
     if cx.problems.is_empty() {
@@ -98,6 +99,8 @@ pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
 struct Cx<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    /// `[schemas]`, read before the pipelines that refer to them.
+    schemas: crate::codec::avro::Registry,
 }
 
 impl Cx<'_> {
@@ -128,21 +131,59 @@ impl Cx<'_> {
         }
     }
 
-    fn format(&mut self, path: &str, value: Option<&Spanned<String>>) -> Format {
-        let Some(v) = value else { return Format::Json };
-        match v.get_ref().as_str() {
-            "json" => Format::Json,
-            "string" => Format::String,
-            "bytes" => Format::Bytes,
-            other => {
+    /// `format` (and, for Avro, `schema_id`) of a source or sink at `path` (`….format`).
+    fn format(
+        &mut self,
+        path: &str,
+        value: Option<&Spanned<String>>,
+        schema_id: Option<&Spanned<i64>>,
+        whole: Range<usize>,
+    ) -> Format {
+        let id_path = path.replace(".format", ".schema_id");
+        let format = match value.map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("json", _)) => Format::Json,
+            Some(("string", _)) => Format::String,
+            Some(("bytes", _)) => Format::Bytes,
+            Some(("avro", span)) => match schema_id {
+                None => {
+                    self.problem(
+                        path,
+                        span,
+                        "\"avro\" needs schema_id (an id listed in [schemas])",
+                    );
+                    Format::Json
+                }
+                Some(id) => match u32::try_from(*id.get_ref()) {
+                    Ok(n) if self.schemas.contains(n) => Format::Avro { schema_id: n },
+                    _ => {
+                        self.problem(
+                            &id_path,
+                            id.span(),
+                            format!("schema id {} is not listed in [schemas]", id.get_ref()),
+                        );
+                        Format::Json
+                    }
+                },
+            },
+            Some((other, span)) => {
                 self.problem(
                     path,
-                    v.span(),
-                    format!("unknown format {other:?}; expected \"json\", \"string\" or \"bytes\""),
+                    span,
+                    format!("unknown format {other:?}; expected \"json\", \"string\", \"bytes\" or \"avro\""),
                 );
                 Format::Json
             }
+        };
+        if let Some(id) = schema_id
+            && !matches!(format, Format::Avro { .. })
+            && value.is_some_and(|v| v.get_ref() != "avro")
+        {
+            self.problem(&id_path, id.span(), "only used with format = \"avro\"");
         }
+        if value.is_none() && schema_id.is_some() {
+            self.problem(&id_path, whole, "only used with format = \"avro\"");
+        }
+        format
     }
 
     fn name(&mut self, path: &str, value: &Spanned<String>) -> String {
@@ -170,6 +211,21 @@ impl Cx<'_> {
             Some(id) => self.name("instance_id", id),
             None => "0".to_string(),
         };
+        for (id, file) in raw.schemas.iter().flatten() {
+            let path = format!("schemas.{}", id.get_ref());
+            match id.get_ref().parse::<u32>() {
+                Err(_) => self.problem(
+                    path,
+                    id.span(),
+                    "a schema id is a number (the Confluent schema id)",
+                ),
+                Ok(n) => {
+                    if let Err(e) = self.schemas.add(n, std::path::Path::new(file.get_ref())) {
+                        self.problem(path, file.span(), e);
+                    }
+                }
+            }
+        }
         let mut pipelines = Vec::new();
         if raw.pipelines.get_ref().is_empty() {
             self.problem(
@@ -208,6 +264,7 @@ impl Cx<'_> {
             state,
             restart,
             instance_id,
+            schemas: std::sync::Arc::new(std::mem::take(&mut self.schemas)),
             pipelines,
         }
     }
@@ -390,13 +447,23 @@ impl Cx<'_> {
         let src = raw.source.get_ref();
         let source = SourceConfig {
             topic: self.name(&format!("{path}.source.topic"), &src.topic),
-            format: self.format(&format!("{path}.source.format"), src.format.as_ref()),
+            format: self.format(
+                &format!("{path}.source.format"),
+                src.format.as_ref(),
+                src.schema_id.as_ref(),
+                raw.source.span(),
+            ),
             key_field: src.key_field.as_ref().map(|k| k.get_ref().clone()),
         };
         let snk = raw.sink.get_ref();
         let sink = SinkConfig {
             topic: self.name(&format!("{path}.sink.topic"), &snk.topic),
-            format: self.format(&format!("{path}.sink.format"), snk.format.as_ref()),
+            format: self.format(
+                &format!("{path}.sink.format"),
+                snk.format.as_ref(),
+                snk.schema_id.as_ref(),
+                raw.sink.span(),
+            ),
         };
         if source.topic == sink.topic {
             self.problem(

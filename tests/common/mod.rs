@@ -126,6 +126,8 @@ pub struct Read {
     pub offset: i64,
     pub key: Option<String>,
     pub value: Option<String>,
+    /// The value's bytes as read (binary formats).
+    pub raw: Option<Vec<u8>>,
 }
 
 /// Reads every record of `topic` from the beginning until its end offsets (the last stable
@@ -167,6 +169,7 @@ pub fn read_all(
                 offset: m.offset(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                raw: m.payload().map(<[u8]>::to_vec),
             });
         }
         if out.len() >= min_records && caught_up(&consumer, topic, &partitions, &positions) {

@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{Aggregate, AggregateKind, Format, Plan, Predicate, SourceConfig, Step};
+use super::super::{Aggregate, AggregateKind, Plan, Predicate, SourceConfig, Step};
 use super::Cx;
 
 impl Cx<'_> {
@@ -36,11 +36,13 @@ impl Cx<'_> {
             };
             self.check_fields(&path, kind, op_ref, allowed);
             let needs_json = matches!(kind, "key_by" | "sum" | "filter" | "map");
-            if needs_json && source.format != Format::Json {
+            if needs_json && !source.format.is_structured() {
                 self.problem(
                     format!("{path}.type"),
                     op_ref.kind.span(),
-                    format!("{kind} reads record fields and needs source.format = \"json\""),
+                    format!(
+                        "{kind} reads record fields and needs source.format = \"json\" or \"avro\""
+                    ),
                 );
             }
             let target_after = plan.aggregate.is_some();

@@ -241,3 +241,51 @@ fn the_error_policy_is_checked_with_its_topic() {
     ));
     assert!(e.contains("must differ from the source"), "{e}");
 }
+
+#[test]
+fn avro_needs_a_listed_schema_id_and_schema_files_are_checked() {
+    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
+    let text = |source: &str, table: &str| {
+        EXAMPLE
+            .replace(r#"source = { topic = "events", format = "json" }"#, source)
+            .replace("[[pipelines]]", &format!("{table}\n[[pipelines]]"))
+    };
+    let table = format!("[schemas]\n2 = \"{schemas}/purchase-v2.avsc\"\n");
+    let ok = from_str(&text(
+        r#"source = { topic = "events", format = "avro", schema_id = 2 }"#,
+        &table,
+    ))
+    .unwrap();
+    assert_eq!(ok.pipelines[0].source.format, Format::Avro { schema_id: 2 });
+    let errs = |t: String| {
+        from_str(&t)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let e = errs(text(
+        r#"source = { topic = "events", format = "avro" }"#,
+        &table,
+    ));
+    assert!(e.contains("needs schema_id"), "{e}");
+    let e = errs(text(
+        r#"source = { topic = "events", format = "avro", schema_id = 7 }"#,
+        &table,
+    ));
+    assert!(
+        e.contains("pipelines[0].source.schema_id") && e.contains("schema id 7 is not listed"),
+        "{e}"
+    );
+    let e = errs(text(
+        r#"source = { topic = "events", format = "json", schema_id = 2 }"#,
+        &table,
+    ));
+    assert!(e.contains("only used with format = \"avro\""), "{e}");
+    let e = errs(text(
+        r#"source = { topic = "events", format = "json" }"#,
+        "[schemas]\n5 = \"no/such.avsc\"\n",
+    ));
+    assert!(e.contains("schemas.5") && e.contains("no/such.avsc"), "{e}");
+}

@@ -148,8 +148,8 @@ impl Runner<'_> {
             Format::Json
         };
         let err = |stage, message: String| Self::record_error(r, stage, message);
-        let value =
-            codec::decode(format, r.value.as_deref()).map_err(|e| err("decode", e.to_string()))?;
+        let value = codec::decode(format, r.value.as_deref(), &self.config.schemas)
+            .map_err(|e| err("decode", e.to_string()))?;
         let record = Record {
             key: r.key.clone(),
             value,
@@ -166,7 +166,7 @@ impl Runner<'_> {
         let output = match (record, &plan.aggregate) {
             (None, _) => None,
             (Some(rec), Some(_)) if from_source && plan.repartition => {
-                let bytes = codec::encode(Format::Json, &rec.value)
+                let bytes = codec::encode(Format::Json, &rec.value, &self.config.schemas)
                     .map_err(|e| err("repartition", e.to_string()))?;
                 self.producer
                     .check_size(rec.key.as_deref(), &bytes)
@@ -186,7 +186,7 @@ impl Runner<'_> {
             (Some(rec), None) => Some(rec),
         };
         if let Some(out) = output {
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value)
+            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
                 .map_err(|e| err("encode", e.to_string()))?;
             self.producer
                 .check_size(out.key.as_deref(), &bytes)

@@ -1,0 +1,176 @@
+//! Avro in the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro binary),
+//! the only module that uses the `apache-avro` crate.
+//!
+//! Writer schemas are found by the id in each record's header in a [`Registry`] loaded from the
+//! config's `[schemas]` table (id → `.avsc` file, usually under `schemas/`); the source's reader
+//! schema is one of them, and Avro's resolution rules turn each writer's data into it (fields
+//! added with defaults, removed fields skipped, promotions). A schema registry URL is not read
+//! yet: the ids must be listed locally.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+
+use super::Error;
+
+const MAGIC: u8 = 0;
+
+/// Parsed schemas by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    schemas: BTreeMap<u32, (PathBuf, Schema)>,
+}
+
+impl Registry {
+    /// Reads and parses one schema file; the error names the file.
+    pub fn add(&mut self, id: u32, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let schema = Schema::parse_str(&text)
+            .map_err(|e| format!("{} is not a valid Avro schema: {e}", path.display()))?;
+        self.schemas.insert(id, (path.to_path_buf(), schema));
+        Ok(())
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.schemas.contains_key(&id)
+    }
+
+    fn schema(&self, id: u32) -> Result<&Schema, Error> {
+        self.schemas
+            .get(&id)
+            .map(|(_, s)| s)
+            .ok_or_else(|| Error::Avro(format!("unknown schema id {id} (not in [schemas])")))
+    }
+
+    /// Decodes one framed record into JSON, resolved to the reader schema `reader`.
+    pub fn decode(&self, reader: u32, bytes: &[u8]) -> Result<serde_json::Value, Error> {
+        let (&magic, rest) = bytes
+            .split_first()
+            .ok_or_else(|| Error::Avro("empty value".into()))?;
+        if magic != MAGIC {
+            return Err(Error::Avro(format!(
+                "wrong magic byte 0x{magic:02x}: not the Confluent wire format"
+            )));
+        }
+        let (id, mut datum) = rest
+            .split_at_checked(4)
+            .ok_or_else(|| Error::Avro("truncated header".into()))?;
+        let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let writer = self.schema(id)?;
+        let reader_schema = self.schema(reader)?;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+            .reader_schema(reader_schema)
+            .build()
+            .and_then(|r| r.read_value(&mut datum))
+            .map_err(|e| Error::Avro(format!("schema id {id}: {e}")))?;
+        if !datum.is_empty() {
+            return Err(Error::Avro(format!(
+                "schema id {id}: {} bytes after the record",
+                datum.len()
+            )));
+        }
+        serde_json::Value::try_from(value).map_err(|e| Error::Avro(e.to_string()))
+    }
+
+    /// Encodes JSON as a framed record of schema `id`.
+    pub fn encode(&self, id: u32, json: &serde_json::Value) -> Result<Vec<u8>, Error> {
+        let schema = self.schema(id)?;
+        let value = Value::try_from(json.clone())
+            .and_then(|v| v.resolve(schema))
+            .map_err(|e| Error::Avro(format!("does not fit schema id {id}: {e}")))?;
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .map_err(|e| Error::Avro(e.to_string()))?;
+        let mut out = Vec::with_capacity(5 + datum.len());
+        out.push(MAGIC);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const V1: &str = r#"{"type":"record","name":"Purchase","fields":[
+        {"name":"user","type":"string"},{"name":"amount","type":"long"}]}"#;
+    const V2: &str = r#"{"type":"record","name":"Purchase","fields":[
+        {"name":"user","type":"string"},{"name":"amount","type":"long"},
+        {"name":"country","type":"string","default":"NL"}]}"#;
+
+    fn registry() -> Registry {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = Registry::default();
+        for (id, text) in [(1, V1), (2, V2)] {
+            let p = tmp.path().join(format!("v{id}.avsc"));
+            std::fs::write(&p, text).unwrap();
+            r.add(id, &p).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn records_of_an_old_writer_schema_read_with_the_new_reader_schema() {
+        let r = registry();
+        let old = r.encode(1, &json!({"user": "ann", "amount": 5})).unwrap();
+        assert_eq!(&old[..5], &[0, 0, 0, 0, 1]);
+        assert_eq!(
+            r.decode(2, &old).unwrap(),
+            json!({"user": "ann", "amount": 5, "country": "NL"})
+        );
+        let new = r
+            .encode(2, &json!({"user": "bob", "amount": 7, "country": "BE"}))
+            .unwrap();
+        assert_eq!(r.decode(2, &new).unwrap()["country"], "BE");
+        // and the new writer read with the old reader: the added field is skipped
+        assert_eq!(
+            r.decode(1, &new).unwrap(),
+            json!({"user": "bob", "amount": 7})
+        );
+    }
+
+    #[test]
+    fn every_schema_in_the_schemas_directory_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let mut r = Registry::default();
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "avsc") {
+                r.add(n, &path).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "schemas/ holds {n} .avsc files");
+    }
+
+    #[test]
+    fn bad_frames_and_bad_values_are_errors_that_say_why() {
+        let r = registry();
+        let err = |b: &[u8]| r.decode(2, b).unwrap_err().to_string();
+        assert!(err(b"{\"json\":1}").contains("wrong magic byte 0x7b"));
+        assert!(err(&[0, 0, 0]).contains("truncated header"));
+        assert!(err(&[0, 0, 0, 0, 9, 2]).contains("unknown schema id 9"));
+        let good = r.encode(1, &json!({"user": "ann", "amount": 5})).unwrap();
+        assert!(err(&good[..good.len() - 1]).contains("schema id 1"));
+        let e = r
+            .encode(1, &json!({"user": "ann", "amount": "lots"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not fit schema id 1"), "{e}");
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("bad.avsc");
+        std::fs::write(&p, "{\"type\": \"nope\"}").unwrap();
+        let e = Registry::default().add(3, &p).unwrap_err();
+        assert!(
+            e.contains("bad.avsc") && e.contains("not a valid Avro schema"),
+            "{e}"
+        );
+    }
+}
