@@ -347,3 +347,77 @@ operators = [{{ type = "filter", field = "keep", equals = true }}]
     assert_eq!(log.matches("record skipped").count(), 10, "{log}");
     assert!(log.contains("skipped=10"), "{log}");
 }
+
+/// An operator's `on_error` overrides the pipeline's: the `sum` skips amounts it cannot add,
+/// while a record that is not JSON at all still stops the pipeline (its policy: fail, exit 4).
+#[test]
+fn an_operator_policy_overrides_the_pipeline_policy() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("step-policy");
+    let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
+    for t in [&source, &sink] {
+        common::create_topic(&bootstrap, t, 2);
+    }
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "sum", field = "amount", on_error = "skip" }},
+]
+"#
+    );
+    let input: Vec<(Option<i32>, String, String)> = (0..100)
+        .map(|i| {
+            let amount = if i % 20 == 0 {
+                "\"x\"".to_string()
+            } else {
+                i.to_string()
+            };
+            (
+                None,
+                format!("k{i}"),
+                format!("{{\"user\":\"u{}\",\"amount\":{amount}}}", i % 7),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &source, &input);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::new(dir.path(), &config);
+    daemon.start();
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        95,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.len(), 95, "{}", daemon.all_logs());
+    assert_eq!(daemon.all_logs().matches("record skipped").count(), 5);
+    common::produce_all(
+        &bootstrap,
+        &source,
+        &[(Some(0), "bad".into(), "{not json".into())],
+    );
+    let status = daemon
+        .wait(Duration::from_secs(60))
+        .expect("the daemon stops on the bad record");
+    assert_eq!(status.code(), Some(4), "{}", daemon.all_logs());
+    assert!(
+        daemon.last_log().contains("hint: set on_error"),
+        "{}",
+        daemon.last_log()
+    );
+}

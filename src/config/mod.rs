@@ -138,7 +138,10 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub plan: Plan,
+    /// The pipeline's error policy; operators may override it (`Plan`).
     pub on_error: OnError,
+    /// Where `dead_letter` records go (set whenever any policy of the pipeline is `dead_letter`).
+    pub dead_letter_topic: Option<String>,
 }
 
 /// The error policy: what a record that cannot be processed (bad input, a failing operator,
@@ -149,9 +152,9 @@ pub enum OnError {
     Fail,
     /// Count it and go on.
     Skip,
-    /// Write it, untouched, with headers that say what failed, to this topic in the same
-    /// transaction as the outputs.
-    DeadLetter { topic: String },
+    /// Write it, untouched, with headers that say what failed, to the pipeline's
+    /// `dead_letter_topic` in the same transaction as the outputs.
+    DeadLetter,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +182,9 @@ pub struct Plan {
     pub aggregate: Option<Aggregate>,
     pub repartition: bool,
     pub after: Vec<Step>,
+    /// Per-step `on_error` overrides, parallel to `before` and `after`.
+    pub before_on_error: Vec<Option<OnError>>,
+    pub after_on_error: Vec<Option<OnError>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +218,8 @@ pub struct Aggregate {
     pub key_field: String,
     /// The aggregate's field in the output record.
     pub output: String,
+    /// This operator's `on_error` override.
+    pub on_error: Option<OnError>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -110,4 +110,6 @@ pub struct Operator {
     pub rename: Option<Spanned<BTreeMap<String, String>>>,
     /// Output field name of an aggregate (default: the aggregate's type, `count` or `sum`).
     pub output: Option<Spanned<String>>,
+    /// This step's error policy, overriding the pipeline's.
+    pub on_error: Option<Spanned<String>>,
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw;
 use super::{
-    Backend, CheckpointConfig, Config, Format, KafkaConfig, OnError, PipelineConfig, Problem,
+    Backend, CheckpointConfig, Config, Format, KafkaConfig, OnError, PipelineConfig, Plan, Problem,
     RestartConfig, SinkConfig, SourceConfig, StateConfig,
 };
 
@@ -480,7 +480,7 @@ impl Cx<'_> {
             );
         }
         let plan = self.plan(path, raw, &source);
-        let on_error = self.on_error(path, raw, &source, &sink);
+        let (on_error, dead_letter_topic) = self.on_error(path, raw, &plan, &source, &sink);
         PipelineConfig {
             name,
             group_id,
@@ -489,65 +489,78 @@ impl Cx<'_> {
             sink,
             plan,
             on_error,
+            dead_letter_topic,
         }
     }
 
+    /// An `on_error` value.
+    fn policy(&mut self, path: &str, value: &Spanned<String>) -> OnError {
+        match value.get_ref().as_str() {
+            "fail" => OnError::Fail,
+            "skip" => OnError::Skip,
+            "dead_letter" => OnError::DeadLetter,
+            other => {
+                self.problem(
+                    path,
+                    value.span(),
+                    format!("unknown error policy {other:?}: expected \"fail\", \"skip\" or \"dead_letter\""),
+                );
+                OnError::Fail
+            }
+        }
+    }
+
+    /// The pipeline's policy and dead-letter topic, which must be set exactly when the
+    /// pipeline or one of its operators dead-letters.
     fn on_error(
         &mut self,
         path: &str,
         raw: &raw::Pipeline,
+        plan: &Plan,
         source: &SourceConfig,
         sink: &SinkConfig,
-    ) -> OnError {
-        let topic = raw
-            .dead_letter_topic
-            .as_ref()
-            .map(|t| (self.name(&format!("{path}.dead_letter_topic"), t), t.span()));
-        let policy = match &raw.on_error {
-            None => "fail",
-            Some(p) => match p.get_ref().as_str() {
-                known @ ("fail" | "skip" | "dead_letter") => known,
-                other => {
-                    self.problem(
-                        format!("{path}.on_error"),
-                        p.span(),
-                        format!("unknown error policy {other:?}: expected \"fail\", \"skip\" or \"dead_letter\""),
-                    );
-                    "fail"
-                }
-            },
-        };
-        match (policy, topic) {
-            ("dead_letter", Some((t, span))) => {
-                if t == source.topic || t == sink.topic {
+    ) -> (OnError, Option<String>) {
+        let policy = raw.on_error.as_ref().map_or(OnError::Fail, |p| {
+            self.policy(&format!("{path}.on_error"), p)
+        });
+        let steps = plan
+            .before_on_error
+            .iter()
+            .chain(&plan.after_on_error)
+            .chain(plan.aggregate.iter().map(|a| &a.on_error));
+        let steps_dead_letter = steps.flatten().any(|p| *p == OnError::DeadLetter);
+        let wanted = policy == OnError::DeadLetter || steps_dead_letter;
+        let topic = match &raw.dead_letter_topic {
+            Some(t) => {
+                let name = self.name(&format!("{path}.dead_letter_topic"), t);
+                if !wanted {
                     self.problem(
                         format!("{path}.dead_letter_topic"),
-                        span,
+                        t.span(),
+                        "only used with on_error = \"dead_letter\"",
+                    );
+                } else if name == source.topic || name == sink.topic {
+                    self.problem(
+                        format!("{path}.dead_letter_topic"),
+                        t.span(),
                         "the dead-letter topic must differ from the source and the sink",
                     );
                 }
-                OnError::DeadLetter { topic: t }
+                Some(name)
             }
-            ("dead_letter", None) => {
-                let span = raw.on_error.as_ref().map_or(0..0, Spanned::span);
-                self.problem(
-                    format!("{path}.on_error"),
-                    span,
-                    "\"dead_letter\" needs dead_letter_topic",
-                );
-                OnError::Fail
+            None => {
+                if wanted {
+                    let span = raw.on_error.as_ref().map_or(0..0, Spanned::span);
+                    self.problem(
+                        format!("{path}.on_error"),
+                        span,
+                        "\"dead_letter\" needs dead_letter_topic",
+                    );
+                }
+                None
             }
-            (_, Some((_, span))) => {
-                self.problem(
-                    format!("{path}.dead_letter_topic"),
-                    span,
-                    "only used with on_error = \"dead_letter\"",
-                );
-                OnError::Fail
-            }
-            ("skip", None) => OnError::Skip,
-            _ => OnError::Fail,
-        }
+        };
+        (policy, topic)
     }
 }
 

@@ -43,6 +43,8 @@ pub enum Error {
         offset: i64,
         stage: &'static str,
         message: String,
+        /// The failing operator's `on_error` override, if it has one.
+        policy: Option<crate::config::OnError>,
     },
     #[error(transparent)]
     Kafka(#[from] kafka::Error),

@@ -19,12 +19,15 @@ pub struct Record {
 pub struct RecordError {
     pub step: &'static str,
     pub message: String,
+    /// The failing step's position in the slice `apply_steps` ran (for its `on_error`).
+    pub index: Option<usize>,
 }
 
 fn err(step: &'static str, message: impl Into<String>) -> RecordError {
     RecordError {
         step,
         message: message.into(),
+        index: None,
     }
 }
 
@@ -55,40 +58,54 @@ fn kind(v: &Value) -> &'static str {
 
 /// Runs `steps` in order; `None` when a filter drops the record.
 pub fn apply_steps(steps: &[Step], mut record: Record) -> Result<Option<Record>, RecordError> {
-    for step in steps {
-        match step {
-            Step::Filter { field, predicate } => {
-                let actual = object("filter", &record.value)?.get(field);
-                let keep = match predicate {
-                    Predicate::Equals(v) => actual == Some(v),
-                    Predicate::NotEquals(v) => actual != Some(v),
-                };
-                if !keep {
-                    return Ok(None);
+    for (i, step) in steps.iter().enumerate() {
+        match apply_step(step, record) {
+            Ok(Some(r)) => record = r,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(RecordError {
+                    index: Some(i),
+                    ..e
+                });
+            }
+        }
+    }
+    Ok(Some(record))
+}
+
+fn apply_step(step: &Step, mut record: Record) -> Result<Option<Record>, RecordError> {
+    match step {
+        Step::Filter { field, predicate } => {
+            let actual = object("filter", &record.value)?.get(field);
+            let keep = match predicate {
+                Predicate::Equals(v) => actual == Some(v),
+                Predicate::NotEquals(v) => actual != Some(v),
+            };
+            if !keep {
+                return Ok(None);
+            }
+        }
+        Step::Map { keep, drop, rename } => {
+            let Payload::Json(Value::Object(map)) = &mut record.value else {
+                return Err(err("map", "expected a JSON object"));
+            };
+            if let Some(keep) = keep {
+                map.retain(|k, _| keep.contains(k));
+            }
+            for d in drop {
+                map.remove(d);
+            }
+            for (from, to) in rename {
+                if let Some(v) = map.remove(from) {
+                    map.insert(to.clone(), v);
                 }
             }
-            Step::Map { keep, drop, rename } => {
-                let Payload::Json(Value::Object(map)) = &mut record.value else {
-                    return Err(err("map", "expected a JSON object"));
-                };
-                if let Some(keep) = keep {
-                    map.retain(|k, _| keep.contains(k));
-                }
-                for d in drop {
-                    map.remove(d);
-                }
-                for (from, to) in rename {
-                    if let Some(v) = map.remove(from) {
-                        map.insert(to.clone(), v);
-                    }
-                }
-            }
-            Step::KeyBy { field } => {
-                let value = object("key_by", &record.value)?
-                    .get(field)
-                    .ok_or_else(|| err("key_by", format!("field {field:?} is missing")))?;
-                record.key = Some(key_bytes("key_by", field, value)?);
-            }
+        }
+        Step::KeyBy { field } => {
+            let value = object("key_by", &record.value)?
+                .get(field)
+                .ok_or_else(|| err("key_by", format!("field {field:?} is missing")))?;
+            record.key = Some(key_bytes("key_by", field, value)?);
         }
     }
     Ok(Some(record))
@@ -247,6 +264,7 @@ mod tests {
             kind: AggregateKind::Count,
             key_field: "user".into(),
             output: "count".into(),
+            on_error: None,
         }
     }
 
@@ -302,6 +320,7 @@ mod tests {
             kind: AggregateKind::Sum { field: "n".into() },
             key_field: "key".into(),
             output: "sum".into(),
+            on_error: None,
         };
         let mut r = rec(json!({"n": i64::MAX}));
         r.key = Some(b"k".to_vec());

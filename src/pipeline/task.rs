@@ -134,7 +134,7 @@ impl<'a> Runner<'a> {
         let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = admin.partition_count(&pipeline.source.topic)?;
         admin.partition_count(&pipeline.sink.topic)?;
-        if let crate::config::OnError::DeadLetter { topic } = &pipeline.on_error {
+        if let Some(topic) = &pipeline.dead_letter_topic {
             admin.partition_count(topic)?;
         }
         if let Some(sp) = restore {

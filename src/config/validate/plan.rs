@@ -16,6 +16,8 @@ impl Cx<'_> {
             aggregate: None,
             repartition: false,
             after: Vec::new(),
+            before_on_error: Vec::new(),
+            after_on_error: Vec::new(),
         };
         let mut key_by: Option<String> = None;
         for (i, op) in raw.operators.iter().enumerate() {
@@ -35,6 +37,10 @@ impl Cx<'_> {
                 }
             };
             self.check_fields(&path, kind, op_ref, allowed);
+            let on_error = op_ref
+                .on_error
+                .as_ref()
+                .map(|p| self.policy(&format!("{path}.on_error"), p));
             let needs_json = matches!(kind, "key_by" | "sum" | "filter" | "map");
             if needs_json && !source.format.is_structured() {
                 self.problem(
@@ -79,6 +85,9 @@ impl Cx<'_> {
                                 AggregateKind::Sum { field },
                                 "sum",
                             );
+                            if let Some(agg) = plan.aggregate.as_mut() {
+                                agg.on_error = on_error;
+                            }
                             continue;
                         }
                         _ => match self.predicate(&path, op) {
@@ -96,6 +105,9 @@ impl Cx<'_> {
                         AggregateKind::Count,
                         "count",
                     );
+                    if let Some(agg) = plan.aggregate.as_mut() {
+                        agg.on_error = on_error;
+                    }
                     continue;
                 }
                 _ => Step::Map {
@@ -113,9 +125,11 @@ impl Cx<'_> {
                 },
             };
             if target_after {
-                plan.after.push(step)
+                plan.after.push(step);
+                plan.after_on_error.push(on_error);
             } else {
-                plan.before.push(step)
+                plan.before.push(step);
+                plan.before_on_error.push(on_error);
             }
         }
         if plan.aggregate.is_some() {
@@ -225,6 +239,7 @@ impl Cx<'_> {
             kind,
             key_field,
             output,
+            on_error: None,
         });
     }
 }

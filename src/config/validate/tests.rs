@@ -210,12 +210,32 @@ fn the_error_policy_is_checked_with_its_topic() {
         "on_error = \"dead_letter\"\ndead_letter_topic = \"bad\"",
     ))
     .unwrap();
-    assert_eq!(
-        c.pipelines[0].on_error,
-        OnError::DeadLetter {
-            topic: "bad".into()
-        }
+    assert_eq!(c.pipelines[0].on_error, OnError::DeadLetter);
+    assert_eq!(c.pipelines[0].dead_letter_topic.as_deref(), Some("bad"));
+    // an operator may override the pipeline's policy; dead_letter there needs the topic too
+    let step = EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", on_error = "skip" }"#,
     );
+    let c = from_str(&step).unwrap();
+    let agg = c.pipelines[0].plan.aggregate.as_ref().unwrap();
+    assert_eq!(agg.on_error, Some(OnError::Skip));
+    let step = EXAMPLE.replace(
+        r#"{ type = "key_by", field = "user" }"#,
+        r#"{ type = "key_by", field = "user", on_error = "dead_letter" }"#,
+    );
+    let e = from_str(&step)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>();
+    assert!(e.join("\n").contains("needs dead_letter_topic"), "{e:?}");
+    let c = from_str(&step.replace("sink = {", "dead_letter_topic = \"bad\"\nsink = {")).unwrap();
+    assert_eq!(
+        c.pipelines[0].plan.before_on_error,
+        vec![Some(OnError::DeadLetter)]
+    );
+    assert_eq!(c.pipelines[0].on_error, OnError::Fail);
     let errs = |text: String| {
         from_str(&text)
             .unwrap_err()

@@ -8,7 +8,7 @@ use crate::codec;
 use crate::config::{Format, OnError};
 use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
-use crate::pipeline::operator::{self, Record};
+use crate::pipeline::operator::{self, Record, RecordError};
 use crate::pipeline::{Error, Result, chain};
 use crate::state::namespaced;
 
@@ -32,6 +32,20 @@ impl Runner<'_> {
             offset: r.offset,
             stage,
             message: message.to_string(),
+            policy: None,
+        }
+    }
+
+    /// An operator's error, with that operator's `on_error` override.
+    fn step_error(r: &consumer::Record, e: RecordError, overrides: &[Option<OnError>]) -> Error {
+        let policy = e.index.and_then(|i| overrides.get(i).cloned().flatten());
+        Error::Record {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            stage: e.step,
+            message: e.message,
+            policy,
         }
     }
 
@@ -42,12 +56,22 @@ impl Runner<'_> {
             Err(e @ Error::Record { .. }) => e,
             Err(other) => return Err(other),
         };
-        let Error::Record { stage, message, .. } = &e else {
+        let Error::Record {
+            stage,
+            message,
+            policy,
+            ..
+        } = &e
+        else {
             return Err(e);
         };
         let (stage, message) = (*stage, message.clone());
-        match &self.pipeline.on_error {
-            OnError::Fail => {
+        let policy = policy
+            .clone()
+            .unwrap_or_else(|| self.pipeline.on_error.clone());
+        let dead_letter_topic = self.pipeline.dead_letter_topic.as_deref();
+        match (policy, dead_letter_topic) {
+            (OnError::Fail, _) | (OnError::DeadLetter, None) => {
                 if self.in_txn {
                     // the open transaction holds nothing that must survive
                     if let Err(abort) = self.producer.abort() {
@@ -57,13 +81,13 @@ impl Runner<'_> {
                 }
                 Err(e)
             }
-            OnError::Skip => {
+            (OnError::Skip, _) => {
                 tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, stage, error = %message, "record skipped (on_error = \"skip\")");
                 self.skipped += 1;
                 self.mark_done(r);
                 Ok(())
             }
-            OnError::DeadLetter { topic } => {
+            (OnError::DeadLetter, Some(topic)) => {
                 let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
                 let headers: [(&str, &[u8]); 7] = [
                     ("flumen.pipeline", self.pipeline.name.as_bytes()),
@@ -155,7 +179,8 @@ impl Runner<'_> {
             value,
         };
         let record = if from_source {
-            operator::apply_steps(&plan.before, record).map_err(|e| err(e.step, e.message))?
+            operator::apply_steps(&plan.before, record)
+                .map_err(|e| Self::step_error(r, e, &plan.before_on_error))?
         } else {
             Some(record)
         };
@@ -178,10 +203,17 @@ impl Runner<'_> {
                 let state = state.ok_or_else(|| err("aggregate", "task has no state".into()))?;
                 let key = namespaced(&agg.id, rec.key.as_deref().unwrap_or_default());
                 let previous = state.get(&key)?;
-                let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
-                    .map_err(|e| err(e.step, e.message))?;
+                let (next, out) =
+                    operator::aggregate(agg, previous.as_deref(), &rec).map_err(|e| {
+                        let e = RecordError {
+                            index: Some(0),
+                            ..e
+                        };
+                        Self::step_error(r, e, std::slice::from_ref(&agg.on_error))
+                    })?;
                 effect.put = Some((key, next));
-                operator::apply_steps(&plan.after, out).map_err(|e| err(e.step, e.message))?
+                operator::apply_steps(&plan.after, out)
+                    .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
             }
             (Some(rec), None) => Some(rec),
         };
