@@ -225,7 +225,64 @@ pub struct Aggregate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AggregateKind {
     Count,
-    Sum { field: String },
+    Sum {
+        field: String,
+    },
+    Min {
+        field: String,
+    },
+    Max {
+        field: String,
+    },
+    Avg {
+        field: String,
+    },
+    First {
+        field: String,
+    },
+    Last {
+        field: String,
+    },
+    CountDistinct {
+        field: String,
+    },
+    /// The latest `max` values of the field.
+    Collect {
+        field: String,
+        max: usize,
+    },
+}
+
+impl AggregateKind {
+    /// The operator type's name (`type = "…"` in the config, `kind` in savepoints).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Sum { .. } => "sum",
+            Self::Min { .. } => "min",
+            Self::Max { .. } => "max",
+            Self::Avg { .. } => "avg",
+            Self::First { .. } => "first",
+            Self::Last { .. } => "last",
+            Self::CountDistinct { .. } => "count_distinct",
+            Self::Collect { .. } => "collect",
+        }
+    }
+
+    /// The record field it reads (none for count).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Count => None,
+            Self::Sum { field }
+            | Self::Min { field }
+            | Self::Max { field }
+            | Self::Avg { field }
+            | Self::First { field }
+            | Self::Last { field }
+            | Self::CountDistinct { field }
+            | Self::Collect { field, .. } => Some(field),
+        }
+    }
 }
 
 impl PipelineConfig {

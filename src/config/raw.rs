@@ -112,4 +112,6 @@ pub struct Operator {
     pub output: Option<Spanned<String>>,
     /// This step's error policy, overriding the pipeline's.
     pub on_error: Option<Spanned<String>>,
+    /// `collect`: how many of the latest values to keep (default 100).
+    pub max: Option<Spanned<i64>>,
 }

@@ -7,6 +7,7 @@
 //! - [`operator`]: what each built-in operator does to a record, free of I/O.
 //! - [`run`] (here): the restart strategy around incarnations.
 
+pub mod aggregates;
 pub mod doctor;
 pub mod operator;
 pub mod reset;

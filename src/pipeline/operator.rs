@@ -139,6 +139,21 @@ pub fn aggregate(
             let n = decode_count(previous)? + 1;
             (n.to_be_bytes().to_vec(), Value::from(n))
         }
+        other @ (AggregateKind::Min { .. }
+        | AggregateKind::Max { .. }
+        | AggregateKind::Avg { .. }
+        | AggregateKind::First { .. }
+        | AggregateKind::Last { .. }
+        | AggregateKind::CountDistinct { .. }
+        | AggregateKind::Collect { .. }) => {
+            let name = other.name();
+            let field = other.field().unwrap_or_default();
+            let v = object(name, &record.value)?
+                .get(field)
+                .ok_or_else(|| err(name, format!("field {field:?} is missing")))?;
+            super::aggregates::update(other, previous, v)
+                .map_err(|m| err(name, format!("field {field:?}: {m}")))?
+        }
         AggregateKind::Sum { field } => {
             let v = object("sum", &record.value)?
                 .get(field)
@@ -177,7 +192,7 @@ pub fn state_to_json(kind: &str, bytes: &[u8]) -> Option<Value> {
     match kind {
         "count" => decode_count(Some(bytes)).ok().map(Value::from),
         "sum" => decode_sum(Some(bytes)).ok().map(Sum::to_json),
-        _ => None,
+        _ => serde_json::from_slice(bytes).ok(),
     }
 }
 

@@ -27,12 +27,15 @@ impl Cx<'_> {
             let allowed: &[&str] = match kind {
                 "key_by" => &["field"],
                 "count" => &["id", "output"],
-                "sum" => &["id", "field", "output"],
+                "sum" | "min" | "max" | "avg" | "first" | "last" | "count_distinct" => {
+                    &["id", "field", "output"]
+                }
+                "collect" => &["id", "field", "output", "max"],
                 "filter" => &["field", "equals", "not_equals"],
                 "map" => &["keep", "drop", "rename"],
                 other => {
                     self.problem(format!("{path}.type"), op_ref.kind.span(), format!(
-                        "unknown operator type {other:?}; expected one of key_by, count, sum, filter, map"));
+                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect"));
                     continue;
                 }
             };
@@ -41,7 +44,7 @@ impl Cx<'_> {
                 .on_error
                 .as_ref()
                 .map(|p| self.policy(&format!("{path}.on_error"), p));
-            let needs_json = matches!(kind, "key_by" | "sum" | "filter" | "map");
+            let needs_json = kind != "count";
             if needs_json && !source.format.is_structured() {
                 self.problem(
                     format!("{path}.type"),
@@ -53,7 +56,8 @@ impl Cx<'_> {
             }
             let target_after = plan.aggregate.is_some();
             let step = match kind {
-                "key_by" | "sum" | "filter" => {
+                "key_by" | "filter" | "sum" | "min" | "max" | "avg" | "first" | "last"
+                | "count_distinct" | "collect" => {
                     let Some(field) = op_ref.field.as_ref() else {
                         self.problem(
                             format!("{path}.field"),
@@ -76,24 +80,31 @@ impl Cx<'_> {
                             key_by = Some(field.clone());
                             Step::KeyBy { field }
                         }
-                        "sum" => {
-                            self.aggregate(
-                                &path,
-                                op,
-                                &mut plan,
-                                key_by.as_deref(),
-                                AggregateKind::Sum { field },
-                                "sum",
-                            );
+                        "filter" => match self.predicate(&path, op) {
+                            Some(predicate) => Step::Filter { field, predicate },
+                            None => continue,
+                        },
+                        aggregate => {
+                            let kind = match aggregate {
+                                "sum" => AggregateKind::Sum { field },
+                                "min" => AggregateKind::Min { field },
+                                "max" => AggregateKind::Max { field },
+                                "avg" => AggregateKind::Avg { field },
+                                "first" => AggregateKind::First { field },
+                                "last" => AggregateKind::Last { field },
+                                "count_distinct" => AggregateKind::CountDistinct { field },
+                                _ => AggregateKind::Collect {
+                                    field,
+                                    max: self.collect_max(&path, op_ref),
+                                },
+                            };
+                            let name = kind.name();
+                            self.aggregate(&path, op, &mut plan, key_by.as_deref(), kind, name);
                             if let Some(agg) = plan.aggregate.as_mut() {
                                 agg.on_error = on_error;
                             }
                             continue;
                         }
-                        _ => match self.predicate(&path, op) {
-                            Some(predicate) => Step::Filter { field, predicate },
-                            None => continue,
-                        },
                     }
                 }
                 "count" => {
@@ -142,8 +153,26 @@ impl Cx<'_> {
         plan
     }
 
+    /// `collect`'s `max`: 1 to 100,000, default 100.
+    fn collect_max(&mut self, path: &str, op: &raw::Operator) -> usize {
+        match &op.max {
+            None => 100,
+            Some(m) => match usize::try_from(*m.get_ref()) {
+                Ok(n) if (1..=100_000).contains(&n) => n,
+                _ => {
+                    self.problem(
+                        format!("{path}.max"),
+                        m.span(),
+                        "must be between 1 and 100000",
+                    );
+                    100
+                }
+            },
+        }
+    }
+
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 8] = [
+        let present: [(&str, Option<Range<usize>>); 9] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -152,6 +181,7 @@ impl Cx<'_> {
             ("drop", op.drop.as_ref().map(Spanned::span)),
             ("rename", op.rename.as_ref().map(Spanned::span)),
             ("output", op.output.as_ref().map(Spanned::span)),
+            ("max", op.max.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span
@@ -214,7 +244,7 @@ impl Cx<'_> {
             self.problem(
                 format!("{path}.type"),
                 raw.kind.span(),
-                "only one aggregate (count or sum) per pipeline is supported",
+                "only one aggregate per pipeline is supported",
             );
             return;
         }

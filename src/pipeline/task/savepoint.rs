@@ -21,10 +21,7 @@ use crate::state::split_namespaced;
 const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn kind_name(kind: &AggregateKind) -> &'static str {
-    match kind {
-        AggregateKind::Count => "count",
-        AggregateKind::Sum { .. } => "sum",
-    }
+    kind.name()
 }
 
 impl Runner<'_> {

@@ -1,0 +1,110 @@
+//! Every field aggregate against a reference computed here from the same input: seven
+//! pipelines in one daemon read one topic (keyed by user, so each user's order is the input's)
+//! and each writes its own sink; the last output per user is the reference value, and each sink
+//! holds exactly one output per input.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+#[test]
+fn min_max_avg_first_last_count_distinct_and_collect_match_the_reference() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("aggs");
+    let source = format!("{name}-in");
+    common::create_topic(&bootstrap, &source, 3);
+    let kinds = [
+        ("min", r#"field = "amount""#),
+        ("max", r#"field = "amount""#),
+        ("avg", r#"field = "amount""#),
+        ("first", r#"field = "item""#),
+        ("last", r#"field = "item""#),
+        ("count_distinct", r#"field = "item""#),
+        ("collect", r#"field = "item", max = 3"#),
+    ];
+    let mut config = format!(
+        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\n[checkpoint]\ninterval = \"300ms\"\ndir = \"{{DIR}}/checkpoints\"\n\n[state]\nbackend = \"rocksdb\"\ndir = \"{{DIR}}/state\"\n"
+    );
+    for (kind, args) in kinds {
+        let sink = format!("{name}-{kind}");
+        common::create_topic(&bootstrap, &sink, 3);
+        config.push_str(&format!(
+            "\n[[pipelines]]\nname = \"{name}-{kind}\"\nsource = {{ topic = \"{source}\", format = \"json\" }}\nsink = {{ topic = \"{sink}\", format = \"json\" }}\noperators = [\n  {{ type = \"key_by\", field = \"user\" }},\n  {{ type = \"{kind}\", {args} }},\n]\n"
+        ));
+    }
+    let mut rng = rand::rng();
+    let mut per_user: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    let input: Vec<(Option<i32>, String, String)> = (0..300)
+        .map(|i| {
+            let user = format!("u{}", rng.random_range(0..10));
+            let amount = rng.random_range(-50..50);
+            let item = format!("item{}", rng.random_range(0..5));
+            per_user
+                .entry(user.clone())
+                .or_default()
+                .push((amount, item.clone()));
+            let value = json!({"user": user, "amount": amount, "item": item, "i": i}).to_string();
+            (None, user, value)
+        })
+        .collect();
+    common::produce_all(&bootstrap, &source, &input);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    for (kind, _) in kinds {
+        let out = common::read_all(
+            &bootstrap,
+            &format!("{name}-{kind}"),
+            "read_committed",
+            300,
+            Duration::from_secs(90),
+        );
+        assert_eq!(
+            out.len(),
+            300,
+            "{kind}: {} outputs\n{}",
+            out.len(),
+            daemon.all_logs()
+        );
+        let mut last: HashMap<String, Value> = HashMap::new();
+        for r in &out {
+            let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            last.insert(v["user"].as_str().unwrap().to_string(), v[kind].clone());
+        }
+        for (user, rows) in &per_user {
+            let amounts: Vec<i64> = rows.iter().map(|(a, _)| *a).collect();
+            let items: Vec<&String> = rows.iter().map(|(_, i)| i).collect();
+            let want = match kind {
+                "min" => json!(amounts.iter().min().unwrap()),
+                "max" => json!(amounts.iter().max().unwrap()),
+                "avg" => json!(amounts.iter().sum::<i64>() as f64 / amounts.len() as f64),
+                "first" => json!(items[0]),
+                "last" => json!(items[items.len() - 1]),
+                "count_distinct" => json!(items.iter().collect::<BTreeSet<_>>().len()),
+                _ => json!(items[items.len().saturating_sub(3)..]),
+            };
+            let got = &last[user];
+            if kind == "avg" {
+                assert!(
+                    (got.as_f64().unwrap() - want.as_f64().unwrap()).abs() < 1e-9,
+                    "{kind} {user}: {got} vs {want}"
+                );
+            } else {
+                assert_eq!(got, &want, "{kind} {user}");
+            }
+        }
+    }
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}
