@@ -112,13 +112,16 @@ impl Manifest {
 }
 
 /// The restore candidates of `partition`: (checkpoint, snapshot offset) of every checkpoint
-/// that has a snapshot of it.
+/// that has a snapshot of it and whose commit can be the current one (see
+/// [`protocol::consistent`]) given the group's `committed` offsets.
 pub fn candidates<'a>(
     manifests: impl IntoIterator<Item = (&'a CheckpointId, &'a Manifest)>,
     partition: &Partition,
+    committed: &std::collections::BTreeMap<Partition, Option<NextOffset>>,
 ) -> Vec<(CheckpointId, Option<NextOffset>)> {
     manifests
         .into_iter()
+        .filter(|(_, m)| protocol::consistent(&m.offsets, committed))
         .filter_map(|(id, m)| m.task_offset(partition).map(|o| (*id, o)))
         .collect()
 }

@@ -5,7 +5,9 @@
 //! `send_offsets_to_transaction` → `commit_transaction` → local `COMMITTED` mark → GC.
 //! The commit is the only atomic point; everything before it may be repeated or discarded.
 
-use super::{CheckpointId, NextOffset};
+use std::collections::BTreeMap;
+
+use super::{CheckpointId, NextOffset, Partition, PartitionOffset};
 
 /// What to restore for one stateful partition at start or on assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,23 @@ pub fn choose_restore(
             newest_available: candidates.iter().max_by_key(|(id, _)| *id).copied(),
         },
     }
+}
+
+/// Whether a checkpoint's commit can be the group's current one: every offset it committed
+/// equals the group's committed offset, for the partitions in `committed` (others are not
+/// known here). A checkpoint whose commit failed or never ran differs somewhere, unless it moved
+/// nothing, and then its state is its predecessor's.
+pub fn consistent(
+    checkpoint_offsets: &[PartitionOffset],
+    committed: &BTreeMap<Partition, Option<NextOffset>>,
+) -> bool {
+    checkpoint_offsets.iter().all(|o| {
+        let p = Partition {
+            topic: o.topic.clone(),
+            partition: o.partition,
+        };
+        committed.get(&p).is_none_or(|c| *c == Some(o.next_offset))
+    })
 }
 
 /// How a failed transactional call is classified (from librdkafka's error flags).
@@ -123,6 +142,33 @@ pub fn to_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_checkpoint_whose_every_offset_is_committed_is_consistent() {
+        let po = |t: &str, p: i32, o: i64| PartitionOffset {
+            topic: t.into(),
+            partition: p,
+            next_offset: NextOffset(o),
+        };
+        let part = |t: &str, p: i32| Partition {
+            topic: t.into(),
+            partition: p,
+        };
+        let committed = BTreeMap::from([
+            (part("in", 0), Some(NextOffset(10))),
+            (part("rep", 0), Some(NextOffset(7))),
+        ]);
+        assert!(consistent(&[po("in", 0, 10), po("rep", 0, 7)], &committed));
+        // a restore checkpoint whose commit failed: the repartition offset matches (lag 0),
+        // the source offset does not
+        assert!(!consistent(&[po("in", 0, 3), po("rep", 0, 7)], &committed));
+        // partitions not assigned here are not judged
+        assert!(consistent(&[po("in", 0, 10), po("in", 1, 99)], &committed));
+        assert!(!consistent(
+            &[po("in", 0, 10)],
+            &BTreeMap::from([(part("in", 0), None)])
+        ));
+    }
     use proptest::prelude::*;
 
     fn c(id: u64, off: Option<i64>) -> (CheckpointId, Option<NextOffset>) {

@@ -79,6 +79,10 @@ impl ConsumerContext for Context {
                 // as librdkafka's documentation (and rdkafka's default handler) do: drop the
                 // assignment; the group assigns again
                 tracing::warn!(error = ?other, "rebalance error; unassigning");
+                // the pipeline must drop (and abort the work of) what it held, as on a revocation
+                if let Ok(held) = consumer.assignment() {
+                    self.push(Event::Revoked(partitions(&held)));
+                }
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {

@@ -17,6 +17,10 @@ use super::{Error, Result, client};
 use crate::checkpoint::{NextOffset, Partition};
 use crate::config::KafkaConfig;
 
+/// What a record costs in a batch beyond its key and value (record and batch headers, as
+/// librdkafka counts them against `message.max.bytes`), rounded up.
+const RECORD_OVERHEAD: usize = 100;
+
 /// Remembers the first failed delivery: inside a transaction it makes the commit fail, and
 /// knowing it before the commit lets the pipeline abort at once. Also the highest offset
 /// delivered per partition in the open transaction, which becomes "committed" with it.
@@ -99,7 +103,11 @@ impl Producer {
     /// bound of the record's size; the check keeps an oversized record from failing inside the
     /// transaction (which would make it abortable, again and again).
     pub fn check_size(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
-        let size = value.len() + key.map_or(0, <[u8]>::len);
+        self.check_size_with(key, value, 0)
+    }
+
+    fn check_size_with(&self, key: Option<&[u8]>, value: &[u8], headers: usize) -> Result<()> {
+        let size = value.len() + key.map_or(0, <[u8]>::len) + headers + RECORD_OVERHEAD;
         if size > self.max_bytes {
             return Err(Error::TooLarge {
                 size,
@@ -117,7 +125,8 @@ impl Producer {
         value: Option<&[u8]>,
         headers: &[(&str, &[u8])],
     ) -> Result<()> {
-        self.check_size(key, value.unwrap_or_default())?;
+        let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+        self.check_size_with(key, value.unwrap_or_default(), header_bytes)?;
         let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
             owned = owned.insert(rdkafka::message::Header {
@@ -162,6 +171,16 @@ impl Producer {
                 Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
+                }
+                // librdkafka's own size check, which counts what ours estimates
+                Err((e, r))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                {
+                    let size = r.payload.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len);
+                    return Err(Error::TooLarge {
+                        size,
+                        max: self.max_bytes,
+                    });
                 }
                 Err((e, _)) => {
                     return Err(Error::Client {

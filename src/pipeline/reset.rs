@@ -291,6 +291,8 @@ fn drop_state(
         })
         .collect();
     let committed = consumer.committed(&parts)?;
+    let all: std::collections::BTreeMap<Partition, Option<NextOffset>> =
+        committed.iter().cloned().collect();
     let mut tasks = Vec::new();
     let mut files = Vec::new();
     for (p, current) in committed {
@@ -311,7 +313,7 @@ fn drop_state(
             files.push(state.snapshot(&staging.join(&dir))?);
             Some(new)
         } else {
-            let candidates = candidates(manifests.iter().map(|(id, m)| (id, m)), &p);
+            let candidates = candidates(manifests.iter().map(|(id, m)| (id, m)), &p, &all);
             match protocol::choose_restore(current, &candidates) {
                 Restore::Fresh => {
                     let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);

@@ -258,15 +258,23 @@ impl<'a> Runner<'a> {
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
         self.finish_restore()?;
         let committed = self.consumer.committed(partitions)?;
+        let all: BTreeMap<Partition, Option<NextOffset>> = committed.iter().cloned().collect();
         for (p, offset) in &committed {
-            let task = self.restore_task(p, *offset)?;
+            let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
         }
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(())
     }
 
-    fn restore_task(&self, p: &Partition, committed: Option<NextOffset>) -> Result<Task> {
+    /// The task of `p` at the group's `committed` offset; `all` holds the committed offsets of
+    /// every assigned partition, so that only checkpoints whose commit is current are candidates.
+    fn restore_task(
+        &self,
+        p: &Partition,
+        committed: Option<NextOffset>,
+        all: &BTreeMap<Partition, Option<NextOffset>>,
+    ) -> Result<Task> {
         if self.stateful_topic.as_deref() != Some(p.topic.as_str()) {
             return Ok(Task {
                 next_offset: committed,
@@ -274,7 +282,7 @@ impl<'a> Runner<'a> {
             });
         }
         let live = self.live_dir(p);
-        let candidates = crate::checkpoint::candidates(&self.manifests, p);
+        let candidates = crate::checkpoint::candidates(&self.manifests, p, all);
         let state = match protocol::choose_restore(committed, &candidates) {
             Restore::Fresh => self.env.open_empty(&live)?,
             Restore::From(id) => {
@@ -359,9 +367,10 @@ impl<'a> Runner<'a> {
     fn rewind(&mut self) -> Result<()> {
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
         let committed = self.consumer.committed(&partitions)?;
+        let all: BTreeMap<Partition, Option<NextOffset>> = committed.iter().cloned().collect();
         self.tasks.clear();
         for (p, offset) in &committed {
-            let task = self.restore_task(p, *offset)?;
+            let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
         }
         self.consumer.seek(&committed)?;
@@ -416,11 +425,15 @@ impl<'a> Runner<'a> {
                 )
             })
             .collect();
-        if !offsets.is_empty() {
-            self.producer.send_offsets(&offsets, &self.consumer)?;
+        if let Err(e) = self.publish(id, &offsets) {
+            if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) {
+                // aborted, so never committed: it must not stay where a restore could pick it
+                if let Err(d) = self.store.delete(&[id]) {
+                    tracing::warn!(checkpoint = %id, error = %chain(&d), "cannot delete an aborted checkpoint");
+                }
+            }
+            return Err(e);
         }
-        crash_point!("checkpoint::before_commit");
-        self.commit(id)?;
         crash_point!("checkpoint::after_commit");
         self.in_txn = false;
         self.dirty = false;
@@ -436,6 +449,15 @@ impl<'a> Runner<'a> {
             self.manifests.remove(&d);
         }
         Ok(id)
+    }
+
+    /// The offsets into the open transaction, then its commit.
+    fn publish(&mut self, id: CheckpointId, offsets: &[(Partition, NextOffset)]) -> Result<()> {
+        if !offsets.is_empty() {
+            self.producer.send_offsets(offsets, &self.consumer)?;
+        }
+        crash_point!("checkpoint::before_commit");
+        self.commit(id)
     }
 
     /// Snapshots every stateful task and makes checkpoint `id` durable on disk.

@@ -71,16 +71,7 @@ impl Runner<'_> {
             .unwrap_or_else(|| self.pipeline.on_error.clone());
         let dead_letter_topic = self.pipeline.dead_letter_topic.as_deref();
         match (policy, dead_letter_topic) {
-            (OnError::Fail, _) | (OnError::DeadLetter, None) => {
-                if self.in_txn {
-                    // the open transaction holds nothing that must survive
-                    if let Err(abort) = self.producer.abort() {
-                        tracing::warn!(error = %chain(&abort), "abort after a bad record failed");
-                    }
-                    self.in_txn = false;
-                }
-                Err(e)
-            }
+            (OnError::Fail, _) | (OnError::DeadLetter, None) => Err(self.abort_for(e)),
             (OnError::Skip, _) => {
                 tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, stage, error = %message, "record skipped (on_error = \"skip\")");
                 self.skipped += 1;
@@ -99,19 +90,35 @@ impl Runner<'_> {
                     ("flumen.error.message", message.as_bytes()),
                 ];
                 begin_if_needed(&self.producer, &mut self.in_txn)?;
-                self.producer
-                    .send_with_headers(topic, r.key.as_deref(), r.value.as_deref(), &headers)
-                    .map_err(|k| match k {
-                        // the dead letter itself is too large: nothing can take it
-                        crate::kafka::Error::TooLarge { .. } => e,
-                        other => Error::Kafka(other),
-                    })?;
+                match self.producer.send_with_headers(
+                    topic,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &headers,
+                ) {
+                    Ok(()) => {}
+                    // the dead letter itself is too large: nothing can take it
+                    Err(crate::kafka::Error::TooLarge { .. }) => return Err(self.abort_for(e)),
+                    Err(other) => return Err(Error::Kafka(other)),
+                }
                 tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, stage, "record dead-lettered");
                 self.dead_lettered += 1;
                 self.mark_done(r);
                 Ok(())
             }
         }
+    }
+
+    /// A record stops the pipeline: abort the open transaction (nothing in it must survive; a
+    /// failed abort is ended by the next start's `init_transactions` or the broker's timeout).
+    fn abort_for(&mut self, e: Error) -> Error {
+        if self.in_txn {
+            if let Err(abort) = self.producer.abort() {
+                tracing::warn!(error = %chain(&abort), "abort after a bad record failed");
+            }
+            self.in_txn = false;
+        }
+        e
     }
 
     /// The record's offset is consumed without an effect (skipped or dead-lettered).

@@ -98,8 +98,8 @@ impl Runner<'_> {
         {
             tracing::info!(operator = %agg.id, "operator not in the savepoint; it starts empty");
         }
-        if !m.pending.is_empty() && !pipeline.plan.repartition || pipeline.plan.aggregate.is_none()
-        {
+        let repartitions = pipeline.plan.repartition && pipeline.plan.aggregate.is_some();
+        if !m.pending.is_empty() && !repartitions {
             return Err(Self::mismatch(
                 sp,
                 "it holds in-flight repartition records, but this pipeline no longer repartitions"
@@ -249,9 +249,12 @@ impl Runner<'_> {
     /// The restore's transaction, run on the first assignment (before its offsets are read):
     /// the in-flight records, then the offsets, in one commit.
     pub(super) fn finish_restore(&mut self) -> Result<()> {
-        let Some(r) = self.restore_txn.take() else {
+        // kept until the commit succeeded: a failed attempt leaves the restore pending, so the
+        // next incarnation repeats it
+        let Some(r) = self.restore_txn.as_ref() else {
             return Ok(());
         };
+        let id = r.id;
         self.producer.begin()?;
         self.in_txn = true;
         if let Some(topic) = &self.repartition_topic {
@@ -262,8 +265,11 @@ impl Runner<'_> {
         }
         self.producer.flush()?;
         self.producer.send_offsets(&r.offsets, &self.consumer)?;
-        self.commit(r.id)?;
+        self.commit(id)?;
         self.in_txn = false;
+        let Some(r) = self.restore_txn.take() else {
+            return Ok(());
+        };
         self.committed += 1;
         self.manifests.insert(r.id, r.manifest);
         self.store.mark_committed(r.id)?;

@@ -28,6 +28,11 @@ impl Runner<'_> {
     /// Handles one control command; `Ok(true)`: the pipeline must stop now.
     pub(super) fn on_command(&mut self, command: Command) -> Result<bool> {
         let Command { dir, stop, reply } = command;
+        // before any checkpoint: an empty one would make garbage collection drop a real one
+        if let Some(why) = self.not_ready() {
+            drop(reply.send(Err(why)));
+            return Ok(false);
+        }
         let id = match self.try_checkpoint() {
             Ok(id) => id,
             Err(e) => {
@@ -52,6 +57,21 @@ impl Runner<'_> {
         }
     }
 
+    /// Why a savepoint cannot be taken now (partitions not all assigned, a restore pending).
+    fn not_ready(&self) -> Option<String> {
+        let source = &self.pipeline.source.topic;
+        let assigned = self.tasks.keys().filter(|p| &p.topic == source).count();
+        if i32::try_from(assigned).ok() != Some(self.source_partitions) {
+            return Some(format!(
+                "only {assigned} of {} source partitions are assigned yet; try again in a moment",
+                self.source_partitions
+            ));
+        }
+        self.restore_txn
+            .is_some()
+            .then(|| "a restore is still being committed; try again in a moment".to_string())
+    }
+
     fn write_savepoint(&mut self, id: CheckpointId, dir: Option<PathBuf>) -> Result<Taken> {
         let name = &self.pipeline.name;
         let source = &self.pipeline.source.topic;
@@ -63,16 +83,6 @@ impl Runner<'_> {
                     dir: self.store.dir_of(id),
                     message: "the checkpoint just committed is not known".into(),
                 })?;
-        let assigned = self.tasks.keys().filter(|p| &p.topic == source).count();
-        if i32::try_from(assigned).ok() != Some(self.source_partitions) {
-            return Err(Error::SavepointMismatch {
-                dir: self.store.dir_of(id),
-                message: format!(
-                    "only {assigned} of {} source partitions are assigned yet; try again in a moment",
-                    self.source_partitions
-                ),
-            });
-        }
         let created_unix_ms = crate::checkpoint::now_unix_ms();
         let target = match dir {
             Some(d) => d.join(name),
