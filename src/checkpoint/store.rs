@@ -45,8 +45,10 @@ const COMMITTED: &str = "COMMITTED";
 
 pub struct Store {
     root: PathBuf,
-    /// CRC32C of SST files already summed: they are immutable and uniquely numbered per DB.
-    sums: HashMap<PathBuf, FileSum>,
+    /// CRC32C of SST files already summed, by `<task dir>/<file>` with the file's inode: an SST
+    /// is immutable and hard-linked from checkpoint to checkpoint, but its name is unique only
+    /// within one task's DB (and within one restore of it), so the name alone is not a key.
+    sums: HashMap<PathBuf, (u64, FileSum)>,
 }
 
 impl Store {
@@ -176,11 +178,15 @@ impl Store {
     }
 
     fn sum(&mut self, path: &Path, name: &str) -> Result<FileSum> {
-        let len = std::fs::metadata(path).map_err(io("stat", path))?.len();
-        let key = path.file_name().map(PathBuf::from).unwrap_or_default();
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).map_err(io("stat", path))?;
+        let (len, inode) = (meta.len(), meta.ino());
+        let task_dir = path.parent().and_then(Path::file_name).unwrap_or_default();
+        let key = Path::new(task_dir).join(name);
         let cacheable = name.ends_with(".sst");
         if cacheable
-            && let Some(s) = self.sums.get(&key)
+            && let Some((ino, s)) = self.sums.get(&key)
+            && *ino == inode
             && s.len == len
         {
             return Ok(s.clone());
@@ -191,9 +197,15 @@ impl Store {
             crc32c: crc_of(path)?,
         };
         if cacheable {
-            self.sums.insert(key, sum.clone());
+            self.sums.insert(key, (inode, sum.clone()));
         }
         Ok(sum)
+    }
+
+    /// Forgets every cached checksum (a task's DB was rebuilt from a snapshot: it may reuse file
+    /// names for new contents).
+    pub fn forget_sums(&mut self) {
+        self.sums.clear();
     }
 
     /// Writes the local "the Kafka commit of this checkpoint succeeded" hint.
@@ -243,17 +255,14 @@ impl Store {
     }
 }
 
-fn still_linked(root: &Path, name: &Path) -> bool {
+/// Whether some checkpoint still holds `<task dir>/<file>`.
+fn still_linked(root: &Path, task_file: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else {
         return false;
     };
-    entries.flatten().any(|chk| {
-        std::fs::read_dir(chk.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|task| std::fs::metadata(task.path().join(name)).is_ok())
-    })
+    entries
+        .flatten()
+        .any(|chk| std::fs::metadata(chk.path().join(task_file)).is_ok())
 }
 
 pub(super) fn crc_of(path: &Path) -> Result<u32> {
@@ -331,5 +340,34 @@ mod tests {
         drop(store);
         Store::open(tmp.path(), "p").unwrap();
         assert_eq!(std::fs::read_dir(tmp.path().join("p")).unwrap().count(), 0);
+    }
+
+    /// Two tasks' DBs each have a `000042.sst` of the same length but other bytes (file
+    /// numbers are per DB): each must get its own checksum, in this and the next checkpoint.
+    #[test]
+    fn same_named_ssts_of_different_tasks_keep_their_own_checksums() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path(), "p").unwrap();
+        let two_tasks = |id: u64| {
+            let mut m = manifest(id);
+            let mut second = m.tasks[0].clone();
+            second.partition = 1;
+            second.dir = "t-1".into();
+            m.tasks.push(second);
+            m
+        };
+        for id in [1, 2] {
+            let staging = store.begin(CheckpointId(id)).unwrap();
+            for (dir, bytes) in [("t-0", b"sst of task zero"), ("t-1", b"SST OF TASK ONE!")] {
+                std::fs::create_dir(staging.join(dir)).unwrap();
+                std::fs::write(staging.join(dir).join("000042.sst"), bytes).unwrap();
+            }
+            let files = vec![vec!["000042.sst".to_string()]; 2];
+            store.finish(&staging, two_tasks(id), &files).unwrap();
+            let m = store.manifest(CheckpointId(id)).unwrap();
+            for task in &m.tasks {
+                store.verify(CheckpointId(id), task).unwrap();
+            }
+        }
     }
 }

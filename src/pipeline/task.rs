@@ -259,6 +259,7 @@ impl<'a> Runner<'a> {
         self.finish_restore()?;
         let committed = self.consumer.committed(partitions)?;
         let all: BTreeMap<Partition, Option<NextOffset>> = committed.iter().cloned().collect();
+        self.store.forget_sums();
         for (p, offset) in &committed {
             let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
@@ -369,6 +370,7 @@ impl<'a> Runner<'a> {
         let committed = self.consumer.committed(&partitions)?;
         let all: BTreeMap<Partition, Option<NextOffset>> = committed.iter().cloned().collect();
         self.tasks.clear();
+        self.store.forget_sums();
         for (p, offset) in &committed {
             let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
