@@ -43,6 +43,9 @@ pub enum Error {
     Version { path: PathBuf, found: u32 },
     #[error(transparent)]
     State(#[from] crate::state::Error),
+    /// File checks shared with the checkpoint store (fsync, checksums).
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -52,13 +55,6 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
         op,
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn from_store(e: super::store::Error) -> Error {
-    match e {
-        super::store::Error::Io { op, path, source } => Error::Io { op, path, source },
-        super::store::Error::Corrupt { path, message } => Error::Corrupt { path, message },
     }
 }
 
@@ -235,7 +231,7 @@ impl Builder {
             .chain(std::iter::once(staging.join("pending")))
         {
             if present(&dir)? {
-                fsync(&dir).map_err(from_store)?;
+                fsync(&dir)?;
             }
         }
         let path = staging.join(MANIFEST);
@@ -244,11 +240,11 @@ impl Builder {
             message: e.to_string(),
         })?;
         std::fs::write(&path, bytes).map_err(io("write", &path))?;
-        fsync(&path).map_err(from_store)?;
-        fsync(&staging).map_err(from_store)?;
+        fsync(&path)?;
+        fsync(&staging)?;
         std::fs::rename(&staging, &target).map_err(io("rename savepoint into place", &target))?;
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync(parent).map_err(from_store)?;
+            fsync(parent)?;
         }
         Ok(manifest)
     }
@@ -256,7 +252,7 @@ impl Builder {
 
 fn done(staging: &Path, file: String, partition: i32, w: kvfile::Writer) -> Result<DataFile> {
     let (entries, len) = w.finish()?;
-    let crc32c = crc_of(&staging.join(&file)).map_err(from_store)?;
+    let crc32c = crc_of(&staging.join(&file))?;
     Ok(DataFile {
         partition,
         file,
@@ -326,7 +322,7 @@ impl Savepoint {
                     message: format!("length {len}, manifest says {}", f.len),
                 });
             }
-            let crc = crc_of(&path).map_err(from_store)?;
+            let crc = crc_of(&path)?;
             if crc != f.crc32c {
                 return Err(Error::Corrupt {
                     path,

@@ -21,7 +21,7 @@ pub fn update(
     let number = || {
         value
             .as_f64()
-            .ok_or_else(|| format!("{} is not a number", kind_of(value)))
+            .ok_or_else(|| format!("{} is not a number", super::operator::kind(value)))
     };
     let (state, out) = match kind {
         AggregateKind::Min { .. } | AggregateKind::Max { .. } => {
@@ -97,17 +97,6 @@ pub fn update(
 /// One text per distinct JSON value (object keys keep their order, as received).
 fn canonical(v: &Value) -> String {
     v.to_string()
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

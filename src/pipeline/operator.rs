@@ -45,7 +45,8 @@ fn object<'a>(
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// How a JSON value is named in error messages ("a string", "an object", …).
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
