@@ -43,32 +43,24 @@ fn avro_of_two_writer_schemas_is_read_counted_and_written_as_avro() {
         schema("purchase-v2.avsc"),
         schema("user-count.avsc"),
     );
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[schemas]
-1 = "{v1}"
-2 = "{v2}"
-3 = "{counts}"
-
-[[pipelines]]
-name = "{name}"
-source = {{ topic = "{source}", format = "avro", schema_id = 2 }}
-sink = {{ topic = "{sink}", format = "avro", schema_id = 3 }}
-on_error = "dead_letter"
+    let schemas = format!("\n[schemas]\n1 = \"{v1}\"\n2 = \"{v2}\"\n3 = \"{counts}\"\n");
+    let pipeline = format!(
+        r#"on_error = "dead_letter"
 dead_letter_topic = "{dlq}"
 operators = [
   {{ type = "key_by", field = "user" }},
   {{ type = "count" }},
-]
-"#
+]"#
     );
+    let config = common::pipeline_config(&bootstrap, &name, (&source, &sink), &schemas, &pipeline)
+        .replace(
+            &format!("source = {{ topic = \"{source}\", format = \"json\" }}"),
+            &format!("source = {{ topic = \"{source}\", format = \"avro\", schema_id = 2 }}"),
+        )
+        .replace(
+            &format!("sink = {{ topic = \"{sink}\", format = \"json\" }}"),
+            &format!("sink = {{ topic = \"{sink}\", format = \"avro\", schema_id = 3 }}"),
+        );
     let mut registry = Registry::default();
     registry.add(1, Path::new(&v1)).unwrap();
     registry.add(2, Path::new(&v2)).unwrap();

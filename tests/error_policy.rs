@@ -227,25 +227,16 @@ fn oversized_outputs_are_dead_lettered_before_producing() {
     for t in [&source, &sink, &dlq] {
         common::create_topic(&bootstrap, t, 1);
     }
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[kafka.properties]
-"message.max.bytes" = "3000"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[[pipelines]]
-name = "{name}"
-source = {{ topic = "{source}", format = "string" }}
-sink = {{ topic = "{sink}", format = "json" }}
-on_error = "dead_letter"
-dead_letter_topic = "{dlq}"
-"#
+    let config = common::pipeline_config(
+        &bootstrap,
+        &name,
+        (&source, &sink),
+        "[kafka.properties]\n\"message.max.bytes\" = \"3000\"\n",
+        &format!("on_error = \"dead_letter\"\ndead_letter_topic = \"{dlq}\""),
+    )
+    .replace(
+        &format!("source = {{ topic = \"{source}\", format = \"json\" }}"),
+        &format!("source = {{ topic = \"{source}\", format = \"string\" }}"),
     );
     let big = "\"".repeat(2_000);
     let input: Vec<(Option<i32>, String, String)> = (0..60)
@@ -299,22 +290,12 @@ fn skipped_records_are_counted_and_passed_over() {
     for t in [&source, &sink] {
         common::create_topic(&bootstrap, t, 2);
     }
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[[pipelines]]
-name = "{name}"
-source = {{ topic = "{source}", format = "json" }}
-sink = {{ topic = "{sink}", format = "json" }}
-on_error = "skip"
-operators = [{{ type = "filter", field = "keep", equals = true }}]
-"#
+    let config = common::pipeline_config(
+        &bootstrap,
+        &name,
+        (&source, &sink),
+        "",
+        "on_error = \"skip\"\noperators = [{ type = \"filter\", field = \"keep\", equals = true }]",
     );
     let input: Vec<(Option<i32>, String, String)> = (0..100)
         .map(|i| {
@@ -360,24 +341,15 @@ fn an_operator_policy_overrides_the_pipeline_policy() {
     for t in [&source, &sink] {
         common::create_topic(&bootstrap, t, 2);
     }
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[[pipelines]]
-name = "{name}"
-source = {{ topic = "{source}", format = "json" }}
-sink = {{ topic = "{sink}", format = "json" }}
-operators = [
-  {{ type = "key_by", field = "user" }},
-  {{ type = "sum", field = "amount", on_error = "skip" }},
-]
-"#
+    let config = common::pipeline_config(
+        &bootstrap,
+        &name,
+        (&source, &sink),
+        "",
+        r#"operators = [
+  { type = "key_by", field = "user" },
+  { type = "sum", field = "amount", on_error = "skip" },
+]"#,
     );
     let input: Vec<(Option<i32>, String, String)> = (0..100)
         .map(|i| {

@@ -613,3 +613,35 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
         })
         .collect()
 }
+
+/// A one-pipeline config on `bootstrap` with its checkpoints and state under the daemon's
+/// `{DIR}` (never the working directory): JSON `source` to `sink`, then `pipeline_extra` lines
+/// (operators, on_error, …) and, before the pipeline, `top_extra` (e.g. `[schemas]`).
+pub fn pipeline_config(
+    bootstrap: &str,
+    name: &str,
+    (source, sink): (&str, &str),
+    top_extra: &str,
+    pipeline_extra: &str,
+) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+{top_extra}
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "rocksdb"
+dir = "{{DIR}}/state"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+{pipeline_extra}
+"#
+    )
+}
