@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::store::{crc_of, fsync};
+use super::store::{check_file, crc_of, fsync};
 use super::{CheckpointId, NextOffset};
 use crate::state::kvfile;
 
@@ -313,22 +313,11 @@ impl Savepoint {
             .chain(&self.manifest.pending);
         for f in files {
             let path = self.dir.join(&f.file);
-            let len = std::fs::metadata(&path)
-                .map_err(io("missing savepoint file", &path))?
-                .len();
-            if len != f.len {
-                return Err(Error::Corrupt {
-                    path,
-                    message: format!("length {len}, manifest says {}", f.len),
-                });
-            }
-            let crc = crc_of(&path)?;
-            if crc != f.crc32c {
-                return Err(Error::Corrupt {
-                    path,
-                    message: format!("crc32c {crc:08x}, manifest says {:08x}", f.crc32c),
-                });
-            }
+            check_file(&path, f.len, f.crc32c, "missing savepoint file").map_err(|e| match e {
+                // named as what it is: a savepoint file, not a checkpoint's
+                super::store::Error::Corrupt { path, message } => Error::Corrupt { path, message },
+                other => Error::Store(other),
+            })?;
         }
         Ok(())
     }

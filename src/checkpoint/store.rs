@@ -219,23 +219,7 @@ impl Store {
     pub fn verify(&self, id: CheckpointId, task: &TaskSnapshot) -> Result<PathBuf> {
         let dir = self.dir_of(id).join(&task.dir);
         for f in &task.files {
-            let path = dir.join(&f.name);
-            let len = std::fs::metadata(&path)
-                .map_err(io("stat snapshot file", &path))?
-                .len();
-            if len != f.len {
-                return Err(Error::Corrupt {
-                    path,
-                    message: format!("length {len}, manifest says {}", f.len),
-                });
-            }
-            let crc = crc_of(&path)?;
-            if crc != f.crc32c {
-                return Err(Error::Corrupt {
-                    path,
-                    message: format!("crc32c {crc:08x}, manifest says {:08x}", f.crc32c),
-                });
-            }
+            check_file(&dir.join(&f.name), f.len, f.crc32c, "stat snapshot file")?;
         }
         Ok(dir)
     }
@@ -263,6 +247,26 @@ fn still_linked(root: &Path, task_file: &Path) -> bool {
     entries
         .flatten()
         .any(|chk| std::fs::metadata(chk.path().join(task_file)).is_ok())
+}
+
+/// Checks a file's presence (`missing`: the error's words when it is absent), length and
+/// CRC32C against what a manifest recorded.
+pub(super) fn check_file(path: &Path, len: u64, crc32c: u32, missing: &'static str) -> Result<()> {
+    let actual = std::fs::metadata(path).map_err(io(missing, path))?.len();
+    if actual != len {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("length {actual}, manifest says {len}"),
+        });
+    }
+    let crc = crc_of(path)?;
+    if crc != crc32c {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("crc32c {crc:08x}, manifest says {crc32c:08x}"),
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn crc_of(path: &Path) -> Result<u32> {
