@@ -1,0 +1,191 @@
+//! Topics: creation, the preloaded input, and the read_committed reader that feeds a run's
+//! output to its gate while the engine runs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::workload::{self, Gate};
+
+pub const PARTITIONS: i32 = 4;
+
+pub fn create(bootstrap: &str, topics: &[&str]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let new: Vec<_> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Produces `records` input records of about `size` bytes to `topic`.
+pub fn preload(bootstrap: &str, topic: &str, records: u64, size: usize) -> Result<()> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for i in 0..records {
+        let (k, v) = workload::record(i, size);
+        let mut rec = BaseRecord::to(topic)
+            .key(k.as_bytes())
+            .payload(v.as_bytes());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("preloading {topic}: {e}"),
+            }
+        }
+        if i % 10_000 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(120)).context("preload flush")?;
+    Ok(())
+}
+
+/// Reads `topic` from the beginning with read_committed on a thread, feeding every record to
+/// the gate and publishing the gate's progress.
+pub struct Reader {
+    pub gate: Arc<Mutex<Gate>>,
+    pub progress: Arc<AtomicU64>,
+    pub complete: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl Reader {
+    pub fn start(bootstrap: &str, topic: &str, gate: Gate) -> Result<Reader> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("{topic}-reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let consumer = Arc::new(consumer);
+        let gate = Arc::new(Mutex::new(gate));
+        let progress = Arc::new(AtomicU64::new(0));
+        let complete = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, g, p, d, s) = (
+            consumer.clone(),
+            gate.clone(),
+            progress.clone(),
+            complete.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || -> Result<()> {
+            while !s.load(Ordering::Relaxed) {
+                let Some(m) = c.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let m = m?;
+                let at = format!("{}/{}@{}", m.topic(), m.partition(), m.offset());
+                let mut gate = g.lock().map_err(|_| anyhow::anyhow!("gate poisoned"))?;
+                gate.feed(&at, m.payload().unwrap_or_default(), now_us());
+                p.store(gate.progress(), Ordering::Relaxed);
+                if gate.complete() {
+                    d.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        });
+        Ok(Reader {
+            gate,
+            progress,
+            complete,
+            stop,
+            thread: Some(thread),
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Reads on until the consumer's position reaches the end of every partition (call it after
+    /// the engine stopped, so no transaction is open), then stops; returns the gate's verdict.
+    pub fn finish(mut self, timeout: Duration) -> Result<Result<(), String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut behind = Vec::new();
+        loop {
+            behind.clear();
+            let positions = self.consumer.position()?;
+            for p in 0..PARTITIONS {
+                let (_, high) =
+                    self.consumer
+                        .fetch_watermarks(&self.topic, p, Duration::from_secs(10))?;
+                let at = positions
+                    .find_partition(&self.topic, p)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                if at < high {
+                    behind.push(format!("{}/{p} at {at} of {high}", self.topic));
+                }
+            }
+            if behind.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        }
+        let gate = self
+            .gate
+            .lock()
+            .map_err(|_| anyhow::anyhow!("gate poisoned"))?;
+        let verdict = gate.verdict();
+        if behind.is_empty() {
+            return Ok(verdict);
+        }
+        let unread = format!("output not read to its end: {}", behind.join(", "));
+        Ok(Err(match verdict {
+            Ok(()) => unread,
+            Err(e) => format!("{e}; {unread}"),
+        }))
+    }
+}
+
+/// Wall-clock µs since the epoch: latency is measured on one host, one clock.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

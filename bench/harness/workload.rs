@@ -1,0 +1,313 @@
+//! The workloads: their input records, the Flumen pipeline for each, and the correctness gate
+//! every run's read_committed output must pass (a run that loses or duplicates is invalid).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Workload {
+    /// Pass-through with a JSON map: rename `amount` to `price`, drop `debug` (Nexmark q1 shape).
+    Map,
+    /// Re-key by `user` (a repartition topic), keyed running count (word count / q17 shape).
+    Count,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Map => "map",
+            Workload::Count => "count",
+        }
+    }
+
+    /// The operators of Flumen's pipeline, as TOML.
+    pub fn flumen_operators(self) -> &'static str {
+        match self {
+            Workload::Map => {
+                r#"[{ type = "map", rename = { amount = "price" }, drop = ["debug"] }]"#
+            }
+            Workload::Count => r#"[{ type = "key_by", field = "user" }, { type = "count" }]"#,
+        }
+    }
+}
+
+/// Distinct users of the count workload.
+pub const USERS: u64 = 10_000;
+
+/// Record `i` of the input: key = id, value = JSON of about `size` bytes. Deterministic, so the
+/// reference needs no copy of the input.
+pub fn record(i: u64, size: usize) -> (String, String) {
+    timed_record(i, size, None)
+}
+
+/// Record `i` with `"ts"`, its intended send time in µs since the epoch (latency runs).
+pub fn timed_record(i: u64, size: usize, ts_us: Option<u64>) -> (String, String) {
+    let user = mix(i) % USERS;
+    let amount = mix(i ^ 0x5bd1_e995) % 100_000;
+    let ts = ts_us.map(|t| format!(r#""ts":{t},"#)).unwrap_or_default();
+    let head =
+        format!(r#"{{"id":{i},{ts}"user":"u{user}","amount":{amount},"debug":false,"pad":""#);
+    let pad = size.saturating_sub(head.len() + 2).max(1);
+    (i.to_string(), format!("{head}{}\"}}", "x".repeat(pad)))
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64: a fixed, well-spread sequence without a dependency
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What the output must be, for `records` input records.
+pub fn expected_counts(records: u64) -> HashMap<String, u64> {
+    let mut m = HashMap::new();
+    for i in 0..records {
+        *m.entry(format!("u{}", mix(i) % USERS)).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The gate: fed every output record in read order, it knows how much input the output
+/// reflects (progress), whether the output is complete, and what is wrong with it.
+pub enum Gate {
+    /// Every input id exactly once (copy and map). `mapped` checks the map was applied.
+    Copy {
+        records: u64,
+        mapped: bool,
+        seen: HashSet<u64>,
+        outputs: u64,
+        errors: Vec<String>,
+        /// (intended send time, latency) in µs of records that carry `"ts"`.
+        latencies: Vec<(u64, u64)>,
+    },
+    /// Per key, counts strictly increasing and the last one equal to the reference.
+    Count {
+        expected: HashMap<String, u64>,
+        last: HashMap<String, u64>,
+        reflected: u64,
+        errors: Vec<String>,
+    },
+}
+
+#[derive(Deserialize)]
+struct CopyValue {
+    id: u64,
+    ts: Option<u64>,
+    price: Option<serde_json::Value>,
+    amount: Option<serde_json::Value>,
+    debug: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct CountValue {
+    user: String,
+    count: u64,
+}
+
+const MAX_ERRORS: usize = 5;
+
+impl Gate {
+    pub fn copy(records: u64, mapped: bool) -> Gate {
+        Gate::Copy {
+            records,
+            mapped,
+            seen: HashSet::with_capacity(records as usize),
+            outputs: 0,
+            errors: Vec::new(),
+            latencies: Vec::new(),
+        }
+    }
+
+    pub fn count(records: u64) -> Gate {
+        Gate::Count {
+            expected: expected_counts(records),
+            last: HashMap::new(),
+            reflected: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Takes one output record, read at `now_us` (µs since the epoch).
+    pub fn feed(&mut self, at: &str, value: &[u8], now_us: u64) {
+        match self {
+            Gate::Copy {
+                mapped,
+                seen,
+                outputs,
+                errors,
+                latencies,
+                ..
+            } => {
+                *outputs += 1;
+                match serde_json::from_slice::<CopyValue>(value) {
+                    Ok(v) => {
+                        if let Some(ts) = v.ts {
+                            latencies.push((ts, now_us.saturating_sub(ts)));
+                        }
+                        if !seen.insert(v.id) {
+                            note(errors, format!("{at}: id {} output twice", v.id));
+                        }
+                        let applied = v.price.is_some() && v.amount.is_none() && v.debug.is_none();
+                        if *mapped && !applied {
+                            note(errors, format!("{at}: id {} not mapped", v.id));
+                        }
+                    }
+                    Err(e) => note(errors, format!("{at}: not a copy of an input record: {e}")),
+                }
+            }
+            Gate::Count {
+                expected,
+                last,
+                reflected,
+                errors,
+            } => match serde_json::from_slice::<CountValue>(value) {
+                Ok(v) => {
+                    if !expected.contains_key(&v.user) {
+                        note(errors, format!("{at}: unknown key {}", v.user));
+                        return;
+                    }
+                    let prev = last.insert(v.user.clone(), v.count).unwrap_or(0);
+                    if v.count <= prev {
+                        note(
+                            errors,
+                            format!("{at}: {} counted {} after {prev}", v.user, v.count),
+                        );
+                    } else {
+                        *reflected += v.count - prev;
+                    }
+                }
+                Err(e) => note(errors, format!("{at}: not a count: {e}")),
+            },
+        }
+    }
+
+    /// Latencies in µs of the records whose intended send time lies in `from..to`.
+    pub fn latencies(&self, from: u64, to: u64) -> Vec<u64> {
+        match self {
+            Gate::Copy { latencies, .. } => latencies
+                .iter()
+                .filter(|(ts, _)| (from..to).contains(ts))
+                .map(|&(_, l)| l)
+                .collect(),
+            Gate::Count { .. } => Vec::new(),
+        }
+    }
+
+    /// How many input records the output reflects so far.
+    pub fn progress(&self) -> u64 {
+        match self {
+            Gate::Copy { seen, .. } => seen.len() as u64,
+            Gate::Count { reflected, .. } => *reflected,
+        }
+    }
+
+    pub fn complete(&self) -> bool {
+        match self {
+            Gate::Copy { records, seen, .. } => seen.len() as u64 >= *records,
+            Gate::Count { expected, last, .. } => {
+                last.len() == expected.len() && expected.iter().all(|(k, n)| last.get(k) == Some(n))
+            }
+        }
+    }
+
+    /// The verdict once the output has been read to its end: `Ok` or what is wrong.
+    pub fn verdict(&self) -> Result<(), String> {
+        let mut errors = match self {
+            Gate::Copy { errors, .. } | Gate::Count { errors, .. } => errors.clone(),
+        };
+        match self {
+            Gate::Copy {
+                records,
+                seen,
+                outputs,
+                ..
+            } => {
+                if (seen.len() as u64) < *records {
+                    errors.push(format!(
+                        "{} of {records} ids missing",
+                        *records - seen.len() as u64
+                    ));
+                }
+                if *outputs != *records {
+                    errors.push(format!("{outputs} outputs for {records} inputs"));
+                }
+            }
+            Gate::Count { expected, last, .. } => {
+                let wrong = expected
+                    .iter()
+                    .filter(|(k, n)| last.get(*k) != Some(n))
+                    .count();
+                if wrong > 0 {
+                    errors.push(format!(
+                        "{wrong} of {} keys end with a wrong count",
+                        expected.len()
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+fn note(errors: &mut Vec<String>, e: String) {
+    if errors.len() < MAX_ERRORS {
+        errors.push(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_the_asked_size_and_parse() {
+        for size in [100, 1000] {
+            let (_, v) = record(42, size);
+            assert!(v.len().abs_diff(size) <= 1, "{} bytes for {size}", v.len());
+            let parsed: serde_json::Value = serde_json::from_str(&v).expect("json");
+            assert_eq!(parsed["id"], 42);
+        }
+    }
+
+    #[test]
+    fn copy_gate_catches_a_duplicate_and_a_loss() {
+        let mut g = Gate::copy(3, false);
+        for i in [0, 1, 1] {
+            g.feed("t/0@0", record(i, 100).1.as_bytes(), 0);
+        }
+        let e = g.verdict().expect_err("duplicate and loss");
+        assert!(
+            e.contains("output twice") && e.contains("1 of 3 ids missing"),
+            "{e}"
+        );
+        g.feed("t/0@3", record(2, 100).1.as_bytes(), 0);
+        assert!(g.complete());
+    }
+
+    #[test]
+    fn count_gate_catches_a_replayed_count() {
+        let expected = expected_counts(50);
+        let mut g = Gate::count(50);
+        let (user, n) = expected.iter().next().expect("a key");
+        for c in 1..=*n {
+            g.feed(
+                "o",
+                format!(r#"{{"user":"{user}","count":{c}}}"#).as_bytes(),
+                0,
+            );
+        }
+        assert!(g.verdict().is_err(), "other keys are missing");
+        g.feed(
+            "o",
+            format!(r#"{{"user":"{user}","count":{n}}}"#).as_bytes(),
+            0,
+        );
+        assert!(g.verdict().expect_err("replay").contains("counted"));
+    }
+}

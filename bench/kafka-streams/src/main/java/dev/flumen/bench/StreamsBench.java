@@ -1,0 +1,134 @@
+package dev.flumen.bench;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.StreamsBuilder;
+import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.Topology;
+import org.apache.kafka.streams.kstream.Consumed;
+import org.apache.kafka.streams.kstream.Grouped;
+import org.apache.kafka.streams.kstream.KStream;
+import org.apache.kafka.streams.kstream.Materialized;
+import org.apache.kafka.streams.kstream.Produced;
+
+/**
+ * The Kafka Streams side of scripts/bench.sh: the same workloads as bench/flumen/*.toml.
+ *
+ * <pre>
+ * java -jar flumen-bench-kafka-streams.jar WORKLOAD BOOTSTRAP INPUT OUTPUT APP_ID COMMIT_MS THREADS STATE_DIR
+ * </pre>
+ *
+ * <ul>
+ *   <li>{@code map}: JSON in, rename {@code amount} to {@code price}, drop {@code debug}, JSON out
+ *       (Nexmark q1 shape; Flumen's {@code map} step with rename and drop).
+ *   <li>{@code count}: re-key by the JSON field {@code user} (a repartition topic), keyed running
+ *       count in RocksDB, out as {@code {"user": K, "count": N}} keyed by K (Flumen's {@code key_by}
+ *       + {@code count}).
+ * </ul>
+ */
+public final class StreamsBench {
+  private static final ObjectMapper JSON = new ObjectMapper();
+
+  public static void main(String[] args) throws InterruptedException {
+    if (args.length != 8) {
+      System.err.println(
+          "usage: StreamsBench map|count BOOTSTRAP INPUT OUTPUT APP_ID COMMIT_MS THREADS STATE_DIR");
+      System.exit(2);
+    }
+    String workload = args[0];
+    Properties props = new Properties();
+    props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, args[1]);
+    props.put(StreamsConfig.APPLICATION_ID_CONFIG, args[4]);
+    props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+    props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, Long.parseLong(args[5]));
+    props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, Integer.parseInt(args[6]));
+    props.put(StreamsConfig.STATE_DIR_CONFIG, args[7]);
+    props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
+    props.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
+
+    Topology topology = build(workload, args[2], args[3]);
+    KafkaStreams streams = new KafkaStreams(topology, props);
+    CountDownLatch stopped = new CountDownLatch(1);
+    streams.setUncaughtExceptionHandler(
+        e -> {
+          System.err.println("StreamsBench: stream thread failed: " + e);
+          stopped.countDown();
+          return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler
+              .StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
+        });
+    Runtime.getRuntime()
+        .addShutdownHook(
+            new Thread(
+                () -> {
+                  streams.close();
+                  stopped.countDown();
+                }));
+    streams.start();
+    stopped.await();
+  }
+
+  static Topology build(String workload, String input, String output) {
+    StreamsBuilder b = new StreamsBuilder();
+    KStream<byte[], byte[]> in =
+        b.stream(input, Consumed.with(Serdes.ByteArray(), Serdes.ByteArray()));
+    switch (workload) {
+      case "map" ->
+          in.mapValues(StreamsBench::renameAndDrop)
+              .to(output, Produced.with(Serdes.ByteArray(), Serdes.ByteArray()));
+      case "count" ->
+          in.selectKey((k, v) -> parse(v).get("user").asText())
+              .groupByKey(Grouped.with(Serdes.String(), Serdes.ByteArray()))
+              .count(Materialized.as("counts"))
+              .toStream()
+              .mapValues(
+                  (k, n) -> {
+                    ObjectNode o = JSON.createObjectNode();
+                    o.put("user", k);
+                    o.put("count", n);
+                    return bytes(o);
+                  })
+              .to(output, Produced.with(Serdes.String(), Serdes.ByteArray()));
+      default -> throw new IllegalArgumentException("unknown workload " + workload);
+    }
+    return b.build();
+  }
+
+  private static byte[] renameAndDrop(byte[] value) {
+    ObjectNode o = parse(value);
+    ObjectNode out = JSON.createObjectNode();
+    // keep field order as Flumen does: a rename keeps the field's place
+    o.fields()
+        .forEachRemaining(
+            e -> {
+              switch (e.getKey()) {
+                case "amount" -> out.set("price", e.getValue());
+                case "debug" -> {}
+                default -> out.set(e.getKey(), e.getValue());
+              }
+            });
+    return bytes(out);
+  }
+
+  private static ObjectNode parse(byte[] value) {
+    try {
+      return (ObjectNode) JSON.readTree(value);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+
+  private static byte[] bytes(ObjectNode o) {
+    try {
+      return JSON.writeValueAsString(o).getBytes(StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+}
