@@ -36,7 +36,16 @@ fn every_engine_passes_the_gate_on_a_small_run() {
         .args(["--flumen", env!("CARGO_BIN_EXE_flumen")])
         .arg("--kafka-streams-jar")
         .arg(&jar)
-        .args(["--ks-heap", "512m"])
+        .args([
+            "--ks-heap",
+            "512m",
+            "--latency-warmup",
+            "3s",
+            "--latency-duration",
+            "3s",
+            "--recovery-keys",
+            "2000",
+        ])
         .arg("--work-dir")
         .arg(work.path().join("runs"))
         .arg("--results-dir")
@@ -49,12 +58,17 @@ fn every_engine_passes_the_gate_on_a_small_run() {
         out.status.success(),
         "flumen-bench failed\n{stdout}\n{stderr}"
     );
-    // six runs: flumen and kafka-streams × map and count, the raw copy in its two modes
-    assert_eq!(stderr.matches("; valid").count(), 6, "{stderr}");
+    // six throughput runs (flumen and kafka-streams × map and count, the raw copy in its two
+    // modes), three latency runs (flumen, kafka-streams, the transactional raw copy) and two
+    // recovery runs (flumen and kafka-streams, SIGKILL and restart)
+    assert_eq!(stderr.matches("; valid").count(), 11, "{stderr}");
+    assert!(!stderr.contains("INVALID"), "{stderr}");
     for row in [
         "| map | 100 B | 1000 ms | flumen | 1/1 |",
         "| count | 100 B | 1000 ms | kafka-streams | 1/1 |",
         "| map | 100 B | 1000 ms | raw-copy-tx | 1/1 |",
+        "| flumen | 1000 ms |",
+        "| kafka-streams | 2000 | 1/1 |",
     ] {
         assert!(stdout.contains(row), "no row {row} in\n{stdout}");
     }

@@ -1,6 +1,5 @@
 //! The engines under test, started as child processes, and what /proc says about them.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,14 +58,19 @@ pub struct Spec<'a> {
 
 pub fn start(p: &Programs, s: &Spec<'_>) -> Result<Child> {
     std::fs::create_dir_all(s.dir)?;
-    let log = File::create(s.dir.join("engine.log"))?;
+    // appended: a restarted engine (recovery runs) keeps its first life's log
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.dir.join("engine.log"))?;
     let mut cmd = match s.engine {
         Engine::Flumen => {
             let config = s.dir.join("pipeline.toml");
             std::fs::write(&config, flumen_config(s))?;
             let mut c = Command::new(&p.flumen);
             c.arg("run").arg("--config").arg(&config);
-            c.env("RUST_LOG", "warn");
+            // the debug line of each committed checkpoint carries its duration (`took=`)
+            c.env("RUST_LOG", "warn,flumen::pipeline::task=debug");
             c
         }
         Engine::KafkaStreams => {
@@ -173,6 +177,16 @@ pub fn stop(child: &mut Child, grace: Duration) -> Result<bool> {
     Ok(false)
 }
 
+/// Deletes a valid run's directory (config, state, log); keeps an invalid one's and says where.
+/// `FLUMEN_BENCH_KEEP=1` keeps every run's (to read Flumen's checkpoint phases, say).
+pub fn clean_up(dir: &Path, tag: &str, valid: bool) {
+    if !valid || std::env::var("FLUMEN_BENCH_KEEP").as_deref() == Ok("1") {
+        eprintln!("bench: {tag} kept for inspection: {}", dir.display());
+    } else if let Err(e) = std::fs::remove_dir_all(dir) {
+        eprintln!("bench: could not delete {}: {e}", dir.display());
+    }
+}
+
 /// CPU seconds (user + system, all threads) and memory of a live process, from /proc.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
@@ -215,4 +229,41 @@ pub fn ticks_per_s() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// Flumen's checkpoint durations in ms, from the `took=` of its "checkpoint committed" lines.
+/// The pipeline thread processes nothing while it checkpoints, so this is the pause.
+pub fn flumen_checkpoint_pauses(dir: &Path) -> Vec<f64> {
+    let Ok(log) = std::fs::read_to_string(dir.join("engine.log")) else {
+        return Vec::new();
+    };
+    log.lines()
+        .filter(|l| l.contains("checkpoint committed"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("took=")))
+        .filter_map(debug_duration_ms)
+        .collect()
+}
+
+/// Parses a `Duration`'s Debug form ("12.5ms", "1.2s", "950µs", "80ns") into ms.
+fn debug_duration_ms(s: &str) -> Option<f64> {
+    let s = s.trim_matches(|c: char| c == ',' || c == '"');
+    for (unit, ms) in [("ms", 1.0), ("µs", 1e-3), ("ns", 1e-6), ("s", 1e3)] {
+        if let Some(v) = s.strip_suffix(unit) {
+            return v.parse::<f64>().ok().map(|v| v * ms);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::debug_duration_ms;
+
+    #[test]
+    fn duration_debug_forms_parse() {
+        assert_eq!(debug_duration_ms("12.5ms"), Some(12.5));
+        assert_eq!(debug_duration_ms("1.5s"), Some(1500.0));
+        assert_eq!(debug_duration_ms("950µs"), Some(0.95));
+        assert_eq!(debug_duration_ms("oops"), None);
+    }
 }

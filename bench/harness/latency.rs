@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::engine::{self, Engine, Programs, Spec};
+use crate::report;
 use crate::topics::{self, Reader, now_us};
 use crate::workload::{self, Gate, Workload};
 
@@ -75,19 +75,12 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<LatencyOutcome> {
         }
         let ts = start_us + offset.as_micros() as u64;
         let (k, v) = workload::timed_record(i, SIZE, Some(ts));
-        let mut rec = BaseRecord::to(&input)
-            .key(k.as_bytes())
-            .payload(v.as_bytes());
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => bail!("latency generator: {e}"),
-            }
-        }
+        topics::send(
+            &producer,
+            BaseRecord::to(&input)
+                .key(k.as_bytes())
+                .payload(v.as_bytes()),
+        )?;
     }
     producer.flush(Duration::from_secs(30))?;
     let behind = start.elapsed().saturating_sub(p.warmup + p.measure);
@@ -108,25 +101,16 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<LatencyOutcome> {
     }
     let from = start_us + p.warmup.as_micros() as u64;
     let to = start_us + (p.warmup + p.measure).as_micros() as u64;
-    let mut l = gate
+    let mut l: Vec<f64> = gate
         .lock()
         .map_err(|_| anyhow::anyhow!("gate poisoned"))?
-        .latencies(from, to);
-    l.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if l.is_empty() {
-            return 0.0;
-        }
-        let i = ((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1;
-        l[i] as f64 / 1000.0
-    };
-    if verdict.is_ok() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            eprintln!("bench: could not delete {}: {e}", dir.display());
-        }
-    } else {
-        eprintln!("bench: {} kept for inspection: {}", p.tag, dir.display());
-    }
+        .latencies(from, to)
+        .into_iter()
+        .map(|us| us as f64 / 1000.0)
+        .collect();
+    l.sort_by(|x, y| x.total_cmp(y));
+    let pct = |q: f64| report::percentile(&l, q).unwrap_or(0.0);
+    engine::clean_up(&dir, p.tag, verdict.is_ok());
     Ok(LatencyOutcome {
         engine: p.engine,
         interval: p.interval,

@@ -11,11 +11,13 @@
 //! - `topics`: topic creation, preloading, and the read_committed output reader.
 //! - `run`: one measured run, and the matrix of runs in randomized order.
 //! - `latency`: end-to-end latency at a fixed offered rate (open loop).
+//! - `recovery`: time to the next committed output after SIGKILL, at two state sizes.
 //! - `report`: medians, min–max, ratios; the table printed and written to `bench/results/`.
 
 mod engine;
 mod latency;
 mod raw_copy;
+mod recovery;
 mod report;
 mod run;
 mod topics;

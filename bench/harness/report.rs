@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::engine::Engine;
 use crate::latency::LatencyOutcome;
+use crate::recovery::RecoveryOutcome;
 use crate::workload::Workload;
 
 pub struct Outcome {
@@ -24,6 +25,8 @@ pub struct Outcome {
     pub cpu_s: f64,
     /// Peak resident set of the engine process (VmHWM).
     pub hwm_mb: f64,
+    /// Flumen's checkpoint pause, p99 over the run (from its log); other engines: unknown.
+    pub pause_p99_ms: Option<f64>,
     /// From the engine's start to its last committed output.
     pub wall_s: f64,
     pub broker_cpu_s: Option<f64>,
@@ -31,13 +34,23 @@ pub struct Outcome {
     pub verdict: Result<(), String>,
 }
 
-pub fn line(o: &Outcome) -> String {
-    let v = match &o.verdict {
+/// The nearest-rank percentile `q` (0..=1) of sorted values.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied()
+}
+
+fn verdict_text(v: &Result<(), String>) -> String {
+    match v {
         Ok(()) => "valid".to_string(),
         Err(e) => format!("INVALID: {e}"),
-    };
+    }
+}
+
+pub fn line(o: &Outcome) -> String {
+    let v = verdict_text(&o.verdict);
     format!(
-        "{:<14} {:<5} {:>4} B {:>5} ms: {:>9.0} rec/s, {:>9.0} rec/CPU-s, {:>6.1} CPU-s, peak RSS {:>6.0} MB, {:>5.1} s to done, broker {} CPU-s; {v}",
+        "{:<14} {:<5} {:>4} B {:>5} ms: {:>9.0} rec/s, {:>9.0} rec/CPU-s, {:>6.1} CPU-s, peak RSS {:>6.0} MB, {:>5.1} s to done, broker {} CPU-s, checkpoint pause p99 {} ms; {v}",
         o.engine.name(),
         o.workload.name(),
         o.size,
@@ -48,6 +61,9 @@ pub fn line(o: &Outcome) -> String {
         o.hwm_mb,
         o.wall_s,
         o.broker_cpu_s
+            .map(|b| format!("{b:.1}"))
+            .unwrap_or_else(|| "?".into()),
+        o.pause_p99_ms
             .map(|b| format!("{b:.1}"))
             .unwrap_or_else(|| "?".into()),
     )
@@ -124,9 +140,9 @@ pub fn table(outcomes: &[Outcome]) -> Result<String, std::fmt::Error> {
     let mut t = String::new();
     writeln!(
         t,
-        "| workload | record | interval | engine | valid runs | k records/s | k records/CPU-s | peak RSS MB | broker CPU-s |"
+        "| workload | record | interval | engine | valid runs | k records/s | k records/CPU-s | peak RSS MB | broker CPU-s | checkpoint pause p99 ms |"
     )?;
-    writeln!(t, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(t, "|---|---|---|---|---|---|---|---|---|---|")?;
     let mut ratios = String::new();
     for ((w, size, ms), engines) in &groups {
         let mut med: BTreeMap<Engine, (f64, f64, f64)> = BTreeMap::new();
@@ -136,12 +152,13 @@ pub fn table(outcomes: &[Outcome]) -> Result<String, std::fmt::Error> {
             let pc = stat(valid.iter().map(|o| o.per_cpu_s).collect());
             let rss = stat(valid.iter().map(|o| o.hwm_mb).collect());
             let broker = stat(valid.iter().filter_map(|o| o.broker_cpu_s).collect());
+            let pause = stat(valid.iter().filter_map(|o| o.pause_p99_ms).collect());
             if let (Some(a), Some(b), Some(c)) = (&tp, &pc, &rss) {
                 med.insert(*e, (a.median, b.median, c.median));
             }
             writeln!(
                 t,
-                "| {} | {size} B | {ms} ms | {} | {}/{} | {} | {} | {} | {} |",
+                "| {} | {size} B | {ms} ms | {} | {}/{} | {} | {} | {} | {} | {} |",
                 w.name(),
                 e.name(),
                 valid.len(),
@@ -150,6 +167,7 @@ pub fn table(outcomes: &[Outcome]) -> Result<String, std::fmt::Error> {
                 cell(&pc, 1000.0),
                 cell(&rss, 1.0),
                 cell(&broker, 1.0),
+                cell(&pause, 1.0),
             )?;
         }
         let f = med.get(&Engine::Flumen);
@@ -278,10 +296,7 @@ pub fn median_throughput(
 }
 
 pub fn latency_line(l: &LatencyOutcome) -> String {
-    let v = match &l.verdict {
-        Ok(()) => "valid".to_string(),
-        Err(e) => format!("INVALID: {e}"),
-    };
+    let v = verdict_text(&l.verdict);
     format!(
         "latency {:<14} {:>5} ms at {:.0} rec/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} records; {v}",
         l.engine.name(),
@@ -320,6 +335,58 @@ pub fn latency_table(ls: &[LatencyOutcome]) -> Result<String, std::fmt::Error> {
             } else {
                 "INVALID"
             },
+        )?;
+    }
+    Ok(t)
+}
+
+pub fn recovery_line(r: &RecoveryOutcome) -> String {
+    format!(
+        "recovery {:<14} {:>8} keys: filled in {:.1} s, SIGKILL → next committed output {:.2} s; {}",
+        r.engine.name(),
+        r.keys,
+        r.fill_s,
+        r.recovery_s,
+        verdict_text(&r.verdict),
+    )
+}
+
+/// Recovery rows per engine and state size, against the target ≤ 5 s + one interval.
+pub fn recovery_table(rs: &[RecoveryOutcome]) -> Result<String, std::fmt::Error> {
+    if rs.is_empty() {
+        return Ok(String::new());
+    }
+    let mut groups: BTreeMap<(u64, Engine), Vec<&RecoveryOutcome>> = BTreeMap::new();
+    for r in rs {
+        groups.entry((r.keys, r.engine)).or_default().push(r);
+    }
+    let mut t = String::from(
+        "\n| recovery after SIGKILL, count | keys in state | valid runs | s to next committed output | ≤ 5 s + interval |\n|---|---|---|---|---|\n",
+    );
+    for ((keys, engine), runs) in &groups {
+        let valid: Vec<&&RecoveryOutcome> = runs.iter().filter(|r| r.verdict.is_ok()).collect();
+        let s = stat(valid.iter().map(|r| r.recovery_s).collect());
+        let target = runs
+            .first()
+            .map(|r| 5.0 + r.interval.as_secs_f64())
+            .unwrap_or(6.0);
+        let ok = match &s {
+            Some(s) => {
+                if s.median <= target {
+                    "yes"
+                } else {
+                    "no"
+                }
+            }
+            None => "–",
+        };
+        writeln!(
+            t,
+            "| {} | {keys} | {}/{} | {} | {ok} |",
+            engine.name(),
+            valid.len(),
+            runs.len(),
+            cell(&s, 1.0),
         )?;
     }
     Ok(t)

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::engine::{self, Engine, Programs, Spec};
 use crate::latency::{self, LatencyOutcome};
+use crate::recovery::{self, RecoveryOutcome};
 use crate::report::{self, Outcome};
 use crate::topics::{self, Reader};
 use crate::workload::{Gate, Workload};
@@ -74,6 +75,13 @@ pub struct Args {
     latency_warmup: Option<Duration>,
     #[arg(long, value_parser = humantime::parse_duration)]
     latency_duration: Option<Duration>,
+    /// Skip the recovery runs.
+    #[arg(long)]
+    no_recovery: bool,
+    /// State sizes (distinct keys) of the recovery runs. Default 10000,100000 with --quick,
+    /// else 100000,1000000.
+    #[arg(long, value_delimiter = ',')]
+    recovery_keys: Vec<u64>,
     /// Seed of the run order (default: the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -170,8 +178,14 @@ pub fn main(mut a: Args) -> Result<()> {
     } else {
         latency_runs(&a, &programs, &outcomes, &run_id, &mut rng)?
     };
+    let recoveries = if a.no_recovery {
+        Vec::new()
+    } else {
+        recovery_runs(&a, &programs, reps, &run_id, &mut rng)?
+    };
     let mut table = report::table(&outcomes)?;
     table.push_str(&report::latency_table(&latencies)?);
+    table.push_str(&report::recovery_table(&recoveries)?);
     println!("{table}");
     let path = report::write(
         &a.results_dir,
@@ -188,7 +202,10 @@ pub fn main(mut a: Args) -> Result<()> {
         },
     )?;
     eprintln!("bench: table written to {}", path.display());
-    if outcomes.iter().any(|o| o.verdict.is_err()) || latencies.iter().any(|l| l.verdict.is_err()) {
+    if outcomes.iter().any(|o| o.verdict.is_err())
+        || latencies.iter().any(|l| l.verdict.is_err())
+        || recoveries.iter().any(|r| r.verdict.is_err())
+    {
         anyhow::bail!("some runs failed the correctness gate (marked INVALID above)");
     }
     Ok(())
@@ -253,6 +270,53 @@ fn latency_runs(
             )?;
             eprintln!("bench: {}", report::latency_line(&l));
             out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+fn recovery_runs(
+    a: &Args,
+    programs: &Programs,
+    reps: u32,
+    run_id: &str,
+    rng: &mut u64,
+) -> Result<Vec<RecoveryOutcome>> {
+    let sizes = if !a.recovery_keys.is_empty() {
+        a.recovery_keys.clone()
+    } else if a.quick {
+        vec![10_000, 100_000]
+    } else {
+        vec![100_000, 1_000_000]
+    };
+    let mut engines: Vec<Engine> = a.engines.iter().copied().filter(|e| !e.is_raw()).collect();
+    // the longest interval: recovery replays at most one interval, the worst case
+    let interval = a
+        .intervals
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(Duration::from_secs(1));
+    let mut out = Vec::new();
+    for &keys in &sizes {
+        for rep in 0..reps {
+            shuffle(&mut engines, rng);
+            for &engine in &engines {
+                let tag = format!("rec-{}-{keys}-r{rep}-{run_id}", engine.name());
+                let r = recovery::measure(
+                    programs,
+                    &recovery::Plan {
+                        bootstrap: &a.bootstrap,
+                        engine,
+                        keys,
+                        interval,
+                        tag: &tag,
+                        work_dir: &a.work_dir,
+                    },
+                )?;
+                eprintln!("bench: {}", report::recovery_line(&r));
+                out.push(r);
+            }
         }
     }
     Ok(out)
@@ -359,13 +423,10 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
         }
         _ => (0.0, 0.0, usage.cpu_s),
     };
-    if verdict.is_ok() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            eprintln!("bench: could not delete {}: {e}", dir.display());
-        }
-    } else {
-        eprintln!("bench: {} kept for inspection: {}", r.tag, dir.display());
-    }
+    let mut pauses = engine::flumen_checkpoint_pauses(&dir);
+    pauses.sort_by(|x, y| x.total_cmp(y));
+    let pause_p99_ms = report::percentile(&pauses, 0.99);
+    engine::clean_up(&dir, r.tag, verdict.is_ok());
     Ok(Outcome {
         engine: r.engine,
         workload: r.workload,
@@ -375,6 +436,7 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
         per_cpu_s,
         cpu_s,
         hwm_mb: usage.hwm_mb,
+        pause_p99_ms,
         wall_s: done
             .map(|(t, _)| (t - started).as_secs_f64())
             .unwrap_or(0.0),

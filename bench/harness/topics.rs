@@ -41,6 +41,16 @@ pub fn create(bootstrap: &str, topics: &[&str]) -> Result<()> {
 
 /// Produces `records` input records of about `size` bytes to `topic`.
 pub fn preload(bootstrap: &str, topic: &str, records: u64, size: usize) -> Result<()> {
+    preload_with(bootstrap, topic, records, |i| workload::record(i, size))
+}
+
+/// Produces records `make(0..records)` (key, value) to `topic`.
+pub fn preload_with(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    make: impl Fn(u64) -> (String, String),
+) -> Result<()> {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -48,26 +58,34 @@ pub fn preload(bootstrap: &str, topic: &str, records: u64, size: usize) -> Resul
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     for i in 0..records {
-        let (k, v) = workload::record(i, size);
-        let mut rec = BaseRecord::to(topic)
-            .key(k.as_bytes())
-            .payload(v.as_bytes());
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("preloading {topic}: {e}"),
-            }
-        }
+        let (k, v) = make(i);
+        send(
+            &p,
+            BaseRecord::to(topic)
+                .key(k.as_bytes())
+                .payload(v.as_bytes()),
+        )
+        .with_context(|| format!("preloading {topic}"))?;
         if i % 10_000 == 0 {
             p.poll(Duration::ZERO);
         }
     }
     p.flush(Duration::from_secs(120)).context("preload flush")?;
     Ok(())
+}
+
+/// Enqueues one record, serving delivery reports while librdkafka's queue is full.
+pub fn send(p: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(1));
+            }
+            Err((e, _)) => bail!("produce: {e}"),
+        }
+    }
 }
 
 /// Reads `topic` from the beginning with read_committed on a thread, feeding every record to

@@ -38,16 +38,19 @@ pub const USERS: u64 = 10_000;
 /// Record `i` of the input: key = id, value = JSON of about `size` bytes. Deterministic, so the
 /// reference needs no copy of the input.
 pub fn record(i: u64, size: usize) -> (String, String) {
-    timed_record(i, size, None)
+    record_of(i, size, &format!("u{}", mix(i) % USERS), None)
 }
 
 /// Record `i` with `"ts"`, its intended send time in µs since the epoch (latency runs).
 pub fn timed_record(i: u64, size: usize, ts_us: Option<u64>) -> (String, String) {
-    let user = mix(i) % USERS;
+    record_of(i, size, &format!("u{}", mix(i) % USERS), ts_us)
+}
+
+/// Record `i` of user `user`, with `"ts"` when given.
+pub fn record_of(i: u64, size: usize, user: &str, ts_us: Option<u64>) -> (String, String) {
     let amount = mix(i ^ 0x5bd1_e995) % 100_000;
     let ts = ts_us.map(|t| format!(r#""ts":{t},"#)).unwrap_or_default();
-    let head =
-        format!(r#"{{"id":{i},{ts}"user":"u{user}","amount":{amount},"debug":false,"pad":""#);
+    let head = format!(r#"{{"id":{i},{ts}"user":"{user}","amount":{amount},"debug":false,"pad":""#);
     let pad = size.saturating_sub(head.len() + 2).max(1);
     (i.to_string(), format!("{head}{}\"}}", "x".repeat(pad)))
 }
@@ -121,8 +124,13 @@ impl Gate {
     }
 
     pub fn count(records: u64) -> Gate {
+        Gate::count_of(expected_counts(records))
+    }
+
+    /// A count gate with its reference given.
+    pub fn count_of(expected: HashMap<String, u64>) -> Gate {
         Gate::Count {
-            expected: expected_counts(records),
+            expected,
             last: HashMap::new(),
             reflected: 0,
             errors: Vec::new(),

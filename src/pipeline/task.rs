@@ -406,13 +406,18 @@ impl<'a> Runner<'a> {
     }
 
     fn try_checkpoint(&mut self) -> Result<CheckpointId> {
+        // checkpoints start every interval (fixed rate, as Flink triggers them and Kafka
+        // Streams commits), not one interval after the previous one ended
+        let begun = Instant::now();
         if !self.in_txn {
             self.producer.begin()?;
             self.in_txn = true;
         }
         self.producer.flush()?;
+        let flushed = begun.elapsed();
         let id = self.next_id;
         let manifest = self.snapshot(id)?;
+        let snapshotted = begun.elapsed();
         crash_point!("checkpoint::after_snapshot");
         let offsets: Vec<(Partition, NextOffset)> = manifest
             .offsets
@@ -437,10 +442,11 @@ impl<'a> Runner<'a> {
             return Err(e);
         }
         crash_point!("checkpoint::after_commit");
+        let committed = begun.elapsed();
         self.in_txn = false;
         self.dirty = false;
         self.committed += 1;
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = begun;
         self.next_id = CheckpointId(id.0 + 1);
         self.manifests.insert(id, manifest);
         self.store.mark_committed(id)?;
@@ -450,6 +456,9 @@ impl<'a> Runner<'a> {
         for d in delete {
             self.manifests.remove(&d);
         }
+        tracing::debug!(pipeline = %self.pipeline.name, checkpoint = %id, flushed = ?flushed,
+            snapshotted = ?snapshotted, committed = ?committed, cleaned = ?begun.elapsed(),
+            "checkpoint phases (time since it began)");
         Ok(id)
     }
 

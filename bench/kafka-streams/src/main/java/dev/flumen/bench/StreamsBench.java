@@ -52,6 +52,9 @@ public final class StreamsBench {
     props.put(StreamsConfig.STATE_DIR_CONFIG, args[7]);
     props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
     props.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
+    // static membership, as Flumen uses: a restarted instance (recovery runs) takes its tasks
+    // back without waiting out its dead predecessor's session (Streams appends a thread index)
+    props.put(StreamsConfig.consumerPrefix("group.instance.id"), args[4] + "-0");
 
     Topology topology = build(workload, args[2], args[3]);
     KafkaStreams streams = new KafkaStreams(topology, props);
