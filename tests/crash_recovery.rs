@@ -81,6 +81,59 @@ fn random_sigkills_lose_and_duplicate_nothing() {
     s.finish_and_check();
 }
 
+/// `emit = "on_checkpoint"` (each key's latest count once per checkpoint) through SIGKILLs: the
+/// final counts are exact and no update is emitted twice; far fewer outputs than inputs.
+#[test]
+fn sigkills_with_emit_on_checkpoint_keep_final_counts_exact() {
+    // 50 users: each checkpoint interval updates a user many times, and emits it once
+    let Some(mut s) = Scenario::new(20_000, 50, "300ms", Duration::from_secs(15)) else {
+        return;
+    };
+    s.pipeline.rewrite_config("rocksdb", "300ms", |t| {
+        t.replace(
+            r#"{ type = "count" }"#,
+            r#"{ type = "count", emit = "on_checkpoint" }"#,
+        )
+    });
+    let mut rng = rand::rng();
+    s.daemon().start();
+    for kill in 0..5 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_000)));
+        assert!(
+            s.daemon().is_running(),
+            "flumen exited on its own before kill {kill}\n{}",
+            s.pipeline.daemon.all_logs()
+        );
+        s.daemon().kill9();
+        s.daemon().start();
+    }
+    if let Some(f) = s.feeder.take() {
+        f.join().expect("feeder");
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let output = loop {
+        let output = s.pipeline.output(s.expected.len(), Duration::from_secs(30));
+        match common::check_final_counts(&output, &s.expected) {
+            Ok(()) => break output,
+            Err(e) if Instant::now() > deadline => {
+                panic!("{e}\n{}", s.pipeline.daemon.all_logs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    };
+    assert!(
+        output.len() < 20_000 / 2,
+        "{} outputs for 20,000 inputs: updates were not held until the checkpoint",
+        output.len()
+    );
+    let status = s.daemon().terminate(Duration::from_secs(40));
+    assert!(
+        status.success(),
+        "{status}\n{}",
+        s.pipeline.daemon.all_logs()
+    );
+}
+
 /// Starts with a failpoint that aborts the process at the (2 + round + 1)-th pass of `point`,
 /// waits for that crash, and does it three times; then checks the output.
 fn crash_at(point: &str) {

@@ -263,7 +263,7 @@ mod tests {
     fn duration_debug_forms_parse() {
         assert_eq!(debug_duration_ms("12.5ms"), Some(12.5));
         assert_eq!(debug_duration_ms("1.5s"), Some(1500.0));
-        assert_eq!(debug_duration_ms("950µs"), Some(0.95));
+        assert_eq!(debug_duration_ms("500µs"), Some(0.5));
         assert_eq!(debug_duration_ms("oops"), None);
     }
 }

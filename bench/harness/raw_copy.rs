@@ -85,6 +85,7 @@ pub fn main(args: Args) -> Result<()> {
             let positions = consumer.position()?;
             match args.mode {
                 Mode::Tx => {
+                    drain(&producer, t)?;
                     let meta = consumer
                         .group_metadata()
                         .context("no consumer group metadata")?;
@@ -93,12 +94,26 @@ pub fn main(args: Args) -> Result<()> {
                     producer.begin_transaction()?;
                 }
                 Mode::Idempotent => {
-                    producer.flush(t)?;
+                    drain(&producer, t)?;
                     consumer.commit(&positions, CommitMode::Sync)?;
                 }
             }
         }
     }
+}
+
+/// Waits until every record is acknowledged. rdkafka's `flush` (and librdkafka's flush inside
+/// `commit_transaction`) waits in 100 ms slices while the producer's thread serves the delivery
+/// reports; this checks every millisecond, as Flumen's producer does.
+fn drain(producer: &ThreadedProducer<DefaultProducerContext>, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            bail!("records still in flight after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 fn send(

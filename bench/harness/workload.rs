@@ -9,7 +9,8 @@ use serde::Deserialize;
 pub enum Workload {
     /// Pass-through with a JSON map: rename `amount` to `price`, drop `debug` (Nexmark q1 shape).
     Map,
-    /// Re-key by `user` (a repartition topic), keyed running count (word count / q17 shape).
+    /// Re-key by `user` (a repartition topic), keyed running count (word count / q17 shape);
+    /// each key's latest count out once per checkpoint/commit, in both engines.
     Count,
 }
 
@@ -27,7 +28,10 @@ impl Workload {
             Workload::Map => {
                 r#"[{ type = "map", rename = { amount = "price" }, drop = ["debug"] }]"#
             }
-            Workload::Count => r#"[{ type = "key_by", field = "user" }, { type = "count" }]"#,
+            // each key's latest count once per checkpoint, as Kafka Streams' record cache emits
+            Workload::Count => {
+                r#"[{ type = "key_by", field = "user" }, { type = "count", emit = "on_checkpoint" }]"#
+            }
         }
     }
 }

@@ -220,6 +220,18 @@ pub struct Aggregate {
     pub output: String,
     /// This operator's `on_error` override.
     pub on_error: Option<OnError>,
+    pub emit: Emit,
+}
+
+/// When an aggregate's result goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// One output per input record, the running result (Flink's default for a non-windowed
+    /// aggregation).
+    EveryUpdate,
+    /// Only each key's latest result, once per checkpoint (Kafka Streams' record cache, Flink's
+    /// mini-batch): the same exactly-once final results with far fewer output records.
+    OnCheckpoint,
 }
 
 #[derive(Debug, Clone, PartialEq)]

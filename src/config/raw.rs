@@ -114,4 +114,6 @@ pub struct Operator {
     pub on_error: Option<Spanned<String>>,
     /// `collect`: how many of the latest values to keep (default 100).
     pub max: Option<Spanned<i64>>,
+    /// Aggregates: "every_update" (default) or "on_checkpoint".
+    pub emit: Option<Spanned<String>>,
 }

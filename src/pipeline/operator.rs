@@ -281,6 +281,7 @@ mod tests {
             key_field: "user".into(),
             output: "count".into(),
             on_error: None,
+            emit: crate::config::Emit::EveryUpdate,
         }
     }
 
@@ -337,6 +338,7 @@ mod tests {
             key_field: "key".into(),
             output: "sum".into(),
             on_error: None,
+            emit: crate::config::Emit::EveryUpdate,
         };
         let mut r = rec(json!({"n": i64::MAX}));
         r.key = Some(b"k".to_vec());

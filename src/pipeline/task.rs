@@ -8,7 +8,7 @@ mod record;
 mod restore;
 mod savepoint;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ pub struct Runner<'a> {
     restore_txn: Option<restore::RestoreTxn>,
     in_txn: bool,
     dirty: bool,
+    /// `emit = "on_checkpoint"`: each key's latest output (key → encoded value), produced at the
+    /// next checkpoint, inside its transaction (`task/record.rs`).
+    pending: HashMap<Vec<u8>, Vec<u8>>,
     last_checkpoint: Instant,
     next_id: CheckpointId,
     committed: u64,
@@ -192,6 +195,7 @@ impl<'a> Runner<'a> {
             restore_txn: None,
             in_txn: false,
             dirty: false,
+            pending: HashMap::new(),
             last_checkpoint: Instant::now(),
             next_id,
             committed: 0,
@@ -360,6 +364,8 @@ impl<'a> Runner<'a> {
             self.producer.abort().map_err(fatal_or_transient)?;
             self.in_txn = false;
         }
+        // outputs of work the rewind redoes
+        self.pending.clear();
         self.dirty = false;
         Ok(())
     }
@@ -413,6 +419,7 @@ impl<'a> Runner<'a> {
             self.producer.begin()?;
             self.in_txn = true;
         }
+        self.emit_pending()?;
         self.producer.flush()?;
         let flushed = begun.elapsed();
         let id = self.next_id;

@@ -371,6 +371,40 @@ pub fn expected_counts(input: &[(Option<i32>, String, String)]) -> HashMap<Strin
 /// Checks the sink of a keyed count read with read_committed: per user, the counts are
 /// exactly 1..=n in order, each once, with Kafka key = user. Returns a description of the
 /// first violation.
+/// `emit = "on_checkpoint"`: per user, counts strictly increasing (no update emitted twice)
+/// and the last one the expected count; no other users.
+pub fn check_final_counts(output: &[Read], expected: &HashMap<String, u64>) -> Result<(), String> {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in output {
+        let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap_or("null"))
+            .map_err(|e| format!("output at {}/{} is not JSON: {e}", r.partition, r.offset))?;
+        let (Some(user), Some(count)) = (v["user"].as_str(), v["count"].as_u64()) else {
+            return Err(format!(
+                "output at {}/{} is not a count: {v}",
+                r.partition, r.offset
+            ));
+        };
+        if !expected.contains_key(user) {
+            return Err(format!("unexpected user {user} in output"));
+        }
+        let prev = last.insert(user.to_string(), count).unwrap_or(0);
+        if count <= prev {
+            return Err(format!(
+                "user {user}: count {count} after {prev} (a duplicate update)"
+            ));
+        }
+    }
+    for (user, n) in expected {
+        if last.get(user) != Some(n) {
+            return Err(format!(
+                "user {user}: last count {:?}, expected {n}",
+                last.get(user)
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_counts(output: &[Read], expected: &HashMap<String, u64>) -> Result<(), String> {
     let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
     for r in output {

@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{Aggregate, AggregateKind, Plan, Predicate, SourceConfig, Step};
+use super::super::{Aggregate, AggregateKind, Emit, Plan, Predicate, SourceConfig, Step};
 use super::Cx;
 
 impl Cx<'_> {
@@ -26,11 +26,11 @@ impl Cx<'_> {
             let kind = op_ref.kind.get_ref().as_str();
             let allowed: &[&str] = match kind {
                 "key_by" => &["field"],
-                "count" => &["id", "output"],
+                "count" => &["id", "output", "emit"],
                 "sum" | "min" | "max" | "avg" | "first" | "last" | "count_distinct" => {
-                    &["id", "field", "output"]
+                    &["id", "field", "output", "emit"]
                 }
-                "collect" => &["id", "field", "output", "max"],
+                "collect" => &["id", "field", "output", "max", "emit"],
                 "filter" => &["field", "equals", "not_equals"],
                 "map" => &["keep", "drop", "rename"],
                 other => {
@@ -172,7 +172,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 9] = [
+        let present: [(&str, Option<Range<usize>>); 10] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -182,6 +182,7 @@ impl Cx<'_> {
             ("rename", op.rename.as_ref().map(Spanned::span)),
             ("output", op.output.as_ref().map(Spanned::span)),
             ("max", op.max.as_ref().map(Spanned::span)),
+            ("emit", op.emit.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span
@@ -256,6 +257,20 @@ impl Cx<'_> {
             .output
             .as_ref()
             .map_or_else(|| default_output.to_string(), |o| o.get_ref().clone());
+        let emit = match raw.emit.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
+            None | Some(("every_update", _)) => Emit::EveryUpdate,
+            Some(("on_checkpoint", _)) => Emit::OnCheckpoint,
+            Some((other, span)) => {
+                self.problem(
+                    format!("{path}.emit"),
+                    span,
+                    format!(
+                        "unknown emit {other:?}; expected \"every_update\" or \"on_checkpoint\""
+                    ),
+                );
+                Emit::EveryUpdate
+            }
+        };
         let key_field = key_by.unwrap_or("key").to_string();
         if output == key_field {
             self.problem(
@@ -270,6 +285,7 @@ impl Cx<'_> {
             key_field,
             output,
             on_error: None,
+            emit,
         });
     }
 }

@@ -309,3 +309,50 @@ fn avro_needs_a_listed_schema_id_and_schema_files_are_checked() {
     ));
     assert!(e.contains("schemas.5") && e.contains("no/such.avsc"), "{e}");
 }
+
+#[test]
+fn emit_is_every_update_unless_on_checkpoint_and_anything_else_is_named() {
+    let c = from_str(EXAMPLE).unwrap();
+    let agg = c.pipelines[0].plan.aggregate.as_ref().unwrap();
+    assert_eq!(agg.emit, crate::config::Emit::EveryUpdate);
+
+    let held = EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", emit = "on_checkpoint" }"#,
+    );
+    let c = from_str(&held).unwrap();
+    let agg = c.pipelines[0].plan.aggregate.as_ref().unwrap();
+    assert_eq!(agg.emit, crate::config::Emit::OnCheckpoint);
+
+    let wrong = EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", emit = "later" }"#,
+    );
+    let shown: Vec<String> = from_str(&wrong)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].emit (")
+                && s.contains("unknown emit \"later\"")),
+        "{shown:#?}"
+    );
+    let on_map = EXAMPLE.replace(
+        r#"{ type = "key_by", field = "user" },"#,
+        r#"{ type = "map", drop = ["x"], emit = "on_checkpoint" }, { type = "key_by", field = "user" },"#,
+    );
+    let shown: Vec<String> = from_str(&on_map)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.contains("map does not take \"emit\"")),
+        "{shown:#?}"
+    );
+}

@@ -5,12 +5,15 @@
 use super::Runner;
 use crate::checkpoint::{NextOffset, Partition};
 use crate::codec;
-use crate::config::{Format, OnError};
+use crate::config::{Emit, Format, OnError};
 use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
 use crate::pipeline::{Error, Result, chain};
 use crate::state::namespaced;
+
+/// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
+const PENDING_MAX: usize = 100_000;
 
 /// What processing a record does, decided before anything is done.
 struct Effect {
@@ -152,16 +155,47 @@ impl Runner<'_> {
             }
             task.next_offset = Some(NextOffset(r.offset + 1));
         }
-        if let Some((to_repartition, key, value)) = &effect.send {
-            let topic = if *to_repartition {
-                self.repartition_topic.as_deref().unwrap_or_default()
-            } else {
-                &self.pipeline.sink.topic
-            };
-            begin_if_needed(&self.producer, &mut self.in_txn)?;
-            self.producer.send(topic, key.as_deref(), value)?;
+        match effect.send {
+            Some((false, Some(key), value)) if self.emit_on_checkpoint() => {
+                self.pending.insert(key, value);
+                if self.pending.len() >= PENDING_MAX {
+                    self.emit_pending()?;
+                }
+            }
+            Some((to_repartition, key, value)) => {
+                let topic = if to_repartition {
+                    self.repartition_topic.as_deref().unwrap_or_default()
+                } else {
+                    &self.pipeline.sink.topic
+                };
+                begin_if_needed(&self.producer, &mut self.in_txn)?;
+                self.producer.send(topic, key.as_deref(), &value)?;
+            }
+            None => {}
         }
         self.dirty = true;
+        Ok(())
+    }
+
+    fn emit_on_checkpoint(&self) -> bool {
+        self.pipeline
+            .plan
+            .aggregate
+            .as_ref()
+            .is_some_and(|a| a.emit == Emit::OnCheckpoint)
+    }
+
+    /// Produces the held outputs (`emit = "on_checkpoint"`) into the open transaction: at each
+    /// checkpoint, before the flush, and whenever `PENDING_MAX` keys are held.
+    pub(super) fn emit_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        begin_if_needed(&self.producer, &mut self.in_txn)?;
+        for (key, value) in self.pending.drain() {
+            self.producer
+                .send(&self.pipeline.sink.topic, Some(&key), &value)?;
+        }
         Ok(())
     }
 
