@@ -41,6 +41,21 @@ impl Scenario {
         &mut self.pipeline.daemon
     }
 
+    /// `kills` times: wait a random time in `pause_ms`, SIGKILL the daemon, start it again.
+    fn kill_randomly(&mut self, kills: usize, pause_ms: std::ops::Range<u64>) {
+        let mut rng = rand::rng();
+        for kill in 0..kills {
+            std::thread::sleep(Duration::from_millis(rng.random_range(pause_ms.clone())));
+            assert!(
+                self.daemon().is_running(),
+                "flumen exited on its own before kill {kill}\n{}",
+                self.pipeline.daemon.all_logs()
+            );
+            self.daemon().kill9();
+            self.daemon().start();
+        }
+    }
+
     fn finish_and_check(mut self) {
         if let Some(f) = self.feeder.take() {
             f.join().expect("feeder");
@@ -64,19 +79,9 @@ fn random_sigkills_lose_and_duplicate_nothing() {
     let Some(mut s) = Scenario::new(20_000, 500, "300ms", Duration::from_secs(20)) else {
         return;
     };
-    let mut rng = rand::rng();
     s.daemon().start();
     let started = Instant::now();
-    for kill in 0..10 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(500..3_000)));
-        assert!(
-            s.daemon().is_running(),
-            "flumen exited on its own before kill {kill}\n{}",
-            s.pipeline.daemon.all_logs()
-        );
-        s.daemon().kill9();
-        s.daemon().start();
-    }
+    s.kill_randomly(10, 500..3_000);
     eprintln!("10 SIGKILLs in {:?}", started.elapsed());
     s.finish_and_check();
 }
@@ -95,18 +100,8 @@ fn sigkills_with_emit_on_checkpoint_keep_final_counts_exact() {
             r#"{ type = "count", emit = "on_checkpoint" }"#,
         )
     });
-    let mut rng = rand::rng();
     s.daemon().start();
-    for kill in 0..5 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_000)));
-        assert!(
-            s.daemon().is_running(),
-            "flumen exited on its own before kill {kill}\n{}",
-            s.pipeline.daemon.all_logs()
-        );
-        s.daemon().kill9();
-        s.daemon().start();
-    }
+    s.kill_randomly(5, 1_000..3_000);
     if let Some(f) = s.feeder.take() {
         f.join().expect("feeder");
     }

@@ -328,11 +328,7 @@ fn emit_is_every_update_unless_on_checkpoint_and_anything_else_is_named() {
         r#"{ type = "count" }"#,
         r#"{ type = "count", emit = "later" }"#,
     );
-    let shown: Vec<String> = from_str(&wrong)
-        .unwrap_err()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let shown = problems(&wrong);
     assert!(
         shown
             .iter()
@@ -344,15 +340,20 @@ fn emit_is_every_update_unless_on_checkpoint_and_anything_else_is_named() {
         r#"{ type = "key_by", field = "user" },"#,
         r#"{ type = "map", drop = ["x"], emit = "on_checkpoint" }, { type = "key_by", field = "user" },"#,
     );
-    let shown: Vec<String> = from_str(&on_map)
-        .unwrap_err()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let shown = problems(&on_map);
     assert!(
         shown
             .iter()
             .any(|s| s.contains("map does not take \"emit\"")),
         "{shown:#?}"
     );
+}
+
+/// The problems `text` is refused with, as shown to the user.
+fn problems(text: &str) -> Vec<String> {
+    from_str(text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
