@@ -26,18 +26,9 @@ mvn -q -B -Dstyle.color=never -f bench/kafka-streams/pom.xml package >&2 ||
 jar=bench/kafka-streams/target/flumen-bench-kafka-streams.jar
 [[ -f "$jar" ]] || { say "error: $jar was not built"; exit 1; }
 
-started_here=0
-if ! scripts/kafka.sh status >/dev/null 2>&1; then started_here=1; fi
-stop_broker() {
-  local rc=$?
-  if ((started_here)); then scripts/kafka.sh stop || true; fi
-  exit "$rc"
-}
-trap stop_broker EXIT
-trap 'exit 130' INT TERM
-bootstrap="$(scripts/kafka.sh start)"
-[[ "$bootstrap" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]] ||
-  { say "error: scripts/kafka.sh start printed $(printf %q "$bootstrap"), not host:port"; exit 1; }
+source scripts/broker-session.sh
+broker_session bench.sh
+bootstrap="$BROKER_BOOTSTRAP"
 broker_pid="$(cat "$cache/broker-$port/broker.pid")"
 
 FLUMEN_BENCH_KAFKA="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)" \

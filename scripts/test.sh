@@ -23,21 +23,9 @@ step "cargo build --all-targets --all-features"
 cargo build --all-targets --all-features
 
 step "starting Kafka (scripts/kafka.sh start)"
-started_here=0
-if ! scripts/kafka.sh status >/dev/null 2>&1; then started_here=1; fi
-stop_broker() {
-  local rc=$?
-  if ((started_here)); then scripts/kafka.sh stop || true; fi
-  exit "$rc"
-}
-trap stop_broker EXIT
-trap 'exit 130' INT TERM
-FLUMEN_TEST_BOOTSTRAP="$(scripts/kafka.sh start)"
-if [[ ! "$FLUMEN_TEST_BOOTSTRAP" =~ ^[A-Za-z0-9._-]+:[0-9]+$ ]]; then
-  echo "test.sh: scripts/kafka.sh start printed $(printf %q "$FLUMEN_TEST_BOOTSTRAP"), not host:port" >&2
-  exit 1
-fi
-export FLUMEN_TEST_BOOTSTRAP
+source scripts/broker-session.sh
+broker_session test.sh
+export FLUMEN_TEST_BOOTSTRAP="$BROKER_BOOTSTRAP"
 unset FLUMEN_SKIP_KAFKA_TESTS
 
 step "cargo test --all-features (broker at $FLUMEN_TEST_BOOTSTRAP)"

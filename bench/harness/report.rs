@@ -1,6 +1,6 @@
 //! Medians, min–max and ratios of the runs; the table printed and written to `bench/results/`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,22 +119,26 @@ fn fmt(x: f64) -> String {
 /// One row per workload, size, interval and engine: medians (min–max) of the valid runs;
 /// then the ratios the targets are stated in.
 pub fn table(outcomes: &[Outcome]) -> Result<String, std::fmt::Error> {
+    let measured: BTreeSet<Workload> = outcomes
+        .iter()
+        .filter(|o| !o.engine.is_raw())
+        .map(|o| o.workload)
+        .collect();
     let mut groups: BTreeMap<Key, BTreeMap<Engine, Vec<&Outcome>>> = BTreeMap::new();
     for o in outcomes {
         // the raw copy ran once per size and interval; it is the baseline of every workload
-        let workloads: Vec<Workload> = if o.engine.is_raw() {
-            outcomes.iter().map(|x| x.workload).collect()
+        let workloads = if o.engine.is_raw() && !measured.is_empty() {
+            measured.iter().copied().collect()
         } else {
             vec![o.workload]
         };
         for w in workloads {
-            let e = groups
+            groups
                 .entry((w, o.size, o.interval.as_millis()))
-                .or_default();
-            let runs = e.entry(o.engine).or_default();
-            if !runs.iter().any(|r| std::ptr::eq(*r, o)) {
-                runs.push(o);
-            }
+                .or_default()
+                .entry(o.engine)
+                .or_default()
+                .push(o);
         }
     }
     let mut t = String::new();
