@@ -131,9 +131,13 @@ impl Reader {
                     continue;
                 };
                 let m = m?;
-                let at = format!("{}/{}@{}", m.topic(), m.partition(), m.offset());
+                let at = At {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                };
                 let mut gate = g.lock().map_err(|_| anyhow::anyhow!("gate poisoned"))?;
-                gate.feed(&at, m.payload().unwrap_or_default(), now_us());
+                gate.feed(at, m.payload().unwrap_or_default(), now_us());
                 p.store(gate.progress(), Ordering::Relaxed);
                 if gate.complete() {
                     d.store(true, Ordering::Relaxed);
@@ -197,6 +201,19 @@ impl Reader {
             Ok(()) => unread,
             Err(e) => format!("{e}; {unread}"),
         }))
+    }
+}
+
+/// topic/partition@offset of an output record, for the gate's messages.
+struct At<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
     }
 }
 

@@ -93,6 +93,8 @@ pub enum Gate {
     Count {
         expected: HashMap<String, u64>,
         last: HashMap<String, u64>,
+        /// Keys whose last count equals the reference: `complete` in O(1) per record.
+        at_target: usize,
         reflected: u64,
         errors: Vec<String>,
     },
@@ -136,13 +138,15 @@ impl Gate {
         Gate::Count {
             expected,
             last: HashMap::new(),
+            at_target: 0,
             reflected: 0,
             errors: Vec::new(),
         }
     }
 
     /// Takes one output record, read at `now_us` (µs since the epoch).
-    pub fn feed(&mut self, at: &str, value: &[u8], now_us: u64) {
+    /// `at` names the record in error messages (formatted only then).
+    pub fn feed(&mut self, at: impl std::fmt::Display, value: &[u8], now_us: u64) {
         match self {
             Gate::Copy {
                 mapped,
@@ -172,15 +176,22 @@ impl Gate {
             Gate::Count {
                 expected,
                 last,
+                at_target,
                 reflected,
                 errors,
             } => match serde_json::from_slice::<CountValue>(value) {
                 Ok(v) => {
-                    if !expected.contains_key(&v.user) {
+                    let Some(&want) = expected.get(&v.user) else {
                         note(errors, format!("{at}: unknown key {}", v.user));
                         return;
-                    }
+                    };
                     let prev = last.insert(v.user.clone(), v.count).unwrap_or(0);
+                    if prev == want {
+                        *at_target -= 1;
+                    }
+                    if v.count == want {
+                        *at_target += 1;
+                    }
                     if v.count <= prev {
                         note(
                             errors,
@@ -218,9 +229,11 @@ impl Gate {
     pub fn complete(&self) -> bool {
         match self {
             Gate::Copy { records, seen, .. } => seen.len() as u64 >= *records,
-            Gate::Count { expected, last, .. } => {
-                last.len() == expected.len() && expected.iter().all(|(k, n)| last.get(k) == Some(n))
-            }
+            Gate::Count {
+                expected,
+                at_target,
+                ..
+            } => *at_target == expected.len(),
         }
     }
 
@@ -321,5 +334,24 @@ mod tests {
             0,
         );
         assert!(g.verdict().expect_err("replay").contains("counted"));
+    }
+
+    #[test]
+    fn count_gate_is_complete_only_while_every_key_is_at_its_count() {
+        let expected: HashMap<String, u64> = [("a".to_string(), 2), ("b".to_string(), 1)].into();
+        let mut g = Gate::count_of(expected);
+        let feed = |g: &mut Gate, user: &str, c: u64| {
+            g.feed(
+                "o",
+                format!(r#"{{"user":"{user}","count":{c}}}"#).as_bytes(),
+                0,
+            );
+        };
+        feed(&mut g, "a", 2);
+        assert!(!g.complete(), "b is missing");
+        feed(&mut g, "b", 1);
+        assert!(g.complete());
+        feed(&mut g, "a", 3); // a duplicate pushes a past its count
+        assert!(!g.complete());
     }
 }
