@@ -82,8 +82,9 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<LatencyOutcome> {
                 .payload(v.as_bytes()),
         )?;
     }
-    producer.flush(Duration::from_secs(30))?;
+    // how late the last record was sent against its schedule (the flush after is not lag)
     let behind = start.elapsed().saturating_sub(p.warmup + p.measure);
+    producer.flush(Duration::from_secs(30))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !reader.complete.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -111,6 +112,7 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<LatencyOutcome> {
     l.sort_by(|x, y| x.total_cmp(y));
     let pct = |q: f64| report::percentile(&l, q).unwrap_or(0.0);
     engine::clean_up(&dir, p.tag, verdict.is_ok());
+    topics::delete_containing(p.bootstrap, p.tag)?;
     Ok(LatencyOutcome {
         engine: p.engine,
         interval: p.interval,

@@ -94,6 +94,7 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<RecoveryOutcome> {
         });
     }
     engine::clean_up(&dir, p.tag, verdict.is_ok());
+    topics::delete_containing(p.bootstrap, p.tag)?;
     Ok(RecoveryOutcome {
         engine: p.engine,
         keys: p.keys,

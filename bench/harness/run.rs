@@ -120,7 +120,7 @@ pub fn main(mut a: Args) -> Result<()> {
         ks_heap: a.ks_heap.clone(),
     };
     let ticks = engine::ticks_per_s();
-    let run_id = format!("{:x}", seed & 0xff_ffff);
+    let run_id = format!("{:06x}", seed & 0xff_ffff);
     eprintln!("bench: run {run_id}, seed {seed}, {records} records of 100 B, {reps} repetition(s)");
 
     let mut rng = seed;
@@ -183,6 +183,8 @@ pub fn main(mut a: Args) -> Result<()> {
     } else {
         recovery_runs(&a, &programs, reps, &run_id, &mut rng)?
     };
+    // the inputs and anything a failed run left
+    topics::delete_containing(&a.bootstrap, &format!("-{run_id}"))?;
     let mut table = report::table(&outcomes)?;
     table.push_str(&report::latency_table(&latencies)?);
     table.push_str(&report::recovery_table(&recoveries)?);
@@ -427,6 +429,7 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
     pauses.sort_by(|x, y| x.total_cmp(y));
     let pause_p99_ms = report::percentile(&pauses, 0.99);
     engine::clean_up(&dir, r.tag, verdict.is_ok());
+    topics::delete_containing(&a.bootstrap, r.tag)?;
     Ok(Outcome {
         engine: r.engine,
         workload: r.workload,

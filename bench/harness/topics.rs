@@ -18,22 +18,55 @@ use crate::workload::{self, Gate};
 
 pub const PARTITIONS: i32 = 4;
 
-pub fn create(bootstrap: &str, topics: &[&str]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin(bootstrap: &str) -> Result<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
         .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok((admin, rt))
+}
+
+pub fn create(bootstrap: &str, topics: &[&str]) -> Result<()> {
+    let (admin, rt) = admin(bootstrap)?;
     let new: Vec<_> = topics
         .iter()
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let results = rt.block_on(admin.create_topics(&new, &AdminOptions::new()))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes every topic whose name contains `needle`: a run's own topics and those its engine
+/// made (Flumen's and Kafka Streams' repartition and changelog topics carry the run's tag).
+/// Without this, a full run leaves thousands of partitions that overload the single-node
+/// broker's controller at its next start.
+pub fn delete_containing(bootstrap: &str, needle: &str) -> Result<()> {
+    let (admin, rt) = admin(bootstrap)?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("listing topics")?;
+    let doomed: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| n.contains(needle))
+        .collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for r in rt.block_on(admin.delete_topics(&doomed, &AdminOptions::new()))? {
+        if let Err((t, e)) = r {
+            eprintln!("bench: could not delete topic {t}: {e}");
         }
     }
     Ok(())
