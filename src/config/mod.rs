@@ -162,6 +162,42 @@ pub struct SourceConfig {
     pub topic: String,
     pub format: Format,
     pub key_field: Option<String>,
+    pub event_time: Option<EventTime>,
+}
+
+/// Where a record's event time comes from, and how the watermark follows it: each source
+/// partition's watermark is its highest event time minus `max_out_of_orderness` (minus 1 ms,
+/// as Flink's bounded-out-of-orderness strategy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTime {
+    /// The record field; `None`: the Kafka record timestamp.
+    pub field: Option<String>,
+    pub format: TimeFormat,
+    pub max_out_of_orderness: Duration,
+    /// A source partition with no news for this long no longer holds the watermark back.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// A number of milliseconds since the Unix epoch.
+    UnixMs,
+    /// A number of seconds since the Unix epoch (fractions kept to the millisecond).
+    UnixS,
+    /// An RFC 3339 string in UTC (`2026-11-30T10:00:00Z`, `…00.250Z`).
+    Rfc3339,
+}
+
+/// Per-key event-time windows of an aggregate: `[start, start + size)`, a new one every
+/// `advance` (tumbling: `advance == size`), aligned to the epoch. All in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub size_ms: i64,
+    pub advance_ms: i64,
+    /// A window closes (emits, and later records for it are late) once the watermark passes
+    /// its end plus this.
+    pub allowed_lateness_ms: i64,
+    pub late_topic: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +257,8 @@ pub struct Aggregate {
     /// This operator's `on_error` override.
     pub on_error: Option<OnError>,
     pub emit: Emit,
+    /// Event-time windows; `None`: one running result per key.
+    pub window: Option<Window>,
 }
 
 /// When an aggregate's result goes out.
@@ -232,6 +270,9 @@ pub enum Emit {
     /// Only each key's latest result, once per checkpoint (Kafka Streams' record cache, Flink's
     /// mini-batch): the same exactly-once final results with far fewer output records.
     OnCheckpoint,
+    /// Windowed aggregates: one result per key and window, when the window closes (Flink's
+    /// event-time trigger, Kafka Streams' `suppress(untilWindowCloses)`).
+    OnWindowClose,
 }
 
 #[derive(Debug, Clone, PartialEq)]

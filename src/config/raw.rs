@@ -82,6 +82,34 @@ pub struct Source {
     pub key_field: Option<Spanned<String>>,
     /// With `format = "avro"`: the reader schema's id in `[schemas]`.
     pub schema_id: Option<Spanned<i64>>,
+    /// Where each record's event time comes from, and how watermarks follow it.
+    pub event_time: Option<Spanned<EventTime>>,
+}
+
+/// `source.event_time`: the record field (or, without `field`, the Kafka timestamp).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTime {
+    pub field: Option<Spanned<String>>,
+    /// "unix_ms" (default), "unix_s" or "rfc3339".
+    pub format: Option<Spanned<String>>,
+    pub max_out_of_orderness: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+}
+
+/// An aggregate's `window = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// "tumbling" or "hopping".
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub size: Spanned<String>,
+    /// Hopping windows: how far each window starts after the previous one.
+    pub advance: Option<Spanned<String>>,
+    pub allowed_lateness: Option<Spanned<String>>,
+    /// Late records go here (untouched, with headers); without it they are dropped.
+    pub late_topic: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +142,9 @@ pub struct Operator {
     pub on_error: Option<Spanned<String>>,
     /// `collect`: how many of the latest values to keep (default 100).
     pub max: Option<Spanned<i64>>,
-    /// Aggregates: "every_update" (default) or "on_checkpoint".
+    /// Aggregates: "every_update" (default) or "on_checkpoint"; windowed aggregates:
+    /// "on_window_close" (default) or "every_update".
     pub emit: Option<Spanned<String>>,
+    /// Aggregates: per-key windows in event time.
+    pub window: Option<Spanned<Window>>,
 }

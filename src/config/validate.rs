@@ -454,7 +454,21 @@ impl Cx<'_> {
                 raw.source.span(),
             ),
             key_field: src.key_field.as_ref().map(|k| k.get_ref().clone()),
+            event_time: src
+                .event_time
+                .as_ref()
+                .map(|e| self.event_time(&format!("{path}.source.event_time"), e)),
         };
+        if let (Some(et), Some(raw_et)) = (&source.event_time, &src.event_time)
+            && et.field.is_some()
+            && !source.format.is_structured()
+        {
+            self.problem(
+                format!("{path}.source.event_time.field"),
+                raw_et.span(),
+                "an event time field needs source.format = \"json\" or \"avro\"",
+            );
+        }
         let snk = raw.sink.get_ref();
         let sink = SinkConfig {
             topic: self.name(&format!("{path}.sink.topic"), &snk.topic),
@@ -609,6 +623,7 @@ fn key_path_at(text: &str, offset: usize) -> String {
 }
 
 mod plan;
+mod time;
 
 #[cfg(test)]
 mod tests;

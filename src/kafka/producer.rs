@@ -145,6 +145,38 @@ impl Producer {
         self.enqueue(record)
     }
 
+    /// A record with an explicit partition and headers (windowed pipelines' records through the
+    /// repartition topic carry their event time and their source's watermark).
+    pub fn send_event(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<()> {
+        let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+        self.check_size_with(key, value, header_bytes)?;
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        if !headers.is_empty() {
+            let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+            for (k, v) in headers {
+                owned = owned.insert(rdkafka::message::Header {
+                    key: k,
+                    value: Some(*v),
+                });
+            }
+            record = record.headers(owned);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        self.enqueue(record)
+    }
+
     /// [`Producer::send`] to an explicit partition (`None`: by the key's murmur2 hash).
     pub fn send_to(
         &self,

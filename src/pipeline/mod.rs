@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod operator;
 pub mod reset;
 mod task;
+pub mod window;
 
 use std::time::Duration;
 
@@ -46,6 +47,16 @@ pub enum Error {
         message: String,
         /// The failing operator's `on_error` override, if it has one.
         policy: Option<crate::config::OnError>,
+    },
+    /// A closing window's result could not be made or produced (no input record to skip:
+    /// the pipeline stops, naming the window).
+    #[error("{partition}: window [{start}, {end}) of key {key:?}: {message}")]
+    Window {
+        partition: Partition,
+        key: String,
+        start: i64,
+        end: i64,
+        message: String,
     },
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
@@ -102,7 +113,7 @@ pub enum ErrorKind {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Record { .. } => ErrorKind::BadRecord,
+            Self::Record { .. } | Self::Window { .. } => ErrorKind::BadRecord,
             Self::NoMatchingSnapshot { .. }
             | Self::SavepointMismatch { .. }
             | Self::StateChoice(_)

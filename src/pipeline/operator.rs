@@ -188,6 +188,75 @@ pub fn aggregate(
     ))
 }
 
+/// The result an aggregate's stored state stands for (what a closing window reports).
+pub fn result_of(kind: &AggregateKind, state: &[u8]) -> Result<Value, RecordError> {
+    let name = kind.name();
+    let json = || -> Result<Value, RecordError> {
+        serde_json::from_slice(state)
+            .map_err(|e| err(name, format!("stored state is corrupt: {e}")))
+    };
+    Ok(match kind {
+        AggregateKind::Count => Value::from(decode_count(Some(state))?),
+        AggregateKind::Sum { .. } => decode_sum(Some(state))?.to_json(),
+        AggregateKind::Avg { .. } => {
+            let s = json()?;
+            let (sum, count) = (
+                s["sum"].as_f64().unwrap_or(0.0),
+                s["count"].as_u64().unwrap_or(0),
+            );
+            if count == 0 {
+                Value::Null
+            } else {
+                Value::from(sum / count as f64)
+            }
+        }
+        AggregateKind::CountDistinct { .. } => match json()? {
+            Value::Array(a) => Value::from(a.len()),
+            _ => return Err(err(name, "stored state is corrupt: not a list")),
+        },
+        AggregateKind::Min { .. }
+        | AggregateKind::Max { .. }
+        | AggregateKind::First { .. }
+        | AggregateKind::Last { .. }
+        | AggregateKind::Collect { .. } => json()?,
+    })
+}
+
+/// A window's output: `{key_field, window_start, window_end, output}`, keyed `key@start`
+/// (as Kafka Streams keys windowed results by key and window start).
+pub fn window_output(agg: &Aggregate, key: &[u8], start: i64, end: i64, result: Value) -> Record {
+    let mut out = Map::new();
+    out.insert(
+        agg.key_field.clone(),
+        Value::String(String::from_utf8_lossy(key).into_owned()),
+    );
+    out.insert("window_start".into(), Value::from(start));
+    out.insert("window_end".into(), Value::from(end));
+    out.insert(agg.output.clone(), result);
+    Record {
+        key: Some(windowed_key(key, start)),
+        value: Payload::Json(Value::Object(out)),
+    }
+}
+
+/// `key@start`: the message key of a window's result.
+pub fn windowed_key(key: &[u8], start: i64) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(b'@');
+    k.extend_from_slice(start.to_string().as_bytes());
+    k
+}
+
+/// Adds the window to an aggregate's running output (`emit = "every_update"` with a window).
+pub fn with_window(mut out: Record, start: i64, end: i64) -> Record {
+    if let Payload::Json(Value::Object(m)) = &mut out.value {
+        m.insert("window_start".into(), Value::from(start));
+        m.insert("window_end".into(), Value::from(end));
+    }
+    out.key = out.key.map(|k| windowed_key(&k, start));
+    out
+}
+
 /// A stored aggregate value as JSON, for `savepoint inspect --key` (`kind` as in savepoints).
 pub fn state_to_json(kind: &str, bytes: &[u8]) -> Option<Value> {
     match kind {
@@ -282,6 +351,7 @@ mod tests {
             output: "count".into(),
             on_error: None,
             emit: crate::config::Emit::EveryUpdate,
+            window: None,
         }
     }
 
@@ -339,6 +409,7 @@ mod tests {
             output: "sum".into(),
             on_error: None,
             emit: crate::config::Emit::EveryUpdate,
+            window: None,
         };
         let mut r = rec(json!({"n": i64::MAX}));
         r.key = Some(b"k".to_vec());
@@ -356,6 +427,59 @@ mod tests {
             panic!()
         };
         assert!(v["sum"].is_f64());
+    }
+
+    #[test]
+    fn result_of_state_matches_the_running_output() {
+        let kinds = [
+            AggregateKind::Count,
+            AggregateKind::Sum { field: "n".into() },
+            AggregateKind::Avg { field: "n".into() },
+            AggregateKind::Min { field: "n".into() },
+            AggregateKind::CountDistinct { field: "n".into() },
+            AggregateKind::Collect {
+                field: "n".into(),
+                max: 2,
+            },
+        ];
+        for kind in kinds {
+            let agg = Aggregate {
+                kind: kind.clone(),
+                ..count_agg()
+            };
+            let mut state: Option<Vec<u8>> = None;
+            let mut last = Value::Null;
+            for n in [3, 1, 3, 7] {
+                let r = Record {
+                    key: Some(b"k".to_vec()),
+                    value: Payload::Json(json!({"user": "k", "n": n})),
+                };
+                let (s, out) = aggregate(&agg, state.as_deref(), &r).unwrap();
+                state = Some(s);
+                let Payload::Json(v) = out.value else {
+                    panic!()
+                };
+                last = v[&agg.output].clone();
+            }
+            assert_eq!(
+                result_of(&kind, state.as_deref().unwrap()).unwrap(),
+                last,
+                "{}",
+                kind.name()
+            );
+        }
+    }
+
+    #[test]
+    fn window_outputs_carry_key_and_window() {
+        let out = window_output(&count_agg(), b"u1", 60_000, 120_000, json!(4));
+        assert_eq!(out.key.as_deref(), Some(&b"u1@60000"[..]));
+        assert_eq!(
+            out.value,
+            Payload::Json(
+                json!({"user": "u1", "window_start": 60000, "window_end": 120000, "count": 4})
+            )
+        );
     }
 
     #[test]

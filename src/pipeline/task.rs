@@ -7,6 +7,7 @@
 mod record;
 mod restore;
 mod savepoint;
+mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -39,6 +40,24 @@ struct Task {
     /// partition the group never committed.
     next_offset: Option<NextOffset>,
     state: Option<TaskState>,
+    /// Source tasks of a windowed pipeline: the highest event time processed (its partition's
+    /// watermark follows it), and the watermark of its last marker (`task/windows.rs`).
+    max_event_time: i64,
+    marker_sent: i64,
+    /// Stateful tasks of a windowed aggregate.
+    windows: Option<windows::WindowTask>,
+}
+
+impl Task {
+    fn new(next_offset: Option<NextOffset>, state: Option<TaskState>) -> Self {
+        Self {
+            next_offset,
+            state,
+            max_event_time: crate::pipeline::window::NO_WATERMARK,
+            marker_sent: crate::pipeline::window::NO_WATERMARK,
+            windows: None,
+        }
+    }
 }
 
 pub struct Runner<'a> {
@@ -60,6 +79,8 @@ pub struct Runner<'a> {
     /// Records skipped and dead-lettered by the error policy in this incarnation.
     skipped: u64,
     dead_lettered: u64,
+    /// Records that came after all their windows closed.
+    late: u64,
     /// `--from-savepoint`: checkpoint written, transaction due on the first assignment.
     restore_txn: Option<restore::RestoreTxn>,
     in_txn: bool,
@@ -140,6 +161,14 @@ impl<'a> Runner<'a> {
         if let Some(topic) = &pipeline.dead_letter_topic {
             admin.partition_count(topic)?;
         }
+        let late_topic = pipeline
+            .plan
+            .aggregate
+            .as_ref()
+            .and_then(|a| a.window.as_ref()?.late_topic.as_ref());
+        if let Some(topic) = late_topic {
+            admin.partition_count(topic)?;
+        }
         if let Some(sp) = restore {
             // before any topic is created or changed
             Self::check_fit(pipeline, inputs.options, partitions, sp)?;
@@ -192,6 +221,7 @@ impl<'a> Runner<'a> {
             progress: inputs.progress,
             skipped: 0,
             dead_lettered: 0,
+            late: 0,
             restore_txn: None,
             in_txn: false,
             dirty: false,
@@ -252,7 +282,7 @@ impl<'a> Runner<'a> {
             self.checkpoint()?;
         }
         tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, skipped = self.skipped,
-            dead_lettered = self.dead_lettered, "pipeline stopped");
+            dead_lettered = self.dead_lettered, late = self.late, "pipeline stopped");
         Ok(())
     }
 
@@ -281,10 +311,7 @@ impl<'a> Runner<'a> {
         all: &BTreeMap<Partition, Option<NextOffset>>,
     ) -> Result<Task> {
         if self.stateful_topic.as_deref() != Some(p.topic.as_str()) {
-            return Ok(Task {
-                next_offset: committed,
-                state: None,
-            });
+            return Ok(Task::new(committed, None));
         }
         let live = self.live_dir(p);
         let candidates = crate::checkpoint::candidates(&self.manifests, p, all);
@@ -330,10 +357,10 @@ impl<'a> Runner<'a> {
                 });
             }
         };
-        Ok(Task {
-            next_offset: committed,
-            state: Some(state),
-        })
+        let windows = self.restore_windows(p, &state)?;
+        let mut task = Task::new(committed, Some(state));
+        task.windows = windows;
+        Ok(task)
     }
 
     fn live_dir(&self, p: &Partition) -> PathBuf {
@@ -420,6 +447,8 @@ impl<'a> Runner<'a> {
             self.in_txn = true;
         }
         self.emit_pending()?;
+        self.close_all_windows()?;
+        self.send_markers()?;
         self.producer.flush()?;
         let flushed = begun.elapsed();
         let id = self.next_id;
@@ -480,6 +509,7 @@ impl<'a> Runner<'a> {
 
     /// Snapshots every stateful task and makes checkpoint `id` durable on disk.
     fn snapshot(&mut self, id: CheckpointId) -> Result<Manifest> {
+        self.persist_watermarks()?;
         let staging = self.store.begin(id)?;
         let mut tasks = Vec::new();
         let mut files = Vec::new();

@@ -22,6 +22,30 @@ impl MemoryState {
         self.map.insert(key.to_vec(), value.to_vec());
     }
 
+    pub fn delete(&mut self, key: &[u8]) {
+        self.map.remove(key);
+    }
+
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        for (k, v) in self.map.range::<[u8], _>((
+            std::ops::Bound::Included(from),
+            std::ops::Bound::Excluded(to),
+        )) {
+            if !each(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -111,6 +111,30 @@ impl TaskState {
         }
     }
 
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        match self {
+            Self::Rocks(s) => s.delete(key),
+            Self::Memory(s) => {
+                s.delete(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Calls `each` for the entries with `from <= key < to`, in key order, until it returns
+    /// false. Time-ordered keys make this the timer scan: no full pass over the state.
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        each: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        match self {
+            Self::Rocks(s) => s.range(from, to, each),
+            Self::Memory(s) => s.range(from, to, each),
+        }
+    }
+
     /// Writes a self-contained copy of the state into `dir` (which must not exist) and
     /// returns the names of the files written, relative to `dir`.
     pub fn snapshot(&mut self, dir: &Path) -> Result<Vec<String>> {
@@ -222,6 +246,40 @@ mod tests {
     #[test]
     fn memory_snapshot_restores_exactly_the_snapshot() {
         round_trip(Backend::Memory);
+    }
+
+    fn range_and_delete(backend: Backend) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = env(backend).open_empty(&tmp.path().join("live")).unwrap();
+        for i in 0u8..10 {
+            s.put(&[1, i], &[i]).unwrap();
+        }
+        s.put(&[2, 0], b"other").unwrap();
+        s.delete(&[1, 4]).unwrap();
+        let mut seen = Vec::new();
+        s.range(&[1, 2], &[1, 7], |k, _| {
+            seen.push(k[1]);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![2, 3, 5, 6]);
+        let mut first = Vec::new();
+        s.range(&[1], &[2], |k, _| {
+            first.push(k[1]);
+            Ok(first.len() < 3)
+        })
+        .unwrap();
+        assert_eq!(first, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn rocksdb_range_is_bounded_and_sees_deletes() {
+        range_and_delete(Backend::RocksDb);
+    }
+
+    #[test]
+    fn memory_range_is_bounded_and_sees_deletes() {
+        range_and_delete(Backend::Memory);
     }
 
     #[test]

@@ -96,6 +96,32 @@ impl RocksState {
     }
 
     /// Every entry in key order.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.db.delete_opt(key, &self.write).map_err(rocks)
+    }
+
+    /// Entries with `from <= key < to`, in key order, until `each` returns false. The upper
+    /// bound goes to RocksDB, so the scan never reads past it (tombstones included).
+    pub fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(from, rocksdb::Direction::Forward), opts);
+        for item in iter {
+            let (k, v) = item.map_err(rocks)?;
+            if !each(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     pub fn for_each(&self, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         for item in self.db.iterator(IteratorMode::Start) {
             let (k, v) = item.map_err(rocks)?;

@@ -26,11 +26,11 @@ impl Cx<'_> {
             let kind = op_ref.kind.get_ref().as_str();
             let allowed: &[&str] = match kind {
                 "key_by" => &["field"],
-                "count" => &["id", "output", "emit"],
+                "count" => &["id", "output", "emit", "window"],
                 "sum" | "min" | "max" | "avg" | "first" | "last" | "count_distinct" => {
-                    &["id", "field", "output", "emit"]
+                    &["id", "field", "output", "emit", "window"]
                 }
-                "collect" => &["id", "field", "output", "max", "emit"],
+                "collect" => &["id", "field", "output", "max", "emit", "window"],
                 "filter" => &["field", "equals", "not_equals"],
                 "map" => &["keep", "drop", "rename"],
                 other => {
@@ -99,7 +99,14 @@ impl Cx<'_> {
                                 },
                             };
                             let name = kind.name();
-                            self.aggregate(&path, op, &mut plan, key_by.as_deref(), kind, name);
+                            self.aggregate(
+                                &path,
+                                op,
+                                &mut plan,
+                                (key_by.as_deref(), source),
+                                kind,
+                                name,
+                            );
                             if let Some(agg) = plan.aggregate.as_mut() {
                                 agg.on_error = on_error;
                             }
@@ -112,7 +119,7 @@ impl Cx<'_> {
                         &path,
                         op,
                         &mut plan,
-                        key_by.as_deref(),
+                        (key_by.as_deref(), source),
                         AggregateKind::Count,
                         "count",
                     );
@@ -172,7 +179,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 10] = [
+        let present: [(&str, Option<Range<usize>>); 11] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -183,6 +190,7 @@ impl Cx<'_> {
             ("output", op.output.as_ref().map(Spanned::span)),
             ("max", op.max.as_ref().map(Spanned::span)),
             ("emit", op.emit.as_ref().map(Spanned::span)),
+            ("window", op.window.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span
@@ -236,7 +244,7 @@ impl Cx<'_> {
         path: &str,
         op: &Spanned<raw::Operator>,
         plan: &mut Plan,
-        key_by: Option<&str>,
+        (key_by, source): (Option<&str>, &SourceConfig),
         kind: AggregateKind,
         default_output: &str,
     ) {
@@ -257,20 +265,61 @@ impl Cx<'_> {
             .output
             .as_ref()
             .map_or_else(|| default_output.to_string(), |o| o.get_ref().clone());
-        let emit = match raw.emit.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
-            None | Some(("every_update", _)) => Emit::EveryUpdate,
-            Some(("on_checkpoint", _)) => Emit::OnCheckpoint,
-            Some((other, span)) => {
+        let window = raw
+            .window
+            .as_ref()
+            .map(|w| self.window(&format!("{path}.window"), w));
+        if let Some(w) = &raw.window
+            && source.event_time.is_none()
+        {
+            self.problem(
+                format!("{path}.window"),
+                w.span(),
+                "windows need the source's event time: add source.event_time = { field = \"ts\" } (or = {} for the Kafka timestamp)",
+            );
+        }
+        let emit = match (
+            raw.emit.as_ref().map(|e| (e.get_ref().as_str(), e.span())),
+            &window,
+        ) {
+            (None, Some(_)) | (Some(("on_window_close", _)), Some(_)) => Emit::OnWindowClose,
+            (None, None) | (Some(("every_update", _)), _) => Emit::EveryUpdate,
+            (Some(("on_checkpoint", _)), None) => Emit::OnCheckpoint,
+            (Some((other, span)), w) => {
+                let expected = if w.is_some() {
+                    "\"on_window_close\" or \"every_update\""
+                } else {
+                    "\"every_update\" or \"on_checkpoint\" (\"on_window_close\" needs a window)"
+                };
                 self.problem(
                     format!("{path}.emit"),
                     span,
-                    format!(
-                        "unknown emit {other:?}; expected \"every_update\" or \"on_checkpoint\""
-                    ),
+                    format!("unknown emit {other:?} here; expected {expected}"),
                 );
                 Emit::EveryUpdate
             }
         };
+        if let Some(w) = &window {
+            for reserved in ["window_start", "window_end"] {
+                if output_name(raw, default_output) == reserved || key_by == Some(reserved) {
+                    self.problem(
+                        format!("{path}.output"),
+                        op.span(),
+                        format!("{reserved:?} is the window's field in the output"),
+                    );
+                }
+            }
+            if let Some(t) = &w.late_topic
+                && raw.window.is_some()
+                && (*t == source.topic)
+            {
+                self.problem(
+                    format!("{path}.window.late_topic"),
+                    op.span(),
+                    "the late topic must differ from the source",
+                );
+            }
+        }
         let key_field = key_by.unwrap_or("key").to_string();
         if output == key_field {
             self.problem(
@@ -286,6 +335,13 @@ impl Cx<'_> {
             output,
             on_error: None,
             emit,
+            window,
         });
     }
+}
+
+fn output_name<'a>(raw: &'a raw::Operator, default: &'a str) -> &'a str {
+    raw.output
+        .as_ref()
+        .map_or(default, |o| o.get_ref().as_str())
 }

@@ -349,6 +349,91 @@ fn emit_is_every_update_unless_on_checkpoint_and_anything_else_is_named() {
     );
 }
 
+#[test]
+fn windows_are_typed_and_need_event_time() {
+    let windowed = EXAMPLE
+        .replace(
+            r#"source = { topic = "events", format = "json" }"#,
+            r#"source = { topic = "events", format = "json", event_time = { field = "ts", format = "unix_s", max_out_of_orderness = "5s" } }"#,
+        )
+        .replace(
+            r#"{ type = "count" }"#,
+            r#"{ type = "count", window = { type = "hopping", size = "1m", advance = "15s", allowed_lateness = "2s", late_topic = "late" } }"#,
+        );
+    let c = from_str(&windowed).unwrap();
+    let p = &c.pipelines[0];
+    let et = p.source.event_time.as_ref().unwrap();
+    assert_eq!(
+        (et.field.as_deref(), et.format, et.max_out_of_orderness),
+        (
+            Some("ts"),
+            crate::config::TimeFormat::UnixS,
+            Duration::from_secs(5)
+        )
+    );
+    assert_eq!(et.idle_timeout, Duration::from_secs(30));
+    let agg = p.plan.aggregate.as_ref().unwrap();
+    assert_eq!(agg.emit, crate::config::Emit::OnWindowClose);
+    assert_eq!(
+        agg.window,
+        Some(crate::config::Window {
+            size_ms: 60_000,
+            advance_ms: 15_000,
+            allowed_lateness_ms: 2_000,
+            late_topic: Some("late".into()),
+        })
+    );
+
+    let no_event_time = EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", window = { type = "tumbling", size = "1m" } }"#,
+    );
+    let shown = problems(&no_event_time);
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].window (")
+                && s.contains("source.event_time")),
+        "{shown:#?}"
+    );
+
+    let wrong = windowed
+        .replace(r#"advance = "15s""#, r#"advance = "2m""#)
+        .replace(r#"format = "unix_s""#, r#"format = "iso""#)
+        .replace(
+            r#"type = "count","#,
+            r#"type = "count", emit = "on_checkpoint","#,
+        );
+    let shown = problems(&wrong);
+    for (path, words) in [
+        (
+            "pipelines[0].operators[1].window.advance (",
+            "must not exceed",
+        ),
+        (
+            "pipelines[0].source.event_time.format (",
+            "unknown time format \"iso\"",
+        ),
+        (
+            "pipelines[0].operators[1].emit (",
+            "\"on_window_close\" or \"every_update\"",
+        ),
+    ] {
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with(path) && s.contains(words)),
+            "{path} {words}: {shown:#?}"
+        );
+    }
+    let session = windowed.replace(r#"type = "hopping""#, r#"type = "session""#);
+    assert!(
+        problems(&session)
+            .iter()
+            .any(|s| s.contains("unknown window type \"session\"")),
+    );
+}
+
 /// The problems `text` is refused with, as shown to the user.
 fn problems(text: &str) -> Vec<String> {
     from_str(text)

@@ -2,13 +2,14 @@
 //! encode, the size check) runs before state is written or anything is produced, so the error
 //! policy can skip or dead-letter a record without leaving half of its effect behind.
 
-use super::Runner;
+use super::{Runner, windows};
 use crate::checkpoint::{NextOffset, Partition};
-use crate::codec;
+use crate::codec::{self, Payload};
 use crate::config::{Emit, Format, OnError};
 use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
+use crate::pipeline::window;
 use crate::pipeline::{Error, Result, chain};
 use crate::state::namespaced;
 
@@ -16,11 +17,30 @@ use crate::state::namespaced;
 const PENDING_MAX: usize = 100_000;
 
 /// What processing a record does, decided before anything is done.
+#[derive(Default)]
 struct Effect {
-    /// (state key, new value)
-    put: Option<(Vec<u8>, Vec<u8>)>,
-    /// (topic is the repartition topic?, key, value)
-    send: Option<(bool, Option<Vec<u8>>, Vec<u8>)>,
+    /// (state key, new value): one per window the record falls in, or the key's running value
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    sends: Vec<Out>,
+    /// Source tasks of a windowed pipeline: the record's event time.
+    event_time: Option<i64>,
+    /// Stateful tasks of a windowed aggregate: (input, its watermark) to observe afterwards.
+    watermark: Option<(i32, i64)>,
+    /// Every window of the record has closed.
+    late: bool,
+}
+
+enum Dest {
+    Sink,
+    Repartition,
+}
+
+struct Out {
+    dest: Dest,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    /// Repartition records of windowed pipelines: (event time, the watermark header).
+    event: Option<(i64, String)>,
 }
 
 impl Runner<'_> {
@@ -148,32 +168,108 @@ impl Runner<'_> {
         if task.next_offset.is_some_and(|n| r.offset < n.0) {
             return Ok(()); // already reflected in state
         }
-        let effect = self.decide(r, task.state.as_ref())?;
+        if task.windows.is_some()
+            && r.value.as_deref().is_none_or(<[u8]>::is_empty)
+            && let Some((input, wm)) = windows::parse_watermark(&r.headers)
+        {
+            // a watermark marker from the repartition topic
+            if let Some(task) = self.tasks.get_mut(&p) {
+                task.next_offset = Some(NextOffset(r.offset + 1));
+            }
+            self.dirty = true;
+            return self.observe_watermark(&p, input, wm);
+        }
+        let effect = self.decide(r, task)?;
         if let Some(task) = self.tasks.get_mut(&p) {
-            if let (Some((key, value)), Some(state)) = (&effect.put, task.state.as_mut()) {
-                state.put(key, value)?;
+            if let Some(state) = task.state.as_mut() {
+                for (key, value) in &effect.puts {
+                    state.put(key, value)?;
+                }
+            }
+            if let Some(ts) = effect.event_time {
+                task.max_event_time = task.max_event_time.max(ts);
             }
             task.next_offset = Some(NextOffset(r.offset + 1));
         }
-        match effect.send {
-            Some((false, Some(key), value)) if self.emit_on_checkpoint() => {
+        self.dirty = true;
+        if effect.late {
+            self.late_record(r)?;
+        }
+        for out in effect.sends {
+            self.send_out(out)?;
+        }
+        if let Some((input, wm)) = effect.watermark {
+            self.observe_watermark(&p, input, wm)?;
+        }
+        Ok(())
+    }
+
+    fn send_out(&mut self, out: Out) -> Result<()> {
+        match out {
+            Out {
+                dest: Dest::Sink,
+                key: Some(key),
+                value,
+                ..
+            } if self.emit_on_checkpoint() => {
                 self.pending.insert(key, value);
                 if self.pending.len() >= PENDING_MAX {
                     self.emit_pending()?;
                 }
             }
-            Some((to_repartition, key, value)) => {
-                let topic = if to_repartition {
-                    self.repartition_topic.as_deref().unwrap_or_default()
-                } else {
-                    &self.pipeline.sink.topic
+            Out {
+                dest: Dest::Repartition,
+                key,
+                value,
+                event: Some((ts, header)),
+            } => {
+                let topic = self.repartition_topic.as_deref().unwrap_or_default();
+                begin_if_needed(&self.producer, &mut self.in_txn)?;
+                let ts = ts.to_string();
+                self.producer.send_event(
+                    topic,
+                    None,
+                    key.as_deref(),
+                    &value,
+                    &[
+                        (windows::EVENT_TIME_HEADER, ts.as_bytes()),
+                        (windows::WATERMARK_HEADER, header.as_bytes()),
+                    ],
+                )?;
+            }
+            Out {
+                dest, key, value, ..
+            } => {
+                let topic = match dest {
+                    Dest::Repartition => self.repartition_topic.as_deref().unwrap_or_default(),
+                    Dest::Sink => &self.pipeline.sink.topic,
                 };
                 begin_if_needed(&self.producer, &mut self.in_txn)?;
                 self.producer.send(topic, key.as_deref(), &value)?;
             }
-            None => {}
         }
-        self.dirty = true;
+        Ok(())
+    }
+
+    /// A record all of whose windows have closed: to the window's `late_topic`, untouched
+    /// with headers, or dropped; counted either way.
+    fn late_record(&mut self, r: &consumer::Record) -> Result<()> {
+        self.late += 1;
+        let late_topic = self.windowed().and_then(|(_, w)| w.late_topic.clone());
+        let Some(topic) = late_topic else {
+            tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, "late record dropped");
+            return Ok(());
+        };
+        let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
+        let headers: [(&str, &[u8]); 4] = [
+            ("flumen.pipeline", self.pipeline.name.as_bytes()),
+            ("flumen.source.topic", r.topic.as_bytes()),
+            ("flumen.source.partition", partition.as_bytes()),
+            ("flumen.source.offset", offset.as_bytes()),
+        ];
+        begin_if_needed(&self.producer, &mut self.in_txn)?;
+        self.producer
+            .send_with_headers(&topic, r.key.as_deref(), r.value.as_deref(), &headers)?;
         Ok(())
     }
 
@@ -200,11 +296,7 @@ impl Runner<'_> {
     }
 
     /// Everything that can fail about `r`, with no effect yet.
-    fn decide(
-        &self,
-        r: &consumer::Record,
-        state: Option<&crate::state::TaskState>,
-    ) -> Result<Effect> {
+    fn decide(&self, r: &consumer::Record, task: &super::Task) -> Result<Effect> {
         let plan = &self.pipeline.plan;
         let from_source = r.topic == self.pipeline.source.topic;
         let format = if from_source {
@@ -215,6 +307,21 @@ impl Runner<'_> {
         let err = |stage, message: String| Self::record_error(r, stage, message);
         let value = codec::decode(format, r.value.as_deref(), &self.config.schemas)
             .map_err(|e| err("decode", e.to_string()))?;
+        let windowed = self.windowed();
+        let event_time = match (windowed, &self.pipeline.source.event_time) {
+            (Some(_), Some(et)) if from_source => {
+                let Payload::Json(v) = &value else {
+                    return Err(err("event_time", "the record has no fields".into()));
+                };
+                Some(window::event_time(et, v, r.timestamp).map_err(|m| err("event_time", m))?)
+            }
+            (Some(_), _) => Some(
+                windows::parse_event_time(&r.headers)
+                    .or(r.timestamp)
+                    .ok_or_else(|| err("event_time", "the record has no event time".into()))?,
+            ),
+            (None, _) => None,
+        };
         let record = Record {
             key: r.key.clone(),
             value,
@@ -226,8 +333,8 @@ impl Runner<'_> {
             Some(record)
         };
         let mut effect = Effect {
-            put: None,
-            send: None,
+            event_time: event_time.filter(|_| from_source),
+            ..Effect::default()
         };
         let output = match (record, &plan.aggregate) {
             (None, _) => None,
@@ -237,36 +344,104 @@ impl Runner<'_> {
                 self.producer
                     .check_size(rec.key.as_deref(), &bytes)
                     .map_err(|e| err("produce", e.to_string()))?;
-                effect.send = Some((true, rec.key, bytes));
+                let event = match (event_time, &self.pipeline.source.event_time) {
+                    (Some(ts), Some(et)) => {
+                        let wm = window::watermark_after(et, task.max_event_time.max(ts));
+                        Some((ts, windows::format_watermark(r.partition, wm)))
+                    }
+                    _ => None,
+                };
+                effect.sends.push(Out {
+                    dest: Dest::Repartition,
+                    key: rec.key,
+                    value: bytes,
+                    event,
+                });
                 return Ok(effect);
             }
             (Some(rec), Some(agg)) => {
-                let state = state.ok_or_else(|| err("aggregate", "task has no state".into()))?;
-                let key = namespaced(&agg.id, rec.key.as_deref().unwrap_or_default());
-                let previous = state.get(&key)?;
-                let (next, out) =
-                    operator::aggregate(agg, previous.as_deref(), &rec).map_err(|e| {
-                        let e = RecordError {
-                            index: Some(0),
-                            ..e
+                let state = task
+                    .state
+                    .as_ref()
+                    .ok_or_else(|| err("aggregate", "task has no state".into()))?;
+                let step_err = |e: RecordError| {
+                    let e = RecordError {
+                        index: Some(0),
+                        ..e
+                    };
+                    Self::step_error(r, e, std::slice::from_ref(&agg.on_error))
+                };
+                let key = rec.key.as_deref().unwrap_or_default();
+                match (&agg.window, event_time, task.windows.as_ref()) {
+                    (Some(w), Some(ts), Some(wt)) => {
+                        // the input's watermark: its own, or the one its source sent along
+                        effect.watermark = if from_source {
+                            self.pipeline
+                                .source
+                                .event_time
+                                .as_ref()
+                                .map(|et| (r.partition, window::watermark_after(et, ts)))
+                        } else {
+                            windows::parse_watermark(&r.headers)
                         };
-                        Self::step_error(r, e, std::slice::from_ref(&agg.on_error))
-                    })?;
-                effect.put = Some((key, next));
-                operator::apply_steps(&plan.after, out)
-                    .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                        let current = wt.watermarks.current();
+                        let open: Vec<(i64, i64)> = window::windows_of(w, ts)
+                            .into_iter()
+                            .filter(|(_, end)| !window::is_closed(w, *end, current))
+                            .collect();
+                        effect.late = open.is_empty();
+                        let mut outputs = Vec::new();
+                        for (start, end) in open {
+                            let skey = namespaced(&agg.id, &window::window_key(end, key));
+                            let previous = state.get(&skey)?;
+                            let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
+                                .map_err(step_err)?;
+                            effect.puts.push((skey, next));
+                            if agg.emit == Emit::EveryUpdate {
+                                outputs.push(operator::with_window(out, start, end));
+                            }
+                        }
+                        for out in outputs {
+                            if let Some(out) = operator::apply_steps(&plan.after, out)
+                                .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                            {
+                                effect.sends.push(self.encode_out(r, out)?);
+                            }
+                        }
+                        return Ok(effect);
+                    }
+                    _ => {
+                        let skey = namespaced(&agg.id, key);
+                        let previous = state.get(&skey)?;
+                        let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
+                            .map_err(step_err)?;
+                        effect.puts.push((skey, next));
+                        operator::apply_steps(&plan.after, out)
+                            .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                    }
+                }
             }
             (Some(rec), None) => Some(rec),
         };
         if let Some(out) = output {
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
-                .map_err(|e| err("encode", e.to_string()))?;
-            self.producer
-                .check_size(out.key.as_deref(), &bytes)
-                .map_err(|e| err("produce", e.to_string()))?;
-            effect.send = Some((false, out.key, bytes));
+            effect.sends.push(self.encode_out(r, out)?);
         }
         Ok(effect)
+    }
+
+    /// An output for the sink: encoded and size-checked.
+    fn encode_out(&self, r: &consumer::Record, out: Record) -> Result<Out> {
+        let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+            .map_err(|e| Self::record_error(r, "encode", e.to_string()))?;
+        self.producer
+            .check_size(out.key.as_deref(), &bytes)
+            .map_err(|e| Self::record_error(r, "produce", e.to_string()))?;
+        Ok(Out {
+            dest: Dest::Sink,
+            key: out.key,
+            value: bytes,
+            event: None,
+        })
     }
 }
 

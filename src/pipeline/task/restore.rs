@@ -54,6 +54,20 @@ impl Runner<'_> {
                 ),
             ));
         }
+        let windowed = pipeline
+            .plan
+            .aggregate
+            .as_ref()
+            .is_some_and(|a| a.window.is_some());
+        if windowed && m.source_partitions != source_partitions {
+            return Err(Self::mismatch(
+                sp,
+                format!(
+                    "windowed state cannot move from {} to {source_partitions} partitions yet",
+                    m.source_partitions
+                ),
+            ));
+        }
         if m.source_partitions > source_partitions {
             return Err(Self::mismatch(
                 sp,

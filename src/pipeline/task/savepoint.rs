@@ -59,6 +59,13 @@ impl Runner<'_> {
 
     /// Why a savepoint cannot be taken now (partitions not all assigned, a restore pending).
     fn not_ready(&self) -> Option<String> {
+        if self.windowed().is_some() && self.repartition_topic.is_some() {
+            // its in-flight repartition records carry event time and watermarks, which the
+            // savepoint format does not keep yet
+            return Some(
+                "savepoints of windowed pipelines that repartition are not supported yet".into(),
+            );
+        }
         let source = &self.pipeline.source.topic;
         let assigned = self.tasks.keys().filter(|p| &p.topic == source).count();
         if i32::try_from(assigned).ok() != Some(self.source_partitions) {

@@ -1,0 +1,271 @@
+//! Windows at run time: each stateful task's watermark, the closing of windows when it
+//! advances (a bounded range scan over time-ordered keys), and the watermark markers that
+//! carry each source partition's watermark through the repartition topic.
+//!
+//! Without a repartition topic a stateful task is its source partition and its watermark is
+//! that partition's. With one, every record a source task writes to the repartition topic
+//! carries its event time (header `flumen.event_time`) and its source partition's watermark (a
+//! header); at each checkpoint a source task whose watermark moved also writes a marker (no
+//! key, no value, the header) to every repartition partition, so quiet keys do not hold windows
+//! open. Markers and records go through the transaction like everything else.
+
+use std::time::Instant;
+
+use super::Runner;
+use super::record::begin_if_needed;
+use crate::checkpoint::Partition;
+use crate::codec;
+use crate::config::{Aggregate, Emit, Window};
+use crate::pipeline::operator;
+use crate::pipeline::window::{self, NO_WATERMARK, Watermarks};
+use crate::pipeline::{Error, Result};
+use crate::state::{TaskState, namespaced};
+
+/// The header with a source partition's watermark: `"{partition}:{watermark ms}"`.
+pub(super) const WATERMARK_HEADER: &str = "flumen.watermark";
+
+/// A windowed aggregate's task: its watermark, and how far windows were closed.
+pub(super) struct WindowTask {
+    pub watermarks: Watermarks,
+    /// Windows ending below this have been emitted and deleted.
+    pub fired_below: i64,
+}
+
+/// The header with a repartition record's event time in ms (not the Kafka timestamp: brokers
+/// refuse timestamps over `log.message.timestamp.after.max.ms` ahead of their clock, one hour by
+/// default, and event times need not be near the wall clock).
+pub(super) const EVENT_TIME_HEADER: &str = "flumen.event_time";
+
+pub(super) fn parse_event_time(headers: &[(String, Vec<u8>)]) -> Option<i64> {
+    let (_, v) = headers.iter().find(|(k, _)| k == EVENT_TIME_HEADER)?;
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+pub(super) fn parse_watermark(headers: &[(String, Vec<u8>)]) -> Option<(i32, i64)> {
+    let (_, v) = headers.iter().find(|(k, _)| k == WATERMARK_HEADER)?;
+    let (p, w) = std::str::from_utf8(v).ok()?.split_once(':')?;
+    Some((p.parse().ok()?, w.parse().ok()?))
+}
+
+pub(super) fn format_watermark(partition: i32, watermark: i64) -> String {
+    format!("{partition}:{watermark}")
+}
+
+impl<'a> Runner<'a> {
+    /// The aggregate and its window, when the pipeline's aggregate is windowed (borrowed from
+    /// the config, not from the runner).
+    pub(super) fn windowed(&self) -> Option<(&'a Aggregate, &'a Window)> {
+        let pipeline: &'a crate::config::PipelineConfig = self.pipeline;
+        let agg = pipeline.plan.aggregate.as_ref()?;
+        Some((agg, agg.window.as_ref()?))
+    }
+
+    /// The window state of a stateful task of `p`, with its watermark read back from `state`.
+    pub(super) fn restore_windows(
+        &self,
+        p: &Partition,
+        state: &TaskState,
+    ) -> Result<Option<WindowTask>> {
+        let (Some((agg, _)), Some(et)) = (self.windowed(), &self.pipeline.source.event_time) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let inputs: Vec<i32> = if self.repartition_topic.is_some() {
+            (0..self.source_partitions).collect()
+        } else {
+            vec![p.partition]
+        };
+        let mut watermarks = Watermarks::new(inputs, et.idle_timeout, now);
+        let (lo, hi) = Watermarks::entry_range();
+        state.range(
+            &namespaced(&agg.id, &lo),
+            &namespaced(&agg.id, &hi),
+            |k, v| {
+                if let Some((_, key)) = crate::state::split_namespaced(k) {
+                    watermarks.restore_entry(key, v, now);
+                }
+                Ok(true)
+            },
+        )?;
+        Ok(Some(WindowTask {
+            watermarks,
+            fired_below: NO_WATERMARK,
+        }))
+    }
+
+    /// Writes each windowed task's watermark into its state, before the snapshot.
+    pub(super) fn persist_watermarks(&mut self) -> Result<()> {
+        let Some(id) = self.windowed().map(|(a, _)| a.id.clone()) else {
+            return Ok(());
+        };
+        for task in self.tasks.values_mut() {
+            if let (Some(w), Some(state)) = (&task.windows, task.state.as_mut()) {
+                for (k, v) in w.watermarks.to_entries() {
+                    state.put(&namespaced(&id, &k), &v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Input `input` of `p`'s task reached `watermark`: advance, and close what it closes.
+    pub(super) fn observe_watermark(
+        &mut self,
+        p: &Partition,
+        input: i32,
+        watermark: i64,
+    ) -> Result<()> {
+        if let Some(w) = self.tasks.get_mut(p).and_then(|t| t.windows.as_mut()) {
+            w.watermarks.observe(input, watermark, Instant::now());
+        }
+        self.close_windows(p)
+    }
+
+    /// Every windowed task (idle inputs time out without news): at each checkpoint.
+    pub(super) fn close_all_windows(&mut self) -> Result<()> {
+        if self.windowed().is_none() {
+            return Ok(());
+        }
+        let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
+        for p in partitions {
+            self.close_windows(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Emits (`on_window_close`) and deletes every window of `p` the watermark has closed.
+    fn close_windows(&mut self, p: &Partition) -> Result<()> {
+        // the config outlives the runner: no borrow of self, no clone per record
+        let pipeline = self.pipeline;
+        let Some(agg) = pipeline.plan.aggregate.as_ref() else {
+            return Ok(());
+        };
+        let Some(w) = agg.window.as_ref() else {
+            return Ok(());
+        };
+        let Some(task) = self.tasks.get_mut(p) else {
+            return Ok(());
+        };
+        let (Some(wt), Some(state)) = (task.windows.as_mut(), task.state.as_mut()) else {
+            return Ok(());
+        };
+        wt.watermarks.advance(Instant::now());
+        let below = window::closed_below(w, wt.watermarks.current());
+        if below <= wt.fired_below {
+            return Ok(());
+        }
+        wt.fired_below = below;
+        let (lo, hi) = window::window_range(below);
+        let mut due = Vec::new();
+        state.range(
+            &namespaced(&agg.id, &lo),
+            &namespaced(&agg.id, &hi),
+            |k, v| {
+                due.push((k.to_vec(), v.to_vec()));
+                Ok(true)
+            },
+        )?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut outputs = Vec::new();
+        for (k, v) in &due {
+            state.delete(k)?;
+            if agg.emit != Emit::OnWindowClose {
+                continue;
+            }
+            let Some((end, key)) = crate::state::split_namespaced(k)
+                .and_then(|(_, inner)| window::split_window_key(inner))
+            else {
+                continue;
+            };
+            let start = end.saturating_sub(w.size_ms);
+            let fail = |message: String| Error::Window {
+                partition: p.clone(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                start,
+                end,
+                message,
+            };
+            let result = operator::result_of(&agg.kind, v).map_err(|e| fail(e.to_string()))?;
+            let out = operator::window_output(agg, key, start, end, result);
+            let Some(out) = operator::apply_steps(&pipeline.plan.after, out)
+                .map_err(|e| fail(e.to_string()))?
+            else {
+                continue;
+            };
+            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+                .map_err(|e| fail(e.to_string()))?;
+            outputs.push((
+                out.key,
+                bytes,
+                String::from_utf8_lossy(key).into_owned(),
+                start,
+                end,
+            ));
+        }
+        tracing::debug!(partition = %p, windows = due.len(), below, "windows closed");
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        begin_if_needed(&self.producer, &mut self.in_txn)?;
+        for (key, bytes, window_key, start, end) in outputs {
+            match self
+                .producer
+                .send(&self.pipeline.sink.topic, key.as_deref(), &bytes)
+            {
+                Err(crate::kafka::Error::TooLarge { size, max }) => {
+                    return Err(Error::Window {
+                        partition: p.clone(),
+                        key: window_key,
+                        start,
+                        end,
+                        message: format!(
+                            "the result is {size} bytes, over the producer's limit of {max}"
+                        ),
+                    });
+                }
+                other => other?,
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Repartitioning windowed pipelines: at each checkpoint, every source task whose
+    /// watermark moved since its last marker sends one to every repartition partition.
+    pub(super) fn send_markers(&mut self) -> Result<()> {
+        let (Some(topic), Some(et), true) = (
+            self.repartition_topic.clone(),
+            self.pipeline.source.event_time.clone(),
+            self.windowed().is_some(),
+        ) else {
+            return Ok(());
+        };
+        let source = self.pipeline.source.topic.clone();
+        let partitions = self.source_partitions;
+        for (p, task) in &mut self.tasks {
+            if p.topic != source || task.max_event_time == NO_WATERMARK {
+                continue;
+            }
+            let wm = window::watermark_after(&et, task.max_event_time);
+            if wm <= task.marker_sent {
+                continue;
+            }
+            begin_if_needed(&self.producer, &mut self.in_txn)?;
+            let header = format_watermark(p.partition, wm);
+            for target in 0..partitions {
+                self.producer.send_event(
+                    &topic,
+                    Some(target),
+                    None,
+                    &[],
+                    &[(WATERMARK_HEADER, header.as_bytes())],
+                )?;
+            }
+            task.marker_sent = wm;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! Event time and windows, free of I/O.
+//!
+//! - [`windows_of`]: the windows `[start, end)` an event time falls in.
+//! - [`window_key`]: a window's state key sorts by window end, so the windows the watermark
+//!   closes are one bounded range scan from the start of the operator's namespace: these keys
+//!   are the event-time timers of windows, and no scan ever reads an open window.
+//! - [`Watermarks`]: a task's watermark, the minimum over its inputs (source partitions) that
+//!   are not idle, never going back.
+//! - [`event_time`]: a record's event time from a field or its Kafka timestamp.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::config::{EventTime, TimeFormat, Window};
+
+/// Before the first event: every window is open.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// Tag bytes inside an aggregate's namespace: windows, then its persisted watermarks.
+const TAG_WINDOW: u8 = 0;
+const TAG_INPUT_WATERMARK: u8 = 1;
+const TAG_TASK_WATERMARK: u8 = 2;
+
+/// The starts and ends of the windows holding `ts`, oldest first.
+pub fn windows_of(w: &Window, ts: i64) -> Vec<(i64, i64)> {
+    let last_start = ts.saturating_sub(ts.rem_euclid(w.advance_ms));
+    let mut out = Vec::with_capacity(usize::try_from(w.size_ms / w.advance_ms).unwrap_or(1));
+    let mut start = last_start;
+    while start > ts.saturating_sub(w.size_ms) {
+        out.push((start, start.saturating_add(w.size_ms)));
+        match start.checked_sub(w.advance_ms) {
+            Some(s) => start = s,
+            None => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// Whether the window ending at `end` has closed at `watermark`: it fires once the watermark
+/// reaches its last millisecond plus the allowed lateness, and takes no record after that.
+pub fn is_closed(w: &Window, end: i64, watermark: i64) -> bool {
+    watermark != NO_WATERMARK
+        && end.saturating_sub(1).saturating_add(w.allowed_lateness_ms) <= watermark
+}
+
+/// The exclusive upper bound on window ends that are closed at `watermark` (for the scan).
+pub fn closed_below(w: &Window, watermark: i64) -> i64 {
+    if watermark == NO_WATERMARK {
+        return NO_WATERMARK;
+    }
+    watermark
+        .saturating_sub(w.allowed_lateness_ms)
+        .saturating_add(2)
+}
+
+/// Big-endian with the sign bit flipped: byte order is numeric order.
+pub fn sortable(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn from_sortable(b: &[u8]) -> Option<i64> {
+    let b: [u8; 8] = b.try_into().ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+/// The key (inside the aggregate's namespace) of `key`'s window ending at `end`.
+pub fn window_key(end: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.push(TAG_WINDOW);
+    out.extend_from_slice(&sortable(end));
+    out.extend_from_slice(key);
+    out
+}
+
+/// The lower bound of every window key, and the exclusive bound of those ending before `end`.
+pub fn window_range(end: i64) -> (Vec<u8>, Vec<u8>) {
+    (vec![TAG_WINDOW], window_key(end, &[]))
+}
+
+/// (window end, key) of a [`window_key`].
+pub fn split_window_key(k: &[u8]) -> Option<(i64, &[u8])> {
+    let (&tag, rest) = k.split_first()?;
+    if tag != TAG_WINDOW || rest.len() < 8 {
+        return None;
+    }
+    let (end, key) = rest.split_at(8);
+    Some((from_sortable(end)?, key))
+}
+
+/// A task's watermark: each input's own (its highest event time minus the out-of-orderness),
+/// combined as the minimum over the inputs heard from within the idle timeout. The combined
+/// watermark never goes back; an input that comes back from idleness holds it from then on.
+#[derive(Debug, Clone)]
+pub struct Watermarks {
+    inputs: BTreeMap<i32, Input>,
+    combined: i64,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Input {
+    watermark: i64,
+    last_heard: Instant,
+}
+
+impl Watermarks {
+    /// `inputs` start without a watermark, heard from `now` (so each has a full idle timeout
+    /// to speak before the others stop waiting for it).
+    pub fn new(
+        inputs: impl IntoIterator<Item = i32>,
+        idle_timeout: Duration,
+        now: Instant,
+    ) -> Self {
+        Self {
+            inputs: inputs
+                .into_iter()
+                .map(|i| {
+                    (
+                        i,
+                        Input {
+                            watermark: NO_WATERMARK,
+                            last_heard: now,
+                        },
+                    )
+                })
+                .collect(),
+            combined: NO_WATERMARK,
+            idle_timeout,
+        }
+    }
+
+    pub fn current(&self) -> i64 {
+        self.combined
+    }
+
+    /// Input `input` reached `watermark` (or spoke without advancing).
+    pub fn observe(&mut self, input: i32, watermark: i64, now: Instant) {
+        let e = self.inputs.entry(input).or_insert(Input {
+            watermark: NO_WATERMARK,
+            last_heard: now,
+        });
+        e.watermark = e.watermark.max(watermark);
+        e.last_heard = now;
+    }
+
+    /// Recomputes the combined watermark; returns it when it moved forward.
+    pub fn advance(&mut self, now: Instant) -> Option<i64> {
+        let active = self
+            .inputs
+            .values()
+            .filter(|i| now.saturating_duration_since(i.last_heard) < self.idle_timeout)
+            .map(|i| i.watermark)
+            .min()?;
+        (active > self.combined).then(|| {
+            self.combined = active;
+            active
+        })
+    }
+
+    /// State entries (key inside the aggregate's namespace, value) that persist this.
+    pub fn to_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = vec![(
+            vec![TAG_TASK_WATERMARK],
+            self.combined.to_be_bytes().to_vec(),
+        )];
+        for (input, i) in &self.inputs {
+            let mut k = vec![TAG_INPUT_WATERMARK];
+            k.extend_from_slice(&input.to_be_bytes());
+            out.push((k, i.watermark.to_be_bytes().to_vec()));
+        }
+        out
+    }
+
+    /// The range of keys [`Watermarks::to_entries`] writes.
+    pub fn entry_range() -> (Vec<u8>, Vec<u8>) {
+        (vec![TAG_INPUT_WATERMARK], vec![TAG_TASK_WATERMARK + 1])
+    }
+
+    /// Takes back one persisted entry; unknown ones are ignored.
+    pub fn restore_entry(&mut self, key: &[u8], value: &[u8], now: Instant) {
+        let Ok(v) = <[u8; 8]>::try_from(value).map(i64::from_be_bytes) else {
+            return;
+        };
+        match key.split_first() {
+            Some((&TAG_TASK_WATERMARK, [])) => self.combined = self.combined.max(v),
+            Some((&TAG_INPUT_WATERMARK, rest)) => {
+                if let Ok(input) = <[u8; 4]>::try_from(rest).map(i32::from_be_bytes) {
+                    self.observe(input, v, now);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An input's watermark once it has seen event time `max_ts`.
+pub fn watermark_after(et: &EventTime, max_ts: i64) -> i64 {
+    let ooo = i64::try_from(et.max_out_of_orderness.as_millis()).unwrap_or(i64::MAX);
+    max_ts.saturating_sub(ooo).saturating_sub(1)
+}
+
+/// A record's event time in ms: from `et.field` of `value`, or the Kafka `timestamp`.
+pub fn event_time(et: &EventTime, value: &Value, timestamp: Option<i64>) -> Result<i64, String> {
+    let Some(field) = &et.field else {
+        return timestamp.ok_or_else(|| "the record has no Kafka timestamp".to_string());
+    };
+    let v = value
+        .get(field)
+        .ok_or_else(|| format!("event time field {field:?} is missing"))?;
+    let bad = |what: &str| {
+        format!(
+            "event time field {field:?} is {}, not {what}",
+            super::operator::kind(v)
+        )
+    };
+    match et.format {
+        TimeFormat::UnixMs => v
+            .as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            .ok_or_else(|| bad("a number of milliseconds")),
+        TimeFormat::UnixS => v
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(|s| (s * 1000.0).round() as i64)
+            .ok_or_else(|| bad("a number of seconds")),
+        TimeFormat::Rfc3339 => {
+            let s = v.as_str().ok_or_else(|| bad("an RFC 3339 string"))?;
+            let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+                format!("event time field {field:?}: {s:?} is not an RFC 3339 UTC time ({e})")
+            })?;
+            match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_millis()).map_err(|_| bad("a time in range")),
+                Err(e) => i64::try_from(e.duration().as_millis())
+                    .map(|ms| -ms)
+                    .map_err(|_| bad("a time in range")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

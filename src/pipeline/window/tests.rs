@@ -1,0 +1,163 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn tumbling(size: i64) -> Window {
+    Window {
+        size_ms: size,
+        advance_ms: size,
+        allowed_lateness_ms: 0,
+        late_topic: None,
+    }
+}
+
+fn hopping(size: i64, advance: i64) -> Window {
+    Window {
+        advance_ms: advance,
+        ..tumbling(size)
+    }
+}
+
+#[test]
+fn tumbling_windows_are_aligned_to_the_epoch() {
+    let w = tumbling(10);
+    assert_eq!(windows_of(&w, 0), [(0, 10)]);
+    assert_eq!(windows_of(&w, 9), [(0, 10)]);
+    assert_eq!(windows_of(&w, 10), [(10, 20)]);
+    assert_eq!(windows_of(&w, -1), [(-10, 0)]);
+}
+
+#[test]
+fn hopping_windows_overlap() {
+    assert_eq!(windows_of(&hopping(10, 5), 7), [(0, 10), (5, 15)]);
+    assert_eq!(windows_of(&hopping(10, 3), 7), [(0, 10), (3, 13), (6, 16)]);
+}
+
+#[test]
+fn a_window_closes_at_its_last_millisecond_plus_lateness() {
+    let mut w = tumbling(10);
+    assert!(!is_closed(&w, 10, 8));
+    assert!(is_closed(&w, 10, 9));
+    assert!(!is_closed(&w, 10, NO_WATERMARK));
+    w.allowed_lateness_ms = 5;
+    assert!(!is_closed(&w, 10, 13));
+    assert!(is_closed(&w, 10, 14));
+    // the scan bound agrees with is_closed
+    assert!(10 < closed_below(&w, 14));
+    assert!(10 >= closed_below(&w, 13));
+}
+
+#[test]
+fn watermark_is_the_minimum_of_inputs_that_are_not_idle() {
+    let t0 = Instant::now();
+    let idle = Duration::from_secs(10);
+    let mut wm = Watermarks::new([0, 1], idle, t0);
+    wm.observe(0, 100, t0);
+    assert_eq!(wm.advance(t0), None, "input 1 has not spoken yet");
+    wm.observe(1, 50, t0);
+    assert_eq!(wm.advance(t0), Some(50));
+    wm.observe(0, 200, t0 + Duration::from_secs(11));
+    // input 1 has been quiet for 11 s: it no longer holds the watermark back
+    assert_eq!(wm.advance(t0 + Duration::from_secs(11)), Some(200));
+    // it comes back lower: the watermark does not go back
+    wm.observe(1, 60, t0 + Duration::from_secs(12));
+    assert_eq!(wm.advance(t0 + Duration::from_secs(12)), None);
+    assert_eq!(wm.current(), 200);
+    wm.observe(1, 300, t0 + Duration::from_secs(12));
+    wm.observe(0, 250, t0 + Duration::from_secs(12));
+    assert_eq!(wm.advance(t0 + Duration::from_secs(12)), Some(250));
+}
+
+#[test]
+fn watermarks_survive_their_entries() {
+    let t0 = Instant::now();
+    let mut wm = Watermarks::new([0, 1, 2], Duration::from_secs(1), t0);
+    wm.observe(0, 10, t0);
+    wm.observe(1, 20, t0);
+    wm.observe(2, 30, t0);
+    wm.advance(t0);
+    let mut back = Watermarks::new([0, 1, 2], Duration::from_secs(1), t0);
+    for (k, v) in wm.to_entries() {
+        let (lo, hi) = Watermarks::entry_range();
+        assert!(k >= lo && k < hi);
+        back.restore_entry(&k, &v, t0);
+    }
+    assert_eq!(back.current(), 10);
+    back.observe(0, 40, t0);
+    assert_eq!(back.advance(t0), Some(20));
+}
+
+#[test]
+fn event_time_from_fields_and_formats() {
+    let et = |field: Option<&str>, format| EventTime {
+        field: field.map(str::to_string),
+        format,
+        max_out_of_orderness: Duration::from_millis(5),
+        idle_timeout: Duration::from_secs(1),
+    };
+    let v = json!({"ms": 1500, "s": 1.5, "t": "2026-11-30T00:00:01.500Z", "bad": "x"});
+    assert_eq!(
+        event_time(&et(Some("ms"), TimeFormat::UnixMs), &v, None),
+        Ok(1500)
+    );
+    assert_eq!(
+        event_time(&et(Some("s"), TimeFormat::UnixS), &v, None),
+        Ok(1500)
+    );
+    assert_eq!(
+        event_time(&et(Some("t"), TimeFormat::Rfc3339), &v, None),
+        Ok(1_795_996_801_500)
+    );
+    assert_eq!(
+        event_time(&et(None, TimeFormat::UnixMs), &v, Some(7)),
+        Ok(7)
+    );
+    let e = event_time(&et(Some("bad"), TimeFormat::UnixMs), &v, None).unwrap_err();
+    assert!(e.contains("\"bad\"") && e.contains("a string"), "{e}");
+    let e = event_time(&et(Some("nope"), TimeFormat::UnixMs), &v, None).unwrap_err();
+    assert!(e.contains("missing"), "{e}");
+    assert_eq!(watermark_after(&et(None, TimeFormat::UnixMs), 100), 94);
+}
+
+proptest! {
+    #[test]
+    fn every_window_of_a_time_holds_it(ts in -1_000_000_000i64..1_000_000_000, size in 1i64..10_000, k in 1i64..20) {
+        let advance = (size / k).max(1);
+        let w = hopping(size, advance);
+        let ws = windows_of(&w, ts);
+        prop_assert!(!ws.is_empty());
+        for (s, e) in &ws {
+            prop_assert!(*s <= ts && ts < *e);
+            prop_assert_eq!(e - s, size);
+            prop_assert_eq!(s.rem_euclid(advance), 0);
+        }
+        // and no window of that grid holding ts is missing
+        let expected = (0..).map(|i| ts - ts.rem_euclid(advance) - i * advance)
+            .take_while(|s| *s > ts - size).count();
+        prop_assert_eq!(ws.len(), expected);
+    }
+
+    #[test]
+    fn window_keys_sort_by_end(a in any::<i64>(), b in any::<i64>(), ka in proptest::collection::vec(any::<u8>(), 0..6), kb in proptest::collection::vec(any::<u8>(), 0..6)) {
+        prop_assume!(a != b);
+        prop_assert_eq!(a < b, window_key(a, &ka) < window_key(b, &kb));
+        let k = window_key(a, &ka);
+        prop_assert_eq!(split_window_key(&k), Some((a, ka.as_slice())));
+        let (lo, hi) = window_range(b);
+        prop_assert_eq!(k >= lo && k < hi, a < b);
+    }
+
+    #[test]
+    fn the_watermark_never_goes_back(events in proptest::collection::vec((0i32..3, -1000i64..1000, 0u64..30), 1..60)) {
+        let t0 = Instant::now();
+        let mut wm = Watermarks::new([0, 1, 2], Duration::from_secs(10), t0);
+        let mut last = NO_WATERMARK;
+        for (input, w, secs) in events {
+            let now = t0 + Duration::from_secs(secs);
+            wm.observe(input, w, now);
+            wm.advance(now);
+            prop_assert!(wm.current() >= last);
+            last = wm.current();
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Event-time windows against a reference computed here from the same input: out-of-order
+//! records within the bound, late records (to the late topic), tumbling and hopping windows,
+//! with and without a repartition topic, and a tumbling-window count through SIGKILLs.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// (user, window start, window end) → count.
+type Windows = BTreeMap<(String, i64, i64), u64>;
+
+struct Spec {
+    size: i64,
+    advance: i64,
+    lateness: i64,
+    ooo: i64,
+}
+
+/// Starts of the windows holding `ts` (an implementation apart from the engine's).
+fn starts(s: &Spec, ts: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut start = ts.div_euclid(s.advance) * s.advance;
+    while start + s.size > ts {
+        out.push(start);
+        start -= s.advance;
+    }
+    out
+}
+
+/// Each partition's records in order → (the windows closed by the end with their counts,
+/// the ids of the late records). A window closes once its partition's watermark (highest
+/// event time − out-of-orderness − 1 ms) reaches its end − 1 ms + lateness.
+fn reference(
+    s: &Spec,
+    partitions: &BTreeMap<i32, Vec<(String, i64, u64)>>,
+) -> (Windows, BTreeSet<u64>) {
+    let mut closed = Windows::new();
+    let mut late = BTreeSet::new();
+    for records in partitions.values() {
+        let mut open = Windows::new();
+        let mut max: Option<i64> = None;
+        let is_closed = |end: i64, max: Option<i64>| {
+            max.is_some_and(|m| {
+                // watermark = max - ooo - 1; closed once it reaches end - 1 + lateness
+                #[allow(clippy::int_plus_one)]
+                let closed = end - 1 + s.lateness <= m - s.ooo - 1;
+                closed
+            })
+        };
+        for (user, ts, id) in records {
+            let live: Vec<i64> = starts(s, *ts)
+                .into_iter()
+                .filter(|st| !is_closed(st + s.size, max))
+                .collect();
+            if live.is_empty() {
+                late.insert(*id);
+            }
+            for st in live {
+                *open.entry((user.clone(), st, st + s.size)).or_default() += 1;
+            }
+            max = Some(max.map_or(*ts, |m| m.max(*ts)));
+        }
+        for (k, n) in open {
+            if is_closed(k.2, max) {
+                closed.insert(k, n);
+            }
+        }
+    }
+    (closed, late)
+}
+
+/// Windows read from the sink; panics on a window emitted twice.
+fn windows_in(output: &[common::Read]) -> Result<Windows, String> {
+    let mut out = Windows::new();
+    for r in output {
+        let v: serde_json::Value =
+            serde_json::from_str(r.value.as_deref().unwrap_or("null")).unwrap();
+        let user = v["user"]
+            .as_str()
+            .ok_or(format!("no user in {v}"))?
+            .to_string();
+        let (start, end) = (
+            v["window_start"].as_i64().unwrap(),
+            v["window_end"].as_i64().unwrap(),
+        );
+        let expected_key = format!("{user}@{start}");
+        if r.key.as_deref() != Some(expected_key.as_str()) {
+            return Err(format!("key {:?}, expected {expected_key}", r.key));
+        }
+        if out
+            .insert((user.clone(), start, end), v["count"].as_u64().unwrap())
+            .is_some()
+        {
+            return Err(format!("window {user} [{start}, {end}) emitted twice"));
+        }
+    }
+    Ok(out)
+}
+
+fn config(
+    bootstrap: &str,
+    name: &str,
+    topics: (&str, &str, &str),
+    backend: &str,
+    source_extra: &str,
+    window: &str,
+) -> String {
+    let (source, sink, late) = topics;
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "{backend}"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+max_backoff = "2s"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json", {source_extra} event_time = {{ field = "ts", max_out_of_orderness = "2s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "count", window = {{ {window}, late_topic = "{late}" }} }},
+]
+"#
+    )
+}
+
+/// Input per partition: users pinned to partitions, event times mostly rising with jitter
+/// below the out-of-orderness bound, some records far behind (late), then one record per
+/// partition far in the future so every window of the test's users closes.
+fn input(partitions: i32, per_partition: usize) -> BTreeMap<i32, Vec<(String, i64, u64)>> {
+    let mut rng = rand::rng();
+    let mut out = BTreeMap::new();
+    let mut id = 0u64;
+    for p in 0..partitions {
+        let mut records = Vec::new();
+        for i in 0..per_partition {
+            let user = format!("u{}", p + partitions * rng.random_range(0..5));
+            let base = 1_700_000_000_000 + i as i64 * 37;
+            let ts = if rng.random_range(0..100) < 3 {
+                base - 30_000 // far behind: late
+            } else {
+                base - rng.random_range(0..1_500)
+            };
+            records.push((user, ts, id));
+            id += 1;
+        }
+        records.push((format!("end{p}"), 1_900_000_000_000, id));
+        id += 1;
+        out.insert(p, records);
+    }
+    out
+}
+
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    input: &BTreeMap<i32, Vec<(String, i64, u64)>>,
+    repartition: bool,
+) {
+    let records: Vec<(Option<i32>, String, String)> = input
+        .iter()
+        .flat_map(|(p, rs)| {
+            rs.iter().map(move |(user, ts, id)| {
+                // with a repartition topic the message key is unrelated to the user
+                let key = if repartition {
+                    format!("k{id}")
+                } else {
+                    user.clone()
+                };
+                (
+                    Some(*p),
+                    key,
+                    format!(r#"{{"user":"{user}","ts":{ts},"id":{id}}}"#),
+                )
+            })
+        })
+        .collect();
+    common::produce_all(bootstrap, topic, &records);
+}
+
+fn run_against_reference(spec: &Spec, window: &str, backend: &str) {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("window");
+    let (source, sink, late) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-late"),
+    );
+    for t in [&source, &sink, &late] {
+        common::create_topic(&bootstrap, t, 2);
+    }
+    let data = input(2, 3_000);
+    let (expected, expected_late) = reference(spec, &data);
+    assert!(
+        expected.len() > 50 && expected_late.len() > 50,
+        "a weak test input"
+    );
+    produce(&bootstrap, &source, &data, false);
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        &bootstrap,
+        &name,
+        (&source, &sink, &late),
+        backend,
+        r#"key_field = "user","#,
+        window,
+    );
+    let mut daemon = common::Daemon::new(dir.path(), &text);
+    daemon.start();
+    let output = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
+    let late_read = common::read_all(
+        &bootstrap,
+        &late,
+        "read_committed",
+        expected_late.len(),
+        Duration::from_secs(30),
+    );
+    let late_ids: BTreeSet<u64> = late_read
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(r.value.as_deref().unwrap()).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let status = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", daemon.all_logs());
+    if got != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = got
+            .iter()
+            .filter(|(k, v)| expected.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        panic!(
+            "{} windows, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}\n{}",
+            got.len(),
+            expected.len(),
+            daemon.all_logs()
+        );
+    }
+    assert_eq!(
+        late_read.len(),
+        expected_late.len(),
+        "late records written more than once"
+    );
+    assert_eq!(late_ids, expected_late);
+    assert!(
+        daemon
+            .all_logs()
+            .contains(&format!("late={}", expected_late.len())),
+        "the late count is not reported\n{}",
+        daemon.all_logs()
+    );
+}
+
+#[test]
+fn tumbling_windows_match_the_reference_with_out_of_order_and_late_records() {
+    let spec = Spec {
+        size: 1_000,
+        advance: 1_000,
+        lateness: 500,
+        ooo: 2_000,
+    };
+    run_against_reference(
+        &spec,
+        r#"type = "tumbling", size = "1s", allowed_lateness = "500ms""#,
+        "memory",
+    );
+}
+
+#[test]
+fn hopping_windows_match_the_reference() {
+    let spec = Spec {
+        size: 3_000,
+        advance: 1_000,
+        lateness: 0,
+        ooo: 2_000,
+    };
+    run_against_reference(
+        &spec,
+        r#"type = "hopping", size = "3s", advance = "1s""#,
+        "rocksdb",
+    );
+}
+
+/// A tumbling-window count through a repartition topic (watermarks carried by records and
+/// markers), fed while it is SIGKILLed 5 times: every window exactly once, with the exact count.
+#[test]
+fn tumbling_count_through_sigkills_emits_every_window_once() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("wkill");
+    let (source, sink, late) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-late"),
+    );
+    for t in [&source, &sink, &late] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    let size = 1_000;
+    // Records within the out-of-orderness bound are never late whatever the interleaving of
+    // partitions at the repartition topic. In the second half, 2% are 10 s behind ("far"):
+    // whether one is late depends on that interleaving, so the check takes the late topic's
+    // word for it and requires every far record either there once or counted in its window.
+    // A restore that forgot its watermark would count a far record into a window already
+    // emitted, and emit that window twice.
+    let mut rng = rand::rng();
+    let mut data: BTreeMap<i32, Vec<(String, i64, u64)>> = BTreeMap::new();
+    let mut far: BTreeMap<u64, (String, i64)> = BTreeMap::new();
+    let total = 24_000u64;
+    for id in 0..total {
+        let p = (id % 4) as i32;
+        let user = format!("u{}", rng.random_range(0..40));
+        let mut ts = 1_700_000_000_000 + id as i64 - rng.random_range(0..1_000);
+        if id >= total / 2 && rng.random_range(0..100) < 2 {
+            ts -= 10_000;
+            far.insert(id, (user.clone(), ts));
+        }
+        data.entry(p).or_default().push((user, ts, id));
+    }
+    let window_of = |ts: i64| {
+        let st = ts.div_euclid(size) * size;
+        (st, st + size)
+    };
+    let mut normal = Windows::new();
+    for rs in data.values() {
+        for (user, ts, id) in rs {
+            if !far.contains_key(id) {
+                let (st, end) = window_of(*ts);
+                *normal.entry((user.clone(), st, end)).or_default() += 1;
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        &bootstrap,
+        &name,
+        (&source, &sink, &late),
+        "rocksdb",
+        "",
+        r#"type = "tumbling", size = "1s""#,
+    );
+    let mut daemon = common::Daemon::new(dir.path(), &text);
+    let feeder = {
+        let (bootstrap, source, data) = (bootstrap.clone(), source.clone(), data.clone());
+        std::thread::spawn(move || {
+            let chunks = 20;
+            let per = data.values().next().map_or(0, Vec::len).div_ceil(chunks);
+            for c in 0..chunks {
+                let chunk: BTreeMap<i32, Vec<_>> = data
+                    .iter()
+                    .map(|(p, rs)| (*p, rs.iter().skip(c * per).take(per).cloned().collect()))
+                    .collect();
+                produce(&bootstrap, &source, &chunk, true);
+                std::thread::sleep(Duration::from_millis(750));
+            }
+            // every partition's watermark far past the last window
+            let end: BTreeMap<i32, Vec<_>> = (0..4)
+                .map(|p| {
+                    (
+                        p,
+                        vec![(format!("end{p}"), 1_900_000_000_000, total + p as u64)],
+                    )
+                })
+                .collect();
+            produce(&bootstrap, &source, &end, true);
+        })
+    };
+    daemon.start();
+    for kill in 0..5 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_000)));
+        assert!(
+            daemon.is_running(),
+            "flumen exited on its own before kill {kill}\n{}",
+            daemon.all_logs()
+        );
+        daemon.kill9();
+        daemon.start();
+    }
+    feeder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (got, expected, late_ids) = loop {
+        let late_read = common::read_all(
+            &bootstrap,
+            &late,
+            "read_committed",
+            0,
+            Duration::from_secs(5),
+        );
+        let mut late_ids = BTreeSet::new();
+        for r in &late_read {
+            let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            let id = v["id"].as_u64().unwrap();
+            assert!(
+                far.contains_key(&id),
+                "record {id} went late but was within the bound"
+            );
+            assert!(
+                late_ids.insert(id),
+                "record {id} written to the late topic twice"
+            );
+        }
+        let mut expected = normal.clone();
+        for (id, (user, ts)) in &far {
+            if !late_ids.contains(id) {
+                let (st, end) = window_of(*ts);
+                *expected.entry((user.clone(), st, end)).or_default() += 1;
+            }
+        }
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(30),
+        );
+        let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
+        if got == expected || Instant::now() > deadline {
+            break (got, expected, late_ids);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    if got != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = got
+            .iter()
+            .filter(|(k, v)| expected.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        panic!(
+            "{} windows, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}\n{}",
+            got.len(),
+            expected.len(),
+            daemon.all_logs()
+        );
+    }
+    eprintln!(
+        "{} windows exact; {} of {} far records late",
+        got.len(),
+        late_ids.len(),
+        far.len()
+    );
+    let status = daemon.terminate(Duration::from_secs(40));
+    assert!(status.success(), "{status}\n{}", daemon.all_logs());
+}
