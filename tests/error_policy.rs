@@ -109,12 +109,14 @@ sink = {{ topic = "{sink}", format = "json" }}
 on_error = "dead_letter"
 dead_letter_topic = "{dlq}"
 operators = [
+  {{ type = "map", expr = '{{user, amount, id, scaled: ((.ratio // 1) - 1)}}' }},
   {{ type = "key_by", field = "user" }},
   {{ type = "sum", field = "amount" }},
 ]
 "#
     );
-    // 3,000 records, 2% bad: invalid JSON, a non-number amount
+    // 3,000 records, 3% bad: invalid JSON, a non-number amount (the sum fails), a ratio the
+    // jq expression cannot subtract from
     let mut rng = rand::rng();
     let mut input = Vec::new();
     let mut bad = Vec::new();
@@ -124,6 +126,7 @@ operators = [
         let value = match i % 100 {
             17 => format!("{{\"user\":\"{user}\",\"amount\":"), // truncated JSON
             53 => format!("{{\"user\":\"{user}\",\"amount\":\"lots\",\"id\":{i}}}"),
+            71 => format!("{{\"user\":\"{user}\",\"amount\":5,\"ratio\":\"x\",\"id\":{i}}}"),
             _ => {
                 let amount = rng.random_range(1..100);
                 let running = sums.entry(user.clone()).or_default();
@@ -132,7 +135,7 @@ operators = [
                 format!("{{\"user\":\"{user}\",\"amount\":{amount},\"id\":{i}}}")
             }
         };
-        if [17, 53].contains(&(i % 100)) {
+        if [17, 53, 71].contains(&(i % 100)) {
             bad.push(value.clone());
         }
         input.push((None, format!("k{i}"), value));
@@ -197,17 +200,27 @@ operators = [
         match headers["flumen.error.class"].as_str() {
             // the record as it came in, untouched
             "decode" => assert!(bad.contains(value), "{value:.80}"),
-            // failed after the repartition hop: the re-keyed record, same id
-            "operator" => {
-                assert!(headers["flumen.source.topic"].ends_with("-repartition"));
+            // the sum failed after the repartition hop: the re-keyed record, same id
+            "operator" if headers["flumen.source.topic"].ends_with("-repartition") => {
+                assert_eq!(headers["flumen.error.stage"], "sum");
                 let v: serde_json::Value = serde_json::from_str(value).unwrap();
                 assert_eq!(v["amount"], "lots");
+            }
+            // the jq map failed at the source: the record as it came in
+            "operator" => {
+                assert_eq!(headers["flumen.error.stage"], "map");
+                assert!(headers["flumen.error.message"].contains("jq"));
+                assert!(
+                    bad.contains(value) && value.contains("\"ratio\""),
+                    "{value:.80}"
+                );
             }
             other => panic!("unexpected class {other}"),
         }
     }
     assert_eq!(classes.len(), 2, "{classes:?}");
-    assert!(classes.values().all(|n| *n == 30), "{classes:?}");
+    assert_eq!(classes["decode"], 30, "{classes:?}");
+    assert_eq!(classes["operator"], 60, "{classes:?}");
 }
 
 /// A string source to a JSON sink: escaping makes a value of quotes twice as long, over

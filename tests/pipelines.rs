@@ -1,5 +1,6 @@
 //! The other pipeline shapes against the real broker: a stateless bytes copy, a count keyed by
-//! the message key over a string source (no repartition topic), and filter + map + sum.
+//! the message key over a string source (no repartition topic), filter + map + sum, and jq
+//! expressions in filter and map.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure, by design
 
@@ -22,6 +23,7 @@ fn bytes_copy_string_count_and_filter_map_sum() {
         "clicks-per-key",
         "buys",
         "spend",
+        "shaped",
     ] {
         common::create_topic(&bootstrap, &t(topic), 3);
     }
@@ -58,7 +60,17 @@ operators = [
   {{ type = "key_by", field = "who" }},
   {{ type = "sum", field = "eur" }},
 ]
+
+[[pipelines]]
+name = "{n}-expr"
+source = {{ topic = "{buys}", format = "json" }}
+sink = {{ topic = "{shaped}", format = "json" }}
+operators = [
+  {{ type = "filter", expr = '.country != "DE" and .amount >= 5' }},
+  {{ type = "map", expr = '{{customer: .who, cents: (.amount * 100), place: {{country}}}}' }},
+]
 "#,
+        shaped = t("shaped"),
         raw = t("raw"),
         raw_copy = t("raw-copy"),
         clicks = t("clicks"),
@@ -153,6 +165,27 @@ operators = [
             r#"{"who":"ann","sum":10}"#,
             r#"{"who":"ann","sum":15}"#,
             r#"{"who":"bob","sum":1}"#
+        ],
+        "{}",
+        daemon.all_logs()
+    );
+
+    // filter and map by jq expression: the same buys, reshaped (computed, renamed, nested)
+    let shaped = common::read_all(
+        &bootstrap,
+        &t("shaped"),
+        "read_committed",
+        3,
+        Duration::from_secs(60),
+    );
+    let mut values: Vec<String> = shaped.iter().map(|r| r.value.clone().unwrap()).collect();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![
+            r#"{"customer":"ann","cents":1000,"place":{"country":"NL"}}"#,
+            r#"{"customer":"ann","cents":500,"place":{"country":"NL"}}"#,
+            r#"{"customer":"bob","cents":9900,"place":{"country":"BE"}}"#
         ],
         "{}",
         daemon.all_logs()

@@ -237,6 +237,16 @@ pub enum Step {
     KeyBy {
         field: String,
     },
+    /// `filter` with `expr`: keeps the record when the jq program's first output is truthy
+    /// (neither false nor null); no output drops it.
+    Select {
+        expr: String,
+    },
+    /// `map` with `expr`: the record's value becomes the jq program's output; no output
+    /// drops the record, more than one is an error.
+    Transform {
+        expr: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,6 +314,11 @@ pub enum AggregateKind {
         field: String,
         max: usize,
     },
+    /// Not an aggregate of values: passes the first record of each key and drops the others
+    /// until `ttl_ms` (processing time) after that first one.
+    Dedupe {
+        ttl_ms: i64,
+    },
 }
 
 impl AggregateKind {
@@ -319,13 +334,14 @@ impl AggregateKind {
             Self::Last { .. } => "last",
             Self::CountDistinct { .. } => "count_distinct",
             Self::Collect { .. } => "collect",
+            Self::Dedupe { .. } => "dedupe",
         }
     }
 
     /// The record field it reads (none for count).
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::Count => None,
+            Self::Count | Self::Dedupe { .. } => None,
             Self::Sum { field }
             | Self::Min { field }
             | Self::Max { field }

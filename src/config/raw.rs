@@ -145,6 +145,10 @@ pub struct Operator {
     /// Aggregates: "every_update" (default) or "on_checkpoint"; windowed aggregates:
     /// "on_window_close" (default) or "every_update".
     pub emit: Option<Spanned<String>>,
+    /// `filter` and `map`: a jq program (jaq) instead of field/equals or keep/drop/rename.
+    pub expr: Option<Spanned<String>>,
+    /// `dedupe`: how long a key is remembered (processing time).
+    pub ttl: Option<Spanned<String>>,
     /// Aggregates: per-key windows in event time.
     pub window: Option<Spanned<Window>>,
 }

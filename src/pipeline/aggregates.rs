@@ -86,7 +86,7 @@ pub fn update(
             let v = Value::Array(items);
             (v.clone(), v)
         }
-        AggregateKind::Count | AggregateKind::Sum { .. } => {
+        AggregateKind::Count | AggregateKind::Sum { .. } | AggregateKind::Dedupe { .. } => {
             return Err("count and sum are not field aggregates".into());
         }
     };

@@ -8,7 +8,9 @@
 //! - [`run`] (here): the restart strategy around incarnations.
 
 pub mod aggregates;
+pub mod dedupe;
 pub mod doctor;
+pub mod expr;
 pub mod operator;
 pub mod reset;
 mod task;

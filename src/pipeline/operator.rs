@@ -45,6 +45,13 @@ fn object<'a>(
     }
 }
 
+fn json_value<'a>(step: &'static str, value: &'a Payload) -> Result<&'a Value, RecordError> {
+    match value {
+        Payload::Json(v) => Ok(v),
+        _ => Err(err(step, "an expression needs a JSON or Avro record")),
+    }
+}
+
 /// How a JSON value is named in error messages ("a string", "an object", …).
 pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
@@ -102,6 +109,31 @@ fn apply_step(step: &Step, mut record: Record) -> Result<Option<Record>, RecordE
                 }
             }
         }
+        Step::Select { expr } => {
+            let input = json_value("filter", &record.value)?;
+            let out =
+                super::expr::run(expr, input).map_err(|m| err("filter", format!("jq: {m}")))?;
+            if !out.first().is_some_and(super::expr::truthy) {
+                return Ok(None);
+            }
+        }
+        Step::Transform { expr } => {
+            let input = json_value("map", &record.value)?;
+            let mut out =
+                super::expr::run(expr, input).map_err(|m| err("map", format!("jq: {m}")))?;
+            match out.len() {
+                0 => return Ok(None),
+                1 => record.value = Payload::Json(out.swap_remove(0)),
+                n => {
+                    return Err(err(
+                        "map",
+                        format!(
+                            "jq: the expression yields {n} values for one record; a map yields one (or none to drop it)"
+                        ),
+                    ));
+                }
+            }
+        }
         Step::KeyBy { field } => {
             let value = object("key_by", &record.value)?
                 .get(field)
@@ -154,6 +186,9 @@ pub fn aggregate(
                 .ok_or_else(|| err(name, format!("field {field:?} is missing")))?;
             super::aggregates::update(other, previous, v)
                 .map_err(|m| err(name, format!("field {field:?}: {m}")))?
+        }
+        AggregateKind::Dedupe { .. } => {
+            return Err(err("dedupe", "dedupe keeps records, not a running value"));
         }
         AggregateKind::Sum { field } => {
             let v = object("sum", &record.value)?
@@ -219,6 +254,9 @@ pub fn result_of(kind: &AggregateKind, state: &[u8]) -> Result<Value, RecordErro
         | AggregateKind::First { .. }
         | AggregateKind::Last { .. }
         | AggregateKind::Collect { .. } => json()?,
+        AggregateKind::Dedupe { .. } => {
+            return Err(err(name, "dedupe keeps records, not a running value"));
+        }
     })
 }
 

@@ -4,6 +4,7 @@
 //! Stateful tasks own the keyed state of the keys arriving on their partition.
 //! Savepoints are written by [`savepoint`] and restored by [`restore`].
 
+mod expiry;
 mod record;
 mod restore;
 mod savepoint;
@@ -510,6 +511,7 @@ impl<'a> Runner<'a> {
     /// Snapshots every stateful task and makes checkpoint `id` durable on disk.
     fn snapshot(&mut self, id: CheckpointId) -> Result<Manifest> {
         self.persist_watermarks()?;
+        self.expire_state()?;
         let staging = self.store.begin(id)?;
         let mut tasks = Vec::new();
         let mut files = Vec::new();

@@ -31,11 +31,12 @@ impl Cx<'_> {
                     &["id", "field", "output", "emit", "window"]
                 }
                 "collect" => &["id", "field", "output", "max", "emit", "window"],
-                "filter" => &["field", "equals", "not_equals"],
-                "map" => &["keep", "drop", "rename"],
+                "dedupe" => &["id", "field", "ttl"],
+                "filter" => &["field", "equals", "not_equals", "expr"],
+                "map" => &["keep", "drop", "rename", "expr"],
                 other => {
                     self.problem(format!("{path}.type"), op_ref.kind.span(), format!(
-                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect"));
+                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect, dedupe"));
                     continue;
                 }
             };
@@ -44,7 +45,7 @@ impl Cx<'_> {
                 .on_error
                 .as_ref()
                 .map(|p| self.policy(&format!("{path}.on_error"), p));
-            let needs_json = kind != "count";
+            let needs_json = kind != "count" && !(kind == "dedupe" && op_ref.field.is_none());
             if needs_json && !source.format.is_structured() {
                 self.problem(
                     format!("{path}.type"),
@@ -55,91 +56,104 @@ impl Cx<'_> {
                 );
             }
             let target_after = plan.aggregate.is_some();
-            let step = match kind {
-                "key_by" | "filter" | "sum" | "min" | "max" | "avg" | "first" | "last"
-                | "count_distinct" | "collect" => {
-                    let Some(field) = op_ref.field.as_ref() else {
-                        self.problem(
-                            format!("{path}.field"),
-                            op.span(),
-                            format!("{kind} needs a field"),
-                        );
-                        continue;
-                    };
-                    let field = field.get_ref().clone();
-                    match kind {
-                        "key_by" => {
-                            if target_after || key_by.is_some() {
-                                self.problem(
-                                    format!("{path}.type"),
-                                    op_ref.kind.span(),
-                                    "only one key_by is supported, before the aggregate",
+            if kind == "dedupe" {
+                self.dedupe(&path, op, &mut plan, &mut key_by, source);
+                if let Some(agg) = plan.aggregate.as_mut() {
+                    agg.on_error = on_error;
+                }
+                continue;
+            }
+            let step = match (kind, &op_ref.expr) {
+                ("filter" | "map", Some(expr)) => match self.expr_step(&path, kind, op_ref, expr) {
+                    Some(step) => step,
+                    None => continue,
+                },
+                _ => match kind {
+                    "key_by" | "filter" | "sum" | "min" | "max" | "avg" | "first" | "last"
+                    | "count_distinct" | "collect" => {
+                        let Some(field) = op_ref.field.as_ref() else {
+                            self.problem(
+                                format!("{path}.field"),
+                                op.span(),
+                                format!("{kind} needs a field"),
+                            );
+                            continue;
+                        };
+                        let field = field.get_ref().clone();
+                        match kind {
+                            "key_by" => {
+                                if target_after || key_by.is_some() {
+                                    self.problem(
+                                        format!("{path}.type"),
+                                        op_ref.kind.span(),
+                                        "only one key_by is supported, before the aggregate",
+                                    );
+                                    continue;
+                                }
+                                key_by = Some(field.clone());
+                                Step::KeyBy { field }
+                            }
+                            "filter" => match self.predicate(&path, op) {
+                                Some(predicate) => Step::Filter { field, predicate },
+                                None => continue,
+                            },
+                            aggregate => {
+                                let kind = match aggregate {
+                                    "sum" => AggregateKind::Sum { field },
+                                    "min" => AggregateKind::Min { field },
+                                    "max" => AggregateKind::Max { field },
+                                    "avg" => AggregateKind::Avg { field },
+                                    "first" => AggregateKind::First { field },
+                                    "last" => AggregateKind::Last { field },
+                                    "count_distinct" => AggregateKind::CountDistinct { field },
+                                    _ => AggregateKind::Collect {
+                                        field,
+                                        max: self.collect_max(&path, op_ref),
+                                    },
+                                };
+                                let name = kind.name();
+                                self.aggregate(
+                                    &path,
+                                    op,
+                                    &mut plan,
+                                    (key_by.as_deref(), source),
+                                    kind,
+                                    name,
                                 );
+                                if let Some(agg) = plan.aggregate.as_mut() {
+                                    agg.on_error = on_error;
+                                }
                                 continue;
                             }
-                            key_by = Some(field.clone());
-                            Step::KeyBy { field }
-                        }
-                        "filter" => match self.predicate(&path, op) {
-                            Some(predicate) => Step::Filter { field, predicate },
-                            None => continue,
-                        },
-                        aggregate => {
-                            let kind = match aggregate {
-                                "sum" => AggregateKind::Sum { field },
-                                "min" => AggregateKind::Min { field },
-                                "max" => AggregateKind::Max { field },
-                                "avg" => AggregateKind::Avg { field },
-                                "first" => AggregateKind::First { field },
-                                "last" => AggregateKind::Last { field },
-                                "count_distinct" => AggregateKind::CountDistinct { field },
-                                _ => AggregateKind::Collect {
-                                    field,
-                                    max: self.collect_max(&path, op_ref),
-                                },
-                            };
-                            let name = kind.name();
-                            self.aggregate(
-                                &path,
-                                op,
-                                &mut plan,
-                                (key_by.as_deref(), source),
-                                kind,
-                                name,
-                            );
-                            if let Some(agg) = plan.aggregate.as_mut() {
-                                agg.on_error = on_error;
-                            }
-                            continue;
                         }
                     }
-                }
-                "count" => {
-                    self.aggregate(
-                        &path,
-                        op,
-                        &mut plan,
-                        (key_by.as_deref(), source),
-                        AggregateKind::Count,
-                        "count",
-                    );
-                    if let Some(agg) = plan.aggregate.as_mut() {
-                        agg.on_error = on_error;
+                    "count" => {
+                        self.aggregate(
+                            &path,
+                            op,
+                            &mut plan,
+                            (key_by.as_deref(), source),
+                            AggregateKind::Count,
+                            "count",
+                        );
+                        if let Some(agg) = plan.aggregate.as_mut() {
+                            agg.on_error = on_error;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                _ => Step::Map {
-                    keep: op_ref.keep.as_ref().map(|k| k.get_ref().clone()),
-                    drop: op_ref
-                        .drop
-                        .as_ref()
-                        .map(|d| d.get_ref().clone())
-                        .unwrap_or_default(),
-                    rename: op_ref
-                        .rename
-                        .as_ref()
-                        .map(|r| r.get_ref().clone().into_iter().collect())
-                        .unwrap_or_default(),
+                    _ => Step::Map {
+                        keep: op_ref.keep.as_ref().map(|k| k.get_ref().clone()),
+                        drop: op_ref
+                            .drop
+                            .as_ref()
+                            .map(|d| d.get_ref().clone())
+                            .unwrap_or_default(),
+                        rename: op_ref
+                            .rename
+                            .as_ref()
+                            .map(|r| r.get_ref().clone().into_iter().collect())
+                            .unwrap_or_default(),
+                    },
                 },
             };
             if target_after {
@@ -158,6 +172,100 @@ impl Cx<'_> {
             };
         }
         plan
+    }
+
+    /// A `filter` or `map` with `expr`: the program must compile, and stands alone.
+    fn expr_step(
+        &mut self,
+        path: &str,
+        kind: &str,
+        op: &raw::Operator,
+        expr: &Spanned<String>,
+    ) -> Option<Step> {
+        let others: [(&str, Option<Range<usize>>); 6] = [
+            ("field", op.field.as_ref().map(Spanned::span)),
+            ("equals", op.equals.as_ref().map(Spanned::span)),
+            ("not_equals", op.not_equals.as_ref().map(Spanned::span)),
+            ("keep", op.keep.as_ref().map(Spanned::span)),
+            ("drop", op.drop.as_ref().map(Spanned::span)),
+            ("rename", op.rename.as_ref().map(Spanned::span)),
+        ];
+        let mut ok = true;
+        for (name, span) in others {
+            if let Some(span) = span {
+                self.problem(
+                    format!("{path}.{name}"),
+                    span,
+                    format!("{kind} takes either expr or {name}, not both"),
+                );
+                ok = false;
+            }
+        }
+        let code = expr.get_ref();
+        if let Err(errs) = crate::pipeline::expr::check(code) {
+            for e in errs {
+                // inside the TOML string: after its opening quote (exact for strings without
+                // escapes, which jq programs seldom need)
+                let at = expr.span().start + 1 + e.offset;
+                self.problem(
+                    format!("{path}.expr"),
+                    at..at,
+                    format!("jq: {} (at {:?})", e.message, snippet(code, e.offset)),
+                );
+            }
+            ok = false;
+        }
+        let expr = code.clone();
+        ok.then(|| match kind {
+            "filter" => Step::Select { expr },
+            _ => Step::Transform { expr },
+        })
+    }
+
+    /// `dedupe`: keyed by its `field` (its own key_by), else by the key so far.
+    fn dedupe(
+        &mut self,
+        path: &str,
+        op: &Spanned<raw::Operator>,
+        plan: &mut Plan,
+        key_by: &mut Option<String>,
+        source: &SourceConfig,
+    ) {
+        let raw = op.get_ref();
+        let ttl_ms = match &raw.ttl {
+            Some(t) => super::time::millis(self.positive(&format!("{path}.ttl"), t)),
+            None => {
+                self.problem(
+                    format!("{path}.ttl"),
+                    op.span(),
+                    "dedupe needs ttl (how long a key is remembered, like \"10m\")",
+                );
+                0
+            }
+        };
+        if let Some(field) = &raw.field {
+            if key_by.is_some() || plan.aggregate.is_some() {
+                self.problem(
+                    format!("{path}.field"),
+                    field.span(),
+                    "dedupe by field re-keys the records itself: drop the key_by before it, or the field",
+                );
+            } else {
+                *key_by = Some(field.get_ref().clone());
+                plan.before.push(Step::KeyBy {
+                    field: field.get_ref().clone(),
+                });
+                plan.before_on_error.push(None);
+            }
+        }
+        self.aggregate(
+            path,
+            op,
+            plan,
+            (key_by.as_deref(), source),
+            AggregateKind::Dedupe { ttl_ms },
+            "dedupe",
+        );
     }
 
     /// `collect`'s `max`: 1 to 100,000, default 100.
@@ -179,7 +287,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 11] = [
+        let present: [(&str, Option<Range<usize>>); 13] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -191,6 +299,8 @@ impl Cx<'_> {
             ("max", op.max.as_ref().map(Spanned::span)),
             ("emit", op.emit.as_ref().map(Spanned::span)),
             ("window", op.window.as_ref().map(Spanned::span)),
+            ("expr", op.expr.as_ref().map(Spanned::span)),
+            ("ttl", op.ttl.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span
@@ -338,6 +448,13 @@ impl Cx<'_> {
             window,
         });
     }
+}
+
+/// Up to 20 characters of `code` from `offset`, for error messages.
+fn snippet(code: &str, offset: usize) -> String {
+    let rest = code.get(offset..).unwrap_or_default();
+    let s: String = rest.chars().take(20).collect();
+    if s.is_empty() { "the end".into() } else { s }
 }
 
 fn output_name<'a>(raw: &'a raw::Operator, default: &'a str) -> &'a str {

@@ -434,6 +434,47 @@ fn windows_are_typed_and_need_event_time() {
     );
 }
 
+#[test]
+fn expressions_compile_at_validation_and_errors_point_into_them() {
+    let ok = EXAMPLE.replace(
+        r#"{ type = "key_by", field = "user" },"#,
+        r#"{ type = "filter", expr = '.n > 1' }, { type = "map", expr = '{user, n}' }, { type = "key_by", field = "user" },"#,
+    );
+    let c = from_str(&ok).unwrap();
+    assert_eq!(
+        c.pipelines[0].plan.before[..2],
+        [
+            Step::Select {
+                expr: ".n > 1".into()
+            },
+            Step::Transform {
+                expr: "{user, n}".into()
+            }
+        ]
+    );
+    let wrong = EXAMPLE.replace(
+        r#"{ type = "key_by", field = "user" },"#,
+        "{ type = \"map\", expr = '.a | nosuch(1)' },\n  { type = \"filter\", expr = '.a', field = \"b\", equals = 1 },\n  { type = \"key_by\", field = \"user\" },",
+    );
+    let shown = problems(&wrong);
+    // line 18 of the file; `nosuch` is the 6th character of the program, after `expr = '`
+    let col = r#"  { type = "map", expr = '.a | "#.len() + 1;
+    assert!(
+        shown.iter().any(
+            |s| s.starts_with(&format!("pipelines[0].operators[0].expr (18:{col})"))
+                && s.contains("nosuch")
+        ),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].field (")
+                && s.contains("either expr or field")),
+        "{shown:#?}"
+    );
+}
+
 /// The problems `text` is refused with, as shown to the user.
 fn problems(text: &str) -> Vec<String> {
     from_str(text)

@@ -118,7 +118,7 @@ impl Cx<'_> {
     }
 
     /// A duration that must be above zero (and, as milliseconds, at least 1).
-    fn positive(&mut self, path: &str, value: &Spanned<String>) -> Duration {
+    pub(super) fn positive(&mut self, path: &str, value: &Spanned<String>) -> Duration {
         let d = self.duration(path, value);
         if d < Duration::from_millis(1) && humantime::parse_duration(value.get_ref()).is_ok() {
             self.problem(path, value.span(), "must be at least 1ms");
@@ -128,6 +128,6 @@ impl Cx<'_> {
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -5,12 +5,12 @@
 use super::{Runner, windows};
 use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
-use crate::config::{Emit, Format, OnError};
+use crate::config::{AggregateKind, Emit, Format, OnError};
 use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
-use crate::pipeline::window;
 use crate::pipeline::{Error, Result, chain};
+use crate::pipeline::{dedupe, window};
 use crate::state::namespaced;
 
 /// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
@@ -372,6 +372,10 @@ impl Runner<'_> {
                     Self::step_error(r, e, std::slice::from_ref(&agg.on_error))
                 };
                 let key = rec.key.as_deref().unwrap_or_default();
+                let dedupe_ttl = match agg.kind {
+                    AggregateKind::Dedupe { ttl_ms } => Some(ttl_ms),
+                    _ => None,
+                };
                 match (&agg.window, event_time, task.windows.as_ref()) {
                     (Some(w), Some(ts), Some(wt)) => {
                         // the input's watermark: its own, or the one its source sent along
@@ -409,6 +413,23 @@ impl Runner<'_> {
                             }
                         }
                         return Ok(effect);
+                    }
+                    _ if dedupe_ttl.is_some() => {
+                        let ttl_ms = dedupe_ttl.unwrap_or_default();
+                        let skey = namespaced(&agg.id, &dedupe::live_key(key));
+                        let previous = state.get(&skey)?;
+                        let now =
+                            i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                        let Some(expiry) = dedupe::admit(previous.as_deref(), now, ttl_ms) else {
+                            return Ok(effect); // a duplicate
+                        };
+                        effect.puts.push((skey, expiry.to_be_bytes().to_vec()));
+                        effect.puts.push((
+                            namespaced(&agg.id, &dedupe::expiry_key(expiry, key)),
+                            Vec::new(),
+                        ));
+                        operator::apply_steps(&plan.after, rec)
+                            .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
                     }
                     _ => {
                         let skey = namespaced(&agg.id, key);

@@ -1,0 +1,81 @@
+//! Dedupe within a TTL, free of I/O: the first record of a key passes and is remembered until
+//! `ttl` after it (processing time); the others meanwhile are dropped.
+//!
+//! Each remembered key has two entries in the operator's namespace: `0 ‖ key` → its expiry
+//! (ms, big-endian), for the lookup, and `1 ‖ expiry (sortable) ‖ key` → nothing, an index by
+//! expiry. Expired keys are deleted by one range scan of the index up to now (time-bucketed
+//! keys, no full scan); a lookup also treats an expired entry as absent, so the answer never
+//! depends on when the cleanup ran.
+
+use super::window::sortable;
+
+const TAG_LIVE: u8 = 0;
+const TAG_EXPIRY: u8 = 1;
+
+/// The lookup key of `key` (inside the operator's namespace).
+pub fn live_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(TAG_LIVE);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The index key of `key` expiring at `expiry`.
+pub fn expiry_key(expiry: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.push(TAG_EXPIRY);
+    out.extend_from_slice(&sortable(expiry));
+    out.extend_from_slice(key);
+    out
+}
+
+/// The index keys of entries expired at `now`: `[from, to)`.
+pub fn expired_range(now: i64) -> (Vec<u8>, Vec<u8>) {
+    (vec![TAG_EXPIRY], expiry_key(now.saturating_add(1), &[]))
+}
+
+/// The key of an index entry.
+pub fn key_of_expiry_key(k: &[u8]) -> Option<&[u8]> {
+    match k.split_first() {
+        Some((&TAG_EXPIRY, rest)) if rest.len() >= 8 => Some(&rest[8..]),
+        _ => None,
+    }
+}
+
+pub fn decode_expiry(v: &[u8]) -> Option<i64> {
+    <[u8; 8]>::try_from(v).ok().map(i64::from_be_bytes)
+}
+
+/// `Some(expiry)` when a record of a key whose entry is `previous` passes at `now` (and the key
+/// is remembered until `expiry`); `None` for a duplicate.
+pub fn admit(previous: Option<&[u8]>, now: i64, ttl_ms: i64) -> Option<i64> {
+    match previous.and_then(decode_expiry) {
+        Some(expiry) if expiry > now => None,
+        _ => Some(now.saturating_add(ttl_ms)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_passes_duplicates_drop_until_the_ttl() {
+        let e = admit(None, 1_000, 500).unwrap();
+        assert_eq!(e, 1_500);
+        let stored = e.to_be_bytes();
+        assert_eq!(admit(Some(&stored), 1_499, 500), None);
+        assert_eq!(admit(Some(&stored), 1_500, 500), Some(2_000));
+    }
+
+    #[test]
+    fn the_index_orders_by_expiry_and_bounds_the_scan() {
+        let (from, to) = expired_range(100);
+        for (expiry, inside) in [(-5, true), (100, true), (101, false)] {
+            let k = expiry_key(expiry, b"user");
+            assert_eq!(k >= from && k < to, inside, "{expiry}");
+            assert_eq!(key_of_expiry_key(&k), Some(&b"user"[..]));
+        }
+        assert!(live_key(b"zzz") < from, "live keys sort before the index");
+    }
+}
