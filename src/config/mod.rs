@@ -319,6 +319,14 @@ pub enum AggregateKind {
     Dedupe {
         ttl_ms: i64,
     },
+    /// A stream-table join (enrichment): each record gets the value of its key in `table`, a
+    /// topic read into keyed state, as field `into`; without a row, `null` (left) or dropped
+    /// (inner).
+    Join {
+        table: String,
+        into: String,
+        inner: bool,
+    },
 }
 
 impl AggregateKind {
@@ -335,13 +343,14 @@ impl AggregateKind {
             Self::CountDistinct { .. } => "count_distinct",
             Self::Collect { .. } => "collect",
             Self::Dedupe { .. } => "dedupe",
+            Self::Join { .. } => "join",
         }
     }
 
     /// The record field it reads (none for count).
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::Count | Self::Dedupe { .. } => None,
+            Self::Count | Self::Dedupe { .. } | Self::Join { .. } => None,
             Self::Sum { field }
             | Self::Min { field }
             | Self::Max { field }
@@ -351,6 +360,14 @@ impl AggregateKind {
             | Self::CountDistinct { field }
             | Self::Collect { field, .. } => Some(field),
         }
+    }
+}
+
+impl AggregateKind {
+    /// Whether its state keys are more than the record key (tagged, time-ordered): such state
+    /// cannot be spread over a different partition count by key hash.
+    pub fn has_layout(&self) -> bool {
+        matches!(self, Self::Dedupe { .. } | Self::Join { .. })
     }
 }
 

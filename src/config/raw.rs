@@ -147,6 +147,12 @@ pub struct Operator {
     pub emit: Option<Spanned<String>>,
     /// `filter` and `map`: a jq program (jaq) instead of field/equals or keep/drop/rename.
     pub expr: Option<Spanned<String>>,
+    /// `join`: the compacted topic read into keyed state (JSON values, keyed like the stream).
+    pub table: Option<Spanned<String>>,
+    /// `join`: the output field that takes the table's value.
+    pub into: Option<Spanned<String>>,
+    /// `join`: "left" (default: no table row gives null) or "inner" (drops the record).
+    pub mode: Option<Spanned<String>>,
     /// `dedupe`: how long a key is remembered (processing time).
     pub ttl: Option<Spanned<String>>,
     /// Aggregates: per-key windows in event time.

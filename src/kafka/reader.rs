@@ -1,6 +1,6 @@
 //! Reads a topic's committed records from given offsets up to its current end, without a
 //! consumer group: a savepoint uses it to capture the repartition records that are committed
-//! but not yet consumed.
+//! but not yet consumed, and a join ([`TableReader`]) to keep its table state current.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -37,6 +37,42 @@ pub fn read_to_end(
     let consumer: BaseConsumer = super::client::reader(kafka)
         .create()
         .map_err(client("create reader"))?;
+    read_with(&consumer, topic, from, must_reach, timeout)
+}
+
+/// A join's table topic, read to its end at assignment and at every refresh: one consumer kept
+/// for the runner's life (assigned anew each time), fetching with a short wait.
+pub struct TableReader {
+    consumer: BaseConsumer,
+}
+
+impl TableReader {
+    pub fn new(kafka: &KafkaConfig) -> Result<Self> {
+        let consumer = super::client::reader(kafka)
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .map_err(client("create table reader"))?;
+        Ok(Self { consumer })
+    }
+
+    /// Every committed record of `topic` from each `(partition, offset)` to the end.
+    pub fn read(
+        &self,
+        topic: &str,
+        from: &[(i32, Option<NextOffset>)],
+        timeout: Duration,
+    ) -> Result<Vec<Pending>> {
+        read_with(&self.consumer, topic, from, &BTreeMap::new(), timeout)
+    }
+}
+
+fn read_with(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from: &[(i32, Option<NextOffset>)],
+    must_reach: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Result<Vec<Pending>> {
     let mut tpl = TopicPartitionList::new();
     let mut last_seen = BTreeMap::new();
     for (p, off) in from {
@@ -58,12 +94,19 @@ pub fn read_to_end(
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
-                op: "read the repartition topic to its end",
+                op: "read a topic to its end",
                 after: timeout,
             });
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                // a record fetched for an earlier assignment of this consumer
+                let stale = last_seen
+                    .get(&m.partition())
+                    .is_none_or(|seen| m.offset() <= *seen);
+                if m.topic() != topic || stale {
+                    continue;
+                }
                 at_end.remove(&m.partition());
                 last_seen.insert(m.partition(), m.offset());
                 out.push(Pending {

@@ -86,7 +86,10 @@ pub fn update(
             let v = Value::Array(items);
             (v.clone(), v)
         }
-        AggregateKind::Count | AggregateKind::Sum { .. } | AggregateKind::Dedupe { .. } => {
+        AggregateKind::Count
+        | AggregateKind::Sum { .. }
+        | AggregateKind::Dedupe { .. }
+        | AggregateKind::Join { .. } => {
             return Err("count and sum are not field aggregates".into());
         }
     };

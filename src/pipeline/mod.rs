@@ -11,6 +11,7 @@ pub mod aggregates;
 pub mod dedupe;
 pub mod doctor;
 pub mod expr;
+pub mod join;
 pub mod operator;
 pub mod reset;
 mod task;

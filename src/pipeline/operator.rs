@@ -187,8 +187,11 @@ pub fn aggregate(
             super::aggregates::update(other, previous, v)
                 .map_err(|m| err(name, format!("field {field:?}: {m}")))?
         }
-        AggregateKind::Dedupe { .. } => {
-            return Err(err("dedupe", "dedupe keeps records, not a running value"));
+        AggregateKind::Dedupe { .. } | AggregateKind::Join { .. } => {
+            return Err(err(
+                agg.kind.name(),
+                "this operator keeps records, not a running value",
+            ));
         }
         AggregateKind::Sum { field } => {
             let v = object("sum", &record.value)?
@@ -254,8 +257,11 @@ pub fn result_of(kind: &AggregateKind, state: &[u8]) -> Result<Value, RecordErro
         | AggregateKind::First { .. }
         | AggregateKind::Last { .. }
         | AggregateKind::Collect { .. } => json()?,
-        AggregateKind::Dedupe { .. } => {
-            return Err(err(name, "dedupe keeps records, not a running value"));
+        AggregateKind::Dedupe { .. } | AggregateKind::Join { .. } => {
+            return Err(err(
+                name,
+                "this operator keeps records, not a running value",
+            ));
         }
     })
 }

@@ -8,6 +8,7 @@ mod expiry;
 mod record;
 mod restore;
 mod savepoint;
+mod tables;
 mod windows;
 
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +90,9 @@ pub struct Runner<'a> {
     /// `emit = "on_checkpoint"`: each key's latest output (key → encoded value), produced at the
     /// next checkpoint, inside its transaction (`task/record.rs`).
     pending: HashMap<Vec<u8>, Vec<u8>>,
+    /// A join's table topic reader, and when the tables were last read (`task/tables.rs`).
+    table_reader: Option<crate::kafka::reader::TableReader>,
+    last_table_refresh: Instant,
     last_checkpoint: Instant,
     next_id: CheckpointId,
     committed: u64,
@@ -227,10 +231,32 @@ impl<'a> Runner<'a> {
             in_txn: false,
             dirty: false,
             pending: HashMap::new(),
+            table_reader: None,
+            last_table_refresh: Instant::now(),
             last_checkpoint: Instant::now(),
             next_id,
             committed: 0,
         };
+        if let Some((_, table)) = runner.joined_table() {
+            // co-partitioned: row k of the table lives in the partition the stream's key k does
+            let rows = admin.partition_count(table)?;
+            let stream = runner
+                .stateful_topic
+                .as_deref()
+                .map_or(Ok(partitions), |t| {
+                    if Some(t) == runner.repartition_topic.as_deref() {
+                        Ok(partitions)
+                    } else {
+                        admin.partition_count(t)
+                    }
+                })?;
+            if rows != stream {
+                return Err(Error::StateChoice(format!(
+                    "join table {table:?} has {rows} partitions and the keyed stream {stream}; a stream-table join needs both partitioned alike (as Kafka Streams does)"
+                )));
+            }
+            runner.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
+        }
         let grown = match restore {
             Some(sp) => runner.restore_savepoint(sp, &admin)?,
             None => false,
@@ -260,6 +286,10 @@ impl<'a> Runner<'a> {
             }
             if self.cancel.is_cancelled() {
                 return self.shutdown();
+            }
+            if self.table_reader.is_some() && self.last_table_refresh.elapsed() >= interval {
+                self.refresh_tables()?;
+                self.last_table_refresh = Instant::now();
             }
             if self.dirty && self.last_checkpoint.elapsed() >= interval {
                 self.checkpoint()?;
@@ -299,6 +329,8 @@ impl<'a> Runner<'a> {
             let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
         }
+        // a join's table is current before the first stream record of its tasks
+        self.refresh_tables()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(())
     }
@@ -409,6 +441,7 @@ impl<'a> Runner<'a> {
             let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
         }
+        self.refresh_tables()?;
         self.consumer.seek(&committed)?;
         Ok(())
     }

@@ -119,6 +119,15 @@ pub fn produce_all(bootstrap: &str, topic: &str, records: &[(Option<i32>, String
     p.flush(Duration::from_secs(30)).expect("flush test input");
 }
 
+/// Produces a tombstone (a record without a value) for `key`, and waits for it.
+pub fn tombstone(bootstrap: &str, topic: &str, key: &str) {
+    let p = producer(bootstrap);
+    p.send(BaseRecord::<str, str>::to(topic).key(key))
+        .map_err(|(e, _)| e)
+        .expect("produce tombstone");
+    p.flush(Duration::from_secs(30)).expect("flush tombstone");
+}
+
 /// One record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Read {

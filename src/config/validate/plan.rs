@@ -32,11 +32,12 @@ impl Cx<'_> {
                 }
                 "collect" => &["id", "field", "output", "max", "emit", "window"],
                 "dedupe" => &["id", "field", "ttl"],
+                "join" => &["id", "table", "into", "mode"],
                 "filter" => &["field", "equals", "not_equals", "expr"],
                 "map" => &["keep", "drop", "rename", "expr"],
                 other => {
                     self.problem(format!("{path}.type"), op_ref.kind.span(), format!(
-                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect, dedupe"));
+                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect, dedupe, join"));
                     continue;
                 }
             };
@@ -46,6 +47,21 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|p| self.policy(&format!("{path}.on_error"), p));
             let needs_json = kind != "count" && !(kind == "dedupe" && op_ref.field.is_none());
+            if kind == "join" {
+                let join = self.join(&path, op, source);
+                self.aggregate(
+                    &path,
+                    op,
+                    &mut plan,
+                    (key_by.as_deref(), source),
+                    join,
+                    "join",
+                );
+                if let Some(agg) = plan.aggregate.as_mut() {
+                    agg.on_error = on_error;
+                }
+                continue;
+            }
             if needs_json && !source.format.is_structured() {
                 self.problem(
                     format!("{path}.type"),
@@ -222,6 +238,61 @@ impl Cx<'_> {
         })
     }
 
+    /// `join`: its table (not the source), output field and mode.
+    fn join(
+        &mut self,
+        path: &str,
+        op: &Spanned<raw::Operator>,
+        source: &SourceConfig,
+    ) -> AggregateKind {
+        let raw = op.get_ref();
+        let table = match &raw.table {
+            Some(t) => {
+                let name = self.name(&format!("{path}.table"), t);
+                if name == source.topic {
+                    self.problem(
+                        format!("{path}.table"),
+                        t.span(),
+                        "the table must not be the source topic",
+                    );
+                }
+                name
+            }
+            None => {
+                self.problem(
+                    format!("{path}.table"),
+                    op.span(),
+                    "join needs table (the topic read into keyed state)",
+                );
+                String::new()
+            }
+        };
+        let into = match &raw.into {
+            Some(i) => i.get_ref().clone(),
+            None => {
+                self.problem(
+                    format!("{path}.into"),
+                    op.span(),
+                    "join needs into (the output field for the table's value)",
+                );
+                String::new()
+            }
+        };
+        let inner = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("left", _)) => false,
+            Some(("inner", _)) => true,
+            Some((other, span)) => {
+                self.problem(
+                    format!("{path}.mode"),
+                    span,
+                    format!("unknown join mode {other:?}; expected \"left\" or \"inner\""),
+                );
+                false
+            }
+        };
+        AggregateKind::Join { table, into, inner }
+    }
+
     /// `dedupe`: keyed by its `field` (its own key_by), else by the key so far.
     fn dedupe(
         &mut self,
@@ -287,7 +358,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 13] = [
+        let present: [(&str, Option<Range<usize>>); 16] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -301,6 +372,9 @@ impl Cx<'_> {
             ("window", op.window.as_ref().map(Spanned::span)),
             ("expr", op.expr.as_ref().map(Spanned::span)),
             ("ttl", op.ttl.as_ref().map(Spanned::span)),
+            ("table", op.table.as_ref().map(Spanned::span)),
+            ("into", op.into.as_ref().map(Spanned::span)),
+            ("mode", op.mode.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span

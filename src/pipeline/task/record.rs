@@ -10,7 +10,7 @@ use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
 use crate::pipeline::{Error, Result, chain};
-use crate::pipeline::{dedupe, window};
+use crate::pipeline::{dedupe, join, window};
 use crate::state::namespaced;
 
 /// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
@@ -372,10 +372,6 @@ impl Runner<'_> {
                     Self::step_error(r, e, std::slice::from_ref(&agg.on_error))
                 };
                 let key = rec.key.as_deref().unwrap_or_default();
-                let dedupe_ttl = match agg.kind {
-                    AggregateKind::Dedupe { ttl_ms } => Some(ttl_ms),
-                    _ => None,
-                };
                 match (&agg.window, event_time, task.windows.as_ref()) {
                     (Some(w), Some(ts), Some(wt)) => {
                         // the input's watermark: its own, or the one its source sent along
@@ -414,32 +410,45 @@ impl Runner<'_> {
                         }
                         return Ok(effect);
                     }
-                    _ if dedupe_ttl.is_some() => {
-                        let ttl_ms = dedupe_ttl.unwrap_or_default();
-                        let skey = namespaced(&agg.id, &dedupe::live_key(key));
-                        let previous = state.get(&skey)?;
-                        let now =
-                            i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
-                        let Some(expiry) = dedupe::admit(previous.as_deref(), now, ttl_ms) else {
-                            return Ok(effect); // a duplicate
-                        };
-                        effect.puts.push((skey, expiry.to_be_bytes().to_vec()));
-                        effect.puts.push((
-                            namespaced(&agg.id, &dedupe::expiry_key(expiry, key)),
-                            Vec::new(),
-                        ));
-                        operator::apply_steps(&plan.after, rec)
-                            .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
-                    }
-                    _ => {
-                        let skey = namespaced(&agg.id, key);
-                        let previous = state.get(&skey)?;
-                        let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
-                            .map_err(step_err)?;
-                        effect.puts.push((skey, next));
-                        operator::apply_steps(&plan.after, out)
-                            .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
-                    }
+                    _ => match &agg.kind {
+                        AggregateKind::Join { into, inner, .. } => {
+                            let row = state.get(&namespaced(&agg.id, &join::row_key(key)))?;
+                            match join::enrich(rec, into, row.as_deref(), *inner)
+                                .map_err(step_err)?
+                            {
+                                None => None,
+                                Some(out) => operator::apply_steps(&plan.after, out)
+                                    .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?,
+                            }
+                        }
+                        AggregateKind::Dedupe { ttl_ms } => {
+                            let ttl_ms = *ttl_ms;
+                            let skey = namespaced(&agg.id, &dedupe::live_key(key));
+                            let previous = state.get(&skey)?;
+                            let now =
+                                i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                            let Some(expiry) = dedupe::admit(previous.as_deref(), now, ttl_ms)
+                            else {
+                                return Ok(effect); // a duplicate
+                            };
+                            effect.puts.push((skey, expiry.to_be_bytes().to_vec()));
+                            effect.puts.push((
+                                namespaced(&agg.id, &dedupe::expiry_key(expiry, key)),
+                                Vec::new(),
+                            ));
+                            operator::apply_steps(&plan.after, rec)
+                                .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                        }
+                        _ => {
+                            let skey = namespaced(&agg.id, key);
+                            let previous = state.get(&skey)?;
+                            let (next, out) = operator::aggregate(agg, previous.as_deref(), &rec)
+                                .map_err(step_err)?;
+                            effect.puts.push((skey, next));
+                            operator::apply_steps(&plan.after, out)
+                                .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                        }
+                    },
                 }
             }
             (Some(rec), None) => Some(rec),

@@ -54,16 +54,20 @@ impl Runner<'_> {
                 ),
             ));
         }
-        let windowed = pipeline
+        let fixed = pipeline
             .plan
             .aggregate
             .as_ref()
-            .is_some_and(|a| a.window.is_some());
-        if windowed && m.source_partitions != source_partitions {
+            .filter(|a| a.window.is_some() || a.kind.has_layout());
+        if let Some(agg) = fixed
+            && m.source_partitions != source_partitions
+        {
             return Err(Self::mismatch(
                 sp,
                 format!(
-                    "windowed state cannot move from {} to {source_partitions} partitions yet",
+                    "the state of {} {:?} cannot move from {} to {source_partitions} partitions yet",
+                    agg.kind.name(),
+                    agg.id,
                     m.source_partitions
                 ),
             ));

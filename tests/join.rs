@@ -1,0 +1,195 @@
+//! A stream-table join (enrichment) against a reference computed here: the table topic read
+//! into keyed state, the stream re-keyed to meet it, through 5 SIGKILLs: every event exactly
+//! once with its row (or null: no row, or a deleted one); later table updates reach later events.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+/// id → (user, profile) of each event read back; panics on an event out twice.
+fn events_in(output: &[common::Read]) -> BTreeMap<u64, (String, Value)> {
+    let mut out = BTreeMap::new();
+    for r in output {
+        let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+        let id = v["id"].as_u64().unwrap();
+        let user = v["user"].as_str().unwrap().to_string();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(user.as_str()),
+            "keyed by the join key"
+        );
+        assert!(
+            out.insert(id, (user, v["profile"].clone())).is_none(),
+            "event {id} out twice"
+        );
+    }
+    out
+}
+
+#[test]
+fn stream_table_join_is_exact_through_sigkills_and_follows_table_updates() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("join");
+    let (table, source, sink) = (
+        format!("{name}-profiles"),
+        format!("{name}-in"),
+        format!("{name}-out"),
+    );
+    for t in [&table, &source, &sink] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    // the table: 200 rows keyed by user, the last one deleted again (a tombstone)
+    let mut rows: BTreeMap<String, Value> = BTreeMap::new();
+    let mut table_records = Vec::new();
+    for i in 0..200 {
+        let (user, row) = (
+            format!("u{i}"),
+            json!({"name": format!("User {i}"), "tier": format!("t{}", i % 3)}),
+        );
+        table_records.push((None, user.clone(), row.to_string()));
+        rows.insert(user, row);
+    }
+    common::produce_all(&bootstrap, &table, &table_records);
+    common::tombstone(&bootstrap, &table, "u199");
+    rows.remove("u199");
+
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "rocksdb"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", table = "{table}", into = "profile", mode = "left" }},
+]
+"#
+    );
+    // 20,000 events over 210 users (200..209 and the deleted u199 have no row), randomly keyed
+    let mut rng = rand::rng();
+    let events: Vec<(Option<i32>, String, String)> = (0..20_000u64)
+        .map(|id| {
+            let user = format!("u{}", rng.random_range(0..210));
+            (
+                None,
+                format!("k{}", rng.random_range(0..1_000_000)),
+                format!(r#"{{"user":"{user}","id":{id}}}"#),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let feeder = {
+        let (bootstrap, source, events) = (bootstrap.clone(), source.clone(), events.clone());
+        std::thread::spawn(move || {
+            for chunk in events.chunks(1_000) {
+                common::produce_all(&bootstrap, &source, chunk);
+                std::thread::sleep(Duration::from_millis(600));
+            }
+        })
+    };
+    for kill in 0..5 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..2_500)));
+        assert!(
+            daemon.is_running(),
+            "flumen exited on its own before kill {kill}\n{}",
+            daemon.all_logs()
+        );
+        daemon.kill9();
+        daemon.start();
+    }
+    feeder.join().unwrap();
+    let output = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        events.len(),
+        Duration::from_secs(120),
+    );
+    let got = events_in(&output);
+    assert_eq!(got.len(), events.len(), "{}", daemon.all_logs());
+    for (id, (user, profile)) in &got {
+        let want = rows.get(user).cloned().unwrap_or(Value::Null);
+        assert_eq!(
+            profile,
+            &want,
+            "event {id} of {user}\n{}",
+            daemon.all_logs()
+        );
+    }
+
+    // table updates reach the events that come after them
+    let upgrades: Vec<_> = (0..10)
+        .map(|i| {
+            (
+                None,
+                format!("u{i}"),
+                json!({"name": format!("User {i}"), "tier": "platinum"}).to_string(),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &table, &upgrades);
+    std::thread::sleep(Duration::from_secs(3));
+    let later: Vec<_> = (0..100u64)
+        .map(|n| {
+            (
+                None,
+                format!("later{n}"),
+                format!(r#"{{"user":"u{}","id":{}}}"#, n % 10, 100_000 + n),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &source, &later);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            events.len() + 100,
+            Duration::from_secs(30),
+        );
+        let got = events_in(&output);
+        if got.len() >= events.len() + 100 || Instant::now() > deadline {
+            break got;
+        }
+    };
+    for n in 0..100u64 {
+        let (_, profile) = &got[&(100_000 + n)];
+        assert_eq!(
+            profile["tier"],
+            "platinum",
+            "event {} after the update\n{}",
+            100_000 + n,
+            daemon.all_logs()
+        );
+    }
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}
