@@ -1,7 +1,9 @@
 //! Flumen: exactly-once stateful stream processing for Apache Kafka.
 //!
-//! A pipeline reads a Kafka topic, runs a short list of operators (filter, map, key_by, count,
-//! sum) whose keyed state lives in RocksDB or in memory, and writes a Kafka topic. Every
+//! A pipeline reads a Kafka topic, runs a short list of operators (filter and map, by field or
+//! by jq expression; key_by; an aggregate, optionally windowed in event time; dedupe; a
+//! stream-table join; or a user's own keyed operator) whose keyed state lives in RocksDB or in
+//! memory, and writes a Kafka topic. Every
 //! `checkpoint.interval` the state is snapshotted to disk and the source offsets commit in the
 //! same Kafka transaction as the outputs, so each input's effect reaches the output exactly once,
 //! through crashes. `ARCHITECTURE.md` describes the checkpoint protocol and the task model.
@@ -12,7 +14,9 @@
 //! - [`config`]: TOML → raw serde mirror → validated, typed [`config::Config`] (all errors at
 //!   once, `key.path (line:col): message`).
 //! - [`pipeline`]: the engine: one thread per pipeline runs the consume → process → checkpoint
-//!   loop; [`pipeline::operator`] holds the record-level logic, free of I/O.
+//!   loop; [`pipeline::operator`] holds the record-level logic, free of I/O, and
+//!   [`pipeline::custom`] the API for operators written in Rust ([`KeyedOperator`],
+//!   [`register_operator`]).
 //! - [`kafka`]: everything that touches rdkafka: client settings, the transactional producer,
 //!   the consumer with its rebalance events, topic administration.
 //! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.
@@ -34,3 +38,5 @@ pub mod pipeline;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
+
+pub use pipeline::custom::{Context, KeyedOperator, register_operator};

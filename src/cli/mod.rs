@@ -207,6 +207,14 @@ enum CheckpointCommand {
     },
 }
 
+/// The whole `flumen` program: parses the command line, sets up logging, runs. A binary with
+/// its own operators registers them ([`crate::register_operator`]) and then calls this.
+pub fn main() -> ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    crate::telemetry::init(cli.log_format());
+    run(cli)
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {

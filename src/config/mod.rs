@@ -327,6 +327,10 @@ pub enum AggregateKind {
         into: String,
         inner: bool,
     },
+    /// A user-defined operator registered under `name` (`pipeline::custom`).
+    Custom {
+        name: String,
+    },
 }
 
 impl AggregateKind {
@@ -344,13 +348,14 @@ impl AggregateKind {
             Self::Collect { .. } => "collect",
             Self::Dedupe { .. } => "dedupe",
             Self::Join { .. } => "join",
+            Self::Custom { .. } => "custom",
         }
     }
 
     /// The record field it reads (none for count).
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::Count | Self::Dedupe { .. } | Self::Join { .. } => None,
+            Self::Count | Self::Dedupe { .. } | Self::Join { .. } | Self::Custom { .. } => None,
             Self::Sum { field }
             | Self::Min { field }
             | Self::Max { field }
@@ -367,7 +372,10 @@ impl AggregateKind {
     /// Whether its state keys are more than the record key (tagged, time-ordered): such state
     /// cannot be spread over a different partition count by key hash.
     pub fn has_layout(&self) -> bool {
-        matches!(self, Self::Dedupe { .. } | Self::Join { .. })
+        matches!(
+            self,
+            Self::Dedupe { .. } | Self::Join { .. } | Self::Custom { .. }
+        )
     }
 }
 

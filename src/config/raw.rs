@@ -153,6 +153,8 @@ pub struct Operator {
     pub into: Option<Spanned<String>>,
     /// `join`: "left" (default: no table row gives null) or "inner" (drops the record).
     pub mode: Option<Spanned<String>>,
+    /// `custom`: the name a user-defined operator was registered under.
+    pub name: Option<Spanned<String>>,
     /// `dedupe`: how long a key is remembered (processing time).
     pub ttl: Option<Spanned<String>>,
     /// Aggregates: per-key windows in event time.

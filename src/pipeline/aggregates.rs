@@ -89,7 +89,8 @@ pub fn update(
         AggregateKind::Count
         | AggregateKind::Sum { .. }
         | AggregateKind::Dedupe { .. }
-        | AggregateKind::Join { .. } => {
+        | AggregateKind::Join { .. }
+        | AggregateKind::Custom { .. } => {
             return Err("count and sum are not field aggregates".into());
         }
     };

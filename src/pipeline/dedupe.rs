@@ -7,39 +7,13 @@
 //! keys, no full scan); a lookup also treats an expired entry as absent, so the answer never
 //! depends on when the cleanup ran.
 
-use super::window::sortable;
-
-const TAG_LIVE: u8 = 0;
-const TAG_EXPIRY: u8 = 1;
-
-/// The lookup key of `key` (inside the operator's namespace).
-pub fn live_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(TAG_LIVE);
-    out.extend_from_slice(key);
-    out
-}
-
-/// The index key of `key` expiring at `expiry`.
-pub fn expiry_key(expiry: i64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + key.len());
-    out.push(TAG_EXPIRY);
-    out.extend_from_slice(&sortable(expiry));
-    out.extend_from_slice(key);
-    out
-}
-
-/// The index keys of entries expired at `now`: `[from, to)`.
-pub fn expired_range(now: i64) -> (Vec<u8>, Vec<u8>) {
-    (vec![TAG_EXPIRY], expiry_key(now.saturating_add(1), &[]))
-}
+pub use super::timers::{
+    due_range as expired_range, split_timer_key, timer_key as expiry_key, value_key as live_key,
+};
 
 /// The key of an index entry.
 pub fn key_of_expiry_key(k: &[u8]) -> Option<&[u8]> {
-    match k.split_first() {
-        Some((&TAG_EXPIRY, rest)) if rest.len() >= 8 => Some(&rest[8..]),
-        _ => None,
-    }
+    split_timer_key(k).map(|(_, key)| key)
 }
 
 pub fn decode_expiry(v: &[u8]) -> Option<i64> {

@@ -8,6 +8,7 @@
 //! - [`run`] (here): the restart strategy around incarnations.
 
 pub mod aggregates;
+pub mod custom;
 pub mod dedupe;
 pub mod doctor;
 pub mod expr;
@@ -15,6 +16,7 @@ pub mod join;
 pub mod operator;
 pub mod reset;
 mod task;
+pub mod timers;
 pub mod window;
 
 use std::time::Duration;
@@ -59,6 +61,14 @@ pub enum Error {
         key: String,
         start: i64,
         end: i64,
+        message: String,
+    },
+    /// A custom operator's timer failed (no input record to skip: the pipeline stops).
+    #[error("{partition}: timer at {at} of key {key:?}: {message}")]
+    Timer {
+        partition: Partition,
+        key: String,
+        at: i64,
         message: String,
     },
     #[error(transparent)]
@@ -116,7 +126,7 @@ pub enum ErrorKind {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Record { .. } | Self::Window { .. } => ErrorKind::BadRecord,
+            Self::Record { .. } | Self::Window { .. } | Self::Timer { .. } => ErrorKind::BadRecord,
             Self::NoMatchingSnapshot { .. }
             | Self::SavepointMismatch { .. }
             | Self::StateChoice(_)

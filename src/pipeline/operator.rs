@@ -187,7 +187,9 @@ pub fn aggregate(
             super::aggregates::update(other, previous, v)
                 .map_err(|m| err(name, format!("field {field:?}: {m}")))?
         }
-        AggregateKind::Dedupe { .. } | AggregateKind::Join { .. } => {
+        AggregateKind::Dedupe { .. }
+        | AggregateKind::Join { .. }
+        | AggregateKind::Custom { .. } => {
             return Err(err(
                 agg.kind.name(),
                 "this operator keeps records, not a running value",
@@ -257,7 +259,9 @@ pub fn result_of(kind: &AggregateKind, state: &[u8]) -> Result<Value, RecordErro
         | AggregateKind::First { .. }
         | AggregateKind::Last { .. }
         | AggregateKind::Collect { .. } => json()?,
-        AggregateKind::Dedupe { .. } | AggregateKind::Join { .. } => {
+        AggregateKind::Dedupe { .. }
+        | AggregateKind::Join { .. }
+        | AggregateKind::Custom { .. } => {
             return Err(err(
                 name,
                 "this operator keeps records, not a running value",

@@ -92,6 +92,8 @@ pub struct Runner<'a> {
     pending: HashMap<Vec<u8>, Vec<u8>>,
     /// A join's table topic reader, and when the tables were last read (`task/tables.rs`).
     table_reader: Option<crate::kafka::reader::TableReader>,
+    /// A `custom` step's operator, looked up once.
+    custom: Option<std::sync::Arc<dyn crate::pipeline::custom::KeyedOperator>>,
     last_table_refresh: Instant,
     last_checkpoint: Instant,
     next_id: CheckpointId,
@@ -232,6 +234,7 @@ impl<'a> Runner<'a> {
             dirty: false,
             pending: HashMap::new(),
             table_reader: None,
+            custom: None,
             last_table_refresh: Instant::now(),
             last_checkpoint: Instant::now(),
             next_id,
@@ -256,6 +259,13 @@ impl<'a> Runner<'a> {
                 )));
             }
             runner.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
+        }
+        if let Some(crate::config::AggregateKind::Custom { name }) =
+            pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
+        {
+            runner.custom = Some(crate::pipeline::custom::lookup(name).ok_or_else(|| {
+                Error::StateChoice(format!("no operator is registered as {name:?}"))
+            })?);
         }
         let grown = match restore {
             Some(sp) => runner.restore_savepoint(sp, &admin)?,
@@ -291,7 +301,11 @@ impl<'a> Runner<'a> {
                 self.refresh_tables()?;
                 self.last_table_refresh = Instant::now();
             }
-            if self.dirty && self.last_checkpoint.elapsed() >= interval {
+            let due = self.last_checkpoint.elapsed() >= interval;
+            if due && !self.dirty && self.custom.is_some() && self.timer_due()? {
+                self.dirty = true;
+            }
+            if self.dirty && due {
                 self.checkpoint()?;
             }
             let until_checkpoint = interval.saturating_sub(self.last_checkpoint.elapsed());
@@ -482,6 +496,7 @@ impl<'a> Runner<'a> {
         }
         self.emit_pending()?;
         self.close_all_windows()?;
+        self.fire_timers()?;
         self.send_markers()?;
         self.producer.flush()?;
         let flushed = begun.elapsed();

@@ -231,6 +231,8 @@ pub struct Daemon {
     runs: usize,
     /// Extra arguments of `flumen run` for the next starts.
     pub args: Vec<String>,
+    /// The program run (`flumen`, or a binary with its own operators).
+    pub program: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -248,6 +250,7 @@ impl Daemon {
             child: None,
             runs: 0,
             args: Vec::new(),
+            program: env!("CARGO_BIN_EXE_flumen").into(),
         }
     }
 
@@ -260,7 +263,7 @@ impl Daemon {
         assert!(self.child.is_none(), "daemon already running");
         self.runs += 1;
         let log = std::fs::File::create(self.log_path(self.runs)).expect("log file");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"));
+        let mut cmd = std::process::Command::new(&self.program);
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)

@@ -33,11 +33,12 @@ impl Cx<'_> {
                 "collect" => &["id", "field", "output", "max", "emit", "window"],
                 "dedupe" => &["id", "field", "ttl"],
                 "join" => &["id", "table", "into", "mode"],
+                "custom" => &["id", "name"],
                 "filter" => &["field", "equals", "not_equals", "expr"],
                 "map" => &["keep", "drop", "rename", "expr"],
                 other => {
                     self.problem(format!("{path}.type"), op_ref.kind.span(), format!(
-                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect, dedupe, join"));
+                        "unknown operator type {other:?}; expected one of key_by, filter, map, count, sum, min, max, avg, first, last, count_distinct, collect, dedupe, join, custom"));
                     continue;
                 }
             };
@@ -47,15 +48,19 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|p| self.policy(&format!("{path}.on_error"), p));
             let needs_json = kind != "count" && !(kind == "dedupe" && op_ref.field.is_none());
-            if kind == "join" {
-                let join = self.join(&path, op, source);
+            if kind == "join" || kind == "custom" {
+                let keyed = if kind == "join" {
+                    self.join(&path, op, source)
+                } else {
+                    self.custom(&path, op)
+                };
                 self.aggregate(
                     &path,
                     op,
                     &mut plan,
                     (key_by.as_deref(), source),
-                    join,
-                    "join",
+                    keyed,
+                    kind,
                 );
                 if let Some(agg) = plan.aggregate.as_mut() {
                     agg.on_error = on_error;
@@ -238,6 +243,36 @@ impl Cx<'_> {
         })
     }
 
+    /// `custom`: a name this binary registered.
+    fn custom(&mut self, path: &str, op: &Spanned<raw::Operator>) -> AggregateKind {
+        let Some(name) = &op.get_ref().name else {
+            self.problem(
+                format!("{path}.name"),
+                op.span(),
+                "custom needs name (what the operator was registered as)",
+            );
+            return AggregateKind::Custom {
+                name: String::new(),
+            };
+        };
+        if crate::pipeline::custom::lookup(name.get_ref()).is_none() {
+            let known = crate::pipeline::custom::registered();
+            let hint = if known.is_empty() {
+                "this binary registers none: build your own binary that calls flumen::register_operator, then flumen::cli::main".to_string()
+            } else {
+                format!("this binary registers {known:?}")
+            };
+            self.problem(
+                format!("{path}.name"),
+                name.span(),
+                format!("no operator is registered as {:?}; {hint}", name.get_ref()),
+            );
+        }
+        AggregateKind::Custom {
+            name: name.get_ref().clone(),
+        }
+    }
+
     /// `join`: its table (not the source), output field and mode.
     fn join(
         &mut self,
@@ -358,7 +393,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 16] = [
+        let present: [(&str, Option<Range<usize>>); 17] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -375,6 +410,7 @@ impl Cx<'_> {
             ("table", op.table.as_ref().map(Spanned::span)),
             ("into", op.into.as_ref().map(Spanned::span)),
             ("mode", op.mode.as_ref().map(Spanned::span)),
+            ("name", op.name.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span

@@ -1,9 +1,15 @@
-//! State TTL at run time: `dedupe` forgets keys whose time is up, by one range scan over its
-//! expiry index per task at each checkpoint (`pipeline/dedupe.rs` has the layout).
+//! Time in keyed state at run time, at each checkpoint: `dedupe` forgets keys whose time is up,
+//! and custom operators' due timers fire; both by one range scan over time-ordered keys per
+//! task (`pipeline/timers.rs` has the layout).
 
 use super::Runner;
+use super::record::begin_if_needed;
+use crate::checkpoint::Partition;
+use crate::codec::{self, Payload};
 use crate::config::AggregateKind;
-use crate::pipeline::{Result, dedupe};
+use crate::pipeline::custom::Context;
+use crate::pipeline::operator::{self, Record};
+use crate::pipeline::{Error, Result, dedupe, timers};
 use crate::state::{namespaced, split_namespaced};
 
 /// Keys forgotten per task and checkpoint at most, so one checkpoint's pause stays bounded;
@@ -54,6 +60,113 @@ impl Runner<'_> {
         }
         if forgotten > 0 {
             tracing::debug!(pipeline = %pipeline.name, forgotten, "dedupe keys expired");
+        }
+        Ok(())
+    }
+
+    /// Whether a custom operator has a timer due (so an idle pipeline still checkpoints, and
+    /// the timer fires within an interval of its time).
+    pub(super) fn timer_due(&self) -> Result<bool> {
+        let (Some(agg), Some(_)) = (self.pipeline.plan.aggregate.as_ref(), &self.custom) else {
+            return Ok(false);
+        };
+        let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+        let (from, to) = timers::due_range(now);
+        let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
+        let mut due = false;
+        for task in self.tasks.values() {
+            if let Some(state) = &task.state {
+                state.range(&from, &to, |_, _| {
+                    due = true;
+                    Ok(false)
+                })?;
+            }
+            if due {
+                break;
+            }
+        }
+        Ok(due)
+    }
+
+    /// Custom operators' timers due now: `on_timer`, its state changes and outputs (into the
+    /// open transaction), and the timer deleted. At most `MAX_EXPIRED_PER_CHECKPOINT` per task.
+    pub(super) fn fire_timers(&mut self) -> Result<()> {
+        let pipeline = self.pipeline;
+        let (Some(agg), Some(op)) = (pipeline.plan.aggregate.as_ref(), self.custom.clone()) else {
+            return Ok(());
+        };
+        let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+        let (from, to) = timers::due_range(now);
+        let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
+        let mut outputs: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+        for (p, task) in &mut self.tasks {
+            let Some(state) = task.state.as_mut() else {
+                continue;
+            };
+            let mut due = Vec::new();
+            state.range(&from, &to, |k, _| {
+                due.push(k.to_vec());
+                Ok(due.len() < MAX_EXPIRED_PER_CHECKPOINT)
+            })?;
+            for timer in due {
+                let Some((at, key)) =
+                    split_namespaced(&timer).and_then(|(_, inner)| timers::split_timer_key(inner))
+                else {
+                    continue;
+                };
+                let key = key.to_vec();
+                let fail = |message: String| Error::Timer {
+                    partition: Partition::clone(p),
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    at,
+                    message,
+                };
+                let skey = namespaced(&agg.id, &timers::value_key(&key));
+                let previous = match state.get(&skey)? {
+                    None => None,
+                    Some(b) => Some(
+                        serde_json::from_slice(&b)
+                            .map_err(|e| fail(format!("stored state is corrupt: {e}")))?,
+                    ),
+                };
+                let mut ctx = Context::new(&key, previous, now);
+                op.on_timer(&mut ctx, at).map_err(&fail)?;
+                let (next, new_timers, emitted) = ctx.finish();
+                match next {
+                    Some(Some(v)) => state.put(&skey, v.to_string().as_bytes())?,
+                    Some(None) => state.delete(&skey)?,
+                    None => {}
+                }
+                state.delete(&timer)?;
+                for t in new_timers {
+                    state.put(&namespaced(&agg.id, &timers::timer_key(t, &key)), &[])?;
+                }
+                for v in emitted {
+                    let out = Record {
+                        key: Some(key.clone()),
+                        value: Payload::Json(v),
+                    };
+                    let Some(out) = operator::apply_steps(&pipeline.plan.after, out)
+                        .map_err(|e| fail(e.to_string()))?
+                    else {
+                        continue;
+                    };
+                    let bytes =
+                        codec::encode(pipeline.sink.format, &out.value, &self.config.schemas)
+                            .map_err(|e| fail(e.to_string()))?;
+                    self.producer
+                        .check_size(out.key.as_deref(), &bytes)
+                        .map_err(|e| fail(e.to_string()))?;
+                    outputs.push((out.key, bytes));
+                }
+            }
+        }
+        if !outputs.is_empty() {
+            begin_if_needed(&self.producer, &mut self.in_txn)?;
+            for (key, bytes) in outputs {
+                self.producer
+                    .send(&pipeline.sink.topic, key.as_deref(), &bytes)?;
+            }
         }
         Ok(())
     }

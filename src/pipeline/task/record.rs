@@ -10,7 +10,7 @@ use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
 use crate::pipeline::{Error, Result, chain};
-use crate::pipeline::{dedupe, join, window};
+use crate::pipeline::{custom, dedupe, join, timers, window};
 use crate::state::namespaced;
 
 /// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
@@ -21,6 +21,8 @@ const PENDING_MAX: usize = 100_000;
 struct Effect {
     /// (state key, new value): one per window the record falls in, or the key's running value
     puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// State keys to delete (a custom operator cleared its state).
+    deletes: Vec<Vec<u8>>,
     sends: Vec<Out>,
     /// Source tasks of a windowed pipeline: the record's event time.
     event_time: Option<i64>,
@@ -184,6 +186,9 @@ impl Runner<'_> {
             if let Some(state) = task.state.as_mut() {
                 for (key, value) in &effect.puts {
                     state.put(key, value)?;
+                }
+                for key in &effect.deletes {
+                    state.delete(key)?;
                 }
             }
             if let Some(ts) = effect.event_time {
@@ -420,6 +425,60 @@ impl Runner<'_> {
                                 Some(out) => operator::apply_steps(&plan.after, out)
                                     .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?,
                             }
+                        }
+                        AggregateKind::Custom { name } => {
+                            let Some(op) = self.custom.as_ref() else {
+                                return Err(err(
+                                    "custom",
+                                    format!("no operator is registered as {name:?}"),
+                                ));
+                            };
+                            let Payload::Json(input) = &rec.value else {
+                                return Err(err("custom", "the record has no fields".into()));
+                            };
+                            let skey = namespaced(&agg.id, &timers::value_key(key));
+                            let previous = match state.get(&skey)? {
+                                None => None,
+                                Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                                    err("custom", format!("stored state is corrupt: {e}"))
+                                })?),
+                            };
+                            let now =
+                                i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                            let mut ctx = custom::Context::new(key, previous, now);
+                            op.process(&mut ctx, input).map_err(|m| {
+                                step_err(RecordError {
+                                    step: "custom",
+                                    message: m,
+                                    index: None,
+                                })
+                            })?;
+                            let (next, timer_list, outputs) = ctx.finish();
+                            match next {
+                                Some(Some(v)) => {
+                                    effect.puts.push((skey, v.to_string().into_bytes()))
+                                }
+                                Some(None) => effect.deletes.push(skey),
+                                None => {}
+                            }
+                            for at in timer_list {
+                                effect.puts.push((
+                                    namespaced(&agg.id, &timers::timer_key(at, key)),
+                                    Vec::new(),
+                                ));
+                            }
+                            for v in outputs {
+                                let out = Record {
+                                    key: Some(key.to_vec()),
+                                    value: Payload::Json(v),
+                                };
+                                if let Some(out) = operator::apply_steps(&plan.after, out)
+                                    .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                                {
+                                    effect.sends.push(self.encode_out(r, out)?);
+                                }
+                            }
+                            return Ok(effect);
                         }
                         AggregateKind::Dedupe { ttl_ms } => {
                             let ttl_ms = *ttl_ms;

@@ -1,0 +1,55 @@
+//! A Flumen binary with its own keyed operator, usable from TOML as
+//! `{ type = "custom", name = "spend_alert" }` next to the built-ins.
+//!
+//! Per user it keeps the running total of `amount` (its keyed state, in every checkpoint) and
+//! emits it with every purchase; a user's first purchase also sets a timer one second later,
+//! when one summary of that user's first second goes out. Run it like `flumen`:
+//!
+//! ```text
+//! cargo run --example custom_operator -- run --config pipeline.toml
+//! ```
+
+use std::process::ExitCode;
+
+use flumen::{Context, KeyedOperator};
+use serde_json::{Value, json};
+
+struct SpendAlert;
+
+impl KeyedOperator for SpendAlert {
+    fn process(&self, ctx: &mut Context, record: &Value) -> Result<(), String> {
+        let amount = record["amount"]
+            .as_i64()
+            .ok_or_else(|| format!("amount is {}, not an integer", record["amount"]))?;
+        let mut state = ctx
+            .state()
+            .cloned()
+            .unwrap_or_else(|| json!({"total": 0, "purchases": 0}));
+        let total = state["total"].as_i64().unwrap_or(0) + amount;
+        let purchases = state["purchases"].as_i64().unwrap_or(0) + 1;
+        if purchases == 1 {
+            ctx.set_timer(ctx.now_ms() + 1_000);
+        }
+        state["total"] = json!(total);
+        state["purchases"] = json!(purchases);
+        ctx.set_state(state);
+        let user = ctx.key_text();
+        ctx.emit(json!({"user": user, "total": total, "purchases": purchases}));
+        Ok(())
+    }
+
+    fn on_timer(&self, ctx: &mut Context, at_ms: i64) -> Result<(), String> {
+        let state = ctx.state().cloned().unwrap_or(Value::Null);
+        let user = ctx.key_text();
+        ctx.emit(json!({
+            "user": user,
+            "first_second": {"at": at_ms, "total": state["total"], "purchases": state["purchases"]},
+        }));
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    flumen::register_operator("spend_alert", SpendAlert);
+    flumen::cli::main()
+}

@@ -1,0 +1,183 @@
+//! User-defined keyed operators: a Rust trait a user implements in their own binary, registered
+//! by name before the command line runs, and used from TOML as
+//! `{ type = "custom", name = "…" }` in the keyed place of a pipeline (after `key_by`).
+//!
+//! ```no_run
+//! use flumen::{Context, KeyedOperator};
+//! use serde_json::{Value, json};
+//!
+//! struct Total;
+//! impl KeyedOperator for Total {
+//!     fn process(&self, ctx: &mut Context, record: &Value) -> Result<(), String> {
+//!         let amount = record["amount"].as_i64().ok_or("amount is not an integer")?;
+//!         let total = ctx.state().and_then(Value::as_i64).unwrap_or(0) + amount;
+//!         ctx.set_state(json!(total));
+//!         let user = ctx.key_text();
+//!         ctx.emit(json!({ "user": user, "total": total }));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     flumen::register_operator("total", Total);
+//!     flumen::cli::main()
+//! }
+//! ```
+//!
+//! Each key's state is a JSON value in the pipeline's state backend, in every checkpoint and
+//! savepoint; timers are processing-time, kept in state as well (time-ordered keys), and fire
+//! at the first checkpoint at or after their time. Outputs go through the transaction like
+//! every output: exactly once through crashes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde_json::Value;
+
+/// A keyed operator: called with one record of one key at a time, on the pipeline's thread.
+pub trait KeyedOperator: Send + Sync + 'static {
+    /// Processes `record` of key `ctx.key()`. An error follows the pipeline's `on_error`.
+    fn process(&self, ctx: &mut Context, record: &Value) -> Result<(), String>;
+
+    /// A timer set with [`Context::set_timer`] for this key is due (`at_ms`: its time).
+    fn on_timer(&self, ctx: &mut Context, at_ms: i64) -> Result<(), String> {
+        let _ = (ctx, at_ms);
+        Ok(())
+    }
+}
+
+/// What an operator sees of its key, and what it asks for.
+#[derive(Debug)]
+pub struct Context {
+    key: Vec<u8>,
+    state: Option<Value>,
+    state_changed: bool,
+    timers: Vec<i64>,
+    outputs: Vec<Value>,
+    now_ms: i64,
+}
+
+impl Context {
+    pub(crate) fn new(key: &[u8], state: Option<Value>, now_ms: i64) -> Self {
+        Self {
+            key: key.to_vec(),
+            state,
+            state_changed: false,
+            timers: Vec::new(),
+            outputs: Vec::new(),
+            now_ms,
+        }
+    }
+
+    /// The record's key (the `key_by` field's value, or the message key).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The key as text (lossy UTF-8).
+    pub fn key_text(&self) -> String {
+        String::from_utf8_lossy(&self.key).into_owned()
+    }
+
+    /// This key's state, if any.
+    pub fn state(&self) -> Option<&Value> {
+        self.state.as_ref()
+    }
+
+    pub fn set_state(&mut self, value: Value) {
+        self.state = Some(value);
+        self.state_changed = true;
+    }
+
+    pub fn clear_state(&mut self) {
+        self.state = None;
+        self.state_changed = true;
+    }
+
+    /// Produces `value` (to the pipeline's next steps and sink), keyed by this key.
+    pub fn emit(&mut self, value: Value) {
+        self.outputs.push(value);
+    }
+
+    /// Calls `on_timer` for this key at the first checkpoint at or after `at_ms` (processing
+    /// time, ms since the epoch). Setting the same time twice sets one timer.
+    pub fn set_timer(&mut self, at_ms: i64) {
+        self.timers.push(at_ms);
+    }
+
+    /// Processing time now, ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// (the new state if it changed: `Some(None)` cleared, timers set, outputs)
+    pub(crate) fn finish(self) -> (Option<Option<Value>>, Vec<i64>, Vec<Value>) {
+        (
+            self.state_changed.then_some(self.state),
+            self.timers,
+            self.outputs,
+        )
+    }
+}
+
+type Registry = RwLock<BTreeMap<String, Arc<dyn KeyedOperator>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| RwLock::new(BTreeMap::new()))
+}
+
+/// Makes `operator` usable as `{ type = "custom", name = "<name>" }`. Call it before
+/// `flumen::cli::main()`; a second registration of a name replaces the first.
+pub fn register_operator(name: &str, operator: impl KeyedOperator) {
+    if let Ok(mut r) = registry().write() {
+        r.insert(name.to_string(), Arc::new(operator));
+    }
+}
+
+/// The operator registered as `name`.
+pub fn lookup(name: &str) -> Option<Arc<dyn KeyedOperator>> {
+    registry().read().ok()?.get(name).cloned()
+}
+
+/// The registered names (for error messages).
+pub fn registered() -> Vec<String> {
+    registry()
+        .read()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Echo;
+    impl KeyedOperator for Echo {
+        fn process(&self, ctx: &mut Context, record: &Value) -> Result<(), String> {
+            let n = ctx.state().and_then(Value::as_i64).unwrap_or(0) + 1;
+            ctx.set_state(json!(n));
+            ctx.set_timer(ctx.now_ms() + 10);
+            ctx.emit(json!({"seen": n, "record": record}));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_registered_operator_runs_with_its_context() {
+        register_operator("echo-test", Echo);
+        assert!(registered().contains(&"echo-test".to_string()));
+        let op = lookup("echo-test").unwrap();
+        let mut ctx = Context::new(b"k", Some(json!(4)), 1_000);
+        op.process(&mut ctx, &json!({"a": 1})).unwrap();
+        let (state, timers, outputs) = ctx.finish();
+        assert_eq!(state, Some(Some(json!(5))));
+        assert_eq!(timers, [1_010]);
+        assert_eq!(outputs, [json!({"seen": 5, "record": {"a": 1}})]);
+        let mut ctx = Context::new(b"k", None, 0);
+        op.on_timer(&mut ctx, 5).unwrap();
+        assert_eq!(ctx.finish(), (None, vec![], vec![]));
+        assert!(lookup("nope").is_none());
+    }
+}

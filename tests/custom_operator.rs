@@ -1,0 +1,176 @@
+//! A user-defined keyed operator (`examples/custom_operator.rs`) registered in its own binary
+//! and used from TOML: its keyed state and timers stay exact through SIGKILLs, every purchase
+//! counted once and every user's timer fired once; the plain `flumen` binary refuses the config.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+
+/// `target/<profile>/examples/custom_operator`, built by `cargo test` and `cargo build
+/// --all-targets` (scripts/test.sh runs both).
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = profile_dir.join("examples").join("custom_operator");
+    assert!(
+        bin.try_exists().unwrap_or(false),
+        "{} is missing: build the examples (cargo build --examples --all-features)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_custom_operator_keeps_state_and_timers_exact_through_kills() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("custom");
+    let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
+    common::create_topic(&bootstrap, &source, 4);
+    common::create_topic(&bootstrap, &sink, 4);
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "rocksdb"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "custom", name = "spend_alert" }},
+]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.program = example_binary();
+
+    // the operator's name is known to its binary only
+    let plain = common::flumen(&["validate", "--config", daemon.config.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("no operator is registered as \"spend_alert\""),
+        "{said}"
+    );
+    let own = std::process::Command::new(&daemon.program)
+        .args(["validate", "--config", daemon.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+
+    let mut rng = rand::rng();
+    let mut spent: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let purchases: Vec<(Option<i32>, String, String)> = (0..3_000)
+        .map(|i| {
+            let user = format!("u{}", rng.random_range(0..30));
+            let amount = rng.random_range(1..100);
+            spent.entry(user.clone()).or_default().push(amount);
+            (
+                None,
+                format!("k{i}"),
+                format!(r#"{{"user":"{user}","amount":{amount}}}"#),
+            )
+        })
+        .collect();
+    daemon.start();
+    for chunk in purchases.chunks(1_000) {
+        common::produce_all(&bootstrap, &source, chunk);
+        std::thread::sleep(Duration::from_millis(rng.random_range(400..1_200)));
+        daemon.kill9();
+        daemon.start();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (running, timers) = loop {
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            purchases.len() + spent.len(),
+            Duration::from_secs(30),
+        );
+        let mut running: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        let mut timers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for r in &output {
+            let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            let user = v["user"].as_str().unwrap().to_string();
+            assert_eq!(r.key.as_deref(), Some(user.as_str()));
+            if v.get("first_second").is_some() {
+                timers
+                    .entry(user)
+                    .or_default()
+                    .push(v["first_second"].clone());
+            } else {
+                running.entry(user).or_default().push((
+                    v["purchases"].as_i64().unwrap(),
+                    v["total"].as_i64().unwrap(),
+                ));
+            }
+        }
+        let done = running.values().map(Vec::len).sum::<usize>() >= purchases.len()
+            && timers.len() >= spent.len();
+        if done || Instant::now() > deadline {
+            break (running, timers);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for (user, amounts) in &spent {
+        let got = &running[user];
+        // every purchase once, in the order of its partition: 1, 2, … n purchases
+        let counts: Vec<i64> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            counts,
+            (1..=amounts.len() as i64).collect::<Vec<_>>(),
+            "user {user}\n{}",
+            daemon.all_logs()
+        );
+        assert_eq!(
+            got.last().unwrap().1,
+            amounts.iter().sum::<i64>(),
+            "user {user}"
+        );
+        // the timer fired once, seeing the state as it was then
+        let fired = timers
+            .get(user)
+            .unwrap_or_else(|| panic!("no timer output for {user}\n{}", daemon.all_logs()));
+        assert_eq!(fired.len(), 1, "user {user}: {fired:?}");
+        let (n, total) = (
+            fired[0]["purchases"].as_i64().unwrap(),
+            fired[0]["total"].as_i64().unwrap(),
+        );
+        assert!(
+            got.contains(&(n, total)),
+            "user {user}: the timer saw {n} purchases totalling {total}, never a state"
+        );
+    }
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}
