@@ -145,3 +145,160 @@ operators = [
     }
     assert_eq!(letters.len(), 2, "{}", daemon.all_logs());
 }
+
+/// A mixed Avro stream, 1% each of five kinds of bad record — JSON instead of Avro, a wrong
+/// magic byte, truncated Avro, a value the jq expression refuses, an output over
+/// `message.max.bytes` — under `dead_letter`, through SIGKILLs: the dead-letter topic holds
+/// exactly those records once each, untouched and classified, and every good record (of two
+/// writer schemas) is out exactly once.
+#[test]
+fn a_mixed_stream_with_bad_records_is_dead_lettered_exactly_once_through_kills() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("mixed");
+    let (source, sink, dlq) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    common::create_topic(&bootstrap, &source, 3);
+    common::create_topic(&bootstrap, &sink, 3);
+    common::create_topic(&bootstrap, &dlq, 1);
+    let (v1, v2) = (schema("purchase-v1.avsc"), schema("purchase-v2.avsc"));
+    let top = format!(
+        "\n[kafka.properties]\n\"message.max.bytes\" = \"3000\"\n\n[schemas]\n1 = \"{v1}\"\n2 = \"{v2}\"\n"
+    );
+    let pipeline = format!(
+        r#"on_error = "dead_letter"
+dead_letter_topic = "{dlq}"
+operators = [
+  {{ type = "map", expr = 'if .country == "ERR" then error("country ERR is refused") else {{user, id: .amount, country, pad: (if .country == "BIG" then ("x" * 4000) else "" end)}} end' }},
+]"#
+    );
+    let config = common::pipeline_config(&bootstrap, &name, (&source, &sink), &top, &pipeline)
+        .replace(
+            &format!("source = {{ topic = \"{source}\", format = \"json\" }}"),
+            &format!("source = {{ topic = \"{source}\", format = \"avro\", schema_id = 2 }}"),
+        );
+    let mut registry = Registry::default();
+    registry.add(1, Path::new(&v1)).unwrap();
+    registry.add(2, Path::new(&v2)).unwrap();
+
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    let mut good = std::collections::BTreeSet::new();
+    let mut bad: HashMap<Vec<u8>, &str> = HashMap::new();
+    for i in 0..5_000u64 {
+        let user = format!("u{}", i % 17);
+        let avro = |country: &str| {
+            registry
+                .encode(2, &json!({"user": user, "amount": i, "country": country}))
+                .unwrap()
+        };
+        let (v, class) = match i % 100 {
+            11 => (
+                format!(r#"{{"user":"{user}","amount":{i}}}"#).into_bytes(),
+                Some("decode"),
+            ),
+            23 => {
+                let mut v = avro("FR");
+                v.truncate(v.len() - 3);
+                (v, Some("decode"))
+            }
+            37 => {
+                let mut v = avro("FR");
+                v[0] = 7;
+                (v, Some("decode"))
+            }
+            51 => (avro("ERR"), Some("operator")),
+            79 => (avro("BIG"), Some("too_large")),
+            n if n % 2 == 0 => (
+                registry
+                    .encode(1, &json!({"user": user, "amount": i}))
+                    .unwrap(),
+                None,
+            ),
+            _ => (avro("BE"), None),
+        };
+        match class {
+            Some(c) => {
+                assert!(bad.insert(v.clone(), c).is_none(), "inputs are distinct");
+            }
+            None => {
+                good.insert(i);
+            }
+        }
+        values.push(v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    for (c, chunk) in values.chunks(1_000).enumerate() {
+        for (i, v) in chunk.iter().enumerate() {
+            let key = format!("k{c}-{i}");
+            producer
+                .send(BaseRecord::to(&source).key(&key).payload(v))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        daemon.kill9();
+        daemon.start();
+    }
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        good.len(),
+        Duration::from_secs(90),
+    );
+    let letters = common::dead_letters(&bootstrap, &dlq, bad.len());
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+
+    let mut ids: Vec<u64> = out
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            // v1 records read with the v2 reader schema take its default
+            let want = if v["id"].as_u64().unwrap() % 2 == 0 {
+                "NL"
+            } else {
+                "BE"
+            };
+            assert_eq!(v["country"], want, "{v}");
+            v["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    let want: Vec<u64> = good.iter().copied().collect();
+    assert_eq!(
+        ids.len(),
+        want.len(),
+        "good records out {} times for {}\n{}",
+        ids.len(),
+        want.len(),
+        daemon.all_logs()
+    );
+    assert_eq!(ids, want);
+
+    assert_eq!(letters.len(), bad.len(), "{}", daemon.all_logs());
+    let mut seen = std::collections::HashSet::new();
+    for (value, headers) in &letters {
+        let class = bad
+            .get(value)
+            .unwrap_or_else(|| panic!("dead letter not one of the bad inputs: {value:.40?}"));
+        assert!(seen.insert(value.clone()), "dead-lettered twice");
+        assert_eq!(headers["flumen.error.class"], *class, "{headers:?}");
+        assert_eq!(headers["flumen.source.topic"], source);
+        assert!(headers["flumen.source.offset"].parse::<i64>().is_ok());
+    }
+}

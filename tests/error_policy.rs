@@ -11,65 +11,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::Rng;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 use common::Daemon;
 
-/// Dead letters read back read_committed: (value, headers).
 fn dead_letters(
     bootstrap: &str,
     topic: &str,
     want: usize,
 ) -> Vec<(String, HashMap<String, String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", common::rand_name("dlq-reader"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let mut headers = HashMap::new();
-                if let Some(h) = m.headers() {
-                    for i in 0..h.count() {
-                        let hdr = h.get(i);
-                        headers.insert(
-                            hdr.key.to_string(),
-                            String::from_utf8_lossy(hdr.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push((
-                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                    headers,
-                ));
-            }
-            Some(Err(e)) => panic!("{e}"),
-            None if out.len() >= want => {
-                // a moment more, to see a duplicate if there is one
-                std::thread::sleep(Duration::from_secs(2));
-                while let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                    out.push((
-                        String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                        HashMap::new(),
-                    ));
-                }
-                return out;
-            }
-            None => {}
-        }
-    }
-    out
+    common::dead_letters(bootstrap, topic, want)
+        .into_iter()
+        .map(|(v, h)| (String::from_utf8_lossy(&v).into_owned(), h))
+        .collect()
 }
 
 #[test]
