@@ -703,11 +703,11 @@ pub fn dead_letters(
         .set("group.id", rand_name("dlq-reader"))
         .set("isolation.level", "read_committed")
         .create()
-        .unwrap();
+        .expect("dead-letter reader");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut out = Vec::new();
     while std::time::Instant::now() < deadline {
