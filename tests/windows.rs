@@ -283,6 +283,129 @@ fn run_against_reference(spec: &Spec, window: &str, backend: &str) {
     );
 }
 
+/// Session windows per partition (a reference apart from the engine): each record opens
+/// `[ts, ts + gap)`, merging the key's open sessions it overlaps; sessions close as the
+/// partition's watermark passes; a record whose merged session is already closed is late.
+fn session_reference(
+    s: &Spec,
+    gap: i64,
+    partitions: &BTreeMap<i32, Vec<(String, i64, u64)>>,
+) -> (Windows, BTreeSet<u64>) {
+    let mut closed = Windows::new();
+    let mut late = BTreeSet::new();
+    for records in partitions.values() {
+        // user → open sessions (start, end, count)
+        let mut open: BTreeMap<String, Vec<(i64, i64, u64)>> = BTreeMap::new();
+        let mut wm: Option<i64> = None;
+        let is_closed = |end: i64, wm: Option<i64>| wm.is_some_and(|w| end - 1 + s.lateness <= w);
+        for (user, ts, id) in records {
+            let sessions = open.entry(user.clone()).or_default();
+            let (mut start, mut end, mut count) = (*ts, ts + gap, 1u64);
+            while let Some(i) = sessions.iter().position(|(a, b, _)| *a < end && start < *b) {
+                let (a, b, n) = sessions.remove(i);
+                start = start.min(a);
+                end = end.max(b);
+                count += n;
+            }
+            if is_closed(end, wm) {
+                // nothing was absorbed: an open session would have kept the merged one open
+                late.insert(*id);
+                continue;
+            }
+            sessions.push((start, end, count));
+            let m = wm.map_or(ts - s.ooo - 1, |w| w.max(ts - s.ooo - 1));
+            wm = Some(m);
+            for (u, list) in open.iter_mut() {
+                list.retain(|(a, b, n)| {
+                    if is_closed(*b, wm) {
+                        closed.insert((u.clone(), *a, *b), *n);
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+        }
+    }
+    (closed, late)
+}
+
+#[test]
+fn session_windows_match_the_reference() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let spec = Spec {
+        size: 0,
+        advance: 0,
+        lateness: 200,
+        ooo: 2_000,
+    };
+    let gap = 100;
+    let name = common::rand_name("session");
+    let (source, sink, late) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-late"),
+    );
+    for t in [&source, &sink, &late] {
+        common::create_topic(&bootstrap, t, 2);
+    }
+    let data = input(2, 3_000);
+    let (expected, expected_late) = session_reference(&spec, gap, &data);
+    assert!(
+        expected.len() > 100 && expected.values().any(|n| *n > 1),
+        "a weak test input"
+    );
+    produce(&bootstrap, &source, &data, false);
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        &bootstrap,
+        &name,
+        (&source, &sink, &late),
+        "rocksdb",
+        r#"key_field = "user","#,
+        r#"type = "session", gap = "100ms", allowed_lateness = "200ms""#,
+    );
+    let mut daemon = common::Daemon::new(dir.path(), &text);
+    daemon.start();
+    let output = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
+    let late_read = common::read_all(
+        &bootstrap,
+        &late,
+        "read_committed",
+        expected_late.len(),
+        Duration::from_secs(30),
+    );
+    let status = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", daemon.all_logs());
+    if got != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = got
+            .iter()
+            .filter(|(k, v)| expected.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        panic!(
+            "{} sessions, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}",
+            got.len(),
+            expected.len()
+        );
+    }
+    assert_eq!(late_read.len(), expected_late.len());
+}
+
 #[test]
 fn tumbling_windows_match_the_reference_with_out_of_order_and_late_records() {
     let spec = Spec {

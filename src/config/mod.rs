@@ -189,11 +189,15 @@ pub enum TimeFormat {
 }
 
 /// Per-key event-time windows of an aggregate: `[start, start + size)`, a new one every
-/// `advance` (tumbling: `advance == size`), aligned to the epoch. All in milliseconds.
+/// `advance` (tumbling: `advance == size`), aligned to the epoch; or sessions (`gap_ms`). All in
+/// milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub size_ms: i64,
     pub advance_ms: i64,
+    /// Session windows: a record opens `[t, t + gap)`, and windows of a key that overlap merge
+    /// (Flink's session windows); `size_ms` and `advance_ms` are then the gap.
+    pub gap_ms: Option<i64>,
     /// A window closes (emits, and later records for it are late) once the watermark passes
     /// its end plus this.
     pub allowed_lateness_ms: i64,

@@ -101,10 +101,13 @@ pub struct EventTime {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
-    /// "tumbling" or "hopping".
+    /// "tumbling", "hopping" or "session".
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
-    pub size: Spanned<String>,
+    /// Tumbling and hopping windows: their length.
+    pub size: Option<Spanned<String>>,
+    /// Session windows: the inactivity that ends a session.
+    pub gap: Option<Spanned<String>>,
     /// Hopping windows: how far each window starts after the previous one.
     pub advance: Option<Spanned<String>>,
     pub allowed_lateness: Option<Spanned<String>>,

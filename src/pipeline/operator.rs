@@ -270,6 +270,68 @@ pub fn result_of(kind: &AggregateKind, state: &[u8]) -> Result<Value, RecordErro
     })
 }
 
+/// Two states of one aggregate as one (session windows merging): count, sum, min, max, avg and
+/// count_distinct; the others cannot be merged (validation keeps them off sessions).
+pub fn merge_states(kind: &AggregateKind, a: &[u8], b: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let name = kind.name();
+    let json = |bytes: &[u8]| -> Result<Value, RecordError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| err(name, format!("stored state is corrupt: {e}")))
+    };
+    let encode = |v: Value| serde_json::to_vec(&v).map_err(|e| err(name, e.to_string()));
+    match kind {
+        AggregateKind::Count => {
+            let n = decode_count(Some(a))?.saturating_add(decode_count(Some(b))?);
+            Ok(n.to_be_bytes().to_vec())
+        }
+        AggregateKind::Sum { .. } => {
+            let merged = match (decode_sum(Some(a))?, decode_sum(Some(b))?) {
+                (Sum::Int(x), Sum::Int(y)) => x
+                    .checked_add(y)
+                    .map_or(Sum::Float(x as f64 + y as f64), Sum::Int),
+                (x, y) => Sum::Float(x.as_f64() + y.as_f64()),
+            };
+            Ok(merged.encode())
+        }
+        AggregateKind::Min { .. } | AggregateKind::Max { .. } => {
+            let (x, y) = (json(a)?, json(b)?);
+            let (fx, fy) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            let take_x = if matches!(kind, AggregateKind::Min { .. }) {
+                fx <= fy
+            } else {
+                fx >= fy
+            };
+            encode(if take_x { x } else { y })
+        }
+        AggregateKind::Avg { .. } => {
+            let (x, y) = (json(a)?, json(b)?);
+            let sum = x["sum"].as_f64().unwrap_or(0.0) + y["sum"].as_f64().unwrap_or(0.0);
+            let count = x["count"].as_u64().unwrap_or(0) + y["count"].as_u64().unwrap_or(0);
+            encode(serde_json::json!({"sum": sum, "count": count}))
+        }
+        AggregateKind::CountDistinct { .. } => {
+            let (Value::Array(mut x), Value::Array(y)) = (json(a)?, json(b)?) else {
+                return Err(err(name, "stored state is corrupt: not a list"));
+            };
+            x.extend(y);
+            x.sort_by(|p, q| {
+                p.as_str()
+                    .unwrap_or_default()
+                    .cmp(q.as_str().unwrap_or_default())
+            });
+            x.dedup();
+            encode(Value::Array(x))
+        }
+        _ => Err(err(
+            name,
+            "this aggregate cannot be merged (session windows)",
+        )),
+    }
+}
+
 /// A window's output: `{key_field, window_start, window_end, output}`, keyed `key@start`
 /// (as Kafka Streams keys windowed results by key and window start).
 pub fn window_output(agg: &Aggregate, key: &[u8], start: i64, end: i64, result: Value) -> Record {
@@ -516,6 +578,45 @@ mod tests {
                 kind.name()
             );
         }
+    }
+
+    #[test]
+    fn merged_states_equal_one_pass_over_both_halves() {
+        let kinds = [
+            AggregateKind::Count,
+            AggregateKind::Sum { field: "n".into() },
+            AggregateKind::Min { field: "n".into() },
+            AggregateKind::Max { field: "n".into() },
+            AggregateKind::Avg { field: "n".into() },
+            AggregateKind::CountDistinct { field: "n".into() },
+        ];
+        let values = [3, 1, 3, 7, 2, 9];
+        for kind in kinds {
+            let agg = Aggregate {
+                kind: kind.clone(),
+                ..count_agg()
+            };
+            let run = |vals: &[i64]| {
+                let mut state: Option<Vec<u8>> = None;
+                for n in vals {
+                    let r = Record {
+                        key: Some(b"k".to_vec()),
+                        value: Payload::Json(json!({"user": "k", "n": n})),
+                    };
+                    state = Some(aggregate(&agg, state.as_deref(), &r).unwrap().0);
+                }
+                state.unwrap()
+            };
+            let whole = run(&values);
+            let merged = merge_states(&kind, &run(&values[..2]), &run(&values[2..])).unwrap();
+            assert_eq!(
+                result_of(&kind, &merged).unwrap(),
+                result_of(&kind, &whole).unwrap(),
+                "{}",
+                kind.name()
+            );
+        }
+        assert!(merge_states(&AggregateKind::First { field: "n".into() }, b"1", b"2").is_err());
     }
 
     #[test]

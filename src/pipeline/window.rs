@@ -241,5 +241,7 @@ pub fn event_time(et: &EventTime, value: &Value, timestamp: Option<i64>) -> Resu
     }
 }
 
+pub mod session;
+
 #[cfg(test)]
 mod tests;

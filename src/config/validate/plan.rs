@@ -519,6 +519,23 @@ impl Cx<'_> {
                 Emit::EveryUpdate
             }
         };
+        if window.as_ref().is_some_and(|w| w.gap_ms.is_some())
+            && !matches!(
+                kind,
+                AggregateKind::Count
+                    | AggregateKind::Sum { .. }
+                    | AggregateKind::Min { .. }
+                    | AggregateKind::Max { .. }
+                    | AggregateKind::Avg { .. }
+                    | AggregateKind::CountDistinct { .. }
+            )
+        {
+            self.problem(
+                format!("{path}.window"),
+                op.span(),
+                format!("session windows merge, and {} cannot be merged; use count, sum, min, max, avg or count_distinct", kind.name()),
+            );
+        }
         if let Some(w) = &window {
             for reserved in ["window_start", "window_end"] {
                 if output_name(raw, default_output) == reserved || key_by == Some(reserved) {

@@ -379,6 +379,7 @@ fn windows_are_typed_and_need_event_time() {
         Some(crate::config::Window {
             size_ms: 60_000,
             advance_ms: 15_000,
+            gap_ms: None,
             allowed_lateness_ms: 2_000,
             late_topic: Some("late".into()),
         })
@@ -427,10 +428,31 @@ fn windows_are_typed_and_need_event_time() {
         );
     }
     let session = windowed.replace(r#"type = "hopping""#, r#"type = "session""#);
+    let shown = problems(&session);
     assert!(
-        problems(&session)
+        shown
             .iter()
-            .any(|s| s.contains("unknown window type \"session\"")),
+            .any(|s| s.starts_with("pipelines[0].operators[1].window.size (")
+                && s.contains("takes gap")),
+        "{shown:#?}"
+    );
+    let session = windowed.replace(
+        r#"type = "hopping", size = "1m", advance = "15s""#,
+        r#"type = "session", gap = "30s""#,
+    );
+    let w = from_str(&session).unwrap().pipelines[0]
+        .plan
+        .aggregate
+        .clone()
+        .unwrap()
+        .window
+        .unwrap();
+    assert_eq!(w.gap_ms, Some(30_000));
+    let not_mergeable = session.replace(r#"type = "count""#, r#"type = "first", field = "x""#);
+    assert!(
+        problems(&not_mergeable)
+            .iter()
+            .any(|s| s.contains("session windows merge")),
     );
 }
 

@@ -55,8 +55,50 @@ impl Cx<'_> {
 
     pub(super) fn window(&mut self, path: &str, raw: &Spanned<raw::Window>) -> Window {
         let r = raw.get_ref();
-        let size_ms = millis(self.positive(&format!("{path}.size"), &r.size));
-        let advance_ms = match (r.kind.get_ref().as_str(), &r.advance) {
+        let kind = r.kind.get_ref().as_str();
+        if kind == "session" {
+            for (name, v) in [("size", &r.size), ("advance", &r.advance)] {
+                if let Some(v) = v {
+                    self.problem(
+                        format!("{path}.{name}"),
+                        v.span(),
+                        "a session window takes gap, not size or advance",
+                    );
+                }
+            }
+        } else if let Some(g) = &r.gap {
+            self.problem(
+                format!("{path}.gap"),
+                g.span(),
+                "only session windows take gap",
+            );
+        }
+        let (size_ms, gap_ms) = match (kind, &r.size, &r.gap) {
+            ("session", _, Some(g)) => {
+                let gap = millis(self.positive(&format!("{path}.gap"), g));
+                (gap, Some(gap))
+            }
+            ("session", _, None) => {
+                self.problem(
+                    format!("{path}.gap"),
+                    raw.span(),
+                    "a session window needs gap (the inactivity that ends a session)",
+                );
+                (1, Some(1))
+            }
+            (_, Some(size), _) => (millis(self.positive(&format!("{path}.size"), size)), None),
+            (_, None, _) => {
+                self.problem(
+                    format!("{path}.size"),
+                    raw.span(),
+                    format!("a {kind} window needs size"),
+                );
+                (1, None)
+            }
+        };
+        let advance_ms = match (kind, &r.advance) {
+            ("session", _) => size_ms,
+
             ("tumbling", None) => size_ms,
             ("tumbling", Some(a)) => {
                 self.problem(
@@ -96,7 +138,7 @@ impl Cx<'_> {
                     format!("{path}.type"),
                     r.kind.span(),
                     format!(
-                        "unknown window type {other:?}; expected \"tumbling\" or \"hopping\" (session windows are not supported yet)"
+                        "unknown window type {other:?}; expected \"tumbling\", \"hopping\" or \"session\""
                     ),
                 );
                 size_ms
@@ -112,6 +154,7 @@ impl Cx<'_> {
         Window {
             size_ms,
             advance_ms: advance_ms.max(1),
+            gap_ms,
             allowed_lateness_ms,
             late_topic,
         }

@@ -9,6 +9,7 @@ use crate::config::{AggregateKind, Emit, Format, OnError};
 use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
+use crate::pipeline::window::session;
 use crate::pipeline::{Error, Result, chain};
 use crate::pipeline::{custom, dedupe, join, timers, window};
 use crate::state::namespaced;
@@ -184,11 +185,12 @@ impl Runner<'_> {
         let effect = self.decide(r, task)?;
         if let Some(task) = self.tasks.get_mut(&p) {
             if let Some(state) = task.state.as_mut() {
-                for (key, value) in &effect.puts {
-                    state.put(key, value)?;
-                }
+                // deletes first: a merged session may be stored again under a key it deletes
                 for key in &effect.deletes {
                     state.delete(key)?;
+                }
+                for (key, value) in &effect.puts {
+                    state.put(key, value)?;
                 }
             }
             if let Some(ts) = effect.event_time {
@@ -390,12 +392,63 @@ impl Runner<'_> {
                             windows::parse_watermark(&r.headers)
                         };
                         let current = wt.watermarks.current();
-                        let open: Vec<(i64, i64)> = window::windows_of(w, ts)
-                            .into_iter()
-                            .filter(|(_, end)| !window::is_closed(w, *end, current))
-                            .collect();
-                        effect.late = open.is_empty();
                         let mut outputs = Vec::new();
+                        if let Some(gap) = w.gap_ms {
+                            let ns = |k: &[u8]| namespaced(&agg.id, k);
+                            let (lo, hi) = session::index_range(key);
+                            let mut sessions = Vec::new();
+                            state.range(&ns(&lo), &ns(&hi), |k, v| {
+                                if let (Some(s), Ok(e)) =
+                                    (session::start_of_index_key(k), <[u8; 8]>::try_from(v))
+                                {
+                                    sessions.push((s, i64::from_be_bytes(e)));
+                                }
+                                Ok(true)
+                            })?;
+                            let ((start, end), absorbed) = session::merge(&sessions, ts, gap);
+                            if window::is_closed(w, end, current) {
+                                effect.late = true;
+                                return Ok(effect);
+                            }
+                            let mut merged: Option<Vec<u8>> = None;
+                            for i in absorbed {
+                                let (s, e) = sessions[i];
+                                let wkey = ns(&window::window_key(e, key));
+                                let stored = state.get(&wkey)?.unwrap_or_default();
+                                let (_, st) = session::split_value(&stored).ok_or_else(|| {
+                                    err("aggregate", "stored session is corrupt".into())
+                                })?;
+                                merged = Some(match merged {
+                                    None => st.to_vec(),
+                                    Some(m) => operator::merge_states(&agg.kind, &m, st)
+                                        .map_err(step_err)?,
+                                });
+                                effect.deletes.push(wkey);
+                                effect.deletes.push(ns(&session::index_key(key, s)));
+                            }
+                            let (next, out) = operator::aggregate(agg, merged.as_deref(), &rec)
+                                .map_err(step_err)?;
+                            effect.puts.push((
+                                ns(&window::window_key(end, key)),
+                                session::value(start, &next),
+                            ));
+                            effect.puts.push((
+                                ns(&session::index_key(key, start)),
+                                end.to_be_bytes().to_vec(),
+                            ));
+                            if agg.emit == Emit::EveryUpdate {
+                                outputs.push(operator::with_window(out, start, end));
+                            }
+                        }
+                        let open: Vec<(i64, i64)> = if w.gap_ms.is_some() {
+                            Vec::new()
+                        } else {
+                            window::windows_of(w, ts)
+                                .into_iter()
+                                .filter(|(_, end)| !window::is_closed(w, *end, current))
+                                .collect()
+                        };
+                        effect.late = w.gap_ms.is_none() && open.is_empty();
                         for (start, end) in open {
                             let skey = namespaced(&agg.id, &window::window_key(end, key));
                             let previous = state.get(&skey)?;

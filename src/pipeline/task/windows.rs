@@ -171,15 +171,28 @@ impl<'a> Runner<'a> {
         let mut outputs = Vec::new();
         for (k, v) in &due {
             state.delete(k)?;
-            if agg.emit != Emit::OnWindowClose {
-                continue;
-            }
             let Some((end, key)) = crate::state::split_namespaced(k)
                 .and_then(|(_, inner)| window::split_window_key(inner))
             else {
                 continue;
             };
-            let start = end.saturating_sub(w.size_ms);
+            // a session keeps its start in its value, and an index entry to delete with it
+            let (start, v) = match w.gap_ms {
+                Some(_) => {
+                    let Some((start, st)) = window::session::split_value(v) else {
+                        continue;
+                    };
+                    state.delete(&namespaced(
+                        &agg.id,
+                        &window::session::index_key(key, start),
+                    ))?;
+                    (start, st)
+                }
+                None => (end.saturating_sub(w.size_ms), v.as_slice()),
+            };
+            if agg.emit != Emit::OnWindowClose {
+                continue;
+            }
             let fail = |message: String| Error::Window {
                 partition: p.clone(),
                 key: String::from_utf8_lossy(key).into_owned(),

@@ -6,6 +6,7 @@ fn tumbling(size: i64) -> Window {
     Window {
         size_ms: size,
         advance_ms: size,
+        gap_ms: None,
         allowed_lateness_ms: 0,
         late_topic: None,
     }
