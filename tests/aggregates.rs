@@ -108,3 +108,79 @@ fn min_max_avg_first_last_count_distinct_and_collect_match_the_reference() {
         daemon.all_logs()
     );
 }
+
+/// State TTL on an aggregate (processing time): a key not updated for `ttl` starts over, while
+/// keys updated within it keep counting.
+#[test]
+fn an_aggregate_with_ttl_forgets_idle_keys() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("ttl");
+    let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
+    common::create_topic(&bootstrap, &source, 1);
+    common::create_topic(&bootstrap, &sink, 1);
+    let config = common::pipeline_config(
+        &bootstrap,
+        &name,
+        (&source, &sink),
+        "",
+        r#"operators = [
+  { type = "key_by", field = "user" },
+  { type = "count", ttl = "3s" },
+]"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let rec = |user: &str, i: usize| (Some(0), format!("k{i}"), format!(r#"{{"user":"{user}"}}"#));
+    // "busy" every second, "idle" only at the start and after 6 s
+    let mut i = 0;
+    for second in 0..7 {
+        let mut batch = vec![rec("busy", i)];
+        i += 1;
+        if second == 0 || second == 6 {
+            batch.extend((0..3).map(|n| rec("idle", i + n)));
+            i += 3;
+        }
+        common::produce_all(&bootstrap, &source, &batch);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        13,
+        Duration::from_secs(60),
+    );
+    let mut per_user: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for r in &out {
+        let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+        per_user
+            .entry(v["user"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v["count"].as_u64().unwrap());
+    }
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+    assert_eq!(
+        per_user["busy"],
+        (1..=7).collect::<Vec<u64>>(),
+        "{}",
+        daemon.all_logs()
+    );
+    assert_eq!(
+        per_user["idle"],
+        [1, 2, 3, 1, 2, 3],
+        "{}",
+        daemon.all_logs()
+    );
+    assert!(
+        daemon.all_logs().contains("expired keys forgotten"),
+        "{}",
+        daemon.all_logs()
+    );
+}

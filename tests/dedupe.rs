@@ -127,7 +127,7 @@ operators = [{{ type = "dedupe", field = "id", ttl = "15s" }}]
     assert_eq!(output.len(), 2_100, "{}", daemon.all_logs());
     assert!((0..100).all(|id| seen[&id] == 2), "{seen:?}");
     assert!(
-        daemon.all_logs().contains("dedupe keys expired"),
+        daemon.all_logs().contains("expired keys forgotten"),
         "no expiry ran\n{}",
         daemon.all_logs()
     );

@@ -273,6 +273,17 @@ pub struct Aggregate {
     pub emit: Emit,
     /// Event-time windows; `None`: one running result per key.
     pub window: Option<Window>,
+    /// State TTL (processing time, ms): a key's state not updated for this long is forgotten,
+    /// as with Flink's `StateTtlConfig` (update on write, never return expired).
+    pub ttl_ms: Option<i64>,
+}
+
+impl Aggregate {
+    /// Whether its state keys are more than `namespace ‖ record key` (tagged, time-ordered), so
+    /// that its state cannot be spread over another partition count by key hash.
+    pub fn has_layout(&self) -> bool {
+        self.window.is_some() || self.ttl_ms.is_some() || self.kind.has_layout()
+    }
 }
 
 /// When an aggregate's result goes out.

@@ -16,8 +16,12 @@ pub fn key_of_expiry_key(k: &[u8]) -> Option<&[u8]> {
     split_timer_key(k).map(|(_, key)| key)
 }
 
+/// The expiry at the start of a stored value (dedupe's whole value; a TTL aggregate's value
+/// is followed by its state).
 pub fn decode_expiry(v: &[u8]) -> Option<i64> {
-    <[u8; 8]>::try_from(v).ok().map(i64::from_be_bytes)
+    v.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_be_bytes)
 }
 
 /// `Some(expiry)` when a record of a key whose entry is `previous` passes at `now` (and the key

@@ -462,6 +462,7 @@ mod tests {
             on_error: None,
             emit: crate::config::Emit::EveryUpdate,
             window: None,
+            ttl_ms: None,
         }
     }
 
@@ -520,6 +521,7 @@ mod tests {
             on_error: None,
             emit: crate::config::Emit::EveryUpdate,
             window: None,
+            ttl_ms: None,
         };
         let mut r = rec(json!({"n": i64::MAX}));
         r.key = Some(b"k".to_vec());

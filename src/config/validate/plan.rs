@@ -26,11 +26,11 @@ impl Cx<'_> {
             let kind = op_ref.kind.get_ref().as_str();
             let allowed: &[&str] = match kind {
                 "key_by" => &["field"],
-                "count" => &["id", "output", "emit", "window"],
+                "count" => &["id", "output", "emit", "window", "ttl"],
                 "sum" | "min" | "max" | "avg" | "first" | "last" | "count_distinct" => {
-                    &["id", "field", "output", "emit", "window"]
+                    &["id", "field", "output", "emit", "window", "ttl"]
                 }
-                "collect" => &["id", "field", "output", "max", "emit", "window"],
+                "collect" => &["id", "field", "output", "max", "emit", "window", "ttl"],
                 "dedupe" => &["id", "field", "ttl"],
                 "join" => &["id", "table", "into", "mode"],
                 "custom" => &["id", "name"],
@@ -519,6 +519,21 @@ impl Cx<'_> {
                 Emit::EveryUpdate
             }
         };
+        // dedupe's ttl is its own (its kind); on aggregates it is state TTL
+        let ttl_ms = match (&raw.ttl, &window) {
+            (Some(t), None) if !matches!(kind, AggregateKind::Dedupe { .. }) => Some(
+                super::time::millis(self.positive(&format!("{path}.ttl"), t)),
+            ),
+            (Some(t), Some(_)) => {
+                self.problem(
+                    format!("{path}.ttl"),
+                    t.span(),
+                    "a windowed aggregate forgets each window when it closes; ttl is for aggregates without a window",
+                );
+                None
+            }
+            _ => None,
+        };
         if window.as_ref().is_some_and(|w| w.gap_ms.is_some())
             && !matches!(
                 kind,
@@ -573,6 +588,7 @@ impl Cx<'_> {
             on_error: None,
             emit,
             window,
+            ttl_ms,
         });
     }
 }

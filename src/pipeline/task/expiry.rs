@@ -22,7 +22,8 @@ impl Runner<'_> {
         let Some(agg) = pipeline.plan.aggregate.as_ref() else {
             return Ok(());
         };
-        if !matches!(agg.kind, AggregateKind::Dedupe { .. }) {
+        // dedupe's keys, and the state of aggregates with a ttl: both keep the expiry first
+        if !matches!(agg.kind, AggregateKind::Dedupe { .. }) && agg.ttl_ms.is_none() {
             return Ok(());
         }
         let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
@@ -59,7 +60,7 @@ impl Runner<'_> {
             }
         }
         if forgotten > 0 {
-            tracing::debug!(pipeline = %pipeline.name, forgotten, "dedupe keys expired");
+            tracing::debug!(pipeline = %pipeline.name, forgotten, "expired keys forgotten");
         }
         Ok(())
     }

@@ -551,6 +551,33 @@ impl Runner<'_> {
                             operator::apply_steps(&plan.after, rec)
                                 .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
                         }
+                        _ if agg.ttl_ms.is_some() => {
+                            // state TTL: `0 ‖ key → expiry ‖ state`, a timer per write
+                            let ttl = agg.ttl_ms.unwrap_or_default();
+                            let skey = namespaced(&agg.id, &timers::value_key(key));
+                            let now =
+                                i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                            let stored = state.get(&skey)?;
+                            let previous = stored
+                                .as_deref()
+                                .and_then(|v| v.split_at_checked(8))
+                                .filter(|(expiry, _)| {
+                                    dedupe::decode_expiry(expiry).is_some_and(|e| e > now)
+                                })
+                                .map(|(_, st)| st);
+                            let (next, out) =
+                                operator::aggregate(agg, previous, &rec).map_err(step_err)?;
+                            let expiry = now.saturating_add(ttl);
+                            let mut value = expiry.to_be_bytes().to_vec();
+                            value.extend_from_slice(&next);
+                            effect.puts.push((skey, value));
+                            effect.puts.push((
+                                namespaced(&agg.id, &timers::timer_key(expiry, key)),
+                                Vec::new(),
+                            ));
+                            operator::apply_steps(&plan.after, out)
+                                .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                        }
                         _ => {
                             let skey = namespaced(&agg.id, key);
                             let previous = state.get(&skey)?;

@@ -54,11 +54,7 @@ impl Runner<'_> {
                 ),
             ));
         }
-        let fixed = pipeline
-            .plan
-            .aggregate
-            .as_ref()
-            .filter(|a| a.window.is_some() || a.kind.has_layout());
+        let fixed = pipeline.plan.aggregate.as_ref().filter(|a| a.has_layout());
         if let Some(agg) = fixed
             && m.source_partitions != source_partitions
         {
