@@ -343,6 +343,7 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
     let gate = match r.workload {
         Workload::Map => Gate::copy(r.records, !r.engine.is_raw()),
         Workload::Count => Gate::count(r.records),
+        Workload::Dedupe => Gate::dedupe(r.records),
     };
     let reader = Reader::start(&a.bootstrap, &output, gate)?;
     let dir = a.work_dir.join(r.tag);

@@ -12,6 +12,9 @@ pub enum Workload {
     /// Re-key by `user` (a repartition topic), keyed running count (word count / q17 shape);
     /// each key's latest count out once per checkpoint/commit, in both engines.
     Count,
+    /// Re-key by `ev` and pass the first record of each value (dedupe over a key space as large
+    /// as the input: one new key per record, every tenth record a duplicate of an earlier one).
+    Dedupe,
 }
 
 impl Workload {
@@ -19,6 +22,7 @@ impl Workload {
         match self {
             Workload::Map => "map",
             Workload::Count => "count",
+            Workload::Dedupe => "dedupe",
         }
     }
 
@@ -32,6 +36,8 @@ impl Workload {
             Workload::Count => {
                 r#"[{ type = "key_by", field = "user" }, { type = "count", emit = "on_checkpoint" }]"#
             }
+            // remembered for longer than any run, as the Kafka Streams store keeps them
+            Workload::Dedupe => r#"[{ type = "dedupe", field = "ev", ttl = "1h" }]"#,
         }
     }
 }
@@ -54,9 +60,22 @@ pub fn timed_record(i: u64, size: usize, ts_us: Option<u64>) -> (String, String)
 pub fn record_of(i: u64, size: usize, user: &str, ts_us: Option<u64>) -> (String, String) {
     let amount = mix(i ^ 0x5bd1_e995) % 100_000;
     let ts = ts_us.map(|t| format!(r#""ts":{t},"#)).unwrap_or_default();
-    let head = format!(r#"{{"id":{i},{ts}"user":"{user}","amount":{amount},"debug":false,"pad":""#);
+    let ev = event_of(i);
+    let head = format!(
+        r#"{{"id":{i},"ev":{ev},{ts}"user":"{user}","amount":{amount},"debug":false,"pad":""#
+    );
     let pad = size.saturating_sub(head.len() + 2).max(1);
     (i.to_string(), format!("{head}{}\"}}", "x".repeat(pad)))
+}
+
+/// The dedupe key of record `i`: its own id, but every tenth record repeats the one nine before.
+pub fn event_of(i: u64) -> u64 {
+    if i % 10 == 9 { i - 9 } else { i }
+}
+
+/// Distinct dedupe keys among the first `records` records.
+pub fn distinct_events(records: u64) -> u64 {
+    records - records / 10
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -83,6 +102,8 @@ pub enum Gate {
     Copy {
         records: u64,
         mapped: bool,
+        /// Dedupe: each `ev` once (`records` is then the distinct count), instead of each `id`.
+        by_event: bool,
         seen: HashSet<u64>,
         outputs: u64,
         errors: Vec<String>,
@@ -103,6 +124,7 @@ pub enum Gate {
 #[derive(Deserialize)]
 struct CopyValue {
     id: u64,
+    ev: Option<u64>,
     ts: Option<u64>,
     price: Option<serde_json::Value>,
     amount: Option<serde_json::Value>,
@@ -122,10 +144,35 @@ impl Gate {
         Gate::Copy {
             records,
             mapped,
+            by_event: false,
             seen: HashSet::with_capacity(records as usize),
             outputs: 0,
             errors: Vec::new(),
             latencies: Vec::new(),
+        }
+    }
+
+    /// Dedupe: each distinct `ev` of the input exactly once.
+    pub fn dedupe(records: u64) -> Gate {
+        match Gate::copy(distinct_events(records), false) {
+            Gate::Copy {
+                records,
+                mapped,
+                seen,
+                outputs,
+                errors,
+                latencies,
+                ..
+            } => Gate::Copy {
+                records,
+                mapped,
+                by_event: true,
+                seen,
+                outputs,
+                errors,
+                latencies,
+            },
+            other => other,
         }
     }
 
@@ -150,6 +197,7 @@ impl Gate {
         match self {
             Gate::Copy {
                 mapped,
+                by_event,
                 seen,
                 outputs,
                 errors,
@@ -162,8 +210,16 @@ impl Gate {
                         if let Some(ts) = v.ts {
                             latencies.push((ts, now_us.saturating_sub(ts)));
                         }
-                        if !seen.insert(v.id) {
-                            note(errors, format!("{at}: id {} output twice", v.id));
+                        let (what, key) = if *by_event {
+                            ("ev", v.ev.unwrap_or(u64::MAX))
+                        } else {
+                            ("id", v.id)
+                        };
+                        if *by_event && v.ev != Some(event_of(v.id)) {
+                            note(errors, format!("{at}: id {} has ev {:?}", v.id, v.ev));
+                        }
+                        if !seen.insert(key) {
+                            note(errors, format!("{at}: {what} {key} output twice"));
                         }
                         let applied = v.price.is_some() && v.amount.is_none() && v.debug.is_none();
                         if *mapped && !applied {
@@ -313,6 +369,21 @@ mod tests {
         );
         g.feed("t/0@3", record(2, 100).1.as_bytes(), 0);
         assert!(g.complete());
+    }
+
+    #[test]
+    fn dedupe_gate_wants_each_event_once() {
+        let mut g = Gate::dedupe(20);
+        for i in 0..20 {
+            if i % 10 != 9 {
+                g.feed(i, record(i, 100).1.as_bytes(), 0);
+            }
+        }
+        assert!(g.complete());
+        assert_eq!(g.verdict(), Ok(()));
+        // the duplicate of record 0 passed as well: ev 0 twice
+        g.feed(99, record(9, 100).1.as_bytes(), 0);
+        assert!(g.verdict().unwrap_err().contains("ev 0 output twice"));
     }
 
     #[test]

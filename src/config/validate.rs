@@ -256,6 +256,22 @@ impl Cx<'_> {
                     ),
                 );
             }
+            if let (Some(et), Some(raw_et)) = (
+                &pipeline.source.event_time,
+                &p.get_ref().source.get_ref().event_time,
+            ) && et.idle_timeout < checkpoint.interval * 3
+            {
+                // a source partition is heard from at least once per checkpoint (its records, or
+                // a marker); a shorter timeout would take a live partition for an idle one
+                self.problem(
+                    format!("{path}.source.event_time.idle_timeout"),
+                    raw_et.span(),
+                    format!(
+                        "must be at least 3 checkpoint intervals ({:?}), or live partitions count as idle",
+                        checkpoint.interval * 3
+                    ),
+                );
+            }
             pipelines.push(pipeline);
         }
         Config {

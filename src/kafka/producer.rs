@@ -107,7 +107,8 @@ impl Producer {
         self.check_size_with(key, value, 0)
     }
 
-    fn check_size_with(&self, key: Option<&[u8]>, value: &[u8], headers: usize) -> Result<()> {
+    /// [`Producer::check_size`] with `headers` bytes of headers (name and value lengths).
+    pub fn check_size_with(&self, key: Option<&[u8]>, value: &[u8], headers: usize) -> Result<()> {
         let size = value.len() + key.map_or(0, <[u8]>::len) + headers + RECORD_OVERHEAD;
         if size > self.max_bytes {
             return Err(Error::TooLarge {

@@ -84,7 +84,7 @@ fn read_with(
     consumer.assign(&tpl).map_err(client("assign reader"))?;
     let mut at_end = BTreeSet::new();
     let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     loop {
         let done = last_seen.iter().all(|(p, seen)| {
             at_end.contains(p) && must_reach.get(p).is_none_or(|need| seen >= need)
@@ -100,6 +100,8 @@ fn read_with(
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                // the time limit is on a stall, not on the whole read (a large table)
+                deadline = Instant::now() + timeout;
                 // a record fetched for an earlier assignment of this consumer
                 let stale = last_seen
                     .get(&m.partition())

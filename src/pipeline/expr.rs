@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use jaq_core::load::{self, Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
+use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 use serde::Deserialize;
 use serde_json::Value;
@@ -106,14 +106,19 @@ fn cached(code: &str) -> Result<Rc<Filter>, String> {
     })
 }
 
-/// Every value `code` yields for `input`, or its first error.
-pub fn run(code: &str, input: &Value) -> Result<Vec<Value>, String> {
+/// The first `max` values `code` yields for `input`, or its first error. Never more than `max`
+/// are computed (`repeat(.)` stays bounded), and `halt` is an error of the record, not an exit
+/// of the process (jaq's `unwrap_valr` would exit).
+pub fn run(code: &str, input: &Value, max: usize) -> Result<Vec<Value>, String> {
     let filter = cached(code)?;
     let val = Val::deserialize(input).map_err(|e| format!("input: {e}"))?;
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
     let mut out = Vec::new();
-    for r in filter.id.run((ctx, val)).map(unwrap_valr) {
-        let v = r.map_err(|e| e.to_string())?;
+    for r in filter.id.run((ctx, val)).take(max) {
+        let v = r.map_err(|exn| match exn.get_err() {
+            Ok(e) => e.to_string(),
+            Err(_) => "halt stops a jq program, not a pipeline: use error(...)".to_string(),
+        })?;
         // jaq prints its values as JSON; values JSON cannot hold (byte strings, non-string keys)
         // fail here
         let text = v.to_string();
@@ -140,6 +145,7 @@ mod tests {
         let out = run(
             "{user, total: (.price * .qty), address: {city}} | del(.missing)",
             &json!({"user": "u1", "price": 2.5, "qty": 4, "city": "Utrecht", "x": 1}),
+            2,
         )
         .unwrap();
         assert_eq!(
@@ -147,21 +153,28 @@ mod tests {
             [json!({"user": "u1", "total": 10.0, "address": {"city": "Utrecht"}})]
         );
         assert_eq!(
-            run(".a[]", &json!({"a": [1, 2]})).unwrap(),
+            run(".a[]", &json!({"a": [1, 2]}), 5).unwrap(),
             [json!(1), json!(2)]
         );
-        assert_eq!(run("empty", &json!(1)).unwrap(), Vec::<Value>::new());
+        assert_eq!(run("empty", &json!(1), 1).unwrap(), Vec::<Value>::new());
+        // an endless program is cut at what is asked
+        assert_eq!(run("repeat(.)", &json!(1), 2).unwrap().len(), 2);
         assert!(truthy(
-            &run(".n > 3 and .s == \"x\"", &json!({"n": 4, "s": "x"})).unwrap()[0]
+            &run(".n > 3 and .s == \"x\"", &json!({"n": 4, "s": "x"}), 1).unwrap()[0]
         ));
     }
 
     #[test]
     fn runtime_errors_are_reported_not_panicked() {
-        let e = run(".a + 1", &json!({"a": "text"})).unwrap_err();
+        let e = run(".a + 1", &json!({"a": "text"}), 1).unwrap_err();
         assert!(e.contains("text"), "{e}");
-        let e = run("error(\"custom\")", &json!(null)).unwrap_err();
+        let e = run("error(\"custom\")", &json!(null), 1).unwrap_err();
         assert!(e.contains("custom"), "{e}");
+        // halt would exit the process: it is an error of the record instead
+        let e = run("halt", &json!(null), 1).unwrap_err();
+        assert!(e.contains("halt"), "{e}");
+        let e = run("\"bye\" | halt_error", &json!(null), 1).unwrap_err();
+        assert!(e.contains("halt"), "{e}");
     }
 
     #[test]

@@ -112,15 +112,16 @@ fn apply_step(step: &Step, mut record: Record) -> Result<Option<Record>, RecordE
         Step::Select { expr } => {
             let input = json_value("filter", &record.value)?;
             let out =
-                super::expr::run(expr, input).map_err(|m| err("filter", format!("jq: {m}")))?;
+                super::expr::run(expr, input, 1).map_err(|m| err("filter", format!("jq: {m}")))?;
             if !out.first().is_some_and(super::expr::truthy) {
                 return Ok(None);
             }
         }
         Step::Transform { expr } => {
             let input = json_value("map", &record.value)?;
+            // two are enough to tell "more than one"
             let mut out =
-                super::expr::run(expr, input).map_err(|m| err("map", format!("jq: {m}")))?;
+                super::expr::run(expr, input, 2).map_err(|m| err("map", format!("jq: {m}")))?;
             match out.len() {
                 0 => return Ok(None),
                 1 => record.value = Payload::Json(out.swap_remove(0)),
@@ -128,7 +129,7 @@ fn apply_step(step: &Step, mut record: Record) -> Result<Option<Record>, RecordE
                     return Err(err(
                         "map",
                         format!(
-                            "jq: the expression yields {n} values for one record; a map yields one (or none to drop it)"
+                            "jq: the expression yields {n} or more values for one record; a map yields one (or none to drop it)"
                         ),
                     ));
                 }

@@ -46,6 +46,9 @@ struct Task {
     /// watermark follows it), and the watermark of its last marker (`task/windows.rs`).
     max_event_time: i64,
     marker_sent: i64,
+    /// It processed a record since its last marker (so it sends one even if its watermark
+    /// stood still: stateful tasks must hear from it within their idle timeout).
+    spoke: bool,
     /// Stateful tasks of a windowed aggregate.
     windows: Option<windows::WindowTask>,
 }
@@ -57,6 +60,7 @@ impl Task {
             state,
             max_event_time: crate::pipeline::window::NO_WATERMARK,
             marker_sent: crate::pipeline::window::NO_WATERMARK,
+            spoke: false,
             windows: None,
         }
     }
@@ -496,7 +500,12 @@ impl<'a> Runner<'a> {
         }
         self.emit_pending()?;
         self.close_all_windows()?;
-        self.fire_timers()?;
+        if let Err(e) = self.fire_timers() {
+            return Err(match e {
+                e @ Error::Timer { .. } => self.abort_for(e),
+                other => other,
+            });
+        }
         self.send_markers()?;
         self.producer.flush()?;
         let flushed = begun.elapsed();

@@ -109,6 +109,7 @@ impl RocksState {
         mut each: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(from.to_vec());
         opts.set_iterate_upper_bound(to.to_vec());
         let iter = self
             .db

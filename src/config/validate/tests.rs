@@ -427,6 +427,17 @@ fn windows_are_typed_and_need_event_time() {
             "{path} {words}: {shown:#?}"
         );
     }
+    let hasty = windowed.replace(
+        r#"max_out_of_orderness = "5s""#,
+        r#"max_out_of_orderness = "5s", idle_timeout = "2s""#,
+    );
+    assert!(
+        problems(&hasty).iter().any(|s| s
+            .starts_with("pipelines[0].source.event_time.idle_timeout (")
+            && s.contains("3 checkpoint intervals")),
+        "{:#?}",
+        problems(&hasty)
+    );
     let session = windowed.replace(r#"type = "hopping""#, r#"type = "session""#);
     let shown = problems(&session);
     assert!(

@@ -137,7 +137,7 @@ impl Runner<'_> {
 
     /// A record stops the pipeline: abort the open transaction (nothing in it must survive; a
     /// failed abort is ended by the next start's `init_transactions` or the broker's timeout).
-    fn abort_for(&mut self, e: Error) -> Error {
+    pub(super) fn abort_for(&mut self, e: Error) -> Error {
         if self.in_txn {
             if let Err(abort) = self.producer.abort() {
                 tracing::warn!(error = %chain(&abort), "abort after a bad record failed");
@@ -195,6 +195,7 @@ impl Runner<'_> {
             }
             if let Some(ts) = effect.event_time {
                 task.max_event_time = task.max_event_time.max(ts);
+                task.spoke = true;
             }
             task.next_offset = Some(NextOffset(r.offset + 1));
         }
@@ -258,6 +259,26 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// A late record fits the late topic (checked before anything of it is done).
+    fn check_late(&self, r: &consumer::Record, w: &crate::config::Window) -> Result<()> {
+        if w.late_topic.is_none() {
+            return Ok(());
+        }
+        let headers =
+            "flumen.pipelineflumen.source.topicflumen.source.partitionflumen.source.offset".len()
+                + self.pipeline.name.len()
+                + r.topic.len()
+                + 30
+                + 40;
+        self.producer
+            .check_size_with(
+                r.key.as_deref(),
+                r.value.as_deref().unwrap_or_default(),
+                headers,
+            )
+            .map_err(|e| Self::record_error(r, "produce", e.to_string()))
+    }
+
     /// A record all of whose windows have closed: to the window's `late_topic`, untouched
     /// with headers, or dropped; counted either way.
     fn late_record(&mut self, r: &consumer::Record) -> Result<()> {
@@ -317,10 +338,18 @@ impl Runner<'_> {
         let windowed = self.windowed();
         let event_time = match (windowed, &self.pipeline.source.event_time) {
             (Some(_), Some(et)) if from_source => {
-                let Payload::Json(v) = &value else {
-                    return Err(err("event_time", "the record has no fields".into()));
+                // the Kafka timestamp needs no fields (string and bytes sources too)
+                let fields = match (&et.field, &value) {
+                    (None, _) => &serde_json::Value::Null,
+                    (Some(_), Payload::Json(v)) => v,
+                    (Some(_), _) => {
+                        return Err(err("event_time", "the record has no fields".into()));
+                    }
                 };
-                Some(window::event_time(et, v, r.timestamp).map_err(|m| err("event_time", m))?)
+                Some(
+                    window::event_time(et, fields, r.timestamp)
+                        .map_err(|m| err("event_time", m))?,
+                )
             }
             (Some(_), _) => Some(
                 windows::parse_event_time(&r.headers)
@@ -348,9 +377,6 @@ impl Runner<'_> {
             (Some(rec), Some(_)) if from_source && plan.repartition => {
                 let bytes = codec::encode(Format::Json, &rec.value, &self.config.schemas)
                     .map_err(|e| err("repartition", e.to_string()))?;
-                self.producer
-                    .check_size(rec.key.as_deref(), &bytes)
-                    .map_err(|e| err("produce", e.to_string()))?;
                 let event = match (event_time, &self.pipeline.source.event_time) {
                     (Some(ts), Some(et)) => {
                         let wm = window::watermark_after(et, task.max_event_time.max(ts));
@@ -358,6 +384,17 @@ impl Runner<'_> {
                     }
                     _ => None,
                 };
+                // the headers `send_out` adds, counted as the producer counts them
+                let headers = event.as_ref().map_or(0, |(ts, wm)| {
+                    windows::EVENT_TIME_HEADER.len()
+                        + ts.to_string().len()
+                        + windows::WATERMARK_HEADER.len()
+                        + wm.len()
+                        + 20
+                });
+                self.producer
+                    .check_size_with(rec.key.as_deref(), &bytes, headers)
+                    .map_err(|e| err("produce", e.to_string()))?;
                 effect.sends.push(Out {
                     dest: Dest::Repartition,
                     key: rec.key,
@@ -378,7 +415,14 @@ impl Runner<'_> {
                     };
                     Self::step_error(r, e, std::slice::from_ref(&agg.on_error))
                 };
-                let key = rec.key.as_deref().unwrap_or_default();
+                // no key, no keyed state: never group keyless records under one empty key
+                let Some(key) = rec.key.as_deref() else {
+                    return Err(step_err(RecordError {
+                        step: agg.kind.name(),
+                        message: "record has no key to group by".into(),
+                        index: None,
+                    }));
+                };
                 match (&agg.window, event_time, task.windows.as_ref()) {
                     (Some(w), Some(ts), Some(wt)) => {
                         // the input's watermark: its own, or the one its source sent along
@@ -408,6 +452,7 @@ impl Runner<'_> {
                             let ((start, end), absorbed) = session::merge(&sessions, ts, gap);
                             if window::is_closed(w, end, current) {
                                 effect.late = true;
+                                self.check_late(r, w)?;
                                 return Ok(effect);
                             }
                             let mut merged: Option<Vec<u8>> = None;
@@ -449,6 +494,9 @@ impl Runner<'_> {
                                 .collect()
                         };
                         effect.late = w.gap_ms.is_none() && open.is_empty();
+                        if effect.late {
+                            self.check_late(r, w)?;
+                        }
                         for (start, end) in open {
                             let skey = namespaced(&agg.id, &window::window_key(end, key));
                             let previous = state.get(&skey)?;
@@ -558,6 +606,12 @@ impl Runner<'_> {
                             let now =
                                 i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
                             let stored = state.get(&skey)?;
+                            // the previous write's timer goes: one timer entry per key
+                            if let Some(old) = stored.as_deref().and_then(dedupe::decode_expiry) {
+                                effect
+                                    .deletes
+                                    .push(namespaced(&agg.id, &timers::timer_key(old, key)));
+                            }
                             let previous = stored
                                 .as_deref()
                                 .and_then(|v| v.split_at_checked(8))

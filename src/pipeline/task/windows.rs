@@ -118,7 +118,16 @@ impl<'a> Runner<'a> {
         if let Some(w) = self.tasks.get_mut(p).and_then(|t| t.windows.as_mut()) {
             w.watermarks.observe(input, watermark, Instant::now());
         }
-        self.close_windows(p)
+        self.close_windows_or_abort(p)
+    }
+
+    /// A window that cannot be emitted stops the pipeline: abort the open transaction first,
+    /// so read_committed readers of the sink do not wait out its timeout.
+    fn close_windows_or_abort(&mut self, p: &Partition) -> Result<()> {
+        match self.close_windows(p) {
+            Err(e @ Error::Window { .. }) => Err(self.abort_for(e)),
+            other => other,
+        }
     }
 
     /// Every windowed task (idle inputs time out without news): at each checkpoint.
@@ -128,7 +137,7 @@ impl<'a> Runner<'a> {
         }
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
         for p in partitions {
-            self.close_windows(&p)?;
+            self.close_windows_or_abort(&p)?;
         }
         Ok(())
     }
@@ -154,8 +163,14 @@ impl<'a> Runner<'a> {
         if below <= wt.fired_below {
             return Ok(());
         }
+        // windows ending below the previous bound were deleted then and cannot come back (the
+        // watermark never goes back): start there, not among their tombstones
+        let from_end = wt.fired_below;
         wt.fired_below = below;
-        let (lo, hi) = window::window_range(below);
+        let (mut lo, hi) = window::window_range(below);
+        if from_end != NO_WATERMARK {
+            lo = window::window_key(from_end, &[]);
+        }
         let mut due = Vec::new();
         state.range(
             &namespaced(&agg.id, &lo),
@@ -262,7 +277,7 @@ impl<'a> Runner<'a> {
                 continue;
             }
             let wm = window::watermark_after(&et, task.max_event_time);
-            if wm <= task.marker_sent {
+            if wm <= task.marker_sent && !task.spoke {
                 continue;
             }
             begin_if_needed(&self.producer, &mut self.in_txn)?;
@@ -277,6 +292,7 @@ impl<'a> Runner<'a> {
                 )?;
             }
             task.marker_sent = wm;
+            task.spoke = false;
             self.dirty = true;
         }
         Ok(())

@@ -17,6 +17,12 @@ import org.apache.kafka.streams.kstream.Grouped;
 import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
+import org.apache.kafka.streams.kstream.Repartitioned;
+import org.apache.kafka.streams.processor.api.Processor;
+import org.apache.kafka.streams.processor.api.ProcessorContext;
+import org.apache.kafka.streams.processor.api.Record;
+import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.Stores;
 
 /**
  * The Kafka Streams side of scripts/bench.sh: the same workloads as bench/flumen/*.toml.
@@ -31,6 +37,9 @@ import org.apache.kafka.streams.kstream.Produced;
  *   <li>{@code count}: re-key by the JSON field {@code user} (a repartition topic), keyed running
  *       count in RocksDB, out as {@code {"user": K, "count": N}} keyed by K (Flumen's {@code key_by}
  *       + {@code count}).
+ *   <li>{@code dedupe}: re-key by the JSON field {@code ev} (a repartition topic) and pass the
+ *       first record of each key, remembered in a RocksDB key-value store (Flumen's {@code dedupe}
+ *       by field; Kafka Streams has no built-in dedupe, so a processor as its docs suggest).
  * </ul>
  */
 public final class StreamsBench {
@@ -39,7 +48,7 @@ public final class StreamsBench {
   public static void main(String[] args) throws InterruptedException {
     if (args.length != 8) {
       System.err.println(
-          "usage: StreamsBench map|count BOOTSTRAP INPUT OUTPUT APP_ID COMMIT_MS THREADS STATE_DIR");
+          "usage: StreamsBench map|count|dedupe BOOTSTRAP INPUT OUTPUT APP_ID COMMIT_MS THREADS STATE_DIR");
       System.exit(2);
     }
     String workload = args[0];
@@ -98,9 +107,38 @@ public final class StreamsBench {
                     return bytes(o);
                   })
               .to(output, Produced.with(Serdes.String(), Serdes.ByteArray()));
+      case "dedupe" -> {
+        b.addStateStore(
+            Stores.keyValueStoreBuilder(
+                Stores.persistentKeyValueStore("seen"), Serdes.String(), Serdes.Long()));
+        in.selectKey((k, v) -> parse(v).get("ev").asText())
+            .repartition(Repartitioned.with(Serdes.String(), Serdes.ByteArray()))
+            .process(FirstOfKey::new, "seen")
+            .to(output, Produced.with(Serdes.String(), Serdes.ByteArray()));
+      }
       default -> throw new IllegalArgumentException("unknown workload " + workload);
     }
     return b.build();
+  }
+
+  /** Forwards a key's first record; later ones are dropped (the key is remembered). */
+  static final class FirstOfKey implements Processor<String, byte[], String, byte[]> {
+    private ProcessorContext<String, byte[]> context;
+    private KeyValueStore<String, Long> seen;
+
+    @Override
+    public void init(ProcessorContext<String, byte[]> context) {
+      this.context = context;
+      this.seen = context.getStateStore("seen");
+    }
+
+    @Override
+    public void process(Record<String, byte[]> record) {
+      if (seen.get(record.key()) == null) {
+        seen.put(record.key(), record.timestamp());
+        context.forward(record);
+      }
+    }
   }
 
   private static byte[] renameAndDrop(byte[] value) {
