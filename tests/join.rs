@@ -193,3 +193,159 @@ operators = [
         daemon.all_logs()
     );
 }
+
+/// A windowed stream-stream join (orders re-keyed by user, payments keyed by user, within
+/// 1 s of event time, out of order up to 0.5 s), through 5 SIGKILLs: every pair exactly once.
+#[test]
+fn stream_stream_join_emits_every_pair_once_through_sigkills() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("sjoin");
+    let (orders, payments, sink) = (
+        format!("{name}-orders"),
+        format!("{name}-payments"),
+        format!("{name}-out"),
+    );
+    for t in [&orders, &payments, &sink] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    let config = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "rocksdb"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "2s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", stream = "{payments}", within = "1s", into = "payment" }},
+]
+"#
+    );
+    let base = 1_700_000_000_000i64;
+    let mut rng = rand::rng();
+    let mut order_recs = Vec::new();
+    let mut pay_recs = Vec::new();
+    let mut order_rows = Vec::new();
+    let mut pay_rows = Vec::new();
+    for i in 0..3_000i64 {
+        let (user, ts) = (
+            format!("u{}", rng.random_range(0..40)),
+            base + i * 5 - rng.random_range(0..500),
+        );
+        order_recs.push((
+            None,
+            format!("o{i}"),
+            json!({"order": i, "user": user, "ts": ts}).to_string(),
+        ));
+        order_rows.push((i, user, ts));
+        let (user, ts) = (
+            format!("u{}", rng.random_range(0..40)),
+            base + i * 5 - rng.random_range(0..500),
+        );
+        // keyed by user, as the join needs
+        pay_recs.push((
+            None,
+            user.clone(),
+            json!({"payment": i, "user": user, "ts": ts}).to_string(),
+        ));
+        pay_rows.push((i, user, ts));
+    }
+    let mut expected = std::collections::BTreeSet::new();
+    for (o, ou, ot) in &order_rows {
+        for (p, pu, pt) in &pay_rows {
+            if ou == pu && (ot - pt).abs() <= 1_000 {
+                expected.insert((*o, *p));
+            }
+        }
+    }
+    assert!(
+        expected.len() > 3_000,
+        "a weak test input: {} pairs",
+        expected.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let feeder = {
+        let (bootstrap, orders, payments) = (bootstrap.clone(), orders.clone(), payments.clone());
+        let (order_recs, pay_recs) = (order_recs.clone(), pay_recs.clone());
+        std::thread::spawn(move || {
+            for (o, p) in order_recs.chunks(200).zip(pay_recs.chunks(200)) {
+                common::produce_all(&bootstrap, &orders, o);
+                common::produce_all(&bootstrap, &payments, p);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    for kill in 0..5 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(700..1_500)));
+        assert!(
+            daemon.is_running(),
+            "flumen exited on its own before kill {kill}\n{}",
+            daemon.all_logs()
+        );
+        daemon.kill9();
+        daemon.start();
+    }
+    feeder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(30),
+        );
+        let mut got = std::collections::BTreeMap::new();
+        for r in &output {
+            let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            let pair = (
+                v["order"].as_i64().unwrap(),
+                v["payment"]["payment"].as_i64().unwrap(),
+            );
+            assert_eq!(v["user"], v["payment"]["user"], "{v}");
+            *got.entry(pair).or_insert(0u32) += 1;
+        }
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "pairs out more than once: {twice:?}\n{}",
+        daemon.all_logs()
+    );
+    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
+    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} pairs, expected {}; missing {missing:?}, extra {extra:?}\n{}",
+        seen.len(),
+        expected.len(),
+        daemon.all_logs()
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}

@@ -12,8 +12,9 @@ use super::{CheckpointId, NextOffset, Partition, PartitionOffset};
 /// What to restore for one stateful partition at start or on assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restore {
-    /// The group has no committed offset: nothing of this partition was ever committed, so
-    /// the task starts empty (snapshots without a commit are leftovers of an aborted attempt).
+    /// The group has no committed offset and no snapshot that read nothing of this partition
+    /// either: the task starts empty (snapshots at an offset without a commit are leftovers of
+    /// an aborted attempt).
     Fresh,
     /// This checkpoint's snapshot is the state as of the committed offset.
     From(CheckpointId),
@@ -35,7 +36,16 @@ pub fn choose_restore(
     candidates: &[(CheckpointId, Option<NextOffset>)],
 ) -> Restore {
     let Some(committed) = committed else {
-        return Restore::Fresh;
+        // the task read nothing of its partition yet, but its state may hold another input (a
+        // stream-stream join buffers the other stream there, whose offsets did commit): the
+        // newest snapshot that read nothing of it either (candidates agree with every
+        // committed offset)
+        return candidates
+            .iter()
+            .filter(|(_, offset)| offset.is_none())
+            .map(|(id, _)| *id)
+            .max()
+            .map_or(Restore::Fresh, Restore::From);
     };
     let best = candidates
         .iter()
@@ -181,6 +191,15 @@ mod tests {
     }
 
     #[test]
+    fn no_committed_offset_restores_a_snapshot_that_read_nothing_either() {
+        // its state holds another input, whose offsets did commit
+        assert_eq!(
+            choose_restore(None, &[c(1, None), c(3, None), c(2, Some(10))]),
+            Restore::From(CheckpointId(3))
+        );
+    }
+
+    #[test]
     fn the_newest_snapshot_at_the_committed_offset_wins() {
         let cands = [
             c(1, Some(5)),
@@ -234,7 +253,10 @@ mod tests {
         ) {
             let cands: Vec<_> = cands.into_iter().map(|(i, o)| c(i, o)).collect();
             match choose_restore(committed.map(NextOffset), &cands) {
-                Restore::Fresh => prop_assert!(committed.is_none()),
+                Restore::Fresh => {
+                    prop_assert!(committed.is_none());
+                    prop_assert!(!cands.iter().any(|(_, o)| o.is_none()));
+                }
                 Restore::From(id) => {
                     prop_assert!(cands.iter().any(|(i, o)| *i == id && *o == committed.map(NextOffset)));
                     prop_assert!(!cands.iter().any(|(i, o)| *i > id && *o == committed.map(NextOffset)));

@@ -342,6 +342,14 @@ pub enum AggregateKind {
         into: String,
         inner: bool,
     },
+    /// A windowed stream-stream inner join: each pair of a record of this stream and one of
+    /// `stream` with the same key, at most `within_ms` apart in event time, goes out once as
+    /// this record with the other under field `into`.
+    StreamJoin {
+        stream: String,
+        within_ms: i64,
+        into: String,
+    },
     /// A user-defined operator registered under `name` (`pipeline::custom`).
     Custom {
         name: String,
@@ -363,6 +371,7 @@ impl AggregateKind {
             Self::Collect { .. } => "collect",
             Self::Dedupe { .. } => "dedupe",
             Self::Join { .. } => "join",
+            Self::StreamJoin { .. } => "stream_join",
             Self::Custom { .. } => "custom",
         }
     }
@@ -370,7 +379,11 @@ impl AggregateKind {
     /// The record field it reads (none for count).
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::Count | Self::Dedupe { .. } | Self::Join { .. } | Self::Custom { .. } => None,
+            Self::Count
+            | Self::Dedupe { .. }
+            | Self::Join { .. }
+            | Self::StreamJoin { .. }
+            | Self::Custom { .. } => None,
             Self::Sum { field }
             | Self::Min { field }
             | Self::Max { field }
@@ -389,7 +402,7 @@ impl AggregateKind {
     pub fn has_layout(&self) -> bool {
         matches!(
             self,
-            Self::Dedupe { .. } | Self::Join { .. } | Self::Custom { .. }
+            Self::Dedupe { .. } | Self::Join { .. } | Self::StreamJoin { .. } | Self::Custom { .. }
         )
     }
 }

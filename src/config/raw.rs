@@ -152,6 +152,10 @@ pub struct Operator {
     pub expr: Option<Spanned<String>>,
     /// `join`: the compacted topic read into keyed state (JSON values, keyed like the stream).
     pub table: Option<Spanned<String>>,
+    /// `join` of two streams: the other stream's topic (co-partitioned, keyed like this one).
+    pub stream: Option<Spanned<String>>,
+    /// `join` of two streams: how far apart in event time two records may be to join.
+    pub within: Option<Spanned<String>>,
     /// `join`: the output field that takes the table's value.
     pub into: Option<Spanned<String>>,
     /// `join`: "left" (default: no table row gives null) or "inner" (drops the record).

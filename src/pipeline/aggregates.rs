@@ -90,6 +90,7 @@ pub fn update(
         | AggregateKind::Sum { .. }
         | AggregateKind::Dedupe { .. }
         | AggregateKind::Join { .. }
+        | AggregateKind::StreamJoin { .. }
         | AggregateKind::Custom { .. } => {
             return Err("count and sum are not field aggregates".into());
         }

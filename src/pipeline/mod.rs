@@ -15,6 +15,7 @@ pub mod expr;
 pub mod join;
 pub mod operator;
 pub mod reset;
+pub mod stream_join;
 mod task;
 pub mod timers;
 pub mod window;

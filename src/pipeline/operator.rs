@@ -190,6 +190,7 @@ pub fn aggregate(
         }
         AggregateKind::Dedupe { .. }
         | AggregateKind::Join { .. }
+        | AggregateKind::StreamJoin { .. }
         | AggregateKind::Custom { .. } => {
             return Err(err(
                 agg.kind.name(),
@@ -262,6 +263,7 @@ pub fn result_of(kind: &AggregateKind, state: &[u8]) -> Result<Value, RecordErro
         | AggregateKind::Collect { .. } => json()?,
         AggregateKind::Dedupe { .. }
         | AggregateKind::Join { .. }
+        | AggregateKind::StreamJoin { .. }
         | AggregateKind::Custom { .. } => {
             return Err(err(
                 name,

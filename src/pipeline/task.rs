@@ -8,6 +8,7 @@ mod expiry;
 mod record;
 mod restore;
 mod savepoint;
+mod streams;
 mod tables;
 mod windows;
 
@@ -142,6 +143,9 @@ impl<'a> Runner<'a> {
         if let Some(t) = &runner.repartition_topic {
             topics.push(t);
         }
+        if let Some((_, stream, ..)) = runner.stream_join() {
+            topics.push(stream);
+        }
         runner.consumer.subscribe(&topics)?;
         tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
             repartition = ?runner.repartition_topic, checkpoints = runner.manifests.len(), "pipeline started");
@@ -244,6 +248,17 @@ impl<'a> Runner<'a> {
             next_id,
             committed: 0,
         };
+        if let Some((_, stream, ..)) = runner.stream_join() {
+            // the keyed stream has the source's partition count (the repartition topic is
+            // created with it)
+            let other = admin.partition_count(stream)?;
+            let keyed = partitions;
+            if other != keyed {
+                return Err(Error::StateChoice(format!(
+                    "joined stream {stream:?} has {other} partitions and the keyed stream {keyed}; a stream-stream join needs both partitioned alike"
+                )));
+            }
+        }
         if let Some((_, table)) = runner.joined_table() {
             // co-partitioned: row k of the table lives in the partition the stream's key k does
             let rows = admin.partition_count(table)?;
@@ -569,6 +584,7 @@ impl<'a> Runner<'a> {
     fn snapshot(&mut self, id: CheckpointId) -> Result<Manifest> {
         self.persist_watermarks()?;
         self.expire_state()?;
+        self.expire_join_buffers()?;
         let staging = self.store.begin(id)?;
         let mut tasks = Vec::new();
         let mut files = Vec::new();

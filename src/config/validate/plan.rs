@@ -32,7 +32,7 @@ impl Cx<'_> {
                 }
                 "collect" => &["id", "field", "output", "max", "emit", "window", "ttl"],
                 "dedupe" => &["id", "field", "ttl"],
-                "join" => &["id", "table", "into", "mode"],
+                "join" => &["id", "table", "stream", "within", "into", "mode"],
                 "custom" => &["id", "name"],
                 "filter" => &["field", "equals", "not_equals", "expr"],
                 "map" => &["keep", "drop", "rename", "expr"],
@@ -281,6 +281,16 @@ impl Cx<'_> {
         source: &SourceConfig,
     ) -> AggregateKind {
         let raw = op.get_ref();
+        if let Some(stream) = &raw.stream {
+            return self.stream_join(path, op, stream, source);
+        }
+        if let Some(w) = &raw.within {
+            self.problem(
+                format!("{path}.within"),
+                w.span(),
+                "only a join of two streams (stream = \"…\") takes within",
+            );
+        }
         let table = match &raw.table {
             Some(t) => {
                 let name = self.name(&format!("{path}.table"), t);
@@ -326,6 +336,71 @@ impl Cx<'_> {
             }
         };
         AggregateKind::Join { table, into, inner }
+    }
+
+    /// `join` with `stream`: the other topic, the time bound, the output field; inner only.
+    fn stream_join(
+        &mut self,
+        path: &str,
+        op: &Spanned<raw::Operator>,
+        stream: &Spanned<String>,
+        source: &SourceConfig,
+    ) -> AggregateKind {
+        let raw = op.get_ref();
+        let name = self.name(&format!("{path}.stream"), stream);
+        if name == source.topic {
+            self.problem(
+                format!("{path}.stream"),
+                stream.span(),
+                "the other stream must not be the source topic",
+            );
+        }
+        if let Some(t) = &raw.table {
+            self.problem(
+                format!("{path}.table"),
+                t.span(),
+                "a join reads a table or a stream, not both",
+            );
+        }
+        if let Some(m) = &raw.mode
+            && m.get_ref() != "inner"
+        {
+            self.problem(
+                format!("{path}.mode"),
+                m.span(),
+                "a join of two streams is inner (\"inner\", the default)",
+            );
+        }
+        if source.event_time.is_none() {
+            self.problem(format!("{path}.stream"), stream.span(), "a join of two streams needs the source's event time: add source.event_time (it applies to both streams)");
+        }
+        let within_ms = match &raw.within {
+            Some(w) => super::time::millis(self.duration(&format!("{path}.within"), w)),
+            None => {
+                self.problem(
+                    format!("{path}.within"),
+                    op.span(),
+                    "a join of two streams needs within (how far apart two records may be)",
+                );
+                0
+            }
+        };
+        let into = match &raw.into {
+            Some(i) => i.get_ref().clone(),
+            None => {
+                self.problem(
+                    format!("{path}.into"),
+                    op.span(),
+                    "join needs into (the output field for the other record)",
+                );
+                String::new()
+            }
+        };
+        AggregateKind::StreamJoin {
+            stream: name,
+            within_ms,
+            into,
+        }
     }
 
     /// `dedupe`: keyed by its `field` (its own key_by), else by the key so far.
@@ -393,7 +468,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 17] = [
+        let present: [(&str, Option<Range<usize>>); 19] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -411,6 +486,8 @@ impl Cx<'_> {
             ("into", op.into.as_ref().map(Spanned::span)),
             ("mode", op.mode.as_ref().map(Spanned::span)),
             ("name", op.name.as_ref().map(Spanned::span)),
+            ("stream", op.stream.as_ref().map(Spanned::span)),
+            ("within", op.within.as_ref().map(Spanned::span)),
         ];
         for (name, span) in present {
             if let Some(span) = span

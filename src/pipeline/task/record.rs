@@ -9,6 +9,7 @@ use crate::config::{AggregateKind, Emit, Format, OnError};
 use crate::kafka::consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
+use crate::pipeline::stream_join::Side;
 use crate::pipeline::window::session;
 use crate::pipeline::{Error, Result, chain};
 use crate::pipeline::{custom, dedupe, join, timers, window};
@@ -63,7 +64,11 @@ impl Runner<'_> {
     }
 
     /// An operator's error, with that operator's `on_error` override.
-    fn step_error(r: &consumer::Record, e: RecordError, overrides: &[Option<OnError>]) -> Error {
+    pub(super) fn step_error(
+        r: &consumer::Record,
+        e: RecordError,
+        overrides: &[Option<OnError>],
+    ) -> Error {
         let policy = e.index.and_then(|i| overrides.get(i).cloned().flatten());
         Error::Record {
             topic: r.topic.clone(),
@@ -164,6 +169,12 @@ impl Runner<'_> {
             topic: r.topic.clone(),
             partition: r.partition,
         };
+        if self
+            .stream_join()
+            .is_some_and(|(_, stream, ..)| stream == r.topic)
+        {
+            return self.process_other(r);
+        }
         let Some(task) = self.tasks.get(&p) else {
             tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
             return Ok(());
@@ -335,9 +346,9 @@ impl Runner<'_> {
         let err = |stage, message: String| Self::record_error(r, stage, message);
         let value = codec::decode(format, r.value.as_deref(), &self.config.schemas)
             .map_err(|e| err("decode", e.to_string()))?;
-        let windowed = self.windowed();
-        let event_time = match (windowed, &self.pipeline.source.event_time) {
-            (Some(_), Some(et)) if from_source => {
+        let timed = self.timed().is_some();
+        let event_time = match (timed, &self.pipeline.source.event_time) {
+            (true, Some(et)) if from_source => {
                 // the Kafka timestamp needs no fields (string and bytes sources too)
                 let fields = match (&et.field, &value) {
                     (None, _) => &serde_json::Value::Null,
@@ -351,12 +362,12 @@ impl Runner<'_> {
                         .map_err(|m| err("event_time", m))?,
                 )
             }
-            (Some(_), _) => Some(
+            (true, _) => Some(
                 windows::parse_event_time(&r.headers)
                     .or(r.timestamp)
                     .ok_or_else(|| err("event_time", "the record has no event time".into()))?,
             ),
-            (None, _) => None,
+            (false, _) => None,
         };
         let record = Record {
             key: r.key.clone(),
@@ -526,6 +537,51 @@ impl Runner<'_> {
                                 Some(out) => operator::apply_steps(&plan.after, out)
                                     .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?,
                             }
+                        }
+                        AggregateKind::StreamJoin { .. } => {
+                            let (Some(ts), Payload::Json(value)) = (event_time, &rec.value) else {
+                                return Err(err(
+                                    "stream_join",
+                                    "the record has no event time or no fields".into(),
+                                ));
+                            };
+                            // this stream's watermark, as for windows: its own, or its source's
+                            effect.watermark = if from_source {
+                                self.pipeline
+                                    .source
+                                    .event_time
+                                    .as_ref()
+                                    .map(|et| (r.partition, window::watermark_after(et, ts)))
+                            } else {
+                                windows::parse_watermark(&r.headers)
+                            };
+                            let this_wm = task
+                                .windows
+                                .as_ref()
+                                .map_or(window::NO_WATERMARK, |w| w.watermarks.current());
+                            let Some(paired) = self.pair_up(
+                                state,
+                                Side::This,
+                                (key, ts, (r.partition, r.offset)),
+                                (value, this_wm),
+                            )?
+                            else {
+                                effect.late = true;
+                                return Ok(effect);
+                            };
+                            effect.puts = paired.puts;
+                            for v in paired.outputs {
+                                let out = Record {
+                                    key: Some(key.to_vec()),
+                                    value: Payload::Json(v),
+                                };
+                                if let Some(out) = operator::apply_steps(&plan.after, out)
+                                    .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+                                {
+                                    effect.sends.push(self.encode_out(r, out)?);
+                                }
+                            }
+                            return Ok(effect);
                         }
                         AggregateKind::Custom { name } => {
                             let Some(op) = self.custom.as_ref() else {

@@ -59,11 +59,11 @@ impl Runner<'_> {
 
     /// Why a savepoint cannot be taken now (partitions not all assigned, a restore pending).
     fn not_ready(&self) -> Option<String> {
-        if self.windowed().is_some() && self.repartition_topic.is_some() {
+        if self.timed().is_some() && self.repartition_topic.is_some() {
             // its in-flight repartition records carry event time and watermarks, which the
             // savepoint format does not keep yet
             return Some(
-                "savepoints of windowed pipelines that repartition are not supported yet".into(),
+                "savepoints of windowed or stream-joining pipelines that repartition are not supported yet".into(),
             );
         }
         let source = &self.pipeline.source.topic;

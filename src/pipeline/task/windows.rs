@@ -60,13 +60,22 @@ impl<'a> Runner<'a> {
         Some((agg, agg.window.as_ref()?))
     }
 
+    /// The keyed operator that follows watermarks: a windowed aggregate or a stream-stream join.
+    pub(super) fn timed(&self) -> Option<&'a Aggregate> {
+        let pipeline: &'a crate::config::PipelineConfig = self.pipeline;
+        let agg = pipeline.plan.aggregate.as_ref()?;
+        (agg.window.is_some()
+            || matches!(agg.kind, crate::config::AggregateKind::StreamJoin { .. }))
+        .then_some(agg)
+    }
+
     /// The window state of a stateful task of `p`, with its watermark read back from `state`.
     pub(super) fn restore_windows(
         &self,
         p: &Partition,
         state: &TaskState,
     ) -> Result<Option<WindowTask>> {
-        let (Some((agg, _)), Some(et)) = (self.windowed(), &self.pipeline.source.event_time) else {
+        let (Some(agg), Some(et)) = (self.timed(), &self.pipeline.source.event_time) else {
             return Ok(None);
         };
         let now = Instant::now();
@@ -95,7 +104,7 @@ impl<'a> Runner<'a> {
 
     /// Writes each windowed task's watermark into its state, before the snapshot.
     pub(super) fn persist_watermarks(&mut self) -> Result<()> {
-        let Some(id) = self.windowed().map(|(a, _)| a.id.clone()) else {
+        let Some(id) = self.timed().map(|a| a.id.clone()) else {
             return Ok(());
         };
         for task in self.tasks.values_mut() {
@@ -116,7 +125,9 @@ impl<'a> Runner<'a> {
         watermark: i64,
     ) -> Result<()> {
         if let Some(w) = self.tasks.get_mut(p).and_then(|t| t.windows.as_mut()) {
-            w.watermarks.observe(input, watermark, Instant::now());
+            let now = Instant::now();
+            w.watermarks.observe(input, watermark, now);
+            w.watermarks.advance(now);
         }
         self.close_windows_or_abort(p)
     }
@@ -132,8 +143,12 @@ impl<'a> Runner<'a> {
 
     /// Every windowed task (idle inputs time out without news): at each checkpoint.
     pub(super) fn close_all_windows(&mut self) -> Result<()> {
-        if self.windowed().is_none() {
+        if self.timed().is_none() {
             return Ok(());
+        }
+        let now = Instant::now();
+        for w in self.tasks.values_mut().filter_map(|t| t.windows.as_mut()) {
+            w.watermarks.advance(now);
         }
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
         for p in partitions {
@@ -266,7 +281,7 @@ impl<'a> Runner<'a> {
         let (Some(topic), Some(et), true) = (
             self.repartition_topic.clone(),
             self.pipeline.source.event_time.clone(),
-            self.windowed().is_some(),
+            self.timed().is_some(),
         ) else {
             return Ok(());
         };

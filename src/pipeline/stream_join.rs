@@ -1,0 +1,166 @@
+//! Windowed stream-stream inner join, free of I/O. Both streams are buffered in the keyed
+//! state of the stateful task with their partition (the other stream's topic must be
+//! co-partitioned with the keyed stream, as for the table join):
+//!
+//! - `tag 4 (this stream) | 5 (the other) ‖ len(key) ‖ key ‖ t ‖ partition ‖ offset → record`:
+//!   a key's records of one side, ordered by event time, so a record's partners are one range
+//!   scan over `[t − within, t + within]`;
+//! - `tag 6 ‖ t ‖ entry key → ()`: every entry by time, for the cleanup;
+//! - `tag 7 ‖ side → highest event time seen` of the other stream. The join's watermark is the
+//!   lower of this stream's watermark (per source partition, combined like a window's) and the
+//!   other's; a record older than it is late, and entries older than it minus `within` are
+//!   deleted.
+
+use serde_json::Value;
+
+use super::window::sortable;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The pipeline's own (keyed) stream.
+    This,
+    /// The `stream` topic.
+    Other,
+}
+
+impl Side {
+    fn tag(self) -> u8 {
+        match self {
+            Self::This => 4,
+            Self::Other => 5,
+        }
+    }
+
+    pub fn opposite(self) -> Self {
+        match self {
+            Self::This => Self::Other,
+            Self::Other => Self::This,
+        }
+    }
+}
+
+const TAG_INDEX: u8 = 6;
+const TAG_MAX: u8 = 7;
+
+fn prefix(side: Side, key: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(5 + key.len() + 20);
+    out.push(side.tag());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// The entry of the record at (`partition`, `offset`) of `side`, key `key`, event time `t`.
+pub fn entry_key(side: Side, key: &[u8], t: i64, partition: i32, offset: i64) -> Vec<u8> {
+    let mut out = prefix(side, key);
+    out.extend_from_slice(&sortable(t));
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out
+}
+
+/// `key`'s entries of `side` with event time in `[from, to]`: `[lo, hi)`.
+pub fn partners(side: Side, key: &[u8], from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = prefix(side, key);
+    let mut hi = lo.clone();
+    lo.extend_from_slice(&sortable(from));
+    hi.extend_from_slice(&sortable(to.saturating_add(1)));
+    (lo, hi)
+}
+
+/// The time index entry of `entry`.
+pub fn index_key(t: i64, entry: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + entry.len());
+    out.push(TAG_INDEX);
+    out.extend_from_slice(&sortable(t));
+    out.extend_from_slice(entry);
+    out
+}
+
+/// Index entries of entries older than `cutoff`: `[lo, hi)`.
+pub fn expired(cutoff: i64) -> (Vec<u8>, Vec<u8>) {
+    let mut hi = vec![TAG_INDEX];
+    hi.extend_from_slice(&sortable(cutoff));
+    (vec![TAG_INDEX], hi)
+}
+
+/// The entry an index key points at.
+pub fn entry_of_index(k: &[u8]) -> Option<&[u8]> {
+    match k.split_first() {
+        Some((&TAG_INDEX, rest)) if rest.len() > 8 => Some(&rest[8..]),
+        _ => None,
+    }
+}
+
+/// Where a side's highest event time is kept.
+pub fn max_key(side: Side) -> Vec<u8> {
+    vec![TAG_MAX, side.tag()]
+}
+
+pub fn decode_time(v: &[u8]) -> Option<i64> {
+    <[u8; 8]>::try_from(v).ok().map(i64::from_be_bytes)
+}
+
+/// The join's watermark: the lower of this stream's (its source partitions' combined
+/// watermark) and the other stream's (its highest event time minus the out-of-orderness, less
+/// 1 ms). A record older than it is late; an entry older than it minus `within` can only meet
+/// late records. `None` until both streams have one.
+pub fn late_before(this_wm: i64, other_max: Option<i64>, ooo: i64) -> Option<i64> {
+    if this_wm == super::window::NO_WATERMARK {
+        return None;
+    }
+    let other_wm = other_max?.saturating_sub(ooo).saturating_sub(1);
+    Some(this_wm.min(other_wm))
+}
+
+/// The output of a pair: this stream's record with the other's under `into`.
+pub fn joined(this: &Value, other: &Value, into: &str) -> Option<Value> {
+    let mut out = this.as_object()?.clone();
+    out.insert(into.to_string(), other.clone());
+    Some(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn partners_are_the_keys_records_within_the_bound() {
+        let (lo, hi) = partners(Side::Other, b"k", 100, 200);
+        for (key, t, inside) in [
+            (&b"k"[..], 100, true),
+            (b"k", 200, true),
+            (b"k", 99, false),
+            (b"k", 201, false),
+            (b"k2", 150, false),
+        ] {
+            let e = entry_key(Side::Other, key, t, 3, 42);
+            assert_eq!(e >= lo && e < hi, inside, "{key:?} {t}");
+        }
+        let e = entry_key(Side::This, b"k", 150, 0, 1);
+        assert!(!(e >= lo && e < hi), "the other side is elsewhere");
+    }
+
+    #[test]
+    fn the_index_finds_old_entries_and_their_keys() {
+        let e = entry_key(Side::This, b"k", 10, 0, 7);
+        let i = index_key(10, &e);
+        let (lo, hi) = expired(11);
+        assert!(i >= lo && i < hi);
+        assert!(!(i >= lo && i < expired(10).1));
+        assert_eq!(entry_of_index(&i), Some(e.as_slice()));
+        assert_eq!(late_before(100, Some(80), 5), Some(74));
+        assert_eq!(late_before(60, Some(80), 5), Some(60));
+        assert_eq!(late_before(100, None, 5), None);
+        assert_eq!(
+            late_before(crate::pipeline::window::NO_WATERMARK, Some(80), 5),
+            None
+        );
+        assert_eq!(
+            joined(&json!({"a": 1}), &json!({"b": 2}), "other"),
+            Some(json!({"a": 1, "other": {"b": 2}}))
+        );
+    }
+}

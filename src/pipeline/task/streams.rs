@@ -1,0 +1,251 @@
+//! The windowed stream-stream join at run time (`pipeline/stream_join.rs` has the layout): a
+//! record of either stream is buffered in the keyed state of the stateful task with its
+//! partition and joined with the other stream's buffered records of its key within the bound.
+//! The other stream's topic is consumed by the group like the source, so its offsets commit
+//! in the checkpoint's transaction with the state that buffered it.
+
+use serde_json::Value;
+
+use super::Runner;
+use super::record::begin_if_needed;
+use crate::checkpoint::{NextOffset, Partition};
+use crate::codec::{self, Payload};
+use crate::config::{Aggregate, AggregateKind};
+use crate::kafka::consumer;
+use crate::pipeline::operator::{self, Record};
+use crate::pipeline::stream_join::{self, Side};
+use crate::pipeline::{Result, window};
+use crate::state::{TaskState, namespaced};
+
+/// Cleanup work per task and checkpoint at most (the rest goes at the next ones).
+const MAX_EXPIRED_PER_CHECKPOINT: usize = 100_000;
+
+/// What a record does to the join: state to write, and the pairs it completes.
+pub(super) struct Paired {
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub outputs: Vec<Value>,
+}
+
+impl<'a> Runner<'a> {
+    /// The join's aggregate, other topic, bound and output field, for a stream-stream join.
+    pub(super) fn stream_join(&self) -> Option<(&'a Aggregate, &'a str, i64, &'a str)> {
+        let pipeline: &'a crate::config::PipelineConfig = self.pipeline;
+        let agg = pipeline.plan.aggregate.as_ref()?;
+        match &agg.kind {
+            AggregateKind::StreamJoin {
+                stream,
+                within_ms,
+                into,
+            } => Some((agg, stream.as_str(), *within_ms, into.as_str())),
+            _ => None,
+        }
+    }
+
+    fn out_of_orderness_ms(&self) -> i64 {
+        self.pipeline.source.event_time.as_ref().map_or(0, |et| {
+            i64::try_from(et.max_out_of_orderness.as_millis()).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// Buffers the record of `side` (key `key`, event time `ts`, read at `at`) and pairs it
+    /// with the other side's; `None` when it is late (older than the cleanup has reached).
+    pub(super) fn pair_up(
+        &self,
+        state: &TaskState,
+        side: Side,
+        (key, ts, at): (&[u8], i64, (i32, i64)),
+        (value, this_wm): (&Value, i64),
+    ) -> Result<Option<Paired>> {
+        let Some((agg, _, within, into)) = self.stream_join() else {
+            return Ok(None);
+        };
+        let ns = |k: &[u8]| namespaced(&agg.id, k);
+        let other_max = state
+            .get(&ns(&stream_join::max_key(Side::Other)))?
+            .as_deref()
+            .and_then(stream_join::decode_time);
+        let ooo = self.out_of_orderness_ms();
+        if stream_join::late_before(this_wm, other_max, ooo).is_some_and(|w| ts < w) {
+            return Ok(None);
+        }
+        let entry = stream_join::entry_key(side, key, ts, at.0, at.1);
+        let mut puts = vec![
+            (ns(&entry), value.to_string().into_bytes()),
+            (ns(&stream_join::index_key(ts, &entry)), Vec::new()),
+        ];
+        if side == Side::Other && other_max.is_none_or(|m| ts > m) {
+            puts.push((ns(&stream_join::max_key(side)), ts.to_be_bytes().to_vec()));
+        }
+        let (lo, hi) = stream_join::partners(
+            side.opposite(),
+            key,
+            ts.saturating_sub(within),
+            ts.saturating_add(within),
+        );
+        let mut outputs = Vec::new();
+        let mut corrupt = None;
+        state.range(&ns(&lo), &ns(&hi), |_, v| {
+            match serde_json::from_slice::<Value>(v) {
+                Ok(other) => {
+                    let pair = match side {
+                        Side::This => stream_join::joined(value, &other, into),
+                        Side::Other => stream_join::joined(&other, value, into),
+                    };
+                    outputs.extend(pair);
+                }
+                Err(e) => corrupt = Some(e.to_string()),
+            }
+            Ok(true)
+        })?;
+        if let Some(e) = corrupt {
+            return Err(crate::state::Error::Corrupt {
+                path: std::path::PathBuf::from(&agg.id),
+                message: format!("a buffered join record is not JSON: {e}"),
+            }
+            .into());
+        }
+        Ok(Some(Paired { puts, outputs }))
+    }
+
+    /// A record of the other stream: into the state of the stateful task of its partition.
+    pub(super) fn process_other(&mut self, r: &consumer::Record) -> Result<()> {
+        let p = Partition {
+            topic: r.topic.clone(),
+            partition: r.partition,
+        };
+        let Some(task) = self.tasks.get(&p) else {
+            tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
+            return Ok(());
+        };
+        if task.next_offset.is_some_and(|n| r.offset < n.0) {
+            return Ok(());
+        }
+        let target = Partition {
+            topic: self.stateful_topic.clone().unwrap_or_default(),
+            partition: r.partition,
+        };
+        let err = |stage, message: String| Self::record_error(r, stage, message);
+        let value = codec::decode(
+            crate::config::Format::Json,
+            r.value.as_deref(),
+            &self.config.schemas,
+        )
+        .map_err(|e| err("decode", e.to_string()))?;
+        let Payload::Json(value) = value else {
+            return Err(err("decode", "expected a JSON record".into()));
+        };
+        let key = r
+            .key
+            .as_deref()
+            .ok_or_else(|| err("stream_join", "record has no key to join by".into()))?;
+        let ts = match &self.pipeline.source.event_time {
+            Some(et) => {
+                window::event_time(et, &value, r.timestamp).map_err(|m| err("event_time", m))?
+            }
+            None => return Err(err("event_time", "no event time is configured".into())),
+        };
+        let stateful = self.tasks.get(&target);
+        let state = stateful.and_then(|t| t.state.as_ref()).ok_or_else(|| {
+            err(
+                "stream_join",
+                format!("{target} is not assigned here: the topics must be co-partitioned"),
+            )
+        })?;
+        let this_wm = stateful
+            .and_then(|t| t.windows.as_ref())
+            .map_or(window::NO_WATERMARK, |w| w.watermarks.current());
+        let paired = self.pair_up(
+            state,
+            Side::Other,
+            (key, ts, (r.partition, r.offset)),
+            (&value, this_wm),
+        )?;
+        // every output checked before anything is written
+        let mut sends = Vec::new();
+        if let Some(paired) = &paired {
+            for v in &paired.outputs {
+                let out = Record {
+                    key: Some(key.to_vec()),
+                    value: Payload::Json(v.clone()),
+                };
+                if let Some(out) = operator::apply_steps(&self.pipeline.plan.after, out)
+                    .map_err(|e| Self::step_error(r, e, &self.pipeline.plan.after_on_error))?
+                {
+                    let bytes =
+                        codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+                            .map_err(|e| err("encode", e.to_string()))?;
+                    self.producer
+                        .check_size(out.key.as_deref(), &bytes)
+                        .map_err(|e| err("produce", e.to_string()))?;
+                    sends.push((out.key, bytes));
+                }
+            }
+        }
+        match paired {
+            Some(paired) => {
+                if let Some(state) = self.tasks.get_mut(&target).and_then(|t| t.state.as_mut()) {
+                    for (k, v) in &paired.puts {
+                        state.put(k, v)?;
+                    }
+                }
+            }
+            None => self.late += 1,
+        }
+        if let Some(task) = self.tasks.get_mut(&p) {
+            task.next_offset = Some(NextOffset(r.offset + 1));
+        }
+        self.dirty = true;
+        if !sends.is_empty() {
+            begin_if_needed(&self.producer, &mut self.in_txn)?;
+            for (k, v) in sends {
+                self.producer
+                    .send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes buffered records no future record that is not late can join (before each
+    /// snapshot).
+    pub(super) fn expire_join_buffers(&mut self) -> Result<()> {
+        let Some((agg, _, within, _)) = self.stream_join() else {
+            return Ok(());
+        };
+        let ooo = self.out_of_orderness_ms();
+        let ns = |k: &[u8]| namespaced(&agg.id, k);
+        for task in self.tasks.values_mut() {
+            let Some(state) = task.state.as_mut() else {
+                continue;
+            };
+            let this_wm = task
+                .windows
+                .as_ref()
+                .map_or(window::NO_WATERMARK, |w| w.watermarks.current());
+            let other_max = state
+                .get(&ns(&stream_join::max_key(Side::Other)))?
+                .as_deref()
+                .and_then(stream_join::decode_time);
+            // an entry older than the watermark minus `within` can only meet late records
+            let Some(cutoff) =
+                stream_join::late_before(this_wm, other_max, ooo).map(|w| w.saturating_sub(within))
+            else {
+                continue;
+            };
+            let (lo, hi) = stream_join::expired(cutoff);
+            let mut due = Vec::new();
+            state.range(&ns(&lo), &ns(&hi), |k, _| {
+                due.push(k.to_vec());
+                Ok(due.len() < MAX_EXPIRED_PER_CHECKPOINT)
+            })?;
+            for index in due {
+                if let Some(entry) = crate::state::split_namespaced(&index)
+                    .and_then(|(_, inner)| stream_join::entry_of_index(inner))
+                {
+                    state.delete(&ns(entry))?;
+                }
+                state.delete(&index)?;
+            }
+        }
+        Ok(())
+    }
+}
