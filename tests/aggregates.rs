@@ -127,30 +127,50 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
         "",
         r#"operators = [
   { type = "key_by", field = "user" },
-  { type = "count", ttl = "3s" },
+  { type = "count", ttl = "5s" },
 ]"#,
     );
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = common::Daemon::new(dir.path(), &config);
     daemon.start();
     let rec = |user: &str, i: usize| (Some(0), format!("k{i}"), format!(r#"{{"user":"{user}"}}"#));
-    // "busy" every second, "idle" only at the start and after 6 s
-    let mut i = 0;
-    for second in 0..7 {
+    // processing time: wait for the daemon to have processed the first batch (a fresh broker
+    // may take seconds to give it a transactional id), then "busy" every second and "idle"
+    // once more 10 s later (twice the TTL: it expired; busy, updated every second, did not)
+    common::produce_all(
+        &bootstrap,
+        &source,
+        &[
+            rec("busy", 0),
+            rec("idle", 1),
+            rec("idle", 2),
+            rec("idle", 3),
+        ],
+    );
+    let first = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        4,
+        Duration::from_secs(60),
+    );
+    assert_eq!(first.len(), 4, "{}", daemon.all_logs());
+    let mut i = 4;
+    for second in 1..11 {
+        std::thread::sleep(Duration::from_secs(1));
         let mut batch = vec![rec("busy", i)];
         i += 1;
-        if second == 0 || second == 6 {
+        if second == 10 {
             batch.extend((0..3).map(|n| rec("idle", i + n)));
             i += 3;
         }
         common::produce_all(&bootstrap, &source, &batch);
-        std::thread::sleep(Duration::from_secs(1));
     }
     let out = common::read_all(
         &bootstrap,
         &sink,
         "read_committed",
-        13,
+        17,
         Duration::from_secs(60),
     );
     let mut per_user: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
@@ -168,14 +188,14 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
     );
     assert_eq!(
         per_user["busy"],
-        (1..=7).collect::<Vec<u64>>(),
-        "{}",
+        (1..=11).collect::<Vec<u64>>(),
+        "{per_user:?}\n{}",
         daemon.all_logs()
     );
     assert_eq!(
         per_user["idle"],
         [1, 2, 3, 1, 2, 3],
-        "{}",
+        "{per_user:?}\n{}",
         daemon.all_logs()
     );
     assert!(

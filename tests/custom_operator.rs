@@ -35,22 +35,9 @@ fn a_custom_operator_keeps_state_and_timers_exact_through_kills() {
     let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
     common::create_topic(&bootstrap, &source, 4);
     common::create_topic(&bootstrap, &sink, 4);
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[state]
-backend = "rocksdb"
-dir = "{{DIR}}/state"
-
-[restart]
-initial_backoff = "200ms"
-
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
 [[pipelines]]
 name = "{name}"
 source = {{ topic = "{source}", format = "json" }}
@@ -60,7 +47,7 @@ operators = [
   {{ type = "custom", name = "spend_alert" }},
 ]
 "#
-    );
+        );
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = common::Daemon::new(dir.path(), &config);
     daemon.program = example_binary();

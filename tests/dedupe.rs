@@ -34,29 +34,16 @@ fn dedupe_by_field_passes_each_id_once_through_kills_and_again_after_its_ttl() {
     let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
     common::create_topic(&bootstrap, &source, 4);
     common::create_topic(&bootstrap, &sink, 4);
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[state]
-backend = "rocksdb"
-dir = "{{DIR}}/state"
-
-[restart]
-initial_backoff = "200ms"
-
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
 [[pipelines]]
 name = "{name}"
 source = {{ topic = "{source}", format = "json" }}
 sink = {{ topic = "{sink}", format = "json" }}
 operators = [{{ type = "dedupe", field = "id", ttl = "15s" }}]
 "#
-    );
+        );
     // 5 chunks of 400 ids, each id 1 to 3 times within its chunk, randomly keyed (so the
     // dedupe goes through the repartition topic)
     let mut rng = rand::rng();

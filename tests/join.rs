@@ -61,22 +61,9 @@ fn stream_table_join_is_exact_through_sigkills_and_follows_table_updates() {
     common::tombstone(&bootstrap, &table, "u199");
     rows.remove("u199");
 
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[state]
-backend = "rocksdb"
-dir = "{{DIR}}/state"
-
-[restart]
-initial_backoff = "200ms"
-
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
 [[pipelines]]
 name = "{name}"
 source = {{ topic = "{source}", format = "json" }}
@@ -86,7 +73,7 @@ operators = [
   {{ type = "join", table = "{table}", into = "profile", mode = "left" }},
 ]
 "#
-    );
+        );
     // 20,000 events over 210 users (200..209 and the deleted u199 have no row), randomly keyed
     let mut rng = rand::rng();
     let events: Vec<(Option<i32>, String, String)> = (0..20_000u64)
@@ -210,22 +197,9 @@ fn stream_stream_join_emits_every_pair_once_through_sigkills() {
     for t in [&orders, &payments, &sink] {
         common::create_topic(&bootstrap, t, 4);
     }
-    let config = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[state]
-backend = "rocksdb"
-dir = "{{DIR}}/state"
-
-[restart]
-initial_backoff = "200ms"
-
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
 [[pipelines]]
 name = "{name}"
 source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "2s" }} }}
@@ -235,7 +209,7 @@ operators = [
   {{ type = "join", stream = "{payments}", within = "1s", into = "payment" }},
 ]
 "#
-    );
+        );
     let base = 1_700_000_000_000i64;
     let mut rng = rand::rng();
     let mut order_recs = Vec::new();

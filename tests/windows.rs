@@ -74,6 +74,28 @@ fn reference(
     (closed, late)
 }
 
+/// Panics, naming a few differences and with every daemon log, unless `got` is `expected`.
+fn assert_same_windows(got: &Windows, expected: &Windows, daemon: &common::Daemon) {
+    if got != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = got
+            .iter()
+            .filter(|(k, v)| expected.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        panic!(
+            "{} windows, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}\n{}",
+            got.len(),
+            expected.len(),
+            daemon.all_logs()
+        );
+    }
+}
+
 /// Windows read from the sink; panics on a window emitted twice.
 fn windows_in(output: &[common::Read]) -> Result<Windows, String> {
     let mut out = Windows::new();
@@ -111,23 +133,9 @@ fn config(
     window: &str,
 ) -> String {
     let (source, sink, late) = topics;
-    format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-
-[checkpoint]
-interval = "300ms"
-dir = "{{DIR}}/checkpoints"
-
-[state]
-backend = "{backend}"
-dir = "{{DIR}}/state"
-
-[restart]
-initial_backoff = "200ms"
-max_backoff = "2s"
-
+    common::engine_header(bootstrap, backend)
+        + &format!(
+            r#"
 [[pipelines]]
 name = "{name}"
 source = {{ topic = "{source}", format = "json", {source_extra} event_time = {{ field = "ts", max_out_of_orderness = "2s" }} }}
@@ -137,7 +145,7 @@ operators = [
   {{ type = "count", window = {{ {window}, late_topic = "{late}" }} }},
 ]
 "#
-    )
+        )
 }
 
 /// Input per partition: users pinned to partitions, event times mostly rising with jitter
@@ -250,24 +258,7 @@ fn run_against_reference(spec: &Spec, window: &str, backend: &str) {
         .collect();
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", daemon.all_logs());
-    if got != expected {
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = got
-            .iter()
-            .filter(|(k, v)| expected.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        panic!(
-            "{} windows, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}\n{}",
-            got.len(),
-            expected.len(),
-            daemon.all_logs()
-        );
-    }
+    assert_same_windows(&got, &expected, &daemon);
     assert_eq!(
         late_read.len(),
         expected_late.len(),
@@ -386,23 +377,7 @@ fn session_windows_match_the_reference() {
     );
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", daemon.all_logs());
-    if got != expected {
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = got
-            .iter()
-            .filter(|(k, v)| expected.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        panic!(
-            "{} sessions, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}",
-            got.len(),
-            expected.len()
-        );
-    }
+    assert_same_windows(&got, &expected, &daemon);
     assert_eq!(late_read.len(), expected_late.len());
 }
 
@@ -575,24 +550,7 @@ fn tumbling_count_through_sigkills_emits_every_window_once() {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    if got != expected {
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = got
-            .iter()
-            .filter(|(k, v)| expected.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        panic!(
-            "{} windows, expected {}; expected but not seen: {missing:?}; seen but not expected: {extra:?}\n{}",
-            got.len(),
-            expected.len(),
-            daemon.all_logs()
-        );
-    }
+    assert_same_windows(&got, &expected, &daemon);
     eprintln!(
         "{} windows exact; {} of {} far records late",
         got.len(),

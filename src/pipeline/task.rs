@@ -5,6 +5,7 @@
 //! Savepoints are written by [`savepoint`] and restored by [`restore`].
 
 mod expiry;
+mod keyed;
 mod record;
 mod restore;
 mod savepoint;

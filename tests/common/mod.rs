@@ -452,6 +452,28 @@ pub fn check_counts(output: &[Read], expected: &HashMap<String, u64>) -> Result<
     Ok(())
 }
 
+/// The top of a test daemon's config: the broker, 300 ms checkpoints and state under the
+/// daemon's `{DIR}`, quick restarts; the `[[pipelines]]` follow.
+pub fn engine_header(bootstrap: &str, backend: &str) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[checkpoint]
+interval = "300ms"
+dir = "{{DIR}}/checkpoints"
+
+[state]
+backend = "{backend}"
+dir = "{{DIR}}/state"
+
+[restart]
+initial_backoff = "200ms"
+"#
+    )
+}
+
 /// The engine config of the keyed-count tests.
 pub fn count_config(
     bootstrap: &str,
