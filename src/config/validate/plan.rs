@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{Aggregate, AggregateKind, Emit, Plan, Predicate, SourceConfig, Step};
+use super::super::{Aggregate, AggregateKind, Emit, OnError, Plan, Predicate, SourceConfig, Step};
 use super::Cx;
 
 impl Cx<'_> {
@@ -58,13 +58,10 @@ impl Cx<'_> {
                     &path,
                     op,
                     &mut plan,
-                    (key_by.as_deref(), source),
+                    (key_by.as_deref(), source, on_error.clone()),
                     keyed,
                     kind,
                 );
-                if let Some(agg) = plan.aggregate.as_mut() {
-                    agg.on_error = on_error;
-                }
                 continue;
             }
             if needs_json && !source.format.is_structured() {
@@ -78,10 +75,7 @@ impl Cx<'_> {
             }
             let target_after = plan.aggregate.is_some();
             if kind == "dedupe" {
-                self.dedupe(&path, op, &mut plan, &mut key_by, source);
-                if let Some(agg) = plan.aggregate.as_mut() {
-                    agg.on_error = on_error;
-                }
+                self.dedupe(&path, op, &mut plan, &mut key_by, (source, on_error));
                 continue;
             }
             let step = match (kind, &op_ref.expr) {
@@ -137,13 +131,10 @@ impl Cx<'_> {
                                     &path,
                                     op,
                                     &mut plan,
-                                    (key_by.as_deref(), source),
+                                    (key_by.as_deref(), source, on_error.clone()),
                                     kind,
                                     name,
                                 );
-                                if let Some(agg) = plan.aggregate.as_mut() {
-                                    agg.on_error = on_error;
-                                }
                                 continue;
                             }
                         }
@@ -153,13 +144,10 @@ impl Cx<'_> {
                             &path,
                             op,
                             &mut plan,
-                            (key_by.as_deref(), source),
+                            (key_by.as_deref(), source, on_error.clone()),
                             AggregateKind::Count,
                             "count",
                         );
-                        if let Some(agg) = plan.aggregate.as_mut() {
-                            agg.on_error = on_error;
-                        }
                         continue;
                     }
                     _ => Step::Map {
@@ -410,7 +398,7 @@ impl Cx<'_> {
         op: &Spanned<raw::Operator>,
         plan: &mut Plan,
         key_by: &mut Option<String>,
-        source: &SourceConfig,
+        (source, on_error): (&SourceConfig, Option<OnError>),
     ) {
         let raw = op.get_ref();
         let ttl_ms = match &raw.ttl {
@@ -443,7 +431,7 @@ impl Cx<'_> {
             path,
             op,
             plan,
-            (key_by.as_deref(), source),
+            (key_by.as_deref(), source, on_error),
             AggregateKind::Dedupe { ttl_ms },
             "dedupe",
         );
@@ -541,7 +529,7 @@ impl Cx<'_> {
         path: &str,
         op: &Spanned<raw::Operator>,
         plan: &mut Plan,
-        (key_by, source): (Option<&str>, &SourceConfig),
+        (key_by, source, on_error): (Option<&str>, &SourceConfig, Option<OnError>),
         kind: AggregateKind,
         default_output: &str,
     ) {
@@ -662,7 +650,7 @@ impl Cx<'_> {
             kind,
             key_field,
             output,
-            on_error: None,
+            on_error,
             emit,
             window,
             ttl_ms,
