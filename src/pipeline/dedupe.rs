@@ -1,20 +1,11 @@
 //! Dedupe within a TTL, free of I/O: the first record of a key passes and is remembered until
 //! `ttl` after it (processing time); the others meanwhile are dropped.
 //!
-//! Each remembered key has two entries in the operator's namespace: `0 ‖ key` → its expiry
-//! (ms, big-endian), for the lookup, and `1 ‖ expiry (sortable) ‖ key` → nothing, an index by
-//! expiry. Expired keys are deleted by one range scan of the index up to now (time-bucketed
+//! Each remembered key has two entries in the operator's namespace, in the layout of
+//! [`super::timers`]: its value `0 ‖ key` → its expiry (ms, big-endian), for the lookup, and a
+//! timer `1 ‖ expiry ‖ key` → nothing, an index by expiry. Expired keys are deleted by one range scan of the index up to now (time-bucketed
 //! keys, no full scan); a lookup also treats an expired entry as absent, so the answer never
 //! depends on when the cleanup ran.
-
-pub use super::timers::{
-    due_range as expired_range, split_timer_key, timer_key as expiry_key, value_key as live_key,
-};
-
-/// The key of an index entry.
-pub fn key_of_expiry_key(k: &[u8]) -> Option<&[u8]> {
-    split_timer_key(k).map(|(_, key)| key)
-}
 
 /// The expiry at the start of a stored value (dedupe's whole value; a TTL aggregate's value
 /// is followed by its state).
@@ -44,16 +35,5 @@ mod tests {
         let stored = e.to_be_bytes();
         assert_eq!(admit(Some(&stored), 1_499, 500), None);
         assert_eq!(admit(Some(&stored), 1_500, 500), Some(2_000));
-    }
-
-    #[test]
-    fn the_index_orders_by_expiry_and_bounds_the_scan() {
-        let (from, to) = expired_range(100);
-        for (expiry, inside) in [(-5, true), (100, true), (101, false)] {
-            let k = expiry_key(expiry, b"user");
-            assert_eq!(k >= from && k < to, inside, "{expiry}");
-            assert_eq!(key_of_expiry_key(&k), Some(&b"user"[..]));
-        }
-        assert!(live_key(b"zzz") < from, "live keys sort before the index");
     }
 }

@@ -5,7 +5,8 @@
 //! - `tag 4 (this stream) | 5 (the other) ‖ len(key) ‖ key ‖ t ‖ partition ‖ offset → record`:
 //!   a key's records of one side, ordered by event time, so a record's partners are one range
 //!   scan over `[t − within, t + within]`;
-//! - `tag 6 ‖ t ‖ entry key → ()`: every entry by time, for the cleanup;
+//! - a timer `1 ‖ t ‖ entry key → ()` per entry (the layout of [`super::timers`]): every
+//!   entry by time, for the cleanup;
 //! - `tag 7 ‖ side → highest event time seen` of the other stream. The join's watermark is the
 //!   lower of this stream's watermark (per source partition, combined like a window's) and the
 //!   other's; a record older than it is late, and entries older than it minus `within` are
@@ -39,7 +40,6 @@ impl Side {
     }
 }
 
-const TAG_INDEX: u8 = 6;
 const TAG_MAX: u8 = 7;
 
 fn prefix(side: Side, key: &[u8]) -> Vec<u8> {
@@ -67,30 +67,6 @@ pub fn partners(side: Side, key: &[u8], from: i64, to: i64) -> (Vec<u8>, Vec<u8>
     lo.extend_from_slice(&sortable(from));
     hi.extend_from_slice(&sortable(to.saturating_add(1)));
     (lo, hi)
-}
-
-/// The time index entry of `entry`.
-pub fn index_key(t: i64, entry: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + entry.len());
-    out.push(TAG_INDEX);
-    out.extend_from_slice(&sortable(t));
-    out.extend_from_slice(entry);
-    out
-}
-
-/// Index entries of entries older than `cutoff`: `[lo, hi)`.
-pub fn expired(cutoff: i64) -> (Vec<u8>, Vec<u8>) {
-    let mut hi = vec![TAG_INDEX];
-    hi.extend_from_slice(&sortable(cutoff));
-    (vec![TAG_INDEX], hi)
-}
-
-/// The entry an index key points at.
-pub fn entry_of_index(k: &[u8]) -> Option<&[u8]> {
-    match k.split_first() {
-        Some((&TAG_INDEX, rest)) if rest.len() > 8 => Some(&rest[8..]),
-        _ => None,
-    }
 }
 
 /// Where a side's highest event time is kept.
@@ -144,13 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn the_index_finds_old_entries_and_their_keys() {
-        let e = entry_key(Side::This, b"k", 10, 0, 7);
-        let i = index_key(10, &e);
-        let (lo, hi) = expired(11);
-        assert!(i >= lo && i < hi);
-        assert!(!(i >= lo && i < expired(10).1));
-        assert_eq!(entry_of_index(&i), Some(e.as_slice()));
+    fn the_join_watermark_and_the_joined_record() {
         assert_eq!(late_before(100, Some(80), 5), Some(74));
         assert_eq!(late_before(60, Some(80), 5), Some(60));
         assert_eq!(late_before(100, None, 5), None);

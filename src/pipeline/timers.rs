@@ -5,6 +5,11 @@
 
 use super::window::sortable;
 
+/// Processing time now, in ms since the epoch (the clock of TTLs and custom timers).
+pub fn now_ms() -> i64 {
+    i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX)
+}
+
 const TAG_VALUE: u8 = 0;
 const TAG_TIMER: u8 = 1;
 

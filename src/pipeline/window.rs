@@ -20,8 +20,10 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 
 /// Tag bytes inside an aggregate's namespace: windows, then its persisted watermarks.
 const TAG_WINDOW: u8 = 0;
-const TAG_INPUT_WATERMARK: u8 = 1;
-const TAG_TASK_WATERMARK: u8 = 2;
+/// Off the tags of `pipeline::timers` (0, 1): a stream-stream join keeps both its buffers'
+/// time index and its watermarks in one namespace.
+const TAG_INPUT_WATERMARK: u8 = 8;
+const TAG_TASK_WATERMARK: u8 = 9;
 
 /// The starts and ends of the windows holding `ts`, oldest first.
 pub fn windows_of(w: &Window, ts: i64) -> Vec<(i64, i64)> {

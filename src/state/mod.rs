@@ -135,6 +135,17 @@ impl TaskState {
         }
     }
 
+    /// The keys with `from <= key < to`, in key order, at most `limit` of them (the due part of
+    /// a time-ordered index, collected before it is deleted).
+    pub fn keys_in(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        self.range(from, to, |k, _| {
+            keys.push(k.to_vec());
+            Ok(keys.len() < limit)
+        })?;
+        Ok(keys)
+    }
+
     /// Writes a self-contained copy of the state into `dir` (which must not exist) and
     /// returns the names of the files written, relative to `dir`.
     pub fn snapshot(&mut self, dir: &Path) -> Result<Vec<String>> {

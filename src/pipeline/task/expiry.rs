@@ -26,26 +26,22 @@ impl Runner<'_> {
         if !matches!(agg.kind, AggregateKind::Dedupe { .. }) && agg.ttl_ms.is_none() {
             return Ok(());
         }
-        let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
-        let (from, to) = dedupe::expired_range(now);
+        let now = timers::now_ms();
+        let (from, to) = timers::due_range(now);
         let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
         let mut forgotten = 0usize;
         for task in self.tasks.values_mut() {
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
-            let mut due = Vec::new();
-            state.range(&from, &to, |k, _| {
-                due.push(k.to_vec());
-                Ok(due.len() < MAX_EXPIRED_PER_CHECKPOINT)
-            })?;
+            let due = state.keys_in(&from, &to, MAX_EXPIRED_PER_CHECKPOINT)?;
             for index_key in due {
-                let Some(key) = split_namespaced(&index_key)
-                    .and_then(|(_, inner)| dedupe::key_of_expiry_key(inner))
+                let Some((_, key)) = split_namespaced(&index_key)
+                    .and_then(|(_, inner)| timers::split_timer_key(inner))
                 else {
                     continue;
                 };
-                let live = namespaced(&agg.id, &dedupe::live_key(key));
+                let live = namespaced(&agg.id, &timers::value_key(key));
                 // the key may have been admitted again since: keep a newer entry
                 let current = state.get(&live)?;
                 if current
@@ -71,7 +67,7 @@ impl Runner<'_> {
         let (Some(agg), Some(_)) = (self.pipeline.plan.aggregate.as_ref(), &self.custom) else {
             return Ok(false);
         };
-        let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+        let now = timers::now_ms();
         let (from, to) = timers::due_range(now);
         let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
         let mut due = false;
@@ -96,7 +92,7 @@ impl Runner<'_> {
         let (Some(agg), Some(op)) = (pipeline.plan.aggregate.as_ref(), self.custom.clone()) else {
             return Ok(());
         };
-        let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+        let now = timers::now_ms();
         let (from, to) = timers::due_range(now);
         let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
         let mut outputs: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
@@ -104,11 +100,7 @@ impl Runner<'_> {
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
-            let mut due = Vec::new();
-            state.range(&from, &to, |k, _| {
-                due.push(k.to_vec());
-                Ok(due.len() < MAX_EXPIRED_PER_CHECKPOINT)
-            })?;
+            let due = state.keys_in(&from, &to, MAX_EXPIRED_PER_CHECKPOINT)?;
             for timer in due {
                 let Some((at, key)) =
                     split_namespaced(&timer).and_then(|(_, inner)| timers::split_timer_key(inner))

@@ -204,7 +204,7 @@ impl Runner<'_> {
                                 err("custom", format!("stored state is corrupt: {e}"))
                             })?),
                         };
-                    let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                    let now = timers::now_ms();
                     let mut ctx = custom::Context::new(key, previous, now);
                     op.process(&mut ctx, input).map_err(|m| {
                         step_err(RecordError {
@@ -229,15 +229,15 @@ impl Runner<'_> {
                 }
                 AggregateKind::Dedupe { ttl_ms } => {
                     let ttl_ms = *ttl_ms;
-                    let skey = namespaced(&agg.id, &dedupe::live_key(key));
+                    let skey = namespaced(&agg.id, &timers::value_key(key));
                     let previous = state.get(&skey)?;
-                    let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                    let now = timers::now_ms();
                     let Some(expiry) = dedupe::admit(previous.as_deref(), now, ttl_ms) else {
                         return Ok(None); // a duplicate
                     };
                     effect.puts.push((skey, expiry.to_be_bytes().to_vec()));
                     effect.puts.push((
-                        namespaced(&agg.id, &dedupe::expiry_key(expiry, key)),
+                        namespaced(&agg.id, &timers::timer_key(expiry, key)),
                         Vec::new(),
                     ));
                     operator::apply_steps(&plan.after, rec)
@@ -247,7 +247,7 @@ impl Runner<'_> {
                     // state TTL: `0 ‖ key → expiry ‖ state`, a timer per write
                     let ttl = agg.ttl_ms.unwrap_or_default();
                     let skey = namespaced(&agg.id, &timers::value_key(key));
-                    let now = i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX);
+                    let now = timers::now_ms();
                     let stored = state.get(&skey)?;
                     // the previous write's timer goes: one timer entry per key
                     if let Some(old) = stored.as_deref().and_then(dedupe::decode_expiry) {

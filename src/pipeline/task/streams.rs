@@ -14,7 +14,7 @@ use crate::config::{Aggregate, AggregateKind};
 use crate::kafka::consumer;
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::stream_join::{self, Side};
-use crate::pipeline::{Result, window};
+use crate::pipeline::{Result, timers, window};
 use crate::state::{TaskState, namespaced};
 
 /// Cleanup work per task and checkpoint at most (the rest goes at the next ones).
@@ -71,7 +71,7 @@ impl<'a> Runner<'a> {
         let entry = stream_join::entry_key(side, key, ts, at.0, at.1);
         let mut puts = vec![
             (ns(&entry), value.to_string().into_bytes()),
-            (ns(&stream_join::index_key(ts, &entry)), Vec::new()),
+            (ns(&timers::timer_key(ts, &entry)), Vec::new()),
         ];
         if side == Side::Other && other_max.is_none_or(|m| ts > m) {
             puts.push((ns(&stream_join::max_key(side)), ts.to_be_bytes().to_vec()));
@@ -231,15 +231,11 @@ impl<'a> Runner<'a> {
             else {
                 continue;
             };
-            let (lo, hi) = stream_join::expired(cutoff);
-            let mut due = Vec::new();
-            state.range(&ns(&lo), &ns(&hi), |k, _| {
-                due.push(k.to_vec());
-                Ok(due.len() < MAX_EXPIRED_PER_CHECKPOINT)
-            })?;
-            for index in due {
-                if let Some(entry) = crate::state::split_namespaced(&index)
-                    .and_then(|(_, inner)| stream_join::entry_of_index(inner))
+            // the time index in the layout of `pipeline::timers`: entries older than the cutoff
+            let (lo, hi) = timers::due_range(cutoff.saturating_sub(1));
+            for index in state.keys_in(&ns(&lo), &ns(&hi), MAX_EXPIRED_PER_CHECKPOINT)? {
+                if let Some((_, entry)) = crate::state::split_namespaced(&index)
+                    .and_then(|(_, inner)| timers::split_timer_key(inner))
                 {
                     state.delete(&ns(entry))?;
                 }

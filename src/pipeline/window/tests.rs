@@ -89,6 +89,22 @@ fn watermarks_survive_their_entries() {
 }
 
 #[test]
+fn persisted_watermarks_stay_clear_of_timers_and_windows() {
+    // a stream-stream join keeps its time index (timers) and its watermarks in one namespace
+    let (lo, hi) = Watermarks::entry_range();
+    let (_, timers_end) = crate::pipeline::timers::due_range(i64::MAX);
+    assert!(timers_end <= lo);
+    assert!(window_key(i64::MAX, b"\xff\xff") < lo);
+    let (_, join_hi) = crate::pipeline::stream_join::partners(
+        crate::pipeline::stream_join::Side::Other,
+        b"\xff",
+        i64::MAX - 1,
+        i64::MAX - 1,
+    );
+    assert!(join_hi <= lo && hi > lo);
+}
+
+#[test]
 fn event_time_from_fields_and_formats() {
     let et = |field: Option<&str>, format| EventTime {
         field: field.map(str::to_string),
