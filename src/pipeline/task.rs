@@ -249,35 +249,21 @@ impl<'a> Runner<'a> {
             next_id,
             committed: 0,
         };
-        if let Some((_, stream, ..)) = runner.stream_join() {
-            // the keyed stream has the source's partition count (the repartition topic is
-            // created with it)
-            let other = admin.partition_count(stream)?;
-            let keyed = partitions;
-            if other != keyed {
+        // joins read a topic co-partitioned with the keyed stream, which has the source's
+        // partition count (the repartition topic is created with it), as Kafka Streams requires
+        let joined = runner
+            .stream_join()
+            .map(|(_, stream, ..)| stream)
+            .or(runner.joined_table().map(|(_, table)| table));
+        if let Some(topic) = joined {
+            let count = admin.partition_count(topic)?;
+            if count != partitions {
                 return Err(Error::StateChoice(format!(
-                    "joined stream {stream:?} has {other} partitions and the keyed stream {keyed}; a stream-stream join needs both partitioned alike"
+                    "join topic {topic:?} has {count} partitions and the keyed stream {partitions}; a join needs both partitioned alike"
                 )));
             }
         }
-        if let Some((_, table)) = runner.joined_table() {
-            // co-partitioned: row k of the table lives in the partition the stream's key k does
-            let rows = admin.partition_count(table)?;
-            let stream = runner
-                .stateful_topic
-                .as_deref()
-                .map_or(Ok(partitions), |t| {
-                    if Some(t) == runner.repartition_topic.as_deref() {
-                        Ok(partitions)
-                    } else {
-                        admin.partition_count(t)
-                    }
-                })?;
-            if rows != stream {
-                return Err(Error::StateChoice(format!(
-                    "join table {table:?} has {rows} partitions and the keyed stream {stream}; a stream-table join needs both partitioned alike (as Kafka Streams does)"
-                )));
-            }
+        if runner.joined_table().is_some() {
             runner.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
         }
         if let Some(crate::config::AggregateKind::Custom { name }) =

@@ -41,7 +41,8 @@ pub(super) struct Out {
     pub(super) key: Option<Vec<u8>>,
     pub(super) value: Vec<u8>,
     /// Repartition records of windowed pipelines: (event time, the watermark header).
-    pub(super) event: Option<(i64, String)>,
+    /// The event-time and watermark header values, as sent.
+    pub(super) event: Option<(String, String)>,
 }
 
 impl Runner<'_> {
@@ -241,7 +242,6 @@ impl Runner<'_> {
             } => {
                 let topic = self.repartition_topic.as_deref().unwrap_or_default();
                 begin_if_needed(&self.producer, &mut self.in_txn)?;
-                let ts = ts.to_string();
                 self.producer.send_event(
                     topic,
                     None,
@@ -388,14 +388,14 @@ impl Runner<'_> {
                 let event = match (event_time, &self.pipeline.source.event_time) {
                     (Some(ts), Some(et)) => {
                         let wm = window::watermark_after(et, task.max_event_time.max(ts));
-                        Some((ts, windows::format_watermark(r.partition, wm)))
+                        Some((ts.to_string(), windows::format_watermark(r.partition, wm)))
                     }
                     _ => None,
                 };
                 // the headers `send_out` adds, counted as the producer counts them
                 let headers = event.as_ref().map_or(0, |(ts, wm)| {
                     windows::EVENT_TIME_HEADER.len()
-                        + ts.to_string().len()
+                        + ts.len()
                         + windows::WATERMARK_HEADER.len()
                         + wm.len()
                         + 20
