@@ -8,8 +8,6 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 /// A keyed count on 4 partitions whose input is fed over `feed_for` in the background.
 struct Scenario {
     pipeline: common::CountPipeline,
@@ -43,17 +41,7 @@ impl Scenario {
 
     /// `kills` times: wait a random time in `pause_ms`, SIGKILL the daemon, start it again.
     fn kill_randomly(&mut self, kills: usize, pause_ms: std::ops::Range<u64>) {
-        let mut rng = rand::rng();
-        for kill in 0..kills {
-            std::thread::sleep(Duration::from_millis(rng.random_range(pause_ms.clone())));
-            assert!(
-                self.daemon().is_running(),
-                "flumen exited on its own before kill {kill}\n{}",
-                self.pipeline.daemon.all_logs()
-            );
-            self.daemon().kill9();
-            self.daemon().start();
-        }
+        self.daemon().kill_randomly(kills, pause_ms);
     }
 
     fn finish_and_check(mut self) {

@@ -98,16 +98,7 @@ operators = [
             }
         })
     };
-    for kill in 0..5 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..2_500)));
-        assert!(
-            daemon.is_running(),
-            "flumen exited on its own before kill {kill}\n{}",
-            daemon.all_logs()
-        );
-        daemon.kill9();
-        daemon.start();
-    }
+    daemon.kill_randomly(5, 1_000..2_500);
     feeder.join().unwrap();
     let output = common::read_all(
         &bootstrap,
@@ -266,16 +257,7 @@ operators = [
             }
         })
     };
-    for kill in 0..5 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(700..1_500)));
-        assert!(
-            daemon.is_running(),
-            "flumen exited on its own before kill {kill}\n{}",
-            daemon.all_logs()
-        );
-        daemon.kill9();
-        daemon.start();
-    }
+    daemon.kill_randomly(5, 700..1_500);
     feeder.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let got = loop {

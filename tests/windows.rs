@@ -497,16 +497,7 @@ fn tumbling_count_through_sigkills_emits_every_window_once() {
         })
     };
     daemon.start();
-    for kill in 0..5 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_000)));
-        assert!(
-            daemon.is_running(),
-            "flumen exited on its own before kill {kill}\n{}",
-            daemon.all_logs()
-        );
-        daemon.kill9();
-        daemon.start();
-    }
+    daemon.kill_randomly(5, 1_000..3_000);
     feeder.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     let (got, expected, late_ids) = loop {

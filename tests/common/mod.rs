@@ -300,6 +300,22 @@ impl Daemon {
             .join("\n")
     }
 
+    /// `kills` times: wait a random time in `pause_ms`, SIGKILL the daemon, start it again.
+    /// Panics, with every log, if it exited on its own before a kill.
+    pub fn kill_randomly(&mut self, kills: usize, pause_ms: std::ops::Range<u64>) {
+        let mut rng = rand::rng();
+        for kill in 0..kills {
+            std::thread::sleep(Duration::from_millis(rng.random_range(pause_ms.clone())));
+            assert!(
+                self.is_running(),
+                "flumen exited on its own before kill {kill}\n{}",
+                self.all_logs()
+            );
+            self.kill9();
+            self.start();
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("SIGKILL");
