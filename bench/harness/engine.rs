@@ -143,7 +143,7 @@ dir = "{dir}/state"
 name = "bench"
 group_id = "{id}"
 transactional_id_prefix = "{id}"
-source = {{ topic = "{input}", format = "json" }}
+source = {{ topic = "{input}", format = "json"{source_extra} }}
 sink = {{ topic = "{output}", format = "json" }}
 operators = {ops}
 "#,
@@ -154,6 +154,7 @@ operators = {ops}
         input = s.input,
         output = s.output,
         ops = s.workload.flumen_operators(),
+        source_extra = s.workload.flumen_source_extra(),
     )
 }
 

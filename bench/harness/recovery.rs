@@ -43,7 +43,8 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<RecoveryOutcome> {
     let output = format!("bench-rec-out-{}", p.tag);
     topics::create(p.bootstrap, &[&input, &output])?;
     topics::preload_with(p.bootstrap, &input, p.keys, |i| {
-        workload::record_of(i, SIZE, &format!("k{i}"), None)
+        let (k, v) = workload::record_of(i, SIZE, &format!("k{i}"), None);
+        (k, v, None)
     })?;
     let mut expected: HashMap<String, u64> = (0..p.keys).map(|i| (format!("k{i}"), 1)).collect();
     expected.insert("probe".into(), 1);

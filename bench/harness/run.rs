@@ -11,7 +11,7 @@ use crate::latency::{self, LatencyOutcome};
 use crate::recovery::{self, RecoveryOutcome};
 use crate::report::{self, Outcome};
 use crate::topics::{self, Reader};
-use crate::workload::{Gate, Workload};
+use crate::workload::{self, Gate, Workload};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,12 @@ pub struct Args {
     /// Repetitions. Default 1 with --quick, else 3.
     #[arg(long)]
     reps: Option<u32>,
-    #[arg(long, value_delimiter = ',', value_enum, default_value = "map,count")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "map,count,dedupe,window"
+    )]
     workloads: Vec<Workload>,
     #[arg(
         long,
@@ -130,7 +135,8 @@ pub fn main(mut a: Args) -> Result<()> {
         let input = format!("bench-in-{size}b-{run_id}");
         topics::create(&a.bootstrap, &[&input])?;
         let t = Instant::now();
-        topics::preload(&a.bootstrap, &input, n, size)?;
+        let t0 = workload::event_time_base(topics::now_us() / 1000);
+        topics::preload(&a.bootstrap, &input, n, size, t0)?;
         eprintln!(
             "bench: preloaded {n} records of {size} B into {input} in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -164,6 +170,7 @@ pub fn main(mut a: Args) -> Result<()> {
                             records: n,
                             interval,
                             input: &input,
+                            t0,
                             tag: &tag,
                         },
                     )?;
@@ -331,6 +338,8 @@ struct Run<'a> {
     records: u64,
     interval: Duration,
     input: &'a str,
+    /// The input's first event time (the window workload's reference needs it).
+    t0: u64,
     tag: &'a str,
 }
 
@@ -344,7 +353,10 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
         Workload::Map => Gate::copy(r.records, !r.engine.is_raw()),
         Workload::Count => Gate::count(r.records),
         Workload::Dedupe => Gate::dedupe(r.records),
+        Workload::Window => Gate::window(r.records, r.t0),
     };
+    // the input records the complete output reflects (a window workload's last windows stay open)
+    let target = gate.target();
     let reader = Reader::start(&a.bootstrap, &output, gate)?;
     let dir = a.work_dir.join(r.tag);
     let broker_before = a.broker_pid.and_then(|p| engine::usage(p, ticks).ok());
@@ -389,8 +401,7 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
             last_progress = (now, progress);
         } else if now - last_progress.0 > STALL {
             problem = Some(format!(
-                "no output progress for {STALL:?} at {progress} of {}",
-                r.records
+                "no output progress for {STALL:?} at {progress} of {target}"
             ));
             break;
         }
@@ -417,11 +428,11 @@ fn measure(a: &Args, programs: &Programs, ticks: f64, r: &Run<'_>) -> Result<Out
     }
     let (throughput, per_cpu_s, cpu_s) = match (first, done) {
         (Some((t1, p1, c1)), Some((t2, c2))) if t2 - t1 > Duration::from_millis(300) => {
-            let n = (r.records - p1.min(r.records)) as f64;
+            let n = (target - p1.min(target)) as f64;
             (n / (t2 - t1).as_secs_f64(), n / (c2 - c1).max(1e-3), c2)
         }
         (_, Some((t2, c2))) => {
-            let n = r.records as f64;
+            let n = target as f64;
             (n / (t2 - started).as_secs_f64(), n / c2.max(1e-3), c2)
         }
         _ => (0.0, 0.0, usage.cpu_s),

@@ -72,17 +72,22 @@ pub fn delete_containing(bootstrap: &str, needle: &str) -> Result<()> {
     Ok(())
 }
 
-/// Produces `records` input records of about `size` bytes to `topic`.
-pub fn preload(bootstrap: &str, topic: &str, records: u64, size: usize) -> Result<()> {
-    preload_with(bootstrap, topic, records, |i| workload::record(i, size))
+/// Produces `records` input records of about `size` bytes to `topic`, record `i` with the
+/// Kafka timestamp `workload::event_time(t0, i, records)` (the window workload's event time).
+pub fn preload(bootstrap: &str, topic: &str, records: u64, size: usize, t0: u64) -> Result<()> {
+    preload_with(bootstrap, topic, records, |i| {
+        let (k, v) = workload::record(i, size);
+        (k, v, Some(workload::event_time(t0, i, records)))
+    })
 }
 
-/// Produces records `make(0..records)` (key, value) to `topic`.
+/// Produces records `make(0..records)` (key, value, timestamp in ms or the producer's clock)
+/// to `topic`.
 pub fn preload_with(
     bootstrap: &str,
     topic: &str,
     records: u64,
-    make: impl Fn(u64) -> (String, String),
+    make: impl Fn(u64) -> (String, String, Option<u64>),
 ) -> Result<()> {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -91,14 +96,14 @@ pub fn preload_with(
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     for i in 0..records {
-        let (k, v) = make(i);
-        send(
-            &p,
-            BaseRecord::to(topic)
-                .key(k.as_bytes())
-                .payload(v.as_bytes()),
-        )
-        .with_context(|| format!("preloading {topic}"))?;
+        let (k, v, ts) = make(i);
+        let mut rec = BaseRecord::to(topic)
+            .key(k.as_bytes())
+            .payload(v.as_bytes());
+        if let Some(ts) = ts {
+            rec = rec.timestamp(ts as i64);
+        }
+        send(&p, rec).with_context(|| format!("preloading {topic}"))?;
         if i % 10_000 == 0 {
             p.poll(Duration::ZERO);
         }

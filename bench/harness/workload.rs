@@ -15,6 +15,9 @@ pub enum Workload {
     /// Re-key by `ev` and pass the first record of each value (dedupe over a key space as large
     /// as the input: one new key per record, every tenth record a duplicate of an earlier one).
     Dedupe,
+    /// Re-key by `user` and count per one-minute tumbling window of event time (the Kafka
+    /// record timestamp); each closed window's count out once (Nexmark q5/q7 shape).
+    Window,
 }
 
 impl Workload {
@@ -23,6 +26,7 @@ impl Workload {
             Workload::Map => "map",
             Workload::Count => "count",
             Workload::Dedupe => "dedupe",
+            Workload::Window => "window",
         }
     }
 
@@ -38,8 +42,44 @@ impl Workload {
             }
             // remembered for longer than any run, as the Kafka Streams store keeps them
             Workload::Dedupe => r#"[{ type = "dedupe", field = "ev", ttl = "1h" }]"#,
+            Workload::Window => {
+                r#"[{ type = "key_by", field = "user" }, { type = "count", window = { type = "tumbling", size = "1m" } }]"#
+            }
         }
     }
+
+    /// What Flumen's source needs besides topic and format, as TOML fields.
+    pub fn flumen_source_extra(self) -> &'static str {
+        match self {
+            // the Kafka timestamp; each source partition is in event-time order (see `event_time`)
+            Workload::Window => r#", event_time = { max_out_of_orderness = "0s" }"#,
+            _ => "",
+        }
+    }
+}
+
+/// The window workload's window size. The input spans `WINDOWS` windows of event time, whatever
+/// the record count, so every run closes the same number of windows.
+pub const WINDOW_MS: u64 = 60_000;
+pub const WINDOWS: u64 = 16;
+/// Kafka Streams' grace period: its stream time is the highest timestamp its task has seen, so
+/// without one the records of a source partition that runs behind the others are dropped as
+/// late. A small input is read one whole partition after another (3,000 records: a partition
+/// is 3/16 of the span ahead of the others), hence six windows. Flumen needs no allowance: its
+/// watermark is the minimum over the source partitions, each in event-time order.
+pub const GRACE_MS: u64 = 6 * WINDOW_MS;
+
+/// The event time (Kafka timestamp) of record `i` of `records`: from `t0` (a window boundary)
+/// over `WINDOWS` windows, non-decreasing in `i`.
+pub fn event_time(t0: u64, i: u64, records: u64) -> u64 {
+    t0 + i * (WINDOWS * WINDOW_MS) / records.max(1)
+}
+
+/// A window boundary far enough in the past that the whole input's event time is too (a broker
+/// refuses timestamps more than `log.message.timestamp.after.max.ms`, 1 h, ahead).
+pub fn event_time_base(now_ms: u64) -> u64 {
+    let t = now_ms.saturating_sub((WINDOWS + 2) * WINDOW_MS);
+    t - t % WINDOW_MS
 }
 
 /// Distinct users of the count workload.
@@ -95,6 +135,24 @@ pub fn expected_counts(records: u64) -> HashMap<String, u64> {
     m
 }
 
+/// The window workload's reference: the count of each (user, window start), and whether the
+/// window must close in every engine: its end plus Kafka Streams' grace lies at least a second
+/// of event time before the input's last record (so each of its tasks has seen a later one).
+pub fn expected_windows(records: u64, t0: u64) -> HashMap<(String, u64), (u64, bool)> {
+    let last = event_time(t0, records.saturating_sub(1), records);
+    let mut m: HashMap<(String, u64), (u64, bool)> = HashMap::new();
+    for i in 0..records {
+        let t = event_time(t0, i, records);
+        let start = t - t % WINDOW_MS;
+        let must_close = start + WINDOW_MS + GRACE_MS + 1_000 <= last;
+        let e = m
+            .entry((format!("u{}", mix(i) % USERS), start))
+            .or_insert((0, must_close));
+        e.0 += 1;
+    }
+    m
+}
+
 /// The gate: fed every output record in read order, it knows how much input the output
 /// reflects (progress), whether the output is complete, and what is wrong with it.
 pub enum Gate {
@@ -119,6 +177,17 @@ pub enum Gate {
         reflected: u64,
         errors: Vec<String>,
     },
+    /// Each (key, window) once with its exact count; every window that must close, closed.
+    Window {
+        expected: HashMap<(String, u64), (u64, bool)>,
+        must_close: usize,
+        /// Input records the must-close windows hold.
+        target: u64,
+        seen: HashSet<(String, u64)>,
+        closed: usize,
+        reflected: u64,
+        errors: Vec<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -129,6 +198,14 @@ struct CopyValue {
     price: Option<serde_json::Value>,
     amount: Option<serde_json::Value>,
     debug: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WindowValue {
+    user: String,
+    window_start: u64,
+    window_end: u64,
+    count: u64,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +265,34 @@ impl Gate {
             at_target: 0,
             reflected: 0,
             errors: Vec::new(),
+        }
+    }
+
+    /// The window workload's gate, for `records` records from event time `t0`.
+    pub fn window(records: u64, t0: u64) -> Gate {
+        let expected = expected_windows(records, t0);
+        let must: Vec<u64> = expected
+            .values()
+            .filter(|(_, must)| *must)
+            .map(|(n, _)| *n)
+            .collect();
+        Gate::Window {
+            must_close: must.len(),
+            target: must.iter().sum(),
+            expected,
+            seen: HashSet::new(),
+            closed: 0,
+            reflected: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// How many input records the complete output reflects.
+    pub fn target(&self) -> u64 {
+        match self {
+            Gate::Copy { records, .. } => *records,
+            Gate::Count { expected, .. } => expected.values().sum(),
+            Gate::Window { target, .. } => *target,
         }
     }
 
@@ -259,6 +364,41 @@ impl Gate {
                 }
                 Err(e) => note(errors, format!("{at}: not a count: {e}")),
             },
+            Gate::Window {
+                expected,
+                seen,
+                closed,
+                reflected,
+                errors,
+                ..
+            } => match serde_json::from_slice::<WindowValue>(value) {
+                Ok(v) => {
+                    let w = (v.user, v.window_start);
+                    let Some(&(want, must)) = expected.get(&w) else {
+                        note(errors, format!("{at}: no input for window {w:?}"));
+                        return;
+                    };
+                    if v.window_end != v.window_start + WINDOW_MS {
+                        note(
+                            errors,
+                            format!("{at}: window {w:?} ends at {}", v.window_end),
+                        );
+                    }
+                    if v.count != want {
+                        note(
+                            errors,
+                            format!("{at}: window {w:?} counted {} of {want}", v.count),
+                        );
+                    }
+                    if !seen.insert(w.clone()) {
+                        note(errors, format!("{at}: window {w:?} emitted twice"));
+                    } else if must {
+                        *closed += 1;
+                        *reflected += want;
+                    }
+                }
+                Err(e) => note(errors, format!("{at}: not a window count: {e}")),
+            },
         }
     }
 
@@ -270,7 +410,7 @@ impl Gate {
                 .filter(|(ts, _)| (from..to).contains(ts))
                 .map(|&(_, l)| l)
                 .collect(),
-            Gate::Count { .. } => Vec::new(),
+            Gate::Count { .. } | Gate::Window { .. } => Vec::new(),
         }
     }
 
@@ -278,7 +418,7 @@ impl Gate {
     pub fn progress(&self) -> u64 {
         match self {
             Gate::Copy { seen, .. } => seen.len() as u64,
-            Gate::Count { reflected, .. } => *reflected,
+            Gate::Count { reflected, .. } | Gate::Window { reflected, .. } => *reflected,
         }
     }
 
@@ -290,13 +430,18 @@ impl Gate {
                 at_target,
                 ..
             } => *at_target == expected.len(),
+            Gate::Window {
+                must_close, closed, ..
+            } => closed == must_close,
         }
     }
 
     /// The verdict once the output has been read to its end: `Ok` or what is wrong.
     pub fn verdict(&self) -> Result<(), String> {
         let mut errors = match self {
-            Gate::Copy { errors, .. } | Gate::Count { errors, .. } => errors.clone(),
+            Gate::Copy { errors, .. }
+            | Gate::Count { errors, .. }
+            | Gate::Window { errors, .. } => errors.clone(),
         };
         match self {
             Gate::Copy {
@@ -324,6 +469,16 @@ impl Gate {
                     errors.push(format!(
                         "{wrong} of {} keys end with a wrong count",
                         expected.len()
+                    ));
+                }
+            }
+            Gate::Window {
+                must_close, closed, ..
+            } => {
+                if closed < must_close {
+                    errors.push(format!(
+                        "{} of {must_close} windows that must close are missing",
+                        must_close - closed
                     ));
                 }
             }
@@ -405,6 +560,47 @@ mod tests {
             0,
         );
         assert!(g.verdict().expect_err("replay").contains("counted"));
+    }
+
+    #[test]
+    fn window_gate_wants_each_closed_window_once_with_its_count() {
+        let t0 = event_time_base(1_800_000_000_000);
+        let records = 3_200; // 200 per window
+        let expected = expected_windows(records, t0);
+        let starts: HashSet<u64> = expected.keys().map(|(_, s)| *s).collect();
+        assert_eq!(starts.len() as u64, WINDOWS);
+        let must: Vec<_> = expected.iter().filter(|(_, (_, m))| *m).collect();
+        let must_starts: HashSet<u64> = must.iter().map(|((_, s), _)| *s).collect();
+        // the last window stays open everywhere, the grace holds back 6 more in Kafka Streams
+        assert_eq!(must_starts.len() as u64, WINDOWS - 7);
+        assert_eq!(
+            expected.values().map(|(n, _)| n).sum::<u64>(),
+            records,
+            "every record in one window"
+        );
+        let out = |user: &str, start: u64, count: u64| {
+            format!(
+                r#"{{"user":"{user}","window_start":{start},"window_end":{},"count":{count}}}"#,
+                start + WINDOW_MS
+            )
+        };
+        let mut g = Gate::window(records, t0);
+        for ((user, start), (n, _)) in &must {
+            g.feed("o", out(user, *start, *n).as_bytes(), 0);
+        }
+        assert!(g.complete());
+        assert_eq!(g.progress(), g.target());
+        assert_eq!(g.verdict(), Ok(()));
+        let ((user, start), (n, _)) = must[0];
+        g.feed("o", out(user, *start, *n).as_bytes(), 0);
+        assert!(g.verdict().unwrap_err().contains("emitted twice"));
+        let mut g = Gate::window(records, t0);
+        g.feed("o", out(user, *start, n + 1).as_bytes(), 0);
+        let e = g.verdict().unwrap_err();
+        assert!(
+            e.contains("counted") && e.contains("must close are missing"),
+            "{e}"
+        );
     }
 
     #[test]

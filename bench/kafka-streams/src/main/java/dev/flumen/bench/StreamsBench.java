@@ -5,10 +5,12 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.KeyValue;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.Topology;
@@ -18,6 +20,8 @@ import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.Repartitioned;
+import org.apache.kafka.streams.kstream.Suppressed;
+import org.apache.kafka.streams.kstream.TimeWindows;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
@@ -40,6 +44,12 @@ import org.apache.kafka.streams.state.Stores;
  *   <li>{@code dedupe}: re-key by the JSON field {@code ev} (a repartition topic) and pass the
  *       first record of each key, remembered in a RocksDB key-value store (Flumen's {@code dedupe}
  *       by field; Kafka Streams has no built-in dedupe, so a processor as its docs suggest).
+ *   <li>{@code window}: re-key by {@code user}, count per one-minute tumbling window of the
+ *       record timestamp, one result per window once it closes ({@code suppress}), out as {@code
+ *       {"user", "window_start", "window_end", "count"}} keyed {@code user@start} (Flumen's {@code
+ *       count} with a tumbling window). A grace of six minutes (bench/harness/workload.rs
+ *       says why): stream time is the highest timestamp a task has seen, so without one the
+ *       records of a source partition that runs behind the others would be dropped as late.
  * </ul>
  */
 public final class StreamsBench {
@@ -48,7 +58,7 @@ public final class StreamsBench {
   public static void main(String[] args) throws InterruptedException {
     if (args.length != 8) {
       System.err.println(
-          "usage: StreamsBench map|count|dedupe BOOTSTRAP INPUT OUTPUT APP_ID COMMIT_MS THREADS STATE_DIR");
+          "usage: StreamsBench map|count|dedupe|window BOOTSTRAP INPUT OUTPUT APP_ID COMMIT_MS THREADS STATE_DIR");
       System.exit(2);
     }
     String workload = args[0];
@@ -116,6 +126,23 @@ public final class StreamsBench {
             .process(FirstOfKey::new, "seen")
             .to(output, Produced.with(Serdes.String(), Serdes.ByteArray()));
       }
+      case "window" ->
+          in.selectKey((k, v) -> parse(v).get("user").asText())
+              .groupByKey(Grouped.with(Serdes.String(), Serdes.ByteArray()))
+              .windowedBy(TimeWindows.ofSizeAndGrace(Duration.ofMinutes(1), Duration.ofMinutes(6)))
+              .count(Materialized.as("window-counts"))
+              .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()))
+              .toStream()
+              .map(
+                  (w, n) -> {
+                    ObjectNode o = JSON.createObjectNode();
+                    o.put("user", w.key());
+                    o.put("window_start", w.window().start());
+                    o.put("window_end", w.window().end());
+                    o.put("count", n);
+                    return KeyValue.pair(w.key() + "@" + w.window().start(), bytes(o));
+                  })
+              .to(output, Produced.with(Serdes.String(), Serdes.ByteArray()));
       default -> throw new IllegalArgumentException("unknown workload " + workload);
     }
     return b.build();
