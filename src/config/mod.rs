@@ -273,9 +273,19 @@ pub struct Aggregate {
     pub emit: Emit,
     /// Event-time windows; `None`: one running result per key.
     pub window: Option<Window>,
-    /// State TTL (processing time, ms): a key's state not updated for this long is forgotten,
-    /// as with Flink's `StateTtlConfig` (update on write, never return expired).
+    /// State TTL (ms): a key's state not updated for this long is forgotten, as with Flink's
+    /// `StateTtlConfig` (update on write, never return expired).
     pub ttl_ms: Option<i64>,
+    /// The clock of the TTL (`ttl_ms`, or dedupe's).
+    pub ttl_time: TimeDomain,
+}
+
+/// A clock: the machine's, or the records' event time (whose "now" is the watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeDomain {
+    #[default]
+    Processing,
+    Event,
 }
 
 impl Aggregate {

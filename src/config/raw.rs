@@ -162,8 +162,10 @@ pub struct Operator {
     pub mode: Option<Spanned<String>>,
     /// `custom`: the name a user-defined operator was registered under.
     pub name: Option<Spanned<String>>,
-    /// `dedupe`: how long a key is remembered (processing time).
+    /// `dedupe`: how long a key is remembered; aggregates: state TTL.
     pub ttl: Option<Spanned<String>>,
+    /// The clock of `ttl`: "processing" (default) or "event" (the source's event time).
+    pub time: Option<Spanned<String>>,
     /// Aggregates: per-key windows in event time.
     pub window: Option<Spanned<Window>>,
 }

@@ -25,9 +25,10 @@
 //! ```
 //!
 //! Each key's state is a JSON value in the pipeline's state backend, in every checkpoint and
-//! savepoint; timers are processing-time, kept in state as well (time-ordered keys), and fire
-//! at the first checkpoint at or after their time. Outputs go through the transaction like
-//! every output: exactly once through crashes.
+//! savepoint. Timers are kept in state as well (time-ordered keys): a processing-time timer
+//! fires at the first checkpoint at or after its time, an event-time timer (with the source's
+//! `event_time`) at the first checkpoint at which the task's watermark has reached it. Outputs
+//! go through the transaction like every output: exactly once through crashes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -44,6 +45,13 @@ pub trait KeyedOperator: Send + Sync + 'static {
         let _ = (ctx, at_ms);
         Ok(())
     }
+
+    /// An event-time timer set with [`Context::set_event_timer`] for this key is due: the
+    /// watermark has reached `at_ms` (and [`Context::watermark_ms`] says where it is).
+    fn on_event_timer(&self, ctx: &mut Context, at_ms: i64) -> Result<(), String> {
+        let _ = (ctx, at_ms);
+        Ok(())
+    }
 }
 
 /// What an operator sees of its key, and what it asks for.
@@ -52,9 +60,19 @@ pub struct Context {
     key: Vec<u8>,
     state: Option<Value>,
     state_changed: bool,
-    timers: Vec<i64>,
+    timers: Vec<Timer>,
     outputs: Vec<Value>,
     now_ms: i64,
+    /// The record's event time, and the task's watermark, with the source's `event_time`.
+    event_time_ms: Option<i64>,
+    watermark_ms: Option<i64>,
+}
+
+/// A timer an operator set: when, and on which clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    Processing(i64),
+    Event(i64),
 }
 
 impl Context {
@@ -66,7 +84,17 @@ impl Context {
             timers: Vec::new(),
             outputs: Vec::new(),
             now_ms,
+            event_time_ms: None,
+            watermark_ms: None,
         }
+    }
+
+    /// The same, in a pipeline with event time: the record's (none for a timer) and the
+    /// task's watermark.
+    pub(crate) fn with_event_time(mut self, event_time: Option<i64>, watermark: i64) -> Self {
+        self.event_time_ms = event_time;
+        self.watermark_ms = Some(watermark);
+        self
     }
 
     /// The record's key (the `key_by` field's value, or the message key).
@@ -102,7 +130,14 @@ impl Context {
     /// Calls `on_timer` for this key at the first checkpoint at or after `at_ms` (processing
     /// time, ms since the epoch). Setting the same time twice sets one timer.
     pub fn set_timer(&mut self, at_ms: i64) {
-        self.timers.push(at_ms);
+        self.timers.push(Timer::Processing(at_ms));
+    }
+
+    /// Calls `on_event_timer` for this key at the first checkpoint at which the task's
+    /// watermark has reached `at_ms` (event time, ms). Needs the source's `event_time`; without
+    /// it the timer never fires. Setting the same time twice sets one timer.
+    pub fn set_event_timer(&mut self, at_ms: i64) {
+        self.timers.push(Timer::Event(at_ms));
     }
 
     /// Processing time now, ms since the epoch.
@@ -110,8 +145,19 @@ impl Context {
         self.now_ms
     }
 
+    /// The record's event time (ms), with the source's `event_time`; `None` in a timer.
+    pub fn event_time_ms(&self) -> Option<i64> {
+        self.event_time_ms
+    }
+
+    /// The task's watermark (ms): no record with an earlier event time is expected any more.
+    /// `None` without the source's `event_time`.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.watermark_ms
+    }
+
     /// (the new state if it changed: `Some(None)` cleared, timers set, outputs)
-    pub(crate) fn finish(self) -> (Option<Option<Value>>, Vec<i64>, Vec<Value>) {
+    pub(crate) fn finish(self) -> (Option<Option<Value>>, Vec<Timer>, Vec<Value>) {
         (
             self.state_changed.then_some(self.state),
             self.timers,
@@ -159,6 +205,9 @@ mod tests {
             let n = ctx.state().and_then(Value::as_i64).unwrap_or(0) + 1;
             ctx.set_state(json!(n));
             ctx.set_timer(ctx.now_ms() + 10);
+            if let Some(t) = ctx.event_time_ms() {
+                ctx.set_event_timer(t + 5);
+            }
             ctx.emit(json!({"seen": n, "record": record}));
             Ok(())
         }
@@ -173,11 +222,15 @@ mod tests {
         op.process(&mut ctx, &json!({"a": 1})).unwrap();
         let (state, timers, outputs) = ctx.finish();
         assert_eq!(state, Some(Some(json!(5))));
-        assert_eq!(timers, [1_010]);
+        assert_eq!(timers, [Timer::Processing(1_010)]);
         assert_eq!(outputs, [json!({"seen": 5, "record": {"a": 1}})]);
         let mut ctx = Context::new(b"k", None, 0);
         op.on_timer(&mut ctx, 5).unwrap();
         assert_eq!(ctx.finish(), (None, vec![], vec![]));
+        let mut ctx = Context::new(b"k", None, 1_000).with_event_time(Some(70), 60);
+        assert_eq!(ctx.watermark_ms(), Some(60));
+        op.process(&mut ctx, &json!({})).unwrap();
+        assert_eq!(ctx.finish().1, [Timer::Processing(1_010), Timer::Event(75)]);
         assert!(lookup("nope").is_none());
     }
 }

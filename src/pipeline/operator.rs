@@ -466,6 +466,7 @@ mod tests {
             emit: crate::config::Emit::EveryUpdate,
             window: None,
             ttl_ms: None,
+            ttl_time: crate::config::TimeDomain::Processing,
         }
     }
 
@@ -525,6 +526,7 @@ mod tests {
             emit: crate::config::Emit::EveryUpdate,
             window: None,
             ttl_ms: None,
+            ttl_time: crate::config::TimeDomain::Processing,
         };
         let mut r = rec(json!({"n": i64::MAX}));
         r.key = Some(b"k".to_vec());

@@ -6,7 +6,9 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{Aggregate, AggregateKind, Emit, OnError, Plan, Predicate, SourceConfig, Step};
+use super::super::{
+    Aggregate, AggregateKind, Emit, OnError, Plan, Predicate, SourceConfig, Step, TimeDomain,
+};
 use super::Cx;
 
 impl Cx<'_> {
@@ -26,12 +28,14 @@ impl Cx<'_> {
             let kind = op_ref.kind.get_ref().as_str();
             let allowed: &[&str] = match kind {
                 "key_by" => &["field"],
-                "count" => &["id", "output", "emit", "window", "ttl"],
+                "count" => &["id", "output", "emit", "window", "ttl", "time"],
                 "sum" | "min" | "max" | "avg" | "first" | "last" | "count_distinct" => {
-                    &["id", "field", "output", "emit", "window", "ttl"]
+                    &["id", "field", "output", "emit", "window", "ttl", "time"]
                 }
-                "collect" => &["id", "field", "output", "max", "emit", "window", "ttl"],
-                "dedupe" => &["id", "field", "ttl"],
+                "collect" => &[
+                    "id", "field", "output", "max", "emit", "window", "ttl", "time",
+                ],
+                "dedupe" => &["id", "field", "ttl", "time"],
                 "join" => &["id", "table", "stream", "within", "into", "mode"],
                 "custom" => &["id", "name"],
                 "filter" => &["field", "equals", "not_equals", "expr"],
@@ -456,7 +460,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 19] = [
+        let present: [(&str, Option<Range<usize>>); 20] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -470,6 +474,7 @@ impl Cx<'_> {
             ("window", op.window.as_ref().map(Spanned::span)),
             ("expr", op.expr.as_ref().map(Spanned::span)),
             ("ttl", op.ttl.as_ref().map(Spanned::span)),
+            ("time", op.time.as_ref().map(Spanned::span)),
             ("table", op.table.as_ref().map(Spanned::span)),
             ("into", op.into.as_ref().map(Spanned::span)),
             ("mode", op.mode.as_ref().map(Spanned::span)),
@@ -599,6 +604,17 @@ impl Cx<'_> {
             }
             _ => None,
         };
+        let ttl_time = self.ttl_time(path, raw, source);
+        if ttl_ms.is_none()
+            && !matches!(kind, AggregateKind::Dedupe { .. })
+            && let Some(t) = &raw.time
+        {
+            self.problem(
+                format!("{path}.time"),
+                t.span(),
+                "time is the clock of ttl: add a ttl, or drop time",
+            );
+        }
         if window.as_ref().is_some_and(|w| w.gap_ms.is_some())
             && !matches!(
                 kind,
@@ -654,7 +670,36 @@ impl Cx<'_> {
             emit,
             window,
             ttl_ms,
+            ttl_time,
         });
+    }
+
+    /// An operator's `time`: the clock of its ttl. Event time needs the source's.
+    fn ttl_time(&mut self, path: &str, raw: &raw::Operator, source: &SourceConfig) -> TimeDomain {
+        let Some(t) = &raw.time else {
+            return TimeDomain::Processing;
+        };
+        match t.get_ref().as_str() {
+            "processing" => TimeDomain::Processing,
+            "event" => {
+                if source.event_time.is_none() {
+                    self.problem(
+                        format!("{path}.time"),
+                        t.span(),
+                        "time = \"event\" needs the source's event time: add source.event_time = { field = \"ts\" } (or = {} for the Kafka timestamp)",
+                    );
+                }
+                TimeDomain::Event
+            }
+            other => {
+                self.problem(
+                    format!("{path}.time"),
+                    t.span(),
+                    format!("unknown time {other:?}; expected \"processing\" or \"event\""),
+                );
+                TimeDomain::Processing
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::Step;
+use crate::config::{Step, TimeDomain};
 
 const EXAMPLE: &str = r#"
 [kafka]
@@ -515,4 +515,57 @@ fn problems(text: &str) -> Vec<String> {
         .iter()
         .map(ToString::to_string)
         .collect()
+}
+
+#[test]
+fn ttl_time_is_processing_by_default_event_with_the_source_event_time() {
+    let c =
+        from_str(&EXAMPLE.replace(r#"{ type = "count" }"#, r#"{ type = "count", ttl = "1h" }"#))
+            .unwrap();
+    let agg = c.pipelines[0].plan.aggregate.as_ref().unwrap();
+    assert_eq!(
+        (agg.ttl_ms, agg.ttl_time),
+        (Some(3_600_000), TimeDomain::Processing)
+    );
+
+    let event = EXAMPLE
+        .replace(
+            r#"source = { topic = "events", format = "json" }"#,
+            r#"source = { topic = "events", format = "json", event_time = { field = "ts" } }"#,
+        )
+        .replace(
+            r#"{ type = "count" }"#,
+            r#"{ type = "dedupe", ttl = "10m", time = "event" }"#,
+        )
+        .replace(r#"  { type = "key_by", field = "user" },"#, "");
+    let c = from_str(&event).unwrap();
+    let agg = c.pipelines[0].plan.aggregate.as_ref().unwrap();
+    assert_eq!(agg.ttl_time, TimeDomain::Event);
+
+    let shown = problems(&EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", ttl = "1h", time = "event" }"#,
+    ));
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].time (")
+                && s.contains("source.event_time")),
+        "{shown:#?}"
+    );
+    let shown = problems(&EXAMPLE.replace(
+        r#"{ type = "count" }"#,
+        r#"{ type = "count", time = "wall" }"#,
+    ));
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].time (")
+                && s.contains("unknown time \"wall\"")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.iter().any(|s| s.contains("add a ttl")),
+        "time without ttl: {shown:#?}"
+    );
 }

@@ -6,8 +6,8 @@ use super::Runner;
 use super::record::begin_if_needed;
 use crate::checkpoint::Partition;
 use crate::codec::{self, Payload};
-use crate::config::AggregateKind;
-use crate::pipeline::custom::Context;
+use crate::config::{AggregateKind, TimeDomain};
+use crate::pipeline::custom::{Context, Timer};
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::{Error, Result, dedupe, timers};
 use crate::state::{namespaced, split_namespaced};
@@ -26,14 +26,22 @@ impl Runner<'_> {
         if !matches!(agg.kind, AggregateKind::Dedupe { .. }) && agg.ttl_ms.is_none() {
             return Ok(());
         }
-        let now = timers::now_ms();
-        let (from, to) = timers::due_range(now);
-        let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
+        let event_time = agg.ttl_time == TimeDomain::Event;
+        let wall = timers::now_ms();
         let mut forgotten = 0usize;
         for task in self.tasks.values_mut() {
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
+            // in event time, a task's "now" is its watermark: no record it may still get is
+            // older, late ones aside (they find their key forgotten)
+            let now = match (&task.windows, event_time) {
+                (_, false) => wall,
+                (Some(w), true) => w.watermarks.current(),
+                (None, true) => continue,
+            };
+            let (from, to) = timers::due_range(now);
+            let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
             let due = state.keys_in(&from, &to, MAX_EXPIRED_PER_CHECKPOINT)?;
             for index_key in due {
                 let Some((_, key)) = split_namespaced(&index_key)
@@ -85,23 +93,39 @@ impl Runner<'_> {
         Ok(due)
     }
 
-    /// Custom operators' timers due now: `on_timer`, its state changes and outputs (into the
-    /// open transaction), and the timer deleted. At most `MAX_EXPIRED_PER_CHECKPOINT` per task.
+    /// Custom operators' timers due now (processing time) or at the task's watermark (event
+    /// time): `on_timer` / `on_event_timer`, its state changes and outputs (into the open
+    /// transaction), and the timer deleted. At most `MAX_EXPIRED_PER_CHECKPOINT` of each per task.
     pub(super) fn fire_timers(&mut self) -> Result<()> {
         let pipeline = self.pipeline;
         let (Some(agg), Some(op)) = (pipeline.plan.aggregate.as_ref(), self.custom.clone()) else {
             return Ok(());
         };
         let now = timers::now_ms();
-        let (from, to) = timers::due_range(now);
-        let (from, to) = (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
+        let ns =
+            |(from, to): (Vec<u8>, Vec<u8>)| (namespaced(&agg.id, &from), namespaced(&agg.id, &to));
+        let (from, to) = ns(timers::due_range(now));
         let mut outputs: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
         for (p, task) in &mut self.tasks {
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
-            let due = state.keys_in(&from, &to, MAX_EXPIRED_PER_CHECKPOINT)?;
-            for timer in due {
+            let watermark = task.windows.as_ref().map(|w| w.watermarks.current());
+            let mut due: Vec<(Vec<u8>, bool)> = state
+                .keys_in(&from, &to, MAX_EXPIRED_PER_CHECKPOINT)?
+                .into_iter()
+                .map(|k| (k, false))
+                .collect();
+            if let Some(wm) = watermark {
+                let (efrom, eto) = ns(timers::event_due_range(wm));
+                due.extend(
+                    state
+                        .keys_in(&efrom, &eto, MAX_EXPIRED_PER_CHECKPOINT)?
+                        .into_iter()
+                        .map(|k| (k, true)),
+                );
+            }
+            for (timer, event_time) in due {
                 let Some((at, key)) =
                     split_namespaced(&timer).and_then(|(_, inner)| timers::split_timer_key(inner))
                 else {
@@ -123,7 +147,14 @@ impl Runner<'_> {
                     ),
                 };
                 let mut ctx = Context::new(&key, previous, now);
-                op.on_timer(&mut ctx, at).map_err(&fail)?;
+                if let Some(wm) = watermark {
+                    ctx = ctx.with_event_time(None, wm);
+                }
+                if event_time {
+                    op.on_event_timer(&mut ctx, at).map_err(&fail)?;
+                } else {
+                    op.on_timer(&mut ctx, at).map_err(&fail)?;
+                }
                 let (next, new_timers, emitted) = ctx.finish();
                 match next {
                     Some(Some(v)) => state.put(&skey, v.to_string().as_bytes())?,
@@ -132,7 +163,11 @@ impl Runner<'_> {
                 }
                 state.delete(&timer)?;
                 for t in new_timers {
-                    state.put(&namespaced(&agg.id, &timers::timer_key(t, &key)), &[])?;
+                    let tkey = match t {
+                        Timer::Processing(at) => timers::timer_key(at, &key),
+                        Timer::Event(at) => timers::event_timer_key(at, &key),
+                    };
+                    state.put(&namespaced(&agg.id, &tkey), &[])?;
                 }
                 for v in emitted {
                     let out = Record {

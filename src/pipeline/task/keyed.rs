@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::record::{Effect, Out};
 use super::{Runner, Task, windows};
 use crate::codec::Payload;
-use crate::config::{Aggregate, AggregateKind, Emit};
+use crate::config::{Aggregate, AggregateKind, Emit, TimeDomain};
 use crate::kafka::consumer;
 use crate::pipeline::operator::{self, Record, RecordError};
 use crate::pipeline::stream_join::Side;
@@ -51,16 +51,7 @@ impl Runner<'_> {
         };
         Ok(match (&agg.window, event_time, task.windows.as_ref()) {
             (Some(w), Some(ts), Some(wt)) => {
-                // the input's watermark: its own, or the one its source sent along
-                effect.watermark = if from_source {
-                    self.pipeline
-                        .source
-                        .event_time
-                        .as_ref()
-                        .map(|et| (r.partition, window::watermark_after(et, ts)))
-                } else {
-                    windows::parse_watermark(&r.headers)
-                };
+                effect.watermark = self.input_watermark(r, ts, from_source);
                 let current = wt.watermarks.current();
                 let mut outputs = Vec::new();
                 if let Some(gap) = w.gap_ms {
@@ -158,16 +149,7 @@ impl Runner<'_> {
                             "the record has no event time or no fields".into(),
                         ));
                     };
-                    // this stream's watermark, as for windows: its own, or its source's
-                    effect.watermark = if from_source {
-                        self.pipeline
-                            .source
-                            .event_time
-                            .as_ref()
-                            .map(|et| (r.partition, window::watermark_after(et, ts)))
-                    } else {
-                        windows::parse_watermark(&r.headers)
-                    };
+                    effect.watermark = self.input_watermark(r, ts, from_source);
                     let this_wm = task
                         .windows
                         .as_ref()
@@ -204,8 +186,15 @@ impl Runner<'_> {
                                 err("custom", format!("stored state is corrupt: {e}"))
                             })?),
                         };
-                    let now = timers::now_ms();
-                    let mut ctx = custom::Context::new(key, previous, now);
+                    let mut ctx = custom::Context::new(key, previous, timers::now_ms());
+                    if let Some(ts) = event_time {
+                        effect.watermark = self.input_watermark(r, ts, from_source);
+                        let wm = task
+                            .windows
+                            .as_ref()
+                            .map_or(window::NO_WATERMARK, |w| w.watermarks.current());
+                        ctx = ctx.with_event_time(Some(ts), wm);
+                    }
                     op.process(&mut ctx, input).map_err(|m| {
                         step_err(RecordError {
                             step: "custom",
@@ -219,10 +208,12 @@ impl Runner<'_> {
                         Some(None) => effect.deletes.push(skey),
                         None => {}
                     }
-                    for at in timer_list {
-                        effect
-                            .puts
-                            .push((namespaced(&agg.id, &timers::timer_key(at, key)), Vec::new()));
+                    for t in timer_list {
+                        let tkey = match t {
+                            custom::Timer::Processing(at) => timers::timer_key(at, key),
+                            custom::Timer::Event(at) => timers::event_timer_key(at, key),
+                        };
+                        effect.puts.push((namespaced(&agg.id, &tkey), Vec::new()));
                     }
                     self.emit_values(r, key, outputs, effect)?;
                     return Ok(None);
@@ -231,7 +222,7 @@ impl Runner<'_> {
                     let ttl_ms = *ttl_ms;
                     let skey = namespaced(&agg.id, &timers::value_key(key));
                     let previous = state.get(&skey)?;
-                    let now = timers::now_ms();
+                    let now = self.ttl_now(r, agg, (event_time, from_source), effect)?;
                     let Some(expiry) = dedupe::admit(previous.as_deref(), now, ttl_ms) else {
                         return Ok(None); // a duplicate
                     };
@@ -247,7 +238,7 @@ impl Runner<'_> {
                     // state TTL: `0 ‖ key → expiry ‖ state`, a timer per write
                     let ttl = agg.ttl_ms.unwrap_or_default();
                     let skey = namespaced(&agg.id, &timers::value_key(key));
-                    let now = timers::now_ms();
+                    let now = self.ttl_now(r, agg, (event_time, from_source), effect)?;
                     let stored = state.get(&skey)?;
                     // the previous write's timer goes: one timer entry per key
                     if let Some(old) = stored.as_deref().and_then(dedupe::decode_expiry) {
@@ -263,7 +254,11 @@ impl Runner<'_> {
                         })
                         .map(|(_, st)| st);
                     let (next, out) = operator::aggregate(agg, previous, &rec).map_err(step_err)?;
-                    let expiry = now.saturating_add(ttl);
+                    // an out-of-order record (event time) never brings the expiry forward
+                    let live_expiry = previous
+                        .and(stored.as_deref().and_then(dedupe::decode_expiry))
+                        .unwrap_or(i64::MIN);
+                    let expiry = now.saturating_add(ttl).max(live_expiry);
                     let mut value = expiry.to_be_bytes().to_vec();
                     value.extend_from_slice(&next);
                     effect.puts.push((skey, value));
@@ -285,6 +280,40 @@ impl Runner<'_> {
                 }
             },
         })
+    }
+
+    /// The watermark `r` brings its task: its source partition's after event time `ts`, or the
+    /// one its source task sent along through the repartition topic.
+    fn input_watermark(
+        &self,
+        r: &consumer::Record,
+        ts: i64,
+        from_source: bool,
+    ) -> Option<(i32, i64)> {
+        if from_source {
+            let et = self.pipeline.source.event_time.as_ref()?;
+            Some((r.partition, window::watermark_after(et, ts)))
+        } else {
+            windows::parse_watermark(&r.headers)
+        }
+    }
+
+    /// The time a TTL counts from for `r`: now, or in event time the record's own (so the
+    /// result does not depend on when the record was processed), and then its watermark too.
+    fn ttl_now(
+        &self,
+        r: &consumer::Record,
+        agg: &Aggregate,
+        (event_time, from_source): (Option<i64>, bool),
+        effect: &mut Effect,
+    ) -> Result<i64> {
+        if agg.ttl_time == TimeDomain::Processing {
+            return Ok(timers::now_ms());
+        }
+        let ts = event_time
+            .ok_or_else(|| Self::record_error(r, "event_time", "the record has no event time"))?;
+        effect.watermark = self.input_watermark(r, ts, from_source);
+        Ok(ts)
     }
 
     /// Values an operator made for `key`: through the `after` steps, encoded, size-checked.

@@ -60,12 +60,16 @@ impl<'a> Runner<'a> {
         Some((agg, agg.window.as_ref()?))
     }
 
-    /// The keyed operator that follows watermarks: a windowed aggregate or a stream-stream join.
+    /// The keyed operator that follows watermarks: a windowed aggregate, a stream-stream join, a
+    /// TTL in event time, or a custom operator with the source's event time (its event timers).
     pub(super) fn timed(&self) -> Option<&'a Aggregate> {
         let pipeline: &'a crate::config::PipelineConfig = self.pipeline;
         let agg = pipeline.plan.aggregate.as_ref()?;
         (agg.window.is_some()
-            || matches!(agg.kind, crate::config::AggregateKind::StreamJoin { .. }))
+            || matches!(agg.kind, crate::config::AggregateKind::StreamJoin { .. })
+            || agg.ttl_time == crate::config::TimeDomain::Event
+            || (matches!(agg.kind, crate::config::AggregateKind::Custom { .. })
+                && pipeline.source.event_time.is_some()))
         .then_some(agg)
     }
 
@@ -127,7 +131,10 @@ impl<'a> Runner<'a> {
         if let Some(w) = self.tasks.get_mut(p).and_then(|t| t.windows.as_mut()) {
             let now = Instant::now();
             w.watermarks.observe(input, watermark, now);
-            w.watermarks.advance(now);
+            // per record: nothing more to do unless the task's watermark moved
+            if w.watermarks.advance(now).is_none() {
+                return Ok(());
+            }
         }
         self.close_windows_or_abort(p)
     }
