@@ -7,6 +7,9 @@
 #   KAFKA_HEAP_OPTS     JVM heap (default -Xms512m -Xmx512m)
 #
 # start is idempotent: a broker this script started and that answers is left as it is.
+# start --fresh, when it starts a broker, first deletes the broker's data: the topics of earlier
+# runs (test.sh and bench.sh ask for it; thousands of leftover test topics slow a broker's start
+# and its coordinator enough to time out consumer group sessions on 2 cores).
 # stop stops only the broker named in this script's pid file.
 # topic/produce/consume are small conveniences over Kafka's own console tools (quickstart).
 set -euo pipefail
@@ -124,6 +127,11 @@ start() {
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is taken by a process this script did not start; set FLUMEN_KAFKA_PORT to another port"
   fi
+  if [[ "${1:-}" == "--fresh" && -d "$run_dir/data" ]]; then
+    say "deleting the data of earlier runs ($run_dir/data); their log: $log_file.1"
+    rm -rf "$run_dir/data"
+    if [[ -f "$log_file" ]]; then mv -f "$log_file" "$log_file.1"; fi
+  fi
   write_config
   if [[ ! -f "$run_dir/data/meta.properties" ]]; then
     local cluster_id
@@ -190,7 +198,7 @@ consume() { # consume TOPIC MAX [TIMEOUT_MS]: read_committed, from the beginning
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) shift; start "$@" ;;
   topic) shift; topic "$@" ;;
   produce) shift; produce "$@" ;;
   consume) shift; consume "$@" ;;
@@ -198,5 +206,5 @@ case "${1:-}" in
   status) status ;;
   restart) stop; start ;;
   log) tail -n "${2:-100}" "$log_file" ;;
-  *) echo "usage: $0 start|stop|status|restart|log [LINES]|topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC MAX [TIMEOUT_MS]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--fresh]|stop|status|restart|log [LINES]|topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC MAX [TIMEOUT_MS]" >&2; exit 2 ;;
 esac
