@@ -302,3 +302,114 @@ operators = [
         assert!(headers["flumen.source.offset"].parse::<i64>().is_ok());
     }
 }
+
+/// A stream-table join whose table is Avro of two writer schemas (read with the v2 reader
+/// schema, v1 rows taking its default) enriches a JSON stream; a table record that is not Avro
+/// is skipped with a warning naming it, and its key stays without a row.
+#[test]
+fn an_avro_table_of_two_writer_schemas_enriches_a_json_stream() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("avro-join");
+    let (table, source, sink) = (
+        format!("{name}-table"),
+        format!("{name}-in"),
+        format!("{name}-out"),
+    );
+    for t in [&table, &source, &sink] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    let (v1, v2) = (schema("purchase-v1.avsc"), schema("purchase-v2.avsc"));
+    let mut registry = Registry::default();
+    registry.add(1, Path::new(&v1)).unwrap();
+    registry.add(2, Path::new(&v2)).unwrap();
+
+    // rows keyed by user: even users written with v1 (no country: the reader's default "NL"),
+    // odd ones with v2; u7's row is JSON, not Avro. Partitioned like the stream (murmur2, the
+    // Java clients' default): the table must be co-partitioned with it
+    let producer = common::producer(&bootstrap);
+    let mut rows: HashMap<String, serde_json::Value> = HashMap::new();
+    for i in 0..20u64 {
+        let user = format!("u{i}");
+        let value = if i == 7 {
+            br#"{"user":"u7","amount":7}"#.to_vec()
+        } else if i % 2 == 0 {
+            rows.insert(
+                user.clone(),
+                json!({"user": user, "amount": i, "country": "NL"}),
+            );
+            registry
+                .encode(1, &json!({"user": user, "amount": i}))
+                .unwrap()
+        } else {
+            rows.insert(
+                user.clone(),
+                json!({"user": user, "amount": i, "country": "BE"}),
+            );
+            registry
+                .encode(2, &json!({"user": user, "amount": i, "country": "BE"}))
+                .unwrap()
+        };
+        producer
+            .send(BaseRecord::to(&table).key(&user).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
+[schemas]
+1 = "{v1}"
+2 = "{v2}"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{source}", format = "json" }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "join", table = "{table}", into = "profile", format = "avro", schema_id = 2 }},
+]
+"#
+        );
+    // 400 events keyed by user (the table's key), over u0..u19
+    let events: Vec<(Option<i32>, String, String)> = (0..400u64)
+        .map(|id| {
+            let user = format!("u{}", id % 20);
+            (
+                None,
+                user.clone(),
+                format!(r#"{{"user":"{user}","id":{id}}}"#),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &source, &events);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        events.len(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.len(), events.len(), "{}", daemon.all_logs());
+    for r in &out {
+        let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+        let user = v["user"].as_str().unwrap();
+        let want = rows.get(user).cloned().unwrap_or(serde_json::Value::Null);
+        assert_eq!(v["profile"], want, "{v}\n{}", daemon.all_logs());
+    }
+    let logs = daemon.all_logs();
+    assert!(
+        logs.contains("table record skipped") && logs.contains("wrong magic byte"),
+        "the JSON row of u7 is not named\n{logs}"
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{logs}"
+    );
+}

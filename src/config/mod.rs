@@ -351,6 +351,8 @@ pub enum AggregateKind {
         table: String,
         into: String,
         inner: bool,
+        /// The table's values: JSON or Avro.
+        format: Format,
     },
     /// A windowed stream-stream inner join: each pair of a record of this stream and one of
     /// `stream` with the same key, at most `within_ms` apart in event time, goes out once as
@@ -359,6 +361,8 @@ pub enum AggregateKind {
         stream: String,
         within_ms: i64,
         into: String,
+        /// The other stream's values: JSON or Avro.
+        format: Format,
     },
     /// A user-defined operator registered under `name` (`pipeline::custom`).
     Custom {

@@ -150,7 +150,7 @@ pub struct Operator {
     pub emit: Option<Spanned<String>>,
     /// `filter` and `map`: a jq program (jaq) instead of field/equals or keep/drop/rename.
     pub expr: Option<Spanned<String>>,
-    /// `join`: the compacted topic read into keyed state (JSON values, keyed like the stream).
+    /// `join`: the compacted topic read into keyed state (keyed like the stream).
     pub table: Option<Spanned<String>>,
     /// `join` of two streams: the other stream's topic (co-partitioned, keyed like this one).
     pub stream: Option<Spanned<String>>,
@@ -160,6 +160,10 @@ pub struct Operator {
     pub into: Option<Spanned<String>>,
     /// `join`: "left" (default: no table row gives null) or "inner" (drops the record).
     pub mode: Option<Spanned<String>>,
+    /// `join`: the format of the table's or the other stream's values, "json" (default) or
+    /// "avro" with `schema_id` (the reader schema, in `[schemas]`).
+    pub format: Option<Spanned<String>>,
+    pub schema_id: Option<Spanned<i64>>,
     /// `custom`: the name a user-defined operator was registered under.
     pub name: Option<Spanned<String>>,
     /// `dedupe`: how long a key is remembered; aggregates: state TTL.

@@ -27,13 +27,18 @@ pub fn decode_offset(v: &[u8]) -> Option<i64> {
     <[u8; 8]>::try_from(v).ok().map(i64::from_be_bytes)
 }
 
-/// The stored form of a table record's value: its JSON text, checked. `None`: a tombstone.
-pub fn table_value(value: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+/// The stored form of a table record's value, decoded by `decode` (JSON, or Avro resolved to
+/// the join's reader schema): its JSON text. `None`: a tombstone.
+pub fn table_value(
+    value: Option<&[u8]>,
+    decode: impl Fn(&[u8]) -> Result<Value, String>,
+) -> Result<Option<Vec<u8>>, String> {
     match value {
         None => Ok(None),
-        Some(v) => serde_json::from_slice::<Value>(v)
-            .map(|_| Some(v.to_vec()))
-            .map_err(|e| format!("not JSON: {e}")),
+        Some(v) => {
+            let v = decode(v)?;
+            serde_json::to_vec(&v).map(Some).map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -93,8 +98,13 @@ mod tests {
 
     #[test]
     fn table_values_are_checked_and_tombstones_delete() {
-        assert_eq!(table_value(None), Ok(None));
-        assert!(table_value(Some(b"{oops")).is_err());
+        let json = |b: &[u8]| serde_json::from_slice::<Value>(b).map_err(|e| e.to_string());
+        assert_eq!(table_value(None, json), Ok(None));
+        assert!(table_value(Some(b"{oops"), json).is_err());
+        assert_eq!(
+            table_value(Some(br#"{ "a": 1 }"#), json),
+            Ok(Some(br#"{"a":1}"#.to_vec()))
+        );
         assert!(row_key(b"") < offset_key());
     }
 }

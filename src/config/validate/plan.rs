@@ -7,7 +7,8 @@ use toml::Spanned;
 
 use super::super::raw;
 use super::super::{
-    Aggregate, AggregateKind, Emit, OnError, Plan, Predicate, SourceConfig, Step, TimeDomain,
+    Aggregate, AggregateKind, Emit, Format, OnError, Plan, Predicate, SourceConfig, Step,
+    TimeDomain,
 };
 use super::Cx;
 
@@ -36,7 +37,16 @@ impl Cx<'_> {
                     "id", "field", "output", "max", "emit", "window", "ttl", "time",
                 ],
                 "dedupe" => &["id", "field", "ttl", "time"],
-                "join" => &["id", "table", "stream", "within", "into", "mode"],
+                "join" => &[
+                    "id",
+                    "table",
+                    "stream",
+                    "within",
+                    "into",
+                    "mode",
+                    "format",
+                    "schema_id",
+                ],
                 "custom" => &["id", "name"],
                 "filter" => &["field", "equals", "not_equals", "expr"],
                 "map" => &["keep", "drop", "rename", "expr"],
@@ -327,7 +337,37 @@ impl Cx<'_> {
                 false
             }
         };
-        AggregateKind::Join { table, into, inner }
+        let format = self.join_format(path, op);
+        AggregateKind::Join {
+            table,
+            into,
+            inner,
+            format,
+        }
+    }
+
+    /// A join's `format` (and `schema_id`) of the table or other stream: JSON or Avro, the
+    /// formats with fields.
+    fn join_format(&mut self, path: &str, op: &Spanned<raw::Operator>) -> Format {
+        let raw = op.get_ref();
+        let path = format!("{path}.format");
+        let format = self.format(
+            &path,
+            raw.format.as_ref(),
+            raw.schema_id.as_ref(),
+            op.span(),
+        );
+        match (format, &raw.format) {
+            (Format::String | Format::Bytes, Some(f)) => {
+                self.problem(
+                    path,
+                    f.span(),
+                    "a join reads fields: the table or other stream is \"json\" or \"avro\"",
+                );
+                Format::Json
+            }
+            (f, _) => f,
+        }
     }
 
     /// `join` with `stream`: the other topic, the time bound, the output field; inner only.
@@ -388,10 +428,12 @@ impl Cx<'_> {
                 String::new()
             }
         };
+        let format = self.join_format(path, op);
         AggregateKind::StreamJoin {
             stream: name,
             within_ms,
             into,
+            format,
         }
     }
 
@@ -460,7 +502,7 @@ impl Cx<'_> {
     }
 
     fn check_fields(&mut self, path: &str, kind: &str, op: &raw::Operator, allowed: &[&str]) {
-        let present: [(&str, Option<Range<usize>>); 20] = [
+        let present: [(&str, Option<Range<usize>>); 22] = [
             ("id", op.id.as_ref().map(Spanned::span)),
             ("field", op.field.as_ref().map(Spanned::span)),
             ("equals", op.equals.as_ref().map(Spanned::span)),
@@ -475,6 +517,8 @@ impl Cx<'_> {
             ("expr", op.expr.as_ref().map(Spanned::span)),
             ("ttl", op.ttl.as_ref().map(Spanned::span)),
             ("time", op.time.as_ref().map(Spanned::span)),
+            ("format", op.format.as_ref().map(Spanned::span)),
+            ("schema_id", op.schema_id.as_ref().map(Spanned::span)),
             ("table", op.table.as_ref().map(Spanned::span)),
             ("into", op.into.as_ref().map(Spanned::span)),
             ("mode", op.mode.as_ref().map(Spanned::span)),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{Step, TimeDomain};
+use crate::config::{AggregateKind, Format, Step, TimeDomain};
 
 const EXAMPLE: &str = r#"
 [kafka]
@@ -567,5 +567,49 @@ fn ttl_time_is_processing_by_default_event_with_the_source_event_time() {
     assert!(
         shown.iter().any(|s| s.contains("add a ttl")),
         "time without ttl: {shown:#?}"
+    );
+}
+
+#[test]
+fn a_join_reads_its_table_as_json_or_avro() {
+    let with = |op: &str| {
+        EXAMPLE.replace(r#"{ type = "count" }"#, op).replace(
+            "[[pipelines]]",
+            "[schemas]\n2 = \"schemas/purchase-v2.avsc\"\n\n[[pipelines]]",
+        )
+    };
+    let c = from_str(&with(
+        r#"{ type = "join", table = "t", into = "row", format = "avro", schema_id = 2 }"#,
+    ))
+    .unwrap();
+    let kind = &c.pipelines[0].plan.aggregate.as_ref().unwrap().kind;
+    assert!(
+        matches!(
+            kind,
+            AggregateKind::Join {
+                format: Format::Avro { schema_id: 2 },
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
+    let shown = problems(&with(
+        r#"{ type = "join", table = "t", into = "row", format = "bytes" }"#,
+    ));
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].format (")
+                && s.contains("\"json\" or \"avro\"")),
+        "{shown:#?}"
+    );
+    let shown = problems(&with(
+        r#"{ type = "join", table = "t", into = "row", format = "avro", schema_id = 9 }"#,
+    ));
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("pipelines[0].operators[1].schema_id (")),
+        "{shown:#?}"
     );
 }

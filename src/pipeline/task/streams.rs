@@ -36,8 +36,19 @@ impl<'a> Runner<'a> {
                 stream,
                 within_ms,
                 into,
+                ..
             } => Some((agg, stream.as_str(), *within_ms, into.as_str())),
             _ => None,
+        }
+    }
+
+    /// The format of the joined table's or other stream's values.
+    pub(super) fn joined_format(&self) -> crate::config::Format {
+        match self.pipeline.plan.aggregate.as_ref().map(|a| &a.kind) {
+            Some(AggregateKind::StreamJoin { format, .. } | AggregateKind::Join { format, .. }) => {
+                *format
+            }
+            _ => crate::config::Format::Json,
         }
     }
 
@@ -126,7 +137,7 @@ impl<'a> Runner<'a> {
         };
         let err = |stage, message: String| Self::record_error(r, stage, message);
         let value = codec::decode(
-            crate::config::Format::Json,
+            self.joined_format(),
             r.value.as_deref(),
             &self.config.schemas,
         )

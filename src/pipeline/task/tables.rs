@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Runner;
 use crate::checkpoint::{NextOffset, Partition};
+use crate::codec::{self, Payload};
 use crate::config::AggregateKind;
 use crate::pipeline::{Result, join};
 use crate::state::namespaced;
@@ -31,9 +32,10 @@ impl Runner<'_> {
         else {
             return Ok(());
         };
-        let AggregateKind::Join { table, .. } = &agg.kind else {
+        let AggregateKind::Join { table, format, .. } = &agg.kind else {
             return Ok(());
         };
+        let format = *format;
         let offset_key = namespaced(&agg.id, &join::offset_key());
         let mut from = Vec::new();
         for (p, task) in &self.tasks {
@@ -69,7 +71,14 @@ impl Runner<'_> {
             );
             // an empty value is how the reader hands over a tombstone
             let value = (!row.value.is_empty()).then_some(row.value.as_slice());
-            match join::table_value(value) {
+            let decoded = join::table_value(value, |bytes| {
+                match codec::decode(format, Some(bytes), &self.config.schemas) {
+                    Ok(Payload::Json(v)) => Ok(v),
+                    Ok(_) => Err("not a record with fields".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+            match decoded {
                 Ok(Some(v)) => state.put(&key, &v)?,
                 Ok(None) => state.delete(&key)?,
                 Err(message) => {
