@@ -63,7 +63,7 @@ impl Runner<'_> {
             // its in-flight repartition records carry event time and watermarks, which the
             // savepoint format does not keep yet
             return Some(
-                "savepoints of windowed or stream-joining pipelines that repartition are not supported yet".into(),
+                "savepoints of event-time pipelines (windows, stream joins, event-time ttl or dedupe, custom operators with event time) that repartition are not supported yet".into(),
             );
         }
         let source = &self.pipeline.source.topic;
