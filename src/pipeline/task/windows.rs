@@ -180,7 +180,7 @@ impl<'a> Runner<'a> {
         let (Some(wt), Some(state)) = (task.windows.as_mut(), task.state.as_mut()) else {
             return Ok(());
         };
-        wt.watermarks.advance(Instant::now());
+        // both callers have just advanced the watermark
         let below = window::closed_below(w, wt.watermarks.current());
         if below <= wt.fired_below {
             return Ok(());
