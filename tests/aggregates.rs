@@ -134,28 +134,39 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
     let mut daemon = common::Daemon::new(dir.path(), &config);
     daemon.start();
     let rec = |user: &str, i: usize| (Some(0), format!("k{i}"), format!(r#"{{"user":"{user}"}}"#));
-    // processing time: wait for the daemon to have processed the first batch (a fresh broker
-    // may take seconds to give it a transactional id), then "busy" every second and "idle"
-    // once more 10 s later (twice the TTL: it expired; busy, updated every second, did not)
+    // processing time: first one record whose output shows the daemon's transactions run (a
+    // fresh broker may take seconds to load its transaction coordinator, and a first batch
+    // processed then would be committed, and seen here, seconds later than its TTL started);
+    // then the first batch, then "busy" every second and "idle" once more 10 s later (twice
+    // the TTL: it expired; busy, updated every second, did not)
+    common::produce_all(&bootstrap, &source, &[rec("warm-up", 0)]);
+    let warm = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        1,
+        Duration::from_secs(60),
+    );
+    assert_eq!(warm.len(), 1, "{}", daemon.all_logs());
     common::produce_all(
         &bootstrap,
         &source,
         &[
-            rec("busy", 0),
-            rec("idle", 1),
+            rec("busy", 1),
             rec("idle", 2),
             rec("idle", 3),
+            rec("idle", 4),
         ],
     );
     let first = common::read_all(
         &bootstrap,
         &sink,
         "read_committed",
-        4,
+        5,
         Duration::from_secs(60),
     );
-    assert_eq!(first.len(), 4, "{}", daemon.all_logs());
-    let mut i = 4;
+    assert_eq!(first.len(), 5, "{}", daemon.all_logs());
+    let mut i = 5;
     for second in 1..11 {
         std::thread::sleep(Duration::from_secs(1));
         let mut batch = vec![rec("busy", i)];
@@ -170,7 +181,7 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
         &bootstrap,
         &sink,
         "read_committed",
-        17,
+        18,
         Duration::from_secs(60),
     );
     let mut per_user: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
