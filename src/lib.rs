@@ -23,7 +23,8 @@
 //! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]), the on-disk
 //!   snapshot store (manifest, checksums, fsync, garbage collection) and the portable
 //!   savepoint format ([`checkpoint::savepoint`]).
-//! - [`codec`]: record formats (json, string, bytes) between Kafka bytes and records.
+//! - [`codec`]: record formats (json, string, bytes, Avro with `[schemas]` and a schema registry)
+//!   between Kafka bytes and records; the only user of apache-avro and the HTTP client.
 //! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint).
 //! - [`shutdown`]: signals → `CancellationToken`.
 //! - [`telemetry`]: tracing set-up.

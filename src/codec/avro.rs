@@ -4,23 +4,29 @@
 //! Writer schemas are found by the id in each record's header in a [`Registry`] loaded from the
 //! config's `[schemas]` table (id → `.avsc` file, usually under `schemas/`); the source's reader
 //! schema is one of them, and Avro's resolution rules turn each writer's data into it (fields
-//! added with defaults, removed fields skipped, promotions). A schema registry URL is not read
-//! yet: the ids must be listed locally.
+//! added with defaults, removed fields skipped, promotions). With `[schema_registry]`, a writer
+//! id that `[schemas]` lacks is fetched from the registry ([`super::remote`]) once and kept, and
+//! each Avro sink's schema is registered under its subject at start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
 
 use super::Error;
+use super::remote::{Remote, RemoteError};
 
 const MAGIC: u8 = 0;
 
-/// Parsed schemas by id.
+/// Parsed schemas by id: the local ones of `[schemas]`, and those fetched from the registry.
 #[derive(Debug, Default)]
 pub struct Registry {
-    schemas: BTreeMap<u32, (PathBuf, Schema)>,
+    /// `[schemas]`: file, parsed schema, and its text (what is registered).
+    schemas: BTreeMap<u32, (PathBuf, Arc<Schema>, String)>,
+    remote: Option<Remote>,
+    fetched: RwLock<BTreeMap<u32, Arc<Schema>>>,
 }
 
 impl Registry {
@@ -30,19 +36,77 @@ impl Registry {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let schema = Schema::parse_str(&text)
             .map_err(|e| format!("{} is not a valid Avro schema: {e}", path.display()))?;
-        self.schemas.insert(id, (path.to_path_buf(), schema));
+        self.schemas
+            .insert(id, (path.to_path_buf(), Arc::new(schema), text));
         Ok(())
+    }
+
+    /// Writer ids missing from `[schemas]` are then fetched from this registry.
+    pub fn set_remote(&mut self, remote: Remote) {
+        self.remote = Some(remote);
     }
 
     pub fn contains(&self, id: u32) -> bool {
         self.schemas.contains_key(&id)
     }
 
-    fn schema(&self, id: u32) -> Result<&Schema, Error> {
-        self.schemas
+    /// Registers the local schema `id` under `subject` in the schema registry, if one is
+    /// configured; it must come back with the same id, or the sink's records would be framed
+    /// with an id that means another schema to their readers.
+    pub fn register(&self, subject: &str, id: u32) -> Result<(), Error> {
+        let (Some(remote), Some((path, _, text))) = (&self.remote, self.schemas.get(&id)) else {
+            return Ok(());
+        };
+        match remote.register(subject, text) {
+            Ok(got) if got == id => Ok(()),
+            Ok(got) => Err(Error::Avro(format!(
+                "the registry at {} has {} as schema id {got} under subject {subject:?}, \
+                 not {id}: list it as schemas.{got} and use schema_id = {got}",
+                remote.url(),
+                path.display()
+            ))),
+            Err(RemoteError::Unavailable(m)) => Err(Error::Registry(m)),
+            Err(e) => Err(Error::Avro(format!(
+                "registering {} under subject {subject:?}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn schema(&self, id: u32) -> Result<Arc<Schema>, Error> {
+        if let Some((_, s, _)) = self.schemas.get(&id) {
+            return Ok(s.clone());
+        }
+        let Some(remote) = &self.remote else {
+            return Err(Error::Avro(format!(
+                "unknown schema id {id} (not in [schemas])"
+            )));
+        };
+        let cached = self
+            .fetched
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
-            .map(|(_, s)| s)
-            .ok_or_else(|| Error::Avro(format!("unknown schema id {id} (not in [schemas])")))
+            .cloned();
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let text = remote.schema(id).map_err(|e| match e {
+            RemoteError::Unavailable(m) => Error::Registry(m),
+            other => Error::Avro(other.to_string()),
+        })?;
+        let schema = Schema::parse_str(&text).map_err(|e| {
+            Error::Avro(format!(
+                "schema id {id} from {} is not a valid Avro schema: {e}",
+                remote.url()
+            ))
+        })?;
+        let schema = Arc::new(schema);
+        self.fetched
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, schema.clone());
+        Ok(schema)
     }
 
     /// Decodes one framed record into JSON, resolved to the reader schema `reader`.
@@ -61,8 +125,8 @@ impl Registry {
         let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
         let writer = self.schema(id)?;
         let reader_schema = self.schema(reader)?;
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-            .reader_schema(reader_schema)
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+            .reader_schema(&reader_schema)
             .build()
             .and_then(|r| r.read_value(&mut datum))
             .map_err(|e| Error::Avro(format!("schema id {id}: {e}")))?;
@@ -79,9 +143,9 @@ impl Registry {
     pub fn encode(&self, id: u32, json: &serde_json::Value) -> Result<Vec<u8>, Error> {
         let schema = self.schema(id)?;
         let value = Value::try_from(json.clone())
-            .and_then(|v| v.resolve(schema))
+            .and_then(|v| v.resolve(&schema))
             .map_err(|e| Error::Avro(format!("does not fit schema id {id}: {e}")))?;
-        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
             .build()
             .and_then(|w| w.write_value_to_vec(value))
             .map_err(|e| Error::Avro(e.to_string()))?;

@@ -1,7 +1,9 @@
 //! Record formats: Kafka bytes ⇄ [`Payload`]: JSON, UTF-8 strings, raw bytes, and Avro in the
-//! Confluent wire format ([`avro`], schemas from `schemas/`, decoded to and encoded from JSON).
+//! Confluent wire format ([`avro`], schemas from `schemas/` and a schema registry ([`remote`]),
+//! decoded to and encoded from JSON).
 
 pub mod avro;
+pub mod remote;
 
 use crate::config::Format;
 
@@ -23,6 +25,10 @@ pub enum Error {
     InvalidJson(String),
     #[error("avro: {0}")]
     Avro(String),
+    /// The schema registry could not be reached: not the record's fault, so no error policy
+    /// applies; the pipeline restarts and tries again.
+    #[error("{0}")]
+    Registry(String),
     #[error("cannot encode a {from} value as {to}")]
     Incompatible {
         from: &'static str,

@@ -19,7 +19,20 @@ pub struct Root {
     pub instance_id: Option<Spanned<String>>,
     /// Avro schemas by Confluent schema id: `1 = "schemas/purchase-v1.avsc"`.
     pub schemas: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// A Confluent-compatible schema registry for writer ids `[schemas]` lacks.
+    pub schema_registry: Option<Spanned<SchemaRegistry>>,
     pub pipelines: Spanned<Vec<Spanned<Pipeline>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistry {
+    /// `http://host:port` or `https://…` (system CA roots).
+    pub url: Spanned<String>,
+    /// Per request; default "10s".
+    pub timeout: Option<Spanned<String>>,
+    /// Fetched schemas, kept across restarts; default `{state.dir}/schema-registry`.
+    pub cache_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -186,6 +186,42 @@ impl Cx<'_> {
         format
     }
 
+    /// `[schema_registry]`: checked and handed to the schemas (no request is made here).
+    fn schema_registry(&mut self, raw: &raw::SchemaRegistry, state_dir: &std::path::Path) {
+        let url = raw.url.get_ref().trim();
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if host.is_none_or(|h| h.trim_matches('/').is_empty()) {
+            self.problem(
+                "schema_registry.url",
+                raw.url.span(),
+                format!("{url:?} is not a registry URL; write it like \"http://localhost:8081\""),
+            );
+            return;
+        }
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration("schema_registry.timeout", t),
+            None => Duration::from_secs(10),
+        };
+        if timeout.is_zero() {
+            if let Some(t) = raw
+                .timeout
+                .as_ref()
+                .filter(|t| humantime::parse_duration(t.get_ref()).is_ok())
+            {
+                self.problem("schema_registry.timeout", t.span(), "must be more than 0");
+            }
+            return;
+        }
+        let cache = raw.cache_dir.as_ref().map_or_else(
+            || state_dir.join("schema-registry"),
+            |d| std::path::PathBuf::from(d.get_ref()),
+        );
+        self.schemas
+            .set_remote(crate::codec::remote::Remote::new(url, timeout, &cache));
+    }
+
     fn name(&mut self, path: &str, value: &Spanned<String>) -> String {
         let s = value.get_ref();
         let ok = !s.is_empty()
@@ -225,6 +261,9 @@ impl Cx<'_> {
                     }
                 }
             }
+        }
+        if let Some(registry) = &raw.schema_registry {
+            self.schema_registry(registry.get_ref(), &state.dir);
         }
         let mut pipelines = Vec::new();
         if raw.pipelines.get_ref().is_empty() {

@@ -107,6 +107,23 @@ pub enum Error {
         "the transactional producer failed fatally (fenced by another instance, or a fatal broker error): {0}"
     )]
     Fatal(kafka::Error),
+    /// The schema registry cannot be reached: restart with backoff and ask again.
+    #[error("{0}")]
+    SchemaRegistry(String),
+    /// A sink's schema is refused by the schema registry, or has another id there.
+    #[error("sink {topic}: {message}")]
+    SinkSchema { topic: String, message: String },
+}
+
+impl Error {
+    /// A decode error of a record: the registry's outage is the pipeline's (it restarts and
+    /// tries again), anything else is the record's (its error policy applies).
+    pub(crate) fn decode(e: crate::codec::Error, record: impl FnOnce(String) -> Self) -> Self {
+        match e {
+            crate::codec::Error::Registry(m) => Self::SchemaRegistry(m),
+            other => record(other.to_string()),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -134,12 +151,13 @@ impl Error {
             | Self::Savepoint(_)
             | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
-            Self::Fatal(_) | Self::PipelineRunning(_) => ErrorKind::Fatal,
+            Self::Fatal(_) | Self::PipelineRunning(_) | Self::SinkSchema { .. } => ErrorKind::Fatal,
             Self::Kafka(e) if e.txn_failure() == kafka::TxnFailure::Fatal => ErrorKind::Fatal,
             Self::Kafka(_)
             | Self::State(_)
             | Self::Checkpoint(_)
-            | Self::UnknownCommitOutcome(_) => ErrorKind::Transient,
+            | Self::UnknownCommitOutcome(_)
+            | Self::SchemaRegistry(_) => ErrorKind::Transient,
         }
     }
 }

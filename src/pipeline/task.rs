@@ -123,6 +123,21 @@ impl<'a> Runner<'a> {
     /// With `restore`, the savepoint's state and offsets become a new checkpoint, durable
     /// before the consumer subscribes and committed on the first assignment.
     pub fn start(inputs: &Inputs<'a>, restore: Option<&Savepoint>) -> Result<Self> {
+        let sink = &inputs.pipeline.sink;
+        if let crate::config::Format::Avro { schema_id } = sink.format {
+            // TopicNameStrategy, the Confluent serializers' default subject
+            let subject = format!("{}-value", sink.topic);
+            inputs
+                .config
+                .schemas
+                .register(&subject, schema_id)
+                .map_err(|e| {
+                    Error::decode(e, |message| Error::SinkSchema {
+                        topic: sink.topic.clone(),
+                        message,
+                    })
+                })?;
+        }
         let (runner, grown) = Self::prepare(inputs, restore, true)?;
         let (config, pipeline) = (inputs.config, inputs.pipeline);
         if grown {

@@ -613,3 +613,35 @@ fn a_join_reads_its_table_as_json_or_avro() {
         "{shown:#?}"
     );
 }
+
+#[test]
+fn a_schema_registry_needs_an_http_url_and_a_positive_timeout() {
+    let with = |table: &str| EXAMPLE.replace("[[pipelines]]", &format!("{table}\n[[pipelines]]"));
+    let ok = from_str(&with(
+        "[schema_registry]\nurl = \"https://registry.example:8081/\"\ntimeout = \"3s\"\n",
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+    let p = problems(&with(
+        "[schema_registry]\nurl = \"registry:8081\"\ntimeout = \"0s\"\n",
+    ));
+    assert!(
+        p.iter().any(|m| m.starts_with("schema_registry.url (14:7)")
+            && m.contains("\"registry:8081\" is not a registry URL")),
+        "{p:?}"
+    );
+    let p = problems(&with(
+        "[schema_registry]\nurl = \"http://r:8081\"\ntimeout = \"0s\"\n",
+    ));
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("schema_registry.timeout (15:11)") && m.contains("more than 0")),
+        "{p:?}"
+    );
+    let p = problems(&with(
+        "[schema_registry]\nurl = \"http://r:8081\"\nuser = \"x\"\n",
+    ));
+    assert!(
+        p.iter().any(|m| m.contains("unknown field `user`")),
+        "{p:?}"
+    );
+}

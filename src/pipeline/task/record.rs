@@ -342,7 +342,7 @@ impl Runner<'_> {
         };
         let err = |stage, message: String| Self::record_error(r, stage, message);
         let value = codec::decode(format, r.value.as_deref(), &self.config.schemas)
-            .map_err(|e| err("decode", e.to_string()))?;
+            .map_err(|e| Error::decode(e, |m| err("decode", m)))?;
         let timed = self.timed().is_some();
         let event_time = match (timed, &self.pipeline.source.event_time) {
             (true, Some(et)) if from_source => {

@@ -141,7 +141,7 @@ impl<'a> Runner<'a> {
             r.value.as_deref(),
             &self.config.schemas,
         )
-        .map_err(|e| err("decode", e.to_string()))?;
+        .map_err(|e| crate::pipeline::Error::decode(e, |m| err("decode", m)))?;
         let Payload::Json(value) = value else {
             return Err(err("decode", "expected a JSON record".into()));
         };

@@ -71,13 +71,22 @@ impl Runner<'_> {
             );
             // an empty value is how the reader hands over a tombstone
             let value = (!row.value.is_empty()).then_some(row.value.as_slice());
+            let outage = std::cell::Cell::new(None);
             let decoded = join::table_value(value, |bytes| {
                 match codec::decode(format, Some(bytes), &self.config.schemas) {
                     Ok(Payload::Json(v)) => Ok(v),
                     Ok(_) => Err("not a record with fields".to_string()),
+                    Err(codec::Error::Registry(m)) => {
+                        outage.set(Some(m.clone()));
+                        Err(m)
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             });
+            // the registry's outage is not the row's: stop before its offset is kept
+            if let Some(m) = outage.take() {
+                return Err(crate::pipeline::Error::SchemaRegistry(m));
+            }
             match decoded {
                 Ok(Some(v)) => state.put(&key, &v)?,
                 Ok(None) => state.delete(&key)?,
