@@ -305,3 +305,174 @@ operators = [
         daemon.all_logs()
     );
 }
+
+/// An outer stream-stream join (orders re-keyed by user, payments keyed by user, within 1 s),
+/// through 5 SIGKILLs: every pair once, every order without a payment once with `payment`
+/// null, every payment without an order once alone, and nothing else; the unmatched ones only
+/// after a last record on every partition of both streams has moved the watermark past them.
+#[test]
+fn an_outer_stream_join_sends_every_pair_and_every_unmatched_record_once_through_sigkills() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("ojoin");
+    let (orders, payments, sink) = (
+        format!("{name}-orders"),
+        format!("{name}-payments"),
+        format!("{name}-out"),
+    );
+    for t in [&orders, &payments, &sink] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "2s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", stream = "{payments}", within = "1s", into = "payment", mode = "outer" }},
+]
+"#
+        );
+    let base = 1_700_000_000_000i64;
+    let mut rng = rand::rng();
+    let (mut order_recs, mut pay_recs) = (Vec::new(), Vec::new());
+    let (mut order_rows, mut pay_rows) = (Vec::new(), Vec::new());
+    // 300 users: about a third of the records find no partner within 1 s
+    for i in 0..2_000i64 {
+        let (user, ts) = (
+            format!("u{}", rng.random_range(0..300)),
+            base + i * 5 - rng.random_range(0..500),
+        );
+        order_recs.push((
+            None,
+            format!("o{i}"),
+            json!({"order": i, "user": user, "ts": ts}).to_string(),
+        ));
+        order_rows.push((i, user, ts));
+        let (user, ts) = (
+            format!("u{}", rng.random_range(0..300)),
+            base + i * 5 - rng.random_range(0..500),
+        );
+        pay_recs.push((
+            None,
+            user.clone(),
+            json!({"payment": i, "user": user, "ts": ts}).to_string(),
+        ));
+        pay_rows.push((i, user, ts));
+    }
+    // what must come out: (order, payment) pairs, unmatched orders (o, -1), payments (-1, p)
+    let mut expected = std::collections::BTreeSet::new();
+    for (o, ou, ot) in &order_rows {
+        for (p, pu, pt) in &pay_rows {
+            if ou == pu && (ot - pt).abs() <= 1_000 {
+                expected.insert((*o, *p));
+            }
+        }
+    }
+    let paired_orders: std::collections::BTreeSet<i64> = expected.iter().map(|e| e.0).collect();
+    let paid: std::collections::BTreeSet<i64> = expected.iter().map(|e| e.1).collect();
+    let lone_orders = (0..2_000).filter(|o| !paired_orders.contains(o)).count();
+    let lone_payments = (0..2_000).filter(|p| !paid.contains(p)).count();
+    expected.extend(
+        (0..2_000)
+            .filter(|o| !paired_orders.contains(o))
+            .map(|o| (o, -1)),
+    );
+    expected.extend((0..2_000).filter(|p| !paid.contains(p)).map(|p| (-1, p)));
+    assert!(
+        lone_orders > 200
+            && lone_payments > 200
+            && expected.len() > lone_orders + lone_payments + 1_000,
+        "a weak test input: {lone_orders} lone orders, {lone_payments} lone payments, {} in all",
+        expected.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let feeder = {
+        let (bootstrap, orders, payments) = (bootstrap.clone(), orders.clone(), payments.clone());
+        let (order_recs, pay_recs) = (order_recs.clone(), pay_recs.clone());
+        std::thread::spawn(move || {
+            for (o, p) in order_recs.chunks(200).zip(pay_recs.chunks(200)) {
+                common::produce_all(&bootstrap, &orders, o);
+                common::produce_all(&bootstrap, &payments, p);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            // a last record per partition of both streams, far later and of users of their
+            // own: the watermark passes every record above
+            let late = base + 600_000;
+            for p in 0..4 {
+                let order = json!({"order": 100_000 + p, "user": format!("zz-o{p}"), "ts": late});
+                let pay = json!({"payment": 100_000 + p, "user": format!("zz-p{p}"), "ts": late});
+                common::produce_all(
+                    &bootstrap,
+                    &orders,
+                    &[(Some(p), format!("zo{p}"), order.to_string())],
+                );
+                common::produce_all(
+                    &bootstrap,
+                    &payments,
+                    &[(Some(p), format!("zz-p{p}"), pay.to_string())],
+                );
+            }
+        })
+    };
+    daemon.kill_randomly(5, 700..1_500);
+    feeder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(30),
+        );
+        let mut got = std::collections::BTreeMap::new();
+        for r in &output {
+            let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            let order = v.get("order").map_or(-1, |o| o.as_i64().unwrap());
+            let payment = match &v["payment"] {
+                Value::Null => -1,
+                p => {
+                    assert_eq!(r.key.as_deref(), p["user"].as_str(), "keyed by user: {v}");
+                    p["payment"].as_i64().unwrap()
+                }
+            };
+            if order >= 0 && payment >= 0 {
+                assert_eq!(v["user"], v["payment"]["user"], "{v}");
+            }
+            *got.entry((order, payment)).or_insert(0u32) += 1;
+        }
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "out more than once: {twice:?}\n{}",
+        daemon.all_logs()
+    );
+    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
+    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} out, expected {} ({lone_orders} lone orders, {lone_payments} lone payments); missing {missing:?}, extra {extra:?}\n{}",
+        seen.len(),
+        expected.len(),
+        daemon.all_logs()
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}

@@ -354,13 +354,15 @@ pub enum AggregateKind {
         /// The table's values: JSON or Avro.
         format: Format,
     },
-    /// A windowed stream-stream inner join: each pair of a record of this stream and one of
+    /// A windowed stream-stream join: each pair of a record of this stream and one of
     /// `stream` with the same key, at most `within_ms` apart in event time, goes out once as
-    /// this record with the other under field `into`.
+    /// this record with the other under field `into`; with `mode` left or outer, a record
+    /// that found no partner goes out once the watermark passes its bound.
     StreamJoin {
         stream: String,
         within_ms: i64,
         into: String,
+        mode: StreamJoinMode,
         /// The other stream's values: JSON or Avro.
         format: Format,
     },
@@ -368,6 +370,18 @@ pub enum AggregateKind {
     Custom {
         name: String,
     },
+}
+
+/// Which unmatched records of a stream-stream join go out (Kafka Streams' `join`,
+/// `leftJoin`, `outerJoin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamJoinMode {
+    /// Pairs only.
+    Inner,
+    /// Pairs, and each record of this stream that found none, with `into` null.
+    Left,
+    /// Pairs, and each record of either stream that found none.
+    Outer,
 }
 
 impl AggregateKind {

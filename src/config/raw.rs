@@ -171,7 +171,8 @@ pub struct Operator {
     pub within: Option<Spanned<String>>,
     /// `join`: the output field that takes the table's value.
     pub into: Option<Spanned<String>>,
-    /// `join`: "left" (default: no table row gives null) or "inner" (drops the record).
+    /// `join`: with a table "left" (default: no table row gives null) or "inner" (drops the
+    /// record); with a stream "inner" (default), "left" or "outer".
     pub mode: Option<Spanned<String>>,
     /// `join`: the format of the table's or the other stream's values, "json" (default) or
     /// "avro" with `schema_id` (the reader schema, in `[schemas]`).

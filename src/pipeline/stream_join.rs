@@ -1,4 +1,4 @@
-//! Windowed stream-stream inner join, free of I/O. Both streams are buffered in the keyed
+//! Windowed stream-stream join (inner, left, outer), free of I/O. Both streams are buffered in the keyed
 //! state of the stateful task with their partition (the other stream's topic must be
 //! co-partitioned with the keyed stream, as for the table join):
 //!
@@ -11,10 +11,14 @@
 //!   lower of this stream's watermark (per source partition, combined like a window's) and the
 //!   other's; a record older than it is late, and entries older than it minus `within` are
 //!   deleted.
+//! - `tag 8 ‖ entry key → ()`: the entry found a partner (left and outer joins, for the sides
+//!   whose unmatched records go out). An entry deleted without one goes out alone then: no
+//!   record that is not late can pair with it any more.
 
 use serde_json::Value;
 
 use super::window::sortable;
+use crate::config::StreamJoinMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -41,6 +45,7 @@ impl Side {
 }
 
 const TAG_MAX: u8 = 7;
+const TAG_MATCHED: u8 = 8;
 
 fn prefix(side: Side, key: &[u8]) -> Vec<u8> {
     let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
@@ -72,6 +77,45 @@ pub fn partners(side: Side, key: &[u8], from: i64, to: i64) -> (Vec<u8>, Vec<u8>
 /// Where a side's highest event time is kept.
 pub fn max_key(side: Side) -> Vec<u8> {
     vec![TAG_MAX, side.tag()]
+}
+
+/// Where the entry `entry` notes that it found a partner.
+pub fn matched_key(entry: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + entry.len());
+    out.push(TAG_MATCHED);
+    out.extend_from_slice(entry);
+    out
+}
+
+/// Whether `mode` sends out the records of `side` that found no partner.
+pub fn emits_unmatched(mode: StreamJoinMode, side: Side) -> bool {
+    match mode {
+        StreamJoinMode::Inner => false,
+        StreamJoinMode::Left => side == Side::This,
+        StreamJoinMode::Outer => true,
+    }
+}
+
+/// The side and the record key of an entry key.
+pub fn entry_parts(entry: &[u8]) -> Option<(Side, &[u8])> {
+    let (&tag, rest) = entry.split_first()?;
+    let side = match tag {
+        4 => Side::This,
+        5 => Side::Other,
+        _ => return None,
+    };
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    Some((side, rest.get(..len)?))
+}
+
+/// The output of a record that found no partner: this stream's record with `into` null, or
+/// the other stream's record alone under `into`.
+pub fn unmatched(side: Side, record: &Value, into: &str) -> Option<Value> {
+    match side {
+        Side::This => joined(record, &Value::Null, into),
+        Side::Other => Some(serde_json::json!({ into: record })),
+    }
 }
 
 pub fn decode_time(v: &[u8]) -> Option<i64> {
@@ -117,6 +161,26 @@ mod tests {
         }
         let e = entry_key(Side::This, b"k", 150, 0, 1);
         assert!(!(e >= lo && e < hi), "the other side is elsewhere");
+    }
+
+    #[test]
+    fn unmatched_records_by_mode_and_side() {
+        use StreamJoinMode::*;
+        assert!(!emits_unmatched(Inner, Side::This) && !emits_unmatched(Inner, Side::Other));
+        assert!(emits_unmatched(Left, Side::This) && !emits_unmatched(Left, Side::Other));
+        assert!(emits_unmatched(Outer, Side::This) && emits_unmatched(Outer, Side::Other));
+        let e = entry_key(Side::Other, b"user-7", -5, 2, 9);
+        assert_eq!(entry_parts(&e), Some((Side::Other, &b"user-7"[..])));
+        assert_eq!(entry_parts(&matched_key(&e)), None);
+        assert_eq!(entry_parts(&[4, 0, 0, 0, 9, b'k']), None, "a short key");
+        assert_eq!(
+            unmatched(Side::This, &json!({"a": 1}), "p"),
+            Some(json!({"a": 1, "p": null}))
+        );
+        assert_eq!(
+            unmatched(Side::Other, &json!({"b": 2}), "p"),
+            Some(json!({"p": {"b": 2}}))
+        );
     }
 
     #[test]

@@ -523,6 +523,12 @@ impl<'a> Runner<'a> {
                 other => other,
             });
         }
+        if let Err(e) = self.expire_join_buffers() {
+            return Err(match e {
+                e @ Error::Timer { .. } => self.abort_for(e),
+                other => other,
+            });
+        }
         self.send_markers()?;
         self.producer.flush()?;
         let flushed = begun.elapsed();
@@ -586,7 +592,6 @@ impl<'a> Runner<'a> {
     fn snapshot(&mut self, id: CheckpointId) -> Result<Manifest> {
         self.persist_watermarks()?;
         self.expire_state()?;
-        self.expire_join_buffers()?;
         let staging = self.store.begin(id)?;
         let mut tasks = Vec::new();
         let mut files = Vec::new();

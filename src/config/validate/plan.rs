@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::super::raw;
 use super::super::{
     Aggregate, AggregateKind, Emit, Format, OnError, Plan, Predicate, SourceConfig, Step,
-    TimeDomain,
+    StreamJoinMode, TimeDomain,
 };
 use super::Cx;
 
@@ -370,7 +370,7 @@ impl Cx<'_> {
         }
     }
 
-    /// `join` with `stream`: the other topic, the time bound, the output field; inner only.
+    /// `join` with `stream`: the other topic, the time bound, the output field and the mode.
     fn stream_join(
         &mut self,
         path: &str,
@@ -394,15 +394,19 @@ impl Cx<'_> {
                 "a join reads a table or a stream, not both",
             );
         }
-        if let Some(m) = &raw.mode
-            && m.get_ref() != "inner"
-        {
-            self.problem(
-                format!("{path}.mode"),
-                m.span(),
-                "a join of two streams is inner (\"inner\", the default)",
-            );
-        }
+        let mode = match raw.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("inner", _)) => StreamJoinMode::Inner,
+            Some(("left", _)) => StreamJoinMode::Left,
+            Some(("outer", _)) => StreamJoinMode::Outer,
+            Some((other, span)) => {
+                self.problem(
+                    format!("{path}.mode"),
+                    span,
+                    format!("unknown mode {other:?} of a join of two streams; expected \"inner\" (the default), \"left\" or \"outer\""),
+                );
+                StreamJoinMode::Inner
+            }
+        };
         if source.event_time.is_none() {
             self.problem(format!("{path}.stream"), stream.span(), "a join of two streams needs the source's event time: add source.event_time (it applies to both streams)");
         }
@@ -433,6 +437,7 @@ impl Cx<'_> {
             stream: name,
             within_ms,
             into,
+            mode,
             format,
         }
     }

@@ -645,3 +645,39 @@ fn a_schema_registry_needs_an_http_url_and_a_positive_timeout() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_join_of_two_streams_is_inner_left_or_outer() {
+    let join = |mode: &str| {
+        EXAMPLE
+            .replace(
+                r#"source = { topic = "events", format = "json" }"#,
+                r#"source = { topic = "events", format = "json", event_time = { field = "ts" } }"#,
+            )
+            .replace(
+                r#"{ type = "count" }"#,
+                &format!(
+                    r#"{{ type = "join", stream = "pays", within = "1m", into = "p"{mode} }}"#
+                ),
+            )
+    };
+    let kind = |text: &str| {
+        let c = from_str(text).unwrap();
+        match &c.pipelines[0].plan.aggregate.as_ref().unwrap().kind {
+            AggregateKind::StreamJoin { mode, .. } => *mode,
+            other => panic!("{other:?}"),
+        }
+    };
+    use crate::config::StreamJoinMode;
+    assert_eq!(kind(&join("")), StreamJoinMode::Inner);
+    assert_eq!(kind(&join(r#", mode = "left""#)), StreamJoinMode::Left);
+    assert_eq!(kind(&join(r#", mode = "outer""#)), StreamJoinMode::Outer);
+    let p = problems(&join(r#", mode = "full""#));
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("pipelines[0].operators[1].mode (")
+                && m.contains("unknown mode \"full\"")
+                && m.contains("\"outer\"")),
+        "{p:?}"
+    );
+}

@@ -10,7 +10,7 @@ use super::Runner;
 use super::record::begin_if_needed;
 use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
-use crate::config::{Aggregate, AggregateKind};
+use crate::config::{Aggregate, AggregateKind, StreamJoinMode};
 use crate::kafka::consumer;
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::stream_join::{self, Side};
@@ -19,6 +19,8 @@ use crate::state::{TaskState, namespaced};
 
 /// Cleanup work per task and checkpoint at most (the rest goes at the next ones).
 const MAX_EXPIRED_PER_CHECKPOINT: usize = 100_000;
+
+type StreamJoinParts<'a> = (&'a Aggregate, &'a str, i64, &'a str, StreamJoinMode);
 
 /// What a record does to the join: state to write, and the pairs it completes.
 pub(super) struct Paired {
@@ -29,6 +31,12 @@ pub(super) struct Paired {
 impl<'a> Runner<'a> {
     /// The join's aggregate, other topic, bound and output field, for a stream-stream join.
     pub(super) fn stream_join(&self) -> Option<(&'a Aggregate, &'a str, i64, &'a str)> {
+        self.stream_join_mode()
+            .map(|(agg, stream, within, into, _)| (agg, stream, within, into))
+    }
+
+    /// [`Self::stream_join`] with the join's mode.
+    fn stream_join_mode(&self) -> Option<StreamJoinParts<'a>> {
         let pipeline: &'a crate::config::PipelineConfig = self.pipeline;
         let agg = pipeline.plan.aggregate.as_ref()?;
         match &agg.kind {
@@ -36,8 +44,9 @@ impl<'a> Runner<'a> {
                 stream,
                 within_ms,
                 into,
+                mode,
                 ..
-            } => Some((agg, stream.as_str(), *within_ms, into.as_str())),
+            } => Some((agg, stream.as_str(), *within_ms, into.as_str(), *mode)),
             _ => None,
         }
     }
@@ -67,7 +76,7 @@ impl<'a> Runner<'a> {
         (key, ts, at): (&[u8], i64, (i32, i64)),
         (value, this_wm): (&Value, i64),
     ) -> Result<Option<Paired>> {
-        let Some((agg, _, within, into)) = self.stream_join() else {
+        let Some((agg, _, within, into, mode)) = self.stream_join_mode() else {
             return Ok(None);
         };
         let ns = |k: &[u8]| namespaced(&agg.id, k);
@@ -95,7 +104,8 @@ impl<'a> Runner<'a> {
         );
         let mut outputs = Vec::new();
         let mut corrupt = None;
-        state.range(&ns(&lo), &ns(&hi), |_, v| {
+        let mark_partners = stream_join::emits_unmatched(mode, side.opposite());
+        state.range(&ns(&lo), &ns(&hi), |k, v| {
             match serde_json::from_slice::<Value>(v) {
                 Ok(other) => {
                     let pair = match side {
@@ -103,11 +113,17 @@ impl<'a> Runner<'a> {
                         Side::Other => stream_join::joined(&other, value, into),
                     };
                     outputs.extend(pair);
+                    if mark_partners && let Some((_, partner)) = crate::state::split_namespaced(k) {
+                        puts.push((ns(&stream_join::matched_key(partner)), Vec::new()));
+                    }
                 }
                 Err(e) => corrupt = Some(e.to_string()),
             }
             Ok(true)
         })?;
+        if !outputs.is_empty() && stream_join::emits_unmatched(mode, side) {
+            puts.push((ns(&stream_join::matched_key(&entry)), Vec::new()));
+        }
         if let Some(e) = corrupt {
             return Err(crate::state::Error::Corrupt {
                 path: std::path::PathBuf::from(&agg.id),
@@ -216,15 +232,17 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Deletes buffered records no future record that is not late can join (before each
-    /// snapshot).
+    /// Deletes buffered records no future record that is not late can join, and sends out
+    /// those of them that never found a partner when the mode asks for them (in the
+    /// checkpoint's transaction, before its flush; the deletions are in its snapshot).
     pub(super) fn expire_join_buffers(&mut self) -> Result<()> {
-        let Some((agg, _, within, _)) = self.stream_join() else {
+        let Some((agg, _, within, into, mode)) = self.stream_join_mode() else {
             return Ok(());
         };
         let ooo = self.out_of_orderness_ms();
         let ns = |k: &[u8]| namespaced(&agg.id, k);
-        for task in self.tasks.values_mut() {
+        let mut outputs = Vec::new();
+        for (p, task) in &mut self.tasks {
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
@@ -245,12 +263,60 @@ impl<'a> Runner<'a> {
             // the time index in the layout of `pipeline::timers`: entries older than the cutoff
             let (lo, hi) = timers::due_range(cutoff.saturating_sub(1));
             for index in state.keys_in(&ns(&lo), &ns(&hi), MAX_EXPIRED_PER_CHECKPOINT)? {
-                if let Some((_, entry)) = crate::state::split_namespaced(&index)
+                if let Some((at, entry)) = crate::state::split_namespaced(&index)
                     .and_then(|(_, inner)| timers::split_timer_key(inner))
                 {
+                    if let Some((side, key)) = stream_join::entry_parts(entry)
+                        && stream_join::emits_unmatched(mode, side)
+                    {
+                        let marker = ns(&stream_join::matched_key(entry));
+                        if state.get(&marker)?.is_some() {
+                            state.delete(&marker)?;
+                        } else if let Some(v) = state.get(&ns(entry))? {
+                            let record = serde_json::from_slice::<Value>(&v)
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| {
+                                    stream_join::unmatched(side, &r, into)
+                                        .ok_or_else(|| "not a record with fields".to_string())
+                                });
+                            outputs.push((p.clone(), at, key.to_vec(), record));
+                        }
+                    }
                     state.delete(&ns(entry))?;
                 }
                 state.delete(&index)?;
+            }
+        }
+        let mut sends = Vec::new();
+        for (partition, at, key, value) in outputs {
+            let fail = |message: String| crate::pipeline::Error::Timer {
+                partition: partition.clone(),
+                key: String::from_utf8_lossy(&key).into_owned(),
+                at,
+                message: format!("unmatched join record: {message}"),
+            };
+            let value = value.map_err(fail)?;
+            let out = Record {
+                key: Some(key.clone()),
+                value: Payload::Json(value),
+            };
+            let Some(out) = operator::apply_steps(&self.pipeline.plan.after, out)
+                .map_err(|e| fail(e.to_string()))?
+            else {
+                continue;
+            };
+            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+                .map_err(|e| fail(e.to_string()))?;
+            self.producer
+                .check_size(out.key.as_deref(), &bytes)
+                .map_err(|e| fail(e.to_string()))?;
+            sends.push((out.key, bytes));
+        }
+        if !sends.is_empty() {
+            begin_if_needed(&self.producer, &mut self.in_txn)?;
+            for (k, v) in sends {
+                self.producer
+                    .send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
             }
         }
         Ok(())
