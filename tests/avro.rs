@@ -413,3 +413,145 @@ operators = [
         "{logs}"
     );
 }
+
+/// A stream-stream join whose other stream is Avro of two writer schemas (payment v1 without
+/// `method`, v2 with it) read with the v2 reader schema: every pair of a JSON order and an
+/// Avro payment within 1 s goes out once, v1 payments with the reader's default; a payment
+/// that is JSON, not Avro, is dead-lettered with its place.
+#[test]
+fn an_avro_other_stream_of_two_writer_schemas_joins_a_json_stream() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("avro-sjoin");
+    let (orders, payments, sink, dlq) = (
+        format!("{name}-orders"),
+        format!("{name}-payments"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    for t in [&orders, &payments, &sink] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    common::create_topic(&bootstrap, &dlq, 1);
+    let (v1, v2) = (schema("payment-v1.avsc"), schema("payment-v2.avsc"));
+    let mut registry = Registry::default();
+    registry.add(11, Path::new(&v1)).unwrap();
+    registry.add(12, Path::new(&v2)).unwrap();
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
+[schemas]
+11 = "{v1}"
+12 = "{v2}"
+
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "5s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+on_error = "dead_letter"
+dead_letter_topic = "{dlq}"
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", stream = "{payments}", within = "1s", into = "payment", format = "avro", schema_id = 12 }},
+]
+"#
+        );
+    let base = 1_700_000_000_000i64;
+    let mut order_recs = Vec::new();
+    let mut pay_rows = Vec::new();
+    for i in 0..300i64 {
+        let user = format!("u{}", i % 30);
+        let ts = base + i * 40;
+        order_recs.push((
+            None,
+            format!("o{i}"),
+            json!({"order": i, "user": user, "ts": ts}).to_string(),
+        ));
+        // payments 0.5 s to 1.5 s after the order of the same index, of another user mix
+        let user = format!("u{}", (i * 7) % 30);
+        pay_rows.push((i, user, ts + 500 + (i % 3) * 500));
+    }
+    let mut expected = std::collections::BTreeSet::new();
+    for (o, rec) in order_recs.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(&rec.2).unwrap();
+        for (p, pu, pt) in &pay_rows {
+            if v["user"] == pu.as_str() && (v["ts"].as_i64().unwrap() - pt).abs() <= 1_000 {
+                expected.insert((o as i64, *p));
+            }
+        }
+    }
+    assert!(
+        expected.len() > 100,
+        "a weak input: {} pairs",
+        expected.len()
+    );
+    common::produce_all(&bootstrap, &orders, &order_recs);
+    // keyed by user with the Java clients' partitioner, co-partitioned with the re-keyed orders
+    let producer = common::producer(&bootstrap);
+    let mut bad = Vec::new();
+    for (i, user, ts) in &pay_rows {
+        let value = if i % 2 == 0 {
+            registry
+                .encode(11, &json!({"payment": i, "user": user, "ts": ts}))
+                .unwrap()
+        } else {
+            registry
+                .encode(
+                    12,
+                    &json!({"payment": i, "user": user, "ts": ts, "method": "iban"}),
+                )
+                .unwrap()
+        };
+        producer
+            .send(BaseRecord::to(&payments).key(user).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        if *i == 150 {
+            let json = format!(r#"{{"payment":-1,"user":"{user}","ts":{ts}}}"#).into_bytes();
+            producer
+                .send(BaseRecord::to(&payments).key(user).payload(&json))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            bad.push(json);
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    let mut got = std::collections::BTreeSet::new();
+    for r in &out {
+        let v: serde_json::Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+        let (o, p) = (
+            v["order"].as_i64().unwrap(),
+            v["payment"]["payment"].as_i64().unwrap(),
+        );
+        let method = if p % 2 == 0 { "card" } else { "iban" };
+        assert_eq!(v["payment"]["method"], method, "{v}");
+        assert!(got.insert((o, p)), "pair {o}/{p} out twice");
+    }
+    assert_eq!(got, expected, "{}", daemon.all_logs());
+    let letters = common::dead_letters(&bootstrap, &dlq, 1);
+    assert_eq!(letters.len(), 1, "{}", daemon.all_logs());
+    assert_eq!(letters[0].0, bad[0]);
+    assert_eq!(letters[0].1["flumen.source.topic"], payments);
+    assert!(
+        letters[0].1["flumen.error.message"].contains("wrong magic byte"),
+        "{:?}",
+        letters[0].1
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}
