@@ -9,6 +9,11 @@
 //!   state/<operator-id>/<partition>.kv   keyed state of one operator on one partition, key order
 //!   pending/<partition>.kv       repartition records committed but not yet consumed, offset order
 //! ```
+//! A pending entry is the record's key (empty without one) → `flags ‖ u32 headers ‖ (u32 len ‖
+//! name ‖ u32 len ‖ value)* ‖ payload` (format 2; bit 0 of `flags`: the record has a key).
+//! Headers carry event time and watermarks (`flumen.event_time`, `flumen.watermark`), so
+//! event-time pipelines keep their in-flight records whole. Format 1 (the payload alone, always
+//! keyed) is still read.
 //! A savepoint is taken right after checkpoint N committed: its source offsets are N's, its
 //! state is N's state, and `pending` holds what N had written to the repartition topic that the
 //! stateful tasks had not read yet, so a restore loses nothing that was in flight.
@@ -22,7 +27,64 @@ use super::store::{check_file, crc_of, fsync};
 use super::{CheckpointId, NextOffset};
 use crate::state::kvfile;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this Flumen reads.
+const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// One in-flight repartition record of a savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl PendingRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.value.len());
+        out.push(u8::from(self.key.is_some()));
+        let n = u32::try_from(self.headers.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&n.to_be_bytes());
+        for (name, value) in &self.headers {
+            for part in [name.as_bytes(), value] {
+                let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out.extend_from_slice(&self.value);
+        out
+    }
+
+    fn decode(version: u32, key: &[u8], bytes: &[u8]) -> Option<Self> {
+        if version == 1 {
+            return Some(Self {
+                key: Some(key.to_vec()),
+                value: bytes.to_vec(),
+                headers: Vec::new(),
+            });
+        }
+        let (&flags, rest) = bytes.split_first()?;
+        let (n, mut rest) = rest.split_first_chunk::<4>()?;
+        let mut headers = Vec::new();
+        for _ in 0..u32::from_be_bytes(*n) {
+            let mut part = || -> Option<Vec<u8>> {
+                let (len, tail) = rest.split_first_chunk::<4>()?;
+                let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+                let (part, tail) = tail.split_at_checked(len)?;
+                rest = tail;
+                Some(part.to_vec())
+            };
+            let name = String::from_utf8(part()?).ok()?;
+            headers.push((name, part()?));
+        }
+        Some(Self {
+            key: (flags & 1 == 1).then(|| key.to_vec()),
+            value: rest.to_vec(),
+            headers,
+        })
+    }
+}
 pub const MANIFEST: &str = "_savepoint.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +101,7 @@ pub enum Error {
     NotASavepoint(PathBuf),
     #[error("{} already exists; a savepoint is never overwritten", .0.display())]
     Exists(PathBuf),
-    #[error("savepoint {} has format version {found}; this Flumen reads version {FORMAT_VERSION}", path.display())]
+    #[error("savepoint {} has format version {found}; this Flumen reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}", path.display())]
     Version { path: PathBuf, found: u32 },
     #[error(transparent)]
     State(#[from] crate::state::Error),
@@ -181,15 +243,15 @@ impl Builder {
         Ok(())
     }
 
-    /// Adds one pending repartition record (message key, payload) of `partition`.
-    pub fn put_pending(&mut self, partition: i32, key: &[u8], value: &[u8]) -> Result<()> {
+    /// Adds one pending repartition record of `partition`.
+    pub fn put_pending(&mut self, partition: i32, record: &PendingRecord) -> Result<()> {
         if !self.pending.contains_key(&partition) {
             let path = self.staging.join("pending").join(format!("{partition}.kv"));
             self.pending
                 .insert(partition, kvfile::Writer::create(&path)?);
         }
         if let Some(w) = self.pending.get_mut(&partition) {
-            w.put(key, value)?;
+            w.put(record.key.as_deref().unwrap_or_default(), &record.encode())?;
         }
         Ok(())
     }
@@ -290,7 +352,9 @@ impl Savepoint {
         let version = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("format_version")?.as_u64());
-        if let Some(found) = version.filter(|v| *v != u64::from(FORMAT_VERSION)) {
+        if let Some(found) = version
+            .filter(|v| !(u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(v))
+        {
             return Err(Error::Version {
                 path: dir,
                 found: u32::try_from(found).unwrap_or(u32::MAX),
@@ -340,10 +404,19 @@ impl Savepoint {
     /// Every pending repartition record, in offset order per partition.
     pub fn read_pending(
         &self,
-        mut each: impl FnMut(i32, &[u8], &[u8]) -> Result<()>,
+        mut each: impl FnMut(i32, PendingRecord) -> Result<()>,
     ) -> Result<()> {
+        let version = self.manifest.format_version;
         for f in &self.manifest.pending {
-            read_file(&self.dir.join(&f.file), f.partition, &mut each)?;
+            let path = self.dir.join(&f.file);
+            read_file(&path, f.partition, &mut |partition, key, value| {
+                let record =
+                    PendingRecord::decode(version, key, value).ok_or_else(|| Error::Corrupt {
+                        path: path.clone(),
+                        message: "a pending record is cut short".into(),
+                    })?;
+                each(partition, record)
+            })?;
         }
         Ok(())
     }

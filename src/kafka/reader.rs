@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Error, Result, client};
@@ -21,6 +21,8 @@ pub struct Pending {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// Its headers (event time and watermarks of event-time pipelines), in order.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Reads `topic` from each `(partition, offset)` (`None`: the beginning) until the partition's
@@ -116,6 +118,12 @@ fn read_with(
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: m.headers().map_or_else(Vec::new, |h| {
+                        (0..h.count())
+                            .map(|i| h.get(i))
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    }),
                 });
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {

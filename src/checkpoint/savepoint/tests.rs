@@ -36,12 +36,33 @@ fn head(pipeline: &str) -> SavepointManifest {
     }
 }
 
+fn keyed(key: &[u8], value: &[u8]) -> PendingRecord {
+    PendingRecord {
+        key: Some(key.to_vec()),
+        value: value.to_vec(),
+        headers: vec![
+            ("flumen.event_time".into(), b"1700000000123".to_vec()),
+            ("flumen.watermark".into(), b"0:1700000000000".to_vec()),
+        ],
+    }
+}
+
 fn build(dir: &Path) -> SavepointManifest {
     let mut b = Builder::begin(dir).unwrap();
     b.put_state("count", 0, b"u1", &1u64.to_be_bytes()).unwrap();
     b.put_state("count", 0, b"u3", &3u64.to_be_bytes()).unwrap();
     b.put_state("count", 1, b"u2", &2u64.to_be_bytes()).unwrap();
-    b.put_pending(1, b"u2", br#"{"user":"u2"}"#).unwrap();
+    b.put_pending(1, &keyed(b"u2", br#"{"user":"u2"}"#))
+        .unwrap();
+    b.put_pending(
+        2,
+        &PendingRecord {
+            key: None,
+            value: Vec::new(),
+            headers: vec![("flumen.watermark".into(), b"3:1700000000000".to_vec())],
+        },
+    )
+    .unwrap();
     b.finish(head("p")).unwrap()
 }
 
@@ -69,12 +90,18 @@ fn a_savepoint_reads_back_what_was_written() {
         ]
     );
     let mut pending = Vec::new();
-    sp.read_pending(|p, k, _| {
-        pending.push((p, k.to_vec()));
+    sp.read_pending(|p, r| {
+        pending.push((p, r));
         Ok(())
     })
     .unwrap();
-    assert_eq!(pending, vec![(1, b"u2".to_vec())]);
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0], (1, keyed(b"u2", br#"{"user":"u2"}"#)));
+    assert_eq!(
+        pending[1].1.key, None,
+        "a marker has no key, and keeps none"
+    );
+    assert_eq!(pending[1].1.headers[0].1, b"3:1700000000000");
     // an operator without keys is still declared, so restore can match it
     assert!(sp.manifest.operators.iter().any(|o| o.id == "empty"));
     // no staging directory is left behind
@@ -137,7 +164,7 @@ fn a_directory_without_manifest_or_of_another_version_is_refused() {
     let path = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"format_version\": 1", "\"format_version\": 99");
+        .replace("\"format_version\": 2", "\"format_version\": 99");
     std::fs::write(&path, text).unwrap();
     assert!(matches!(
         Savepoint::open(&dir, None),
@@ -193,4 +220,24 @@ fn state_keeps_its_partition_unless_the_count_changes() {
         assert_eq!(p, kafka_partition(key, 8));
         assert!((0..8).contains(&p));
     }
+}
+
+#[test]
+fn format_1_pending_records_are_read_as_keyed_payloads_without_headers() {
+    assert_eq!(
+        PendingRecord::decode(1, b"u1", b"{}"),
+        Some(PendingRecord {
+            key: Some(b"u1".to_vec()),
+            value: b"{}".to_vec(),
+            headers: Vec::new(),
+        })
+    );
+    let r = keyed(b"k", b"v");
+    let bytes = r.encode();
+    assert_eq!(PendingRecord::decode(2, b"k", &bytes), Some(r));
+    assert_eq!(
+        PendingRecord::decode(2, b"k", &bytes[..7]),
+        None,
+        "cut short"
+    );
 }

@@ -29,7 +29,7 @@ pub(in crate::pipeline) struct RestoreTxn {
     manifest: Manifest,
     offsets: Vec<(Partition, NextOffset)>,
     /// (repartition partition, key, value), in the savepoint's order.
-    pending: Vec<(i32, Vec<u8>, Vec<u8>)>,
+    pending: Vec<(i32, crate::checkpoint::savepoint::PendingRecord)>,
     savepoint: PathBuf,
     keys: u64,
     from_partitions: i32,
@@ -239,9 +239,10 @@ impl Runner<'_> {
         let mut pending = Vec::new();
         if let Some(topic) = &self.repartition_topic {
             let count = admin.partition_count(topic)?;
-            sp.read_pending(|recorded, key, value| {
+            sp.read_pending(|recorded, record| {
+                let key = record.key.as_deref().unwrap_or_default();
                 let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
-                pending.push((target, key.to_vec(), value.to_vec()));
+                pending.push((target, record));
                 Ok(())
             })?;
         }
@@ -272,9 +273,19 @@ impl Runner<'_> {
         self.producer.begin()?;
         self.in_txn = true;
         if let Some(topic) = &self.repartition_topic {
-            for (partition, key, value) in &r.pending {
-                self.producer
-                    .send_to(topic, Some(*partition), Some(key), value)?;
+            for (partition, record) in &r.pending {
+                let headers: Vec<(&str, &[u8])> = record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()))
+                    .collect();
+                self.producer.send_event(
+                    topic,
+                    Some(*partition),
+                    record.key.as_deref(),
+                    &record.value,
+                    &headers,
+                )?;
             }
         }
         self.producer.flush()?;

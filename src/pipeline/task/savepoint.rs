@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Runner;
 use crate::checkpoint::CheckpointId;
 use crate::checkpoint::savepoint::{
-    Builder, FORMAT_VERSION, OperatorState, SavepointManifest, SourceOffset,
+    Builder, FORMAT_VERSION, OperatorState, PendingRecord, SavepointManifest, SourceOffset,
 };
 use crate::config::AggregateKind;
 use crate::control::{Command, Taken};
@@ -59,13 +59,6 @@ impl Runner<'_> {
 
     /// Why a savepoint cannot be taken now (partitions not all assigned, a restore pending).
     fn not_ready(&self) -> Option<String> {
-        if self.timed().is_some() && self.repartition_topic.is_some() {
-            // its in-flight repartition records carry event time and watermarks, which the
-            // savepoint format does not keep yet
-            return Some(
-                "savepoints of event-time pipelines (windows, stream joins, event-time ttl or dedupe, custom operators with event time) that repartition are not supported yet".into(),
-            );
-        }
         let source = &self.pipeline.source.topic;
         let assigned = self.tasks.keys().filter(|p| &p.topic == source).count();
         if i32::try_from(assigned).ok() != Some(self.source_partitions) {
@@ -140,7 +133,12 @@ impl Runner<'_> {
                 PENDING_TIMEOUT,
             )?;
             for r in records {
-                builder.put_pending(r.partition, r.key.as_deref().unwrap_or_default(), &r.value)?;
+                let record = PendingRecord {
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                };
+                builder.put_pending(r.partition, &record)?;
                 pending += 1;
             }
         }
