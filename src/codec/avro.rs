@@ -125,11 +125,15 @@ impl Registry {
         let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
         let writer = self.schema(id)?;
         let reader_schema = self.schema(reader)?;
+        let whole = datum;
         let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
             .reader_schema(&reader_schema)
             .build()
             .and_then(|r| r.read_value(&mut datum))
-            .map_err(|e| Error::Avro(format!("schema id {id}: {e}")))?;
+            .map_err(|e| {
+                let place = field_unreadable(&writer, whole).unwrap_or_default();
+                Error::Avro(format!("schema id {id}: {place}{e}"))
+            })?;
         if !datum.is_empty() {
             return Err(Error::Avro(format!(
                 "schema id {id}: {} bytes after the record",
@@ -144,7 +148,10 @@ impl Registry {
         let schema = self.schema(id)?;
         let value = Value::try_from(json.clone())
             .and_then(|v| v.resolve(&schema))
-            .map_err(|e| Error::Avro(format!("does not fit schema id {id}: {e}")))?;
+            .map_err(|e| {
+                let why = field_unfit(&schema, json).unwrap_or_else(|| e.to_string());
+                Error::Avro(format!("does not fit schema id {id}: {why}"))
+            })?;
         let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
             .build()
             .and_then(|w| w.write_value_to_vec(value))
@@ -155,6 +162,45 @@ impl Registry {
         out.extend_from_slice(&datum);
         Ok(out)
     }
+}
+
+/// Which field of a record's binary `datum` (written with `writer`) cannot be read: the
+/// fields are read one by one, so the error can name the first that fails (`field "x": `).
+fn field_unreadable(writer: &Schema, mut datum: &[u8]) -> Option<String> {
+    let Schema::Record(record) = writer else {
+        return None;
+    };
+    for field in &record.fields {
+        let read = apache_avro::reader::datum::GenericDatumReader::builder(&field.schema)
+            .writer_schemata(vec![writer])
+            .and_then(|b| b.build())
+            .and_then(|r| r.read_value(&mut datum));
+        if read.is_err() {
+            return Some(format!("field {:?}: ", field.name));
+        }
+    }
+    None
+}
+
+/// Why `json` does not fit the record schema `schema`, naming the first field at fault.
+fn field_unfit(schema: &Schema, json: &serde_json::Value) -> Option<String> {
+    let (Schema::Record(record), serde_json::Value::Object(object)) = (schema, json) else {
+        return None;
+    };
+    record
+        .fields
+        .iter()
+        .find_map(|field| match object.get(&field.name) {
+            None if field.default.is_none() => Some(format!(
+                "field {:?} is missing and has no default",
+                field.name
+            )),
+            None => None,
+            Some(v) => Value::try_from(v.clone())
+                .and_then(|v| v.resolve_schemata(&field.schema, vec![schema]))
+                .err()
+                .map(|e| format!("field {:?}: {e}", field.name)),
+        })
 }
 
 #[cfg(test)]
@@ -228,6 +274,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not fit schema id 1"), "{e}");
+        assert!(e.contains("field \"amount\""), "the field is named: {e}");
+        let e = r
+            .encode(2, &json!({"user": "ann"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field \"amount\" is missing and has no default"),
+            "{e}"
+        );
+        // a truncated record names the field it ends in
+        let e = err(&good[..good.len() - 1]);
+        assert!(e.contains("field \"amount\""), "{e}");
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("bad.avsc");
         std::fs::write(&p, "{\"type\": \"nope\"}").unwrap();
