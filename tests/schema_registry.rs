@@ -10,7 +10,8 @@
 //! fetched schemas come from the disk cache while the registry is down; a record whose id
 //! needs the down registry is neither skipped nor dead-lettered, and is processed exactly once
 //! when the registry is back; the sink's schema is registered under `{topic}-value`, and a
-//! sink schema that the registry knows by another id stops the daemon with a message.
+//! sink schema that the registry knows by another id stops the daemon with a message; HTTP
+//! basic authentication (`username`, `password_env`) is sent, and a refusal is named.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure, by design
 
@@ -48,6 +49,8 @@ struct Book {
     gets: HashMap<u32, usize>,
     /// POST /subjects/{subject}/versions calls: subject → schema text.
     registered: Vec<(String, String)>,
+    /// The `Authorization` header every call must carry, if any.
+    authorization: Option<String>,
 }
 
 /// A Confluent-compatible schema registry of the test, on a fixed port that survives a stop.
@@ -120,15 +123,18 @@ fn answer(conn: TcpStream, book: &Mutex<Book>) {
         return;
     }
     let mut length = 0usize;
+    let mut authorization = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
         }
     }
     let mut body = vec![0; length];
@@ -138,7 +144,10 @@ fn answer(conn: TcpStream, book: &Mutex<Book>) {
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut book = book.lock().unwrap();
-    let (status, reply) = if let (Some(id), "GET") = (path.strip_prefix("/schemas/ids/"), method) {
+    let refused = book.authorization.is_some() && book.authorization != authorization;
+    let (status, reply) = if refused {
+        (401, json!({"error_code": 401, "message": "Unauthorized"}))
+    } else if let (Some(id), "GET") = (path.strip_prefix("/schemas/ids/"), method) {
         let id: u32 = id.parse().unwrap_or(u32::MAX);
         *book.gets.entry(id).or_default() += 1;
         match book.schemas.get(&id) {
@@ -181,9 +190,19 @@ fn answer(conn: TcpStream, book: &Mutex<Book>) {
 }
 
 fn config(bootstrap: &str, name: &str, topics: (&str, &str, &str), url: &str) -> String {
+    config_with(bootstrap, name, topics, url, "")
+}
+
+fn config_with(
+    bootstrap: &str,
+    name: &str,
+    topics: (&str, &str, &str),
+    url: &str,
+    registry_extra: &str,
+) -> String {
     let (source, sink, dlq) = topics;
     let top = format!(
-        "\n[schemas]\n2 = \"{}\"\n\n[schema_registry]\nurl = \"{url}\"\ntimeout = \"2s\"\n\n\
+        "\n[schemas]\n2 = \"{}\"\n\n[schema_registry]\nurl = \"{url}\"\ntimeout = \"2s\"\n{registry_extra}\n\
          [restart]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nmax_attempts = 1000\n",
         schema_path("purchase-v2.avsc")
     );
@@ -361,7 +380,7 @@ fn writer_schemas_come_from_the_registry_and_its_cache_and_an_outage_loses_nothi
 }
 
 #[test]
-fn a_sink_schema_the_registry_knows_by_another_id_stops_the_daemon() {
+fn credentials_are_sent_and_a_sink_schema_of_another_id_stops_the_daemon() {
     let Some(bootstrap) = common::bootstrap() else {
         return;
     };
@@ -376,12 +395,34 @@ fn a_sink_schema_the_registry_knows_by_another_id_stops_the_daemon() {
     }
     let v2 = std::fs::read_to_string(schema_path("purchase-v2.avsc")).unwrap();
     let registry = FakeRegistry::start(&[(12, &v2)]);
+    // "flumen:s3cret", as HTTP basic authentication sends it
+    registry.book.lock().unwrap().authorization = Some("Basic Zmx1bWVuOnMzY3JldA==".into());
+    let topics = (source.as_str(), sink.as_str(), dlq.as_str());
+
+    // without credentials the registry refuses, and the daemon says so
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = common::Daemon::new(
         dir.path(),
-        &config(&bootstrap, &name, (&source, &sink, &dlq), &registry.url()),
+        &config(&bootstrap, &name, topics, &registry.url()),
     );
     daemon.start();
+    let status = daemon
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the daemon kept running: {}", daemon.all_logs()));
+    assert!(!status.success());
+    assert!(
+        daemon.all_logs().contains("HTTP 401: Unauthorized"),
+        "{}",
+        daemon.all_logs()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let auth = "username = \"flumen\"\npassword_env = \"FLUMEN_TEST_REGISTRY_PASSWORD\"\n";
+    let mut daemon = common::Daemon::new(
+        dir.path(),
+        &config_with(&bootstrap, &name, topics, &registry.url(), auth),
+    );
+    daemon.start_with(&[("FLUMEN_TEST_REGISTRY_PASSWORD", "s3cret")]);
     let status = daemon
         .wait(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("the daemon kept running: {}", daemon.all_logs()));

@@ -39,6 +39,8 @@ pub struct Remote {
     base: String,
     cache: PathBuf,
     agent: ureq::Agent,
+    /// `Authorization` header value (HTTP basic), if the registry needs one.
+    authorization: Option<String>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -46,14 +48,22 @@ impl std::fmt::Debug for Remote {
         f.debug_struct("Remote")
             .field("base", &self.base)
             .field("cache", &self.cache)
+            .field("authenticated", &self.authorization.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Remote {
     /// `url` as configured (`http://…` or `https://…`, system CA roots for TLS); `timeout` per
-    /// request; the cache goes in a directory of `cache_dir` named after the registry.
-    pub fn new(url: &str, timeout: Duration, cache_dir: &Path) -> Self {
+    /// request; the cache goes in a directory of `cache_dir` named after the registry; `auth`:
+    /// HTTP basic user and password.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        cache_dir: &Path,
+        auth: Option<(String, String)>,
+    ) -> Self {
+        use base64::Engine as _;
         let base = url.trim_end_matches('/').to_string();
         let name: String = base
             .split_once("://")
@@ -71,10 +81,18 @@ impl Remote {
             .tls_config(tls)
             .build()
             .into();
+        let authorization = auth.map(|(user, password)| {
+            let pair = format!("{user}:{password}");
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
         Self {
             cache: cache_dir.join(name),
             base,
             agent,
+            authorization,
         }
     }
 
@@ -89,16 +107,24 @@ impl Remote {
             return Ok(text);
         }
         let url = format!("{}/schemas/ids/{id}", self.base);
-        let (status, body) = self.call(|| self.agent.get(&url).call())?;
+        let (status, body) = self.call(|| self.with_auth(self.agent.get(&url)).call())?;
+        // only a 404 is the record's fault; any other answer (credentials refused, rate
+        // limited, a proxy's page) is the registry's, and the record waits for it
         let text = match status {
-            200 => schema_field(&body).map_err(|m| RemoteError::Rejected(format!("{url}: {m}")))?,
+            200 => {
+                schema_field(&body).map_err(|m| RemoteError::Unavailable(format!("{url}: {m}")))?
+            }
             404 => {
                 return Err(RemoteError::NotFound(format!(
                     "schema id {id} is not in the registry at {}",
                     self.base
                 )));
             }
-            _ => return Err(answer(&url, status, &body)),
+            _ => {
+                return Err(RemoteError::Unavailable(
+                    answer(&url, status, &body).to_string(),
+                ));
+            }
         };
         if let Err(e) = write_atomically(&file, &text) {
             tracing::warn!(file = %file.display(), error = %e, "schema cache not written; the registry is asked again next time");
@@ -135,8 +161,7 @@ impl Remote {
         let url = format!("{}/subjects/{subject}/versions", self.base);
         let body = serde_json::json!({ "schema": schema }).to_string();
         let (status, answer_body) = self.call(|| {
-            self.agent
-                .post(&url)
+            self.with_auth(self.agent.post(&url))
                 .header("Content-Type", CONTENT_TYPE)
                 .send(body.as_str())
         })?;
@@ -148,6 +173,13 @@ impl Remote {
             .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| RemoteError::Rejected(format!("{url}: no id in {answer_body:?}")))
+    }
+
+    fn with_auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
+        }
     }
 
     /// One request with retries for transport errors and server errors (5xx).
@@ -263,6 +295,7 @@ mod tests {
             &format!("http://127.0.0.1:{port}/"),
             Duration::from_secs(1),
             dir.path(),
+            None,
         );
         assert!(matches!(r.schema(7), Err(RemoteError::Unavailable(_))));
         // a cached schema needs no registry

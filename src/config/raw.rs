@@ -33,6 +33,11 @@ pub struct SchemaRegistry {
     pub timeout: Option<Spanned<String>>,
     /// Fetched schemas, kept across restarts; default `{state.dir}/schema-registry`.
     pub cache_dir: Option<Spanned<String>>,
+    /// HTTP basic authentication (Confluent's `basic.auth.user.info`): the user, with
+    /// `password` or the environment variable named by `password_env`.
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -218,8 +218,63 @@ impl Cx<'_> {
             || state_dir.join("schema-registry"),
             |d| std::path::PathBuf::from(d.get_ref()),
         );
-        self.schemas
-            .set_remote(crate::codec::remote::Remote::new(url, timeout, &cache));
+        let auth = self.registry_auth(raw);
+        self.schemas.set_remote(crate::codec::remote::Remote::new(
+            url, timeout, &cache, auth,
+        ));
+    }
+
+    /// `username` with `password` or `password_env` (read now, so a missing variable is
+    /// reported with the config's other problems).
+    fn registry_auth(&mut self, raw: &raw::SchemaRegistry) -> Option<(String, String)> {
+        let password = match (&raw.password, &raw.password_env) {
+            (Some(_), Some(env)) => {
+                self.problem(
+                    "schema_registry.password_env",
+                    env.span(),
+                    "give password or password_env, not both",
+                );
+                None
+            }
+            (Some(p), None) => Some(p.get_ref().clone()),
+            (None, Some(env)) => match std::env::var(env.get_ref()) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.problem(
+                        "schema_registry.password_env",
+                        env.span(),
+                        format!("environment variable {} is not set", env.get_ref()),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        match (&raw.username, password) {
+            (Some(user), Some(password)) => Some((user.get_ref().clone(), password)),
+            (Some(user), None) if raw.password.is_none() && raw.password_env.is_none() => {
+                self.problem(
+                    "schema_registry.username",
+                    user.span(),
+                    "a username needs password or password_env",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                let span = raw
+                    .password
+                    .as_ref()
+                    .or(raw.password_env.as_ref())
+                    .map_or(raw.url.span(), Spanned::span);
+                self.problem(
+                    "schema_registry.username",
+                    span,
+                    "a password needs a username",
+                );
+                None
+            }
+            _ => None,
+        }
     }
 
     fn name(&mut self, path: &str, value: &Spanned<String>) -> String {

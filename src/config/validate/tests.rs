@@ -681,3 +681,38 @@ fn a_join_of_two_streams_is_inner_left_or_outer() {
         "{p:?}"
     );
 }
+
+#[test]
+fn registry_credentials_need_both_halves_and_one_password() {
+    let with = |lines: &str| {
+        EXAMPLE.replace(
+            "[[pipelines]]",
+            &format!("[schema_registry]\nurl = \"http://r:8081\"\n{lines}\n[[pipelines]]"),
+        )
+    };
+    assert!(from_str(&with("username = \"u\"\npassword = \"p\"")).is_ok());
+    let p = problems(&with("username = \"u\""));
+    assert!(
+        p.iter().any(|m| m.starts_with("schema_registry.username (")
+            && m.contains("needs password or password_env")),
+        "{p:?}"
+    );
+    let p = problems(&with("password = \"p\""));
+    assert!(
+        p.iter().any(|m| m.contains("a password needs a username")),
+        "{p:?}"
+    );
+    let p = problems(&with(
+        "username = \"u\"\npassword = \"p\"\npassword_env = \"X\"",
+    ));
+    assert!(p.iter().any(|m| m.contains("not both")), "{p:?}");
+    let p = problems(&with(
+        "username = \"u\"\npassword_env = \"FLUMEN_TEST_SURELY_UNSET_VARIABLE\"",
+    ));
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("schema_registry.password_env (")
+                && m.contains("FLUMEN_TEST_SURELY_UNSET_VARIABLE is not set")),
+        "{p:?}"
+    );
+}
