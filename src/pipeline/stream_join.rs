@@ -11,7 +11,7 @@
 //!   lower of this stream's watermark (per source partition, combined like a window's) and the
 //!   other's; a record older than it is late, and entries older than it minus `within` are
 //!   deleted.
-//! - `tag 8 ‖ entry key → ()`: the entry found a partner (left and outer joins, for the sides
+//! - `tag 6 ‖ entry key → ()`: the entry found a partner (left and outer joins, for the sides
 //!   whose unmatched records go out). An entry deleted without one goes out alone then: no
 //!   record that is not late can pair with it any more.
 
@@ -45,7 +45,7 @@ impl Side {
 }
 
 const TAG_MAX: u8 = 7;
-const TAG_MATCHED: u8 = 8;
+const TAG_MATCHED: u8 = 6;
 
 fn prefix(side: Side, key: &[u8]) -> Vec<u8> {
     let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
@@ -172,6 +172,12 @@ mod tests {
         let e = entry_key(Side::Other, b"user-7", -5, 2, 9);
         assert_eq!(entry_parts(&e), Some((Side::Other, &b"user-7"[..])));
         assert_eq!(entry_parts(&matched_key(&e)), None);
+        // the join shares its namespace with the task's persisted watermarks: none of its
+        // keys may fall in their range
+        let (lo, hi) = crate::pipeline::window::Watermarks::entry_range();
+        for k in [matched_key(&e), max_key(Side::Other), e.clone()] {
+            assert!(!(k >= lo && k < hi), "{k:?}");
+        }
         assert_eq!(entry_parts(&[4, 0, 0, 0, 9, b'k']), None, "a short key");
         assert_eq!(
             unmatched(Side::This, &json!({"a": 1}), "p"),
