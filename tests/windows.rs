@@ -694,3 +694,123 @@ fn a_windowed_count_stops_with_savepoints_and_restores_across_backends() {
         daemon.all_logs()
     );
 }
+
+/// A windowed count saved at 4 source partitions (with windows open and records in flight),
+/// restored after the topics grew to 8: each key's open windows move to the partition its key
+/// hashes to now, the watermarks to every task, and every window of the input comes out once
+/// with its exact count.
+#[test]
+fn a_windowed_count_saved_at_four_partitions_restores_into_eight() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("wgrow");
+    let (source, sink, late) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-late"),
+    );
+    for t in [&source, &sink, &late] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    let size = 1_000;
+    let mut rng = rand::rng();
+    // (partition, user, ts, id): the first half on 4 partitions, the second on 8
+    let total = 12_000u64;
+    let mut first: BTreeMap<i32, Vec<(String, i64, u64)>> = BTreeMap::new();
+    let mut second: BTreeMap<i32, Vec<(String, i64, u64)>> = BTreeMap::new();
+    let mut expected = Windows::new();
+    for id in 0..total {
+        let user = format!("u{}", rng.random_range(0..60));
+        let ts = 1_700_000_000_000 + id as i64 - rng.random_range(0..1_000);
+        let st = ts.div_euclid(size) * size;
+        *expected.entry((user.clone(), st, st + size)).or_default() += 1;
+        if id < total / 2 {
+            first
+                .entry((id % 4) as i32)
+                .or_default()
+                .push((user, ts, id));
+        } else {
+            second
+                .entry((id % 8) as i32)
+                .or_default()
+                .push((user, ts, id));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        &bootstrap,
+        &name,
+        (&source, &sink, &late),
+        "rocksdb",
+        "",
+        r#"type = "tumbling", size = "1s""#,
+    );
+    let mut daemon = common::Daemon::new(dir.path(), &text);
+    daemon.start();
+    produce(&bootstrap, &source, &first, true);
+    // some windows closed and out, many open (the last second of each partition)
+    let before = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        1,
+        Duration::from_secs(60),
+    );
+    assert!(!before.is_empty(), "{}", daemon.all_logs());
+    let taken = daemon.savepoint(Some(&dir.path().join("sp")), true);
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let status = daemon
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still running after stop\n{}", daemon.all_logs()));
+    assert!(status.success(), "{}", daemon.all_logs());
+    for t in [&source, &sink, &late] {
+        common::grow_topic(&bootstrap, t, 8);
+    }
+    daemon.args = vec!["--from-savepoint".into(), taken[0].display().to_string()];
+    daemon.start();
+    daemon.args.clear();
+    produce(&bootstrap, &source, &second, true);
+    let end: BTreeMap<i32, Vec<_>> = (0..8)
+        .map(|p| {
+            (
+                p,
+                vec![(format!("end{p}"), 1_900_000_000_000, total + p as u64)],
+            )
+        })
+        .collect();
+    produce(&bootstrap, &source, &end, true);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(20),
+        );
+        let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+    };
+    assert_same_windows(&got, &expected, &daemon);
+    let late_read = common::read_all(
+        &bootstrap,
+        &late,
+        "read_committed",
+        0,
+        Duration::from_secs(3),
+    );
+    assert!(late_read.is_empty(), "{} late records", late_read.len());
+    assert!(
+        daemon.all_logs().contains("from_partitions=4"),
+        "{}",
+        daemon.all_logs()
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}

@@ -288,14 +288,6 @@ pub enum TimeDomain {
     Event,
 }
 
-impl Aggregate {
-    /// Whether its state keys are more than `namespace ‖ record key` (tagged, time-ordered), so
-    /// that its state cannot be spread over another partition count by key hash.
-    pub fn has_layout(&self) -> bool {
-        self.window.is_some() || self.ttl_ms.is_some() || self.kind.has_layout()
-    }
-}
-
 /// When an aggregate's result goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Emit {
@@ -421,17 +413,6 @@ impl AggregateKind {
             | Self::CountDistinct { field }
             | Self::Collect { field, .. } => Some(field),
         }
-    }
-}
-
-impl AggregateKind {
-    /// Whether its state keys are more than the record key (tagged, time-ordered): such state
-    /// cannot be spread over a different partition count by key hash.
-    pub fn has_layout(&self) -> bool {
-        matches!(
-            self,
-            Self::Dedupe { .. } | Self::Join { .. } | Self::StreamJoin { .. } | Self::Custom { .. }
-        )
     }
 }
 

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod expr;
 pub mod join;
 pub mod operator;
+pub mod rescale;
 pub mod reset;
 pub mod stream_join;
 mod task;

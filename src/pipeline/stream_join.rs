@@ -87,6 +87,11 @@ pub fn matched_key(entry: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The entry key of a [`matched_key`].
+pub fn entry_of_matched_key(k: &[u8]) -> Option<&[u8]> {
+    k.strip_prefix(&[TAG_MATCHED])
+}
+
 /// Whether `mode` sends out the records of `side` that found no partner.
 pub fn emits_unmatched(mode: StreamJoinMode, side: Side) -> bool {
     match mode {

@@ -9,7 +9,9 @@
 //! leaves the previous state in force; the next `--from-savepoint` start repeats the restore.
 //!
 //! Keyed state follows the key: with more partitions than the savepoint had, each key's state
-//! goes to the partition Kafka's murmur2 partitioner gives its key now.
+//! goes to the partition Kafka's murmur2 partitioner gives its key now; time-ordered layouts
+//! (windows, timers, stream joins) find the key inside each state key (`pipeline::rescale`),
+//! and a task's watermarks go to every task at their minimum.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +22,7 @@ use crate::checkpoint::savepoint::{Savepoint, target_partition};
 use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition, TaskSnapshot};
 use crate::config::PipelineConfig;
 use crate::kafka::admin::Admin;
-use crate::pipeline::{Error, Options, Result};
+use crate::pipeline::{Error, Options, Result, rescale};
 use crate::state::namespaced;
 
 /// A restore whose checkpoint is durable and whose transaction waits for the assignment.
@@ -54,14 +56,14 @@ impl Runner<'_> {
                 ),
             ));
         }
-        let fixed = pipeline.plan.aggregate.as_ref().filter(|a| a.has_layout());
-        if let Some(agg) = fixed
+        if let Some(agg) = &pipeline.plan.aggregate
             && m.source_partitions != source_partitions
+            && let Err(why) = rescale::layout(agg)
         {
             return Err(Self::mismatch(
                 sp,
                 format!(
-                    "the state of {} {:?} cannot move from {} to {source_partitions} partitions yet",
+                    "the state of {} {:?} cannot move from {} to {source_partitions} partitions: {why}",
                     agg.kind.name(),
                     agg.id,
                     m.source_partitions
@@ -195,15 +197,41 @@ impl Runner<'_> {
                 };
                 states.insert(partition, self.env.open_empty(&self.live_dir(&p))?);
             }
+            let moved = sp.manifest.state_partitions != count;
+            // checked by `check_fit`: only movable layouts reach here with another count
+            let layout = rescale::layout(agg).unwrap_or(rescale::Layout::Plain);
+            let mut every_task: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             sp.read_state(&agg.id, |recorded, key, value| {
-                let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
-                let state =
-                    states
-                        .get_mut(&target)
-                        .ok_or_else(|| crate::state::Error::Corrupt {
-                            path: sp.dir.clone(),
-                            message: format!("key state for partition {target} of {count}"),
-                        })?;
+                let corrupt = |message: String| crate::state::Error::Corrupt {
+                    path: sp.dir.clone(),
+                    message,
+                };
+                let target = match rescale::route(layout, key) {
+                    _ if !moved => recorded,
+                    Some(rescale::Route::Key(k)) => {
+                        target_partition(recorded, k, sp.manifest.state_partitions, count)
+                    }
+                    Some(rescale::Route::EveryTask) => {
+                        let merged = match every_task.get(key) {
+                            Some(old) => rescale::merge(old, value).ok_or_else(|| {
+                                corrupt(format!("task entry {key:?} of {:?} is not a time", agg.id))
+                            })?,
+                            None => value.to_vec(),
+                        };
+                        every_task.insert(key.to_vec(), merged);
+                        return Ok(());
+                    }
+                    None => {
+                        return Err(corrupt(format!(
+                            "state key {key:?} of {:?} has no record key to move it by",
+                            agg.id
+                        ))
+                        .into());
+                    }
+                };
+                let state = states.get_mut(&target).ok_or_else(|| {
+                    corrupt(format!("key state for partition {target} of {count}"))
+                })?;
                 state.put(&namespaced(&agg.id, key), value)?;
                 keys += 1;
                 if keys.is_multiple_of(10_000) {
@@ -216,6 +244,11 @@ impl Runner<'_> {
             })?;
             if let Some(report) = self.progress {
                 report(keys, total);
+            }
+            for state in states.values_mut() {
+                for (k, v) in &every_task {
+                    state.put(&namespaced(&agg.id, k), v)?;
+                }
             }
             for (partition, mut state) in states {
                 let dir = format!("{topic}-{partition}");
@@ -239,7 +272,13 @@ impl Runner<'_> {
         let mut pending = Vec::new();
         if let Some(topic) = &self.repartition_topic {
             let count = admin.partition_count(topic)?;
+            let moved = sp.manifest.state_partitions != count;
             sp.read_pending(|recorded, record| {
+                // a watermark marker was sent to each partition of the old count; the moved
+                // tasks start from the merged watermarks, and new markers follow
+                if moved && record.key.is_none() {
+                    return Ok(());
+                }
                 let key = record.key.as_deref().unwrap_or_default();
                 let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
                 pending.push((target, record));

@@ -33,6 +33,18 @@ pub fn index_range(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (from, to)
 }
 
+/// The record key of an [`index_key`].
+pub fn key_of_index_key(k: &[u8]) -> Option<&[u8]> {
+    let rest = k.strip_prefix(&[TAG_SESSION_INDEX])?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    if rest.len() == len + 8 {
+        rest.get(..len)
+    } else {
+        None
+    }
+}
+
 /// The start in an [`index_key`] (its last 8 bytes).
 pub fn start_of_index_key(k: &[u8]) -> Option<i64> {
     let b: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
