@@ -476,3 +476,282 @@ operators = [
         daemon.all_logs()
     );
 }
+
+/// A left stream-stream join whose other stream is silent on half its partitions: after the
+/// idle timeout those partitions hold nothing back, so every order without a payment comes out
+/// once with `payment` null, every pair once, and no payment alone (left, not outer).
+#[test]
+fn a_left_stream_join_sends_unmatched_orders_once_even_where_the_other_stream_is_idle() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("ljoin");
+    let (orders, payments, sink) = (
+        format!("{name}-orders"),
+        format!("{name}-payments"),
+        format!("{name}-out"),
+    );
+    for t in [&orders, &payments, &sink] {
+        common::create_topic(&bootstrap, t, 4);
+    }
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "1s", idle_timeout = "2s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", stream = "{payments}", within = "1s", into = "payment", mode = "left" }},
+]
+"#
+        );
+    let base = 1_700_000_000_000i64;
+    let partition_of =
+        |user: &str| flumen::checkpoint::savepoint::kafka_partition(user.as_bytes(), 4);
+    let users: Vec<String> = (0..40).map(|u| format!("u{u}")).collect();
+    let (mut order_recs, mut pay_recs, mut expected) =
+        (Vec::new(), Vec::new(), std::collections::BTreeSet::new());
+    for i in 0..400i64 {
+        let user = &users[i as usize % users.len()];
+        let ts = base + i * 50;
+        order_recs.push((
+            None,
+            format!("o{i}"),
+            json!({"order": i, "user": user, "ts": ts}).to_string(),
+        ));
+        // payments only for users of partitions 0 and 1: partitions 2 and 3 stay silent
+        if partition_of(user) < 2 {
+            if i % 3 == 0 {
+                // paid 0.5 s later: a pair
+                pay_recs.push((
+                    None,
+                    user.clone(),
+                    json!({"payment": i, "user": user, "ts": ts + 500}).to_string(),
+                ));
+                expected.insert((i, i));
+            } else if i % 3 == 1 {
+                // a payment an hour later: no pair, and (left join) never out alone
+                pay_recs.push((
+                    None,
+                    user.clone(),
+                    json!({"payment": i, "user": user, "ts": ts + 3_600_000}).to_string(),
+                ));
+                expected.insert((i, -1));
+            } else {
+                expected.insert((i, -1));
+            }
+        } else {
+            expected.insert((i, -1));
+        }
+    }
+    assert!(partition_of("zz") < 4);
+    common::produce_all(&bootstrap, &orders, &order_recs);
+    common::produce_all(&bootstrap, &payments, &pay_recs);
+    // the orders' watermark far past everything, on every partition
+    let late = base + 100_000_000;
+    let flush: Vec<_> = (0..4)
+        .map(|p| {
+            (
+                Some(p),
+                format!("zo{p}"),
+                json!({"order": 100_000 + p, "user": format!("zz-o{p}"), "ts": late}).to_string(),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &orders, &flush);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let got = loop {
+        let output = common::read_all(
+            &bootstrap,
+            &sink,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(20),
+        );
+        let mut got = std::collections::BTreeMap::new();
+        for r in &output {
+            let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            let order = v.get("order").map_or(-1, |o| o.as_i64().unwrap());
+            let payment = match &v["payment"] {
+                Value::Null => -1,
+                p => p["payment"].as_i64().unwrap(),
+            };
+            *got.entry((order, payment)).or_insert(0u32) += 1;
+        }
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "out more than once: {twice:?}");
+    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
+    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} out, expected {}; missing {missing:?}, extra {extra:?}\n{}",
+        seen.len(),
+        expected.len(),
+        daemon.all_logs()
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}
+
+/// A savepoint of a stream join keeps the other stream's offsets: orders are buffered, a
+/// savepoint taken, then their payments processed; restoring that savepoint (into a second
+/// sink) reads the payments again and sends every pair again, exactly once there.
+#[test]
+fn restoring_a_stream_join_savepoint_rereads_the_other_stream_from_it() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("spjoin");
+    let (orders, payments, sink, sink2) = (
+        format!("{name}-orders"),
+        format!("{name}-payments"),
+        format!("{name}-out"),
+        format!("{name}-out2"),
+    );
+    for t in [&orders, &payments, &sink, &sink2] {
+        common::create_topic(&bootstrap, t, 2);
+    }
+    let config = |sink: &str| {
+        common::engine_header(&bootstrap, "rocksdb")
+            + &format!(
+                r#"
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "1s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", stream = "{payments}", within = "1m", into = "payment" }},
+]
+"#
+            )
+    };
+    let base = 1_700_000_000_000i64;
+    let order_recs: Vec<_> = (0..100i64)
+        .map(|i| {
+            (
+                None,
+                format!("o{i}"),
+                json!({"order": i, "user": format!("u{}", i % 10), "ts": base + i}).to_string(),
+            )
+        })
+        .collect();
+    let pay_recs: Vec<_> = (0..100i64)
+        .map(|i| {
+            let user = format!("u{}", i % 10);
+            (
+                None,
+                user.clone(),
+                json!({"payment": i, "user": user, "ts": base + 100 + i}).to_string(),
+            )
+        })
+        .collect();
+    // every order pairs with every payment of its user (all within a minute)
+    let expected: std::collections::BTreeSet<(i64, i64)> = (0..100i64)
+        .flat_map(|o| {
+            (0..100i64)
+                .filter(move |p| p % 10 == o % 10)
+                .map(move |p| (o, p))
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config(&sink));
+    daemon.start();
+    common::produce_all(&bootstrap, &orders, &order_recs);
+    // the orders are in (buffered) once the group has committed all of them
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempt = 0;
+    let sp = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        attempt += 1;
+        let taken = daemon.savepoint(Some(&dir.path().join(format!("sp-{attempt}"))), false);
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(taken[0].join("_savepoint.json")).unwrap())
+                .unwrap();
+        let read: i64 = manifest["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["next_offset"].as_i64().unwrap_or(0))
+            .sum();
+        if read == 100 || Instant::now() > deadline {
+            assert_eq!(read, 100, "{manifest}");
+            break taken[0].clone();
+        }
+    };
+    common::produce_all(&bootstrap, &payments, &pay_recs);
+    let pairs = |topic: &str| {
+        let mut got = std::collections::BTreeMap::new();
+        for r in common::read_all(
+            &bootstrap,
+            topic,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(60),
+        ) {
+            let v: Value = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+            let pair = (
+                v["order"].as_i64().unwrap(),
+                v["payment"]["payment"].as_i64().unwrap(),
+            );
+            *got.entry(pair).or_insert(0u32) += 1;
+        }
+        got
+    };
+    let first = pairs(&sink);
+    assert_eq!(
+        first
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "{}",
+        daemon.all_logs()
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+
+    std::fs::write(
+        &daemon.config,
+        config(&sink2).replace("{DIR}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    daemon.args = vec!["--from-savepoint".into(), sp.display().to_string()];
+    daemon.start();
+    let second = pairs(&sink2);
+    assert_eq!(
+        second
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "{}",
+        daemon.all_logs()
+    );
+    assert!(
+        second.values().all(|n| *n == 1),
+        "a pair out twice after the restore"
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}

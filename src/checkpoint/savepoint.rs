@@ -139,6 +139,18 @@ pub struct SavepointManifest {
     pub state_partitions: i32,
     pub operators: Vec<OperatorState>,
     pub pending: Vec<DataFile>,
+    /// A stream-stream join's other topic and its next offsets (format 2; absent in format 1,
+    /// whose stream-join savepoints cannot be restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_stream: Option<OtherStream>,
+}
+
+/// The other topic of a stream-stream join, read like the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtherStream {
+    pub topic: String,
+    pub offsets: Vec<SourceOffset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,9 +95,12 @@ impl Registry {
             RemoteError::Unavailable(m) => Error::Registry(m),
             other => Error::Avro(other.to_string()),
         })?;
+        // not the record's fault (a schema with references, a damaged cache file): the
+        // pipeline stops and retries, the cache entry is dropped
         let schema = Schema::parse_str(&text).map_err(|e| {
-            Error::Avro(format!(
-                "schema id {id} from {} is not a valid Avro schema: {e}",
+            remote.forget(id);
+            Error::Registry(format!(
+                "schema id {id} from {} does not parse as an Avro schema: {e}",
                 remote.url()
             ))
         })?;

@@ -111,10 +111,13 @@ impl Remote {
         // only a 404 is the record's fault; any other answer (credentials refused, rate
         // limited, a proxy's page) is the registry's, and the record waits for it
         let text = match status {
-            200 => {
-                schema_field(&body).map_err(|m| RemoteError::Unavailable(format!("{url}: {m}")))?
-            }
-            404 => {
+            200 => schema_field(&body).map_err(|e| match e {
+                // the record's: its id names a schema of another type
+                SchemaAnswer::NotAvro(m) => RemoteError::NotFound(format!("schema id {id}: {m}")),
+                SchemaAnswer::Unreadable(m) => RemoteError::Unavailable(format!("{url}: {m}")),
+            })?,
+            // the registry's own "schema not found", not any 404 (a wrong path, a proxy)
+            404 if error_code(&body) == Some(40403) => {
                 return Err(RemoteError::NotFound(format!(
                     "schema id {id} is not in the registry at {}",
                     self.base
@@ -130,6 +133,16 @@ impl Remote {
             tracing::warn!(file = %file.display(), error = %e, "schema cache not written; the registry is asked again next time");
         }
         Ok(text)
+    }
+
+    /// Forgets the cached schema of `id` (it did not parse: the next fetch asks the registry).
+    pub fn forget(&self, id: u32) {
+        let file = self.cache.join(format!("{id}.avsc"));
+        if let Err(e) = std::fs::remove_file(&file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cached schema not removed");
+        }
     }
 
     /// Registers `schema` under `subject` (or finds it there) and returns its id. A
@@ -165,8 +178,15 @@ impl Remote {
                 .header("Content-Type", CONTENT_TYPE)
                 .send(body.as_str())
         })?;
-        if status != 200 {
-            return Err(answer(&url, status, &answer_body));
+        match status {
+            200 => {}
+            // a timeout or a rate limit: try again later
+            408 | 429 => {
+                return Err(RemoteError::Unavailable(
+                    answer(&url, status, &answer_body).to_string(),
+                ));
+            }
+            _ => return Err(answer(&url, status, &answer_body)),
         }
         serde_json::from_str::<serde_json::Value>(&answer_body)
             .ok()
@@ -211,18 +231,37 @@ impl Remote {
     }
 }
 
+/// Why a `GET /schemas/ids/{id}` answer gave no Avro schema.
+#[derive(Debug, PartialEq, Eq)]
+enum SchemaAnswer {
+    /// A schema of another type (Protobuf, JSON Schema).
+    NotAvro(String),
+    /// Not an answer of a schema registry.
+    Unreadable(String),
+}
+
 /// The `schema` of a `GET /schemas/ids/{id}` answer, which must be Avro.
-fn schema_field(body: &str) -> Result<String, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("answer is not JSON: {e}"))?;
+fn schema_field(body: &str) -> Result<String, SchemaAnswer> {
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| SchemaAnswer::Unreadable(format!("answer is not JSON: {e}")))?;
     match v.get("schemaType").and_then(serde_json::Value::as_str) {
         None | Some("AVRO") => {}
-        Some(other) => return Err(format!("a {other} schema, not Avro")),
+        Some(other) => {
+            return Err(SchemaAnswer::NotAvro(format!("a {other} schema, not Avro")));
+        }
     }
     v.get("schema")
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| "the answer has no \"schema\"".to_string())
+        .ok_or_else(|| SchemaAnswer::Unreadable("the answer has no \"schema\"".to_string()))
+}
+
+/// The registry's `error_code` in an error answer.
+fn error_code(body: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("error_code")?
+        .as_u64()
 }
 
 /// A 4xx answer: the registry's own message (`{"error_code", "message"}`) when it has one.
@@ -238,9 +277,12 @@ fn answer(url: &str, status: u16, body: &str) -> RemoteError {
 }
 
 fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
+    // one temporary name per write: pipelines share the registry, and may fetch one id at once
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = file.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
@@ -262,9 +304,21 @@ mod tests {
             "\"long\""
         );
         let e = schema_field(r#"{"schemaType": "PROTOBUF", "schema": "syntax"}"#).unwrap_err();
-        assert!(e.contains("PROTOBUF schema, not Avro"), "{e}");
-        assert!(schema_field("<html>").unwrap_err().contains("not JSON"));
-        assert!(schema_field("{}").unwrap_err().contains("no \"schema\""));
+        assert_eq!(
+            e,
+            SchemaAnswer::NotAvro("a PROTOBUF schema, not Avro".into())
+        );
+        assert!(
+            matches!(schema_field("<html>"), Err(SchemaAnswer::Unreadable(m)) if m.contains("not JSON"))
+        );
+        assert!(
+            matches!(schema_field("{}"), Err(SchemaAnswer::Unreadable(m)) if m.contains("no \"schema\""))
+        );
+        assert_eq!(
+            error_code(r#"{"error_code": 40403, "message": "Schema not found"}"#),
+            Some(40403)
+        );
+        assert_eq!(error_code("<html>404</html>"), None);
     }
 
     #[test]

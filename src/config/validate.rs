@@ -261,16 +261,12 @@ impl Cx<'_> {
                 None
             }
             (None, Some(_)) => {
-                let span = raw
-                    .password
-                    .as_ref()
-                    .or(raw.password_env.as_ref())
-                    .map_or(raw.url.span(), Spanned::span);
-                self.problem(
-                    "schema_registry.username",
-                    span,
-                    "a password needs a username",
-                );
+                let (path, span) = match (&raw.password, &raw.password_env) {
+                    (Some(p), _) => ("schema_registry.password", p.span()),
+                    (None, Some(e)) => ("schema_registry.password_env", e.span()),
+                    (None, None) => ("schema_registry", raw.url.span()),
+                };
+                self.problem(path, span, "a password needs a username");
                 None
             }
             _ => None,

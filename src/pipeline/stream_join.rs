@@ -129,11 +129,20 @@ pub fn decode_time(v: &[u8]) -> Option<i64> {
 
 /// The join's watermark: the lower of this stream's (its source partitions' combined
 /// watermark) and the other stream's (its highest event time minus the out-of-orderness, less
-/// 1 ms). A record older than it is late; an entry older than it minus `within` can only meet
-/// late records. `None` until both streams have one.
-pub fn late_before(this_wm: i64, other_max: Option<i64>, ooo: i64) -> Option<i64> {
+/// 1 ms), or this stream's alone while the other is idle (no record within the source's idle
+/// timeout, as Flink's `withIdleness`). A record older than it is late; an entry older than it
+/// minus `within` can only meet late records. `None` until the streams it needs have one.
+pub fn late_before(
+    this_wm: i64,
+    other_max: Option<i64>,
+    other_idle: bool,
+    ooo: i64,
+) -> Option<i64> {
     if this_wm == super::window::NO_WATERMARK {
         return None;
+    }
+    if other_idle {
+        return Some(this_wm);
     }
     let other_wm = other_max?.saturating_sub(ooo).saturating_sub(1);
     Some(this_wm.min(other_wm))
@@ -196,13 +205,16 @@ mod tests {
 
     #[test]
     fn the_join_watermark_and_the_joined_record() {
-        assert_eq!(late_before(100, Some(80), 5), Some(74));
-        assert_eq!(late_before(60, Some(80), 5), Some(60));
-        assert_eq!(late_before(100, None, 5), None);
+        assert_eq!(late_before(100, Some(80), false, 5), Some(74));
+        assert_eq!(late_before(60, Some(80), false, 5), Some(60));
+        assert_eq!(late_before(100, None, false, 5), None);
         assert_eq!(
-            late_before(crate::pipeline::window::NO_WATERMARK, Some(80), 5),
+            late_before(crate::pipeline::window::NO_WATERMARK, Some(80), false, 5),
             None
         );
+        // an idle other stream holds nothing back, whether it ever spoke or not
+        assert_eq!(late_before(100, Some(80), true, 5), Some(100));
+        assert_eq!(late_before(100, None, true, 5), Some(100));
         assert_eq!(
             joined(&json!({"a": 1}), &json!({"b": 2}), "other"),
             Some(json!({"a": 1, "other": {"b": 2}}))

@@ -53,6 +53,12 @@ struct Task {
     spoke: bool,
     /// Stateful tasks of a windowed aggregate.
     windows: Option<windows::WindowTask>,
+    /// Stateful tasks of a stream join: when the other stream's partition last had a record
+    /// (from the task's start, so it has a full idle timeout to speak).
+    other_heard: Instant,
+    /// A checkpoint has expired the join buffers since the other stream went idle (so an idle
+    /// pipeline checkpoints once for it, not every interval).
+    other_idle_handled: bool,
 }
 
 impl Task {
@@ -64,6 +70,8 @@ impl Task {
             marker_sent: crate::pipeline::window::NO_WATERMARK,
             spoke: false,
             windows: None,
+            other_heard: Instant::now(),
+            other_idle_handled: false,
         }
     }
 }
@@ -324,6 +332,10 @@ impl<'a> Runner<'a> {
             }
             let due = self.last_checkpoint.elapsed() >= interval;
             if due && !self.dirty && self.custom.is_some() && self.timer_due()? {
+                self.dirty = true;
+            }
+            if due && !self.dirty && self.join_went_idle() {
+                // the other stream's silence may release buffered records
                 self.dirty = true;
             }
             if self.dirty && due {

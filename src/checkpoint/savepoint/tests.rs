@@ -33,6 +33,7 @@ fn head(pipeline: &str) -> SavepointManifest {
             },
         ],
         pending: vec![],
+        other_stream: None,
     }
 }
 
@@ -239,5 +240,53 @@ fn format_1_pending_records_are_read_as_keyed_payloads_without_headers() {
         PendingRecord::decode(2, b"k", &bytes[..7]),
         None,
         "cut short"
+    );
+}
+
+/// A savepoint of format 1 on disk (pending values are the payload alone, always keyed, no
+/// `other_stream`) is opened, verified and read.
+#[test]
+fn a_format_1_savepoint_directory_still_opens_and_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sp");
+    let mut manifest = build(&dir);
+    // rewrite it as Flumen 0.1 wrote it: the pending file with bare payloads, version 1
+    let file = dir.join("pending/1.kv");
+    std::fs::remove_file(&file).unwrap();
+    let mut w = kvfile::Writer::create(&file).unwrap();
+    w.put(b"u2", br#"{"user":"u2"}"#).unwrap();
+    let (entries, len) = w.finish().unwrap();
+    manifest.pending.retain(|f| f.partition == 1);
+    std::fs::remove_file(dir.join("pending/2.kv")).unwrap();
+    let entry = &mut manifest.pending[0];
+    (entry.entries, entry.len, entry.crc32c) = (entries, len, crc_of(&file).unwrap());
+    manifest.format_version = 1;
+    let mut json = serde_json::to_value(&manifest).unwrap();
+    json.as_object_mut().unwrap().remove("other_stream");
+    std::fs::write(
+        dir.join(MANIFEST),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
+
+    let sp = Savepoint::open(&dir, None).unwrap();
+    assert_eq!(sp.manifest.format_version, 1);
+    sp.verify().unwrap();
+    let mut pending = Vec::new();
+    sp.read_pending(|p, r| {
+        pending.push((p, r));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        pending,
+        vec![(
+            1,
+            PendingRecord {
+                key: Some(b"u2".to_vec()),
+                value: br#"{"user":"u2"}"#.to_vec(),
+                headers: Vec::new(),
+            }
+        )]
     );
 }

@@ -158,7 +158,7 @@ impl Runner<'_> {
                         state,
                         Side::This,
                         (key, ts, (r.partition, r.offset)),
-                        (value, this_wm),
+                        (value, this_wm, self.other_idle(task)),
                     )?
                     else {
                         effect.late = true;

@@ -70,6 +70,44 @@ impl Runner<'_> {
                 ),
             ));
         }
+        if let Some(agg) = &pipeline.plan.aggregate
+            && m.source_partitions != source_partitions
+        {
+            // keyed state moves with its key only where the repartition topic re-produces
+            // every record of that key after the savepoint; a topic read as it is keeps a
+            // key's older records in its old partition, where they would miss the moved state
+            let direct = match &agg.kind {
+                crate::config::AggregateKind::StreamJoin { stream, .. } => Some(stream.as_str()),
+                _ if !pipeline.plan.repartition => Some(pipeline.source.topic.as_str()),
+                _ => None,
+            };
+            if let Some(topic) = direct {
+                return Err(Self::mismatch(
+                    sp,
+                    format!(
+                        "the state of {} {:?} cannot move from {} to {source_partitions} partitions: \
+                         topic {topic:?} is read as it is (not repartitioned), so a key's records \
+                         still in its old partition would miss its moved state; restore before \
+                         growing the topic",
+                        agg.kind.name(),
+                        agg.id,
+                        m.source_partitions
+                    ),
+                ));
+            }
+        }
+        if let Some(crate::config::AggregateKind::StreamJoin { stream, .. }) =
+            pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
+            && m.other_stream.as_ref().is_none_or(|o| &o.topic != stream)
+        {
+            return Err(Self::mismatch(
+                sp,
+                format!(
+                    "it holds no offsets of the joined stream {stream:?} (savepoints of stream \
+                     joins keep them from format 2 on)"
+                ),
+            ));
+        }
         if m.source_partitions > source_partitions {
             return Err(Self::mismatch(
                 sp,
@@ -133,7 +171,8 @@ impl Runner<'_> {
     }
 
     /// The offsets the restore commits: the savepoint's per source partition (a partition it
-    /// never read, or a new one, from its beginning), the repartition topic's current end.
+    /// never read, or a new one, from its beginning), the same for a stream join's other
+    /// topic, the repartition topic's current end.
     fn restore_offsets(
         &self,
         sp: &Savepoint,
@@ -159,6 +198,29 @@ impl Runner<'_> {
                 },
                 next,
             ));
+        }
+        if let (Some((_, stream, ..)), Some(other)) =
+            (self.stream_join(), &sp.manifest.other_stream)
+        {
+            // the same partition count as the source (a count change is refused)
+            for partition in 0..self.source_partitions {
+                let recorded = other
+                    .offsets
+                    .iter()
+                    .find(|o| o.partition == partition)
+                    .and_then(|o| o.next_offset);
+                let next = match recorded {
+                    Some(o) => o,
+                    None => NextOffset(admin.watermarks(stream, partition)?.0),
+                };
+                offsets.push((
+                    Partition {
+                        topic: stream.to_string(),
+                        partition,
+                    },
+                    next,
+                ));
+            }
         }
         if let Some(topic) = &self.repartition_topic {
             for partition in 0..admin.partition_count(topic)? {
@@ -276,7 +338,10 @@ impl Runner<'_> {
             sp.read_pending(|recorded, record| {
                 // a watermark marker was sent to each partition of the old count; the moved
                 // tasks start from the merged watermarks, and new markers follow
-                if moved && record.key.is_none() {
+                if moved
+                    && record.value.is_empty()
+                    && super::windows::parse_watermark(&record.headers).is_some()
+                {
                     return Ok(());
                 }
                 let key = record.key.as_deref().unwrap_or_default();

@@ -160,16 +160,27 @@ impl Runner<'_> {
                 files: Vec::new(),
             });
         }
-        let offsets = (0..self.source_partitions)
-            .map(|partition| SourceOffset {
-                partition,
-                next_offset: manifest
-                    .offsets
-                    .iter()
-                    .find(|o| &o.topic == source && o.partition == partition)
-                    .map(|o| o.next_offset),
-            })
-            .collect();
+        let offsets_of = |topic: &str| -> Vec<SourceOffset> {
+            (0..self.source_partitions)
+                .map(|partition| SourceOffset {
+                    partition,
+                    next_offset: manifest
+                        .offsets
+                        .iter()
+                        .find(|o| o.topic == topic && o.partition == partition)
+                        .map(|o| o.next_offset),
+                })
+                .collect()
+        };
+        let offsets = offsets_of(source);
+        // co-partitioned with the source (checked at start): the same partition numbers
+        let other_stream =
+            self.stream_join().map(
+                |(_, stream, ..)| crate::checkpoint::savepoint::OtherStream {
+                    topic: stream.to_string(),
+                    offsets: offsets_of(stream),
+                },
+            );
         let head = SavepointManifest {
             format_version: FORMAT_VERSION,
             flumen_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -182,6 +193,7 @@ impl Runner<'_> {
             state_partitions,
             operators,
             pending: Vec::new(),
+            other_stream,
         };
         let written = builder.finish(head)?;
         Ok(Taken {

@@ -20,6 +20,14 @@ use crate::state::{TaskState, namespaced};
 /// Cleanup work per task and checkpoint at most (the rest goes at the next ones).
 const MAX_EXPIRED_PER_CHECKPOINT: usize = 100_000;
 
+fn other_idle_after(pipeline: &crate::config::PipelineConfig, task: &super::Task) -> bool {
+    pipeline
+        .source
+        .event_time
+        .as_ref()
+        .is_some_and(|et| task.other_heard.elapsed() >= et.idle_timeout)
+}
+
 type StreamJoinParts<'a> = (&'a Aggregate, &'a str, i64, &'a str, StreamJoinMode);
 
 /// What a record does to the join: state to write, and the pairs it completes.
@@ -61,6 +69,20 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Whether a stateful task's other stream has gone idle since the buffers were last
+    /// expired.
+    pub(super) fn join_went_idle(&self) -> bool {
+        self.stream_join().is_some()
+            && self.tasks.values().any(|t| {
+                t.state.is_some() && !t.other_idle_handled && other_idle_after(self.pipeline, t)
+            })
+    }
+
+    /// Whether the other stream's partition of `task` has been quiet for the idle timeout.
+    pub(super) fn other_idle(&self, task: &super::Task) -> bool {
+        other_idle_after(self.pipeline, task)
+    }
+
     fn out_of_orderness_ms(&self) -> i64 {
         self.pipeline.source.event_time.as_ref().map_or(0, |et| {
             i64::try_from(et.max_out_of_orderness.as_millis()).unwrap_or(i64::MAX)
@@ -74,7 +96,7 @@ impl<'a> Runner<'a> {
         state: &TaskState,
         side: Side,
         (key, ts, at): (&[u8], i64, (i32, i64)),
-        (value, this_wm): (&Value, i64),
+        (value, this_wm, other_idle): (&Value, i64, bool),
     ) -> Result<Option<Paired>> {
         let Some((agg, _, within, into, mode)) = self.stream_join_mode() else {
             return Ok(None);
@@ -85,7 +107,7 @@ impl<'a> Runner<'a> {
             .as_deref()
             .and_then(stream_join::decode_time);
         let ooo = self.out_of_orderness_ms();
-        if stream_join::late_before(this_wm, other_max, ooo).is_some_and(|w| ts < w) {
+        if stream_join::late_before(this_wm, other_max, other_idle, ooo).is_some_and(|w| ts < w) {
             return Ok(None);
         }
         let entry = stream_join::entry_key(side, key, ts, at.0, at.1);
@@ -185,7 +207,7 @@ impl<'a> Runner<'a> {
             state,
             Side::Other,
             (key, ts, (r.partition, r.offset)),
-            (&value, this_wm),
+            (&value, this_wm, false),
         )?;
         // every output checked before anything is written
         let mut sends = Vec::new();
@@ -207,6 +229,10 @@ impl<'a> Runner<'a> {
                     sends.push((out.key, bytes));
                 }
             }
+        }
+        if let Some(t) = self.tasks.get_mut(&target) {
+            t.other_heard = std::time::Instant::now();
+            t.other_idle_handled = false;
         }
         match paired {
             Some(paired) => {
@@ -243,6 +269,8 @@ impl<'a> Runner<'a> {
         let ns = |k: &[u8]| namespaced(&agg.id, k);
         let mut outputs = Vec::new();
         for (p, task) in &mut self.tasks {
+            let idle = other_idle_after(self.pipeline, task);
+            task.other_idle_handled |= idle;
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
@@ -255,8 +283,8 @@ impl<'a> Runner<'a> {
                 .as_deref()
                 .and_then(stream_join::decode_time);
             // an entry older than the watermark minus `within` can only meet late records
-            let Some(cutoff) =
-                stream_join::late_before(this_wm, other_max, ooo).map(|w| w.saturating_sub(within))
+            let Some(cutoff) = stream_join::late_before(this_wm, other_max, idle, ooo)
+                .map(|w| w.saturating_sub(within))
             else {
                 continue;
             };
