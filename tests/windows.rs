@@ -571,23 +571,6 @@ fn a_windowed_count_stops_with_savepoints_and_restores_across_backends() {
         common::create_topic(&bootstrap, t, 4);
     }
     let size = 1_000;
-    let mut rng = rand::rng();
-    let mut data: BTreeMap<i32, Vec<(String, i64, u64)>> = BTreeMap::new();
-    let total = 16_000u64;
-    for id in 0..total {
-        let p = (id % 4) as i32;
-        let user = format!("u{}", rng.random_range(0..40));
-        // within the 2 s out-of-orderness whatever the interleaving: nothing is late
-        let ts = 1_700_000_000_000 + id as i64 - rng.random_range(0..1_000);
-        data.entry(p).or_default().push((user, ts, id));
-    }
-    let mut expected = Windows::new();
-    for rs in data.values() {
-        for (user, ts, _) in rs {
-            let st = ts.div_euclid(size) * size;
-            *expected.entry((user.clone(), st, st + size)).or_default() += 1;
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let text = |backend: &str| {
         config(
@@ -601,29 +584,41 @@ fn a_windowed_count_stops_with_savepoints_and_restores_across_backends() {
         .replace("{DIR}", &dir.path().display().to_string())
     };
     let mut daemon = common::Daemon::new(dir.path(), &text("rocksdb"));
+    // records flow until both savepoints are taken, whatever the daemon's start-up time, so
+    // each savepoint's checkpoint wrote repartition records and markers no task had read yet
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let feeder = {
-        let (bootstrap, source, data) = (bootstrap.clone(), source.clone(), data.clone());
+        let (bootstrap, source, stop) = (bootstrap.clone(), source.clone(), stop.clone());
         std::thread::spawn(move || {
-            // a steady flow, so a savepoint finds records in flight
-            let chunks = 48;
-            let per = data.values().next().map_or(0, Vec::len).div_ceil(chunks);
-            for c in 0..chunks {
-                let chunk: BTreeMap<i32, Vec<_>> = data
-                    .iter()
-                    .map(|(p, rs)| (*p, rs.iter().skip(c * per).take(per).cloned().collect()))
-                    .collect();
+            let mut rng = rand::rng();
+            let mut produced: Vec<(String, i64)> = Vec::new();
+            let mut id = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut chunk: BTreeMap<i32, Vec<(String, i64, u64)>> = BTreeMap::new();
+                for _ in 0..200 {
+                    let user = format!("u{}", rng.random_range(0..40));
+                    // within the 2 s out-of-orderness whatever the interleaving: never late
+                    let ts = 1_700_000_000_000 + id as i64 - rng.random_range(0..1_000);
+                    chunk
+                        .entry((id % 4) as i32)
+                        .or_default()
+                        .push((user.clone(), ts, id));
+                    produced.push((user, ts));
+                    id += 1;
+                }
                 produce(&bootstrap, &source, &chunk, true);
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(100));
             }
             let end: BTreeMap<i32, Vec<_>> = (0..4)
                 .map(|p| {
                     (
                         p,
-                        vec![(format!("end{p}"), 1_900_000_000_000, total + p as u64)],
+                        vec![(format!("end{p}"), 1_900_000_000_000, id + p as u64)],
                     )
                 })
                 .collect();
             produce(&bootstrap, &source, &end, true);
+            produced
         })
     };
     daemon.start();
@@ -654,7 +649,14 @@ fn a_windowed_count_stops_with_savepoints_and_restores_across_backends() {
         daemon.start();
         daemon.args.clear();
     }
-    feeder.join().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let produced = feeder.join().unwrap();
+    let mut expected = Windows::new();
+    for (user, ts) in produced {
+        let st = ts.div_euclid(size) * size;
+        *expected.entry((user, st, st + size)).or_default() += 1;
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     let got = loop {
         let output = common::read_all(
