@@ -693,6 +693,12 @@ operators = [
             break taken[0].clone();
         }
     };
+    let shown = common::flumen(&["savepoint", "inspect", &sp.display().to_string()]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("joined      {payments}")),
+        "inspect shows the other stream's offsets: {shown}"
+    );
     common::produce_all(&bootstrap, &payments, &pay_recs);
     let pairs = |topic: &str| {
         let mut got = std::collections::BTreeMap::new();

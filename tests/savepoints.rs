@@ -324,3 +324,35 @@ fn corrupt_or_unfitting_savepoints_are_refused() {
     let status = cp.daemon.terminate(STOP_TIMEOUT);
     assert!(status.success(), "{status}\n{}", cp.daemon.all_logs());
 }
+
+/// A pipeline that counts by the source's own key (no `key_by`, no repartition topic) cannot
+/// move its state to a grown topic: a key's records still in its old partition would miss
+/// it. The restore is refused with exit 3 and the reason, before anything is written.
+#[test]
+fn a_savepoint_of_a_keyed_source_is_not_moved_to_more_partitions() {
+    let Some(mut cp) = CountPipeline::new("sp-keyed", 2, "memory", "500ms") else {
+        return;
+    };
+    cp.rewrite_config("memory", "500ms", |t| {
+        t.replace(r#"{ type = "key_by", field = "user" },"#, "")
+    });
+    let batch = count_input(300, 20);
+    cp.daemon.start();
+    cp.produce(&batch);
+    cp.output(batch.len(), OUTPUT_TIMEOUT);
+    let target = cp.dir().join("sp");
+    let sp = stop_with_savepoint(&mut cp, &target);
+    common::grow_topic(&cp.bootstrap, &cp.source, 4);
+    let sink_end = common::end_offsets(&cp.bootstrap, &cp.sink);
+    restart_from(&mut cp, &sp);
+    let status = cp.daemon.wait(STOP_TIMEOUT).expect("refused at once");
+    assert_eq!(status.code(), Some(3), "{}", cp.daemon.last_log());
+    assert!(
+        cp.daemon
+            .last_log()
+            .contains("is read as it is (not repartitioned)"),
+        "{}",
+        cp.daemon.last_log()
+    );
+    assert_eq!(common::end_offsets(&cp.bootstrap, &cp.sink), sink_end);
+}

@@ -148,12 +148,10 @@ pub fn inspect(path: &Path, key: Option<&str>, output: Output) -> u8 {
         "source      {} ({} partitions)",
         m.source_topic, m.source_partitions
     );
-    println!("  {:>9}  NEXT OFFSET", "PARTITION");
-    for o in &m.offsets {
-        let off = o
-            .next_offset
-            .map_or_else(|| "beginning".to_string(), |n| n.to_string());
-        println!("  {:>9}  {off}", o.partition);
+    print_offsets(&m.offsets);
+    if let Some(other) = &m.other_stream {
+        println!("joined      {} (the other stream of a join)", other.topic);
+        print_offsets(&other.offsets);
     }
     println!("state       {} keyed partitions", m.state_partitions);
     println!(
@@ -194,6 +192,16 @@ pub fn inspect(path: &Path, key: Option<&str>, output: Output) -> u8 {
             println!("checksums   FAILED: {e}");
             exit::STATE
         }
+    }
+}
+
+fn print_offsets(offsets: &[crate::checkpoint::savepoint::SourceOffset]) {
+    println!("  {:>9}  NEXT OFFSET", "PARTITION");
+    for o in offsets {
+        let off = o
+            .next_offset
+            .map_or_else(|| "beginning".to_string(), |n| n.to_string());
+        println!("  {:>9}  {off}", o.partition);
     }
 }
 
