@@ -761,3 +761,127 @@ operators = [
         daemon.all_logs()
     );
 }
+
+/// An unmatched record of a left join whose output an `after` step refuses follows the error
+/// policy like an input record: under `dead_letter` it goes to the dead-letter topic once (the
+/// buffered record, with where it was read), and the pairs go out as usual.
+#[test]
+fn an_unmatched_join_record_that_cannot_be_written_is_dead_lettered() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let name = common::rand_name("djoin");
+    let (orders, payments, sink, dlq) = (
+        format!("{name}-orders"),
+        format!("{name}-payments"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    for t in [&orders, &payments, &sink] {
+        common::create_topic(&bootstrap, t, 2);
+    }
+    common::create_topic(&bootstrap, &dlq, 1);
+    let config = common::engine_header(&bootstrap, "rocksdb")
+        + &format!(
+            r#"
+[[pipelines]]
+name = "{name}"
+source = {{ topic = "{orders}", format = "json", event_time = {{ field = "ts", max_out_of_orderness = "1s", idle_timeout = "2s" }} }}
+sink = {{ topic = "{sink}", format = "json" }}
+on_error = "dead_letter"
+dead_letter_topic = "{dlq}"
+operators = [
+  {{ type = "key_by", field = "user" }},
+  {{ type = "join", stream = "{payments}", within = "1s", into = "payment", mode = "left" }},
+  {{ type = "map", expr = 'if .payment == null then error("an order without payment") else . end' }},
+]
+"#
+        );
+    let base = 1_700_000_000_000i64;
+    let order_recs: Vec<_> = (0..10i64)
+        .map(|i| {
+            (
+                None,
+                format!("o{i}"),
+                json!({"order": i, "user": format!("u{i}"), "ts": base + i}).to_string(),
+            )
+        })
+        .collect();
+    // even orders are paid
+    let pay_recs: Vec<_> = (0..10i64)
+        .filter(|i| i % 2 == 0)
+        .map(|i| {
+            (
+                None,
+                format!("u{i}"),
+                json!({"payment": i, "user": format!("u{i}"), "ts": base + i + 10}).to_string(),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &orders, &order_recs);
+    common::produce_all(&bootstrap, &payments, &pay_recs);
+    let flush: Vec<_> = (0..2)
+        .map(|p| {
+            (
+                Some(p),
+                format!("zo{p}"),
+                json!({"order": 100 + p, "user": format!("zz{p}"), "ts": base + 10_000_000})
+                    .to_string(),
+            )
+        })
+        .collect();
+    common::produce_all(&bootstrap, &orders, &flush);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = common::Daemon::new(dir.path(), &config);
+    daemon.start();
+    let letters = common::dead_letters(&bootstrap, &dlq, 5);
+    let out = common::read_all(
+        &bootstrap,
+        &sink,
+        "read_committed",
+        5,
+        Duration::from_secs(30),
+    );
+    let paired: std::collections::BTreeSet<i64> = out
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r.value.as_deref().unwrap()).unwrap()["order"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        paired,
+        [0, 2, 4, 6, 8].into_iter().collect(),
+        "{}",
+        daemon.all_logs()
+    );
+    assert_eq!(out.len(), 5);
+    let mut lone: Vec<i64> = letters
+        .iter()
+        .map(|(v, _)| {
+            serde_json::from_slice::<Value>(v).unwrap()["order"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    lone.sort_unstable();
+    assert_eq!(lone, vec![1, 3, 5, 7, 9], "{}", daemon.all_logs());
+    for (_, h) in &letters {
+        assert_eq!(h["flumen.error.stage"], "stream_join");
+        assert!(
+            h["flumen.error.message"].contains("an order without payment"),
+            "{h:?}"
+        );
+        assert!(h["flumen.source.topic"].ends_with("-repartition"), "{h:?}");
+        assert!(
+            h["flumen.source.offset"].parse::<i64>().unwrap() >= 0,
+            "{h:?}"
+        );
+    }
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        daemon.all_logs()
+    );
+}

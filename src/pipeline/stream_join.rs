@@ -101,6 +101,16 @@ pub fn emits_unmatched(mode: StreamJoinMode, side: Side) -> bool {
     }
 }
 
+/// The partition and offset an entry's record was read at (the last 12 bytes of its key).
+pub fn entry_origin(entry: &[u8]) -> Option<(i32, i64)> {
+    let tail = entry.get(entry.len().checked_sub(12)?..)?;
+    let (p, o) = tail.split_first_chunk::<4>()?;
+    Some((
+        i32::from_be_bytes(*p),
+        i64::from_be_bytes(o.try_into().ok()?),
+    ))
+}
+
 /// The side and the record key of an entry key.
 pub fn entry_parts(entry: &[u8]) -> Option<(Side, &[u8])> {
     let (&tag, rest) = entry.split_first()?;
@@ -185,6 +195,7 @@ mod tests {
         assert!(emits_unmatched(Outer, Side::This) && emits_unmatched(Outer, Side::Other));
         let e = entry_key(Side::Other, b"user-7", -5, 2, 9);
         assert_eq!(entry_parts(&e), Some((Side::Other, &b"user-7"[..])));
+        assert_eq!(entry_origin(&e), Some((2, 9)));
         assert_eq!(entry_parts(&matched_key(&e)), None);
         // the join shares its namespace with the task's persisted watermarks: none of its
         // keys may fall in their range

@@ -11,6 +11,7 @@ mod restore;
 mod savepoint;
 mod streams;
 mod tables;
+mod unmatched;
 mod windows;
 
 use std::collections::{BTreeMap, HashMap};

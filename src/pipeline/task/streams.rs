@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::Runner;
 use super::record::begin_if_needed;
+use super::unmatched::Unmatched;
 use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
 use crate::config::{Aggregate, AggregateKind, StreamJoinMode};
@@ -262,11 +263,12 @@ impl<'a> Runner<'a> {
     /// those of them that never found a partner when the mode asks for them (in the
     /// checkpoint's transaction, before its flush; the deletions are in its snapshot).
     pub(super) fn expire_join_buffers(&mut self) -> Result<()> {
-        let Some((agg, _, within, into, mode)) = self.stream_join_mode() else {
+        let Some((agg, stream, within, into, mode)) = self.stream_join_mode() else {
             return Ok(());
         };
         let ooo = self.out_of_orderness_ms();
         let ns = |k: &[u8]| namespaced(&agg.id, k);
+        let stateful_topic = self.stateful_topic.clone().unwrap_or_default();
         let mut outputs = Vec::new();
         for (p, task) in &mut self.tasks {
             let idle = other_idle_after(self.pipeline, task);
@@ -301,13 +303,26 @@ impl<'a> Runner<'a> {
                         if state.get(&marker)?.is_some() {
                             state.delete(&marker)?;
                         } else if let Some(v) = state.get(&ns(entry))? {
-                            let record = serde_json::from_slice::<Value>(&v)
+                            let output = serde_json::from_slice::<Value>(&v)
                                 .map_err(|e| e.to_string())
                                 .and_then(|r| {
                                     stream_join::unmatched(side, &r, into)
                                         .ok_or_else(|| "not a record with fields".to_string())
                                 });
-                            outputs.push((p.clone(), at, key.to_vec(), record));
+                            let (partition, offset) =
+                                stream_join::entry_origin(entry).unwrap_or((p.partition, -1));
+                            let topic = match side {
+                                Side::This => stateful_topic.clone(),
+                                Side::Other => stream.to_string(),
+                            };
+                            outputs.push(Unmatched {
+                                task: p.clone(),
+                                at,
+                                key: key.to_vec(),
+                                origin: (topic, partition, offset),
+                                stored: v,
+                                output,
+                            });
                         }
                     }
                     state.delete(&ns(entry))?;
@@ -315,38 +330,6 @@ impl<'a> Runner<'a> {
                 state.delete(&index)?;
             }
         }
-        let mut sends = Vec::new();
-        for (partition, at, key, value) in outputs {
-            let fail = |message: String| crate::pipeline::Error::Timer {
-                partition: partition.clone(),
-                key: String::from_utf8_lossy(&key).into_owned(),
-                at,
-                message: format!("unmatched join record: {message}"),
-            };
-            let value = value.map_err(fail)?;
-            let out = Record {
-                key: Some(key.clone()),
-                value: Payload::Json(value),
-            };
-            let Some(out) = operator::apply_steps(&self.pipeline.plan.after, out)
-                .map_err(|e| fail(e.to_string()))?
-            else {
-                continue;
-            };
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
-                .map_err(|e| fail(e.to_string()))?;
-            self.producer
-                .check_size(out.key.as_deref(), &bytes)
-                .map_err(|e| fail(e.to_string()))?;
-            sends.push((out.key, bytes));
-        }
-        if !sends.is_empty() {
-            begin_if_needed(&self.producer, &mut self.in_txn)?;
-            for (k, v) in sends {
-                self.producer
-                    .send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
-            }
-        }
-        Ok(())
+        self.send_unmatched(outputs)
     }
 }
