@@ -91,17 +91,25 @@ impl Registry {
         if let Some(s) = cached {
             return Ok(s);
         }
-        let text = remote.schema(id).map_err(|e| match e {
-            RemoteError::Unavailable(m) => Error::Registry(m),
-            other => Error::Avro(other.to_string()),
-        })?;
-        // not the record's fault (a schema with references, a damaged cache file): the
-        // pipeline stops and retries, the cache entry is dropped
-        let schema = Schema::parse_str(&text).map_err(|e| {
+        let fetch = || {
+            remote.schema(id).map_err(|e| match e {
+                RemoteError::Unavailable(m) => Error::Registry(m),
+                other => Error::Avro(other.to_string()),
+            })
+        };
+        let (mut text, mut cached) = fetch()?;
+        if cached && Schema::parse_str(&text).is_err() {
+            // a damaged cache file: drop it and ask the registry once
             remote.forget(id);
-            Error::Registry(format!(
-                "schema id {id} from {} does not parse as an Avro schema: {e}",
-                remote.url()
+            (text, cached) = fetch()?;
+        }
+        // a schema the registry serves but apache-avro cannot parse (references, say) fails
+        // each record of that id: the records follow the error policy, the pipeline goes on
+        let schema = Schema::parse_str(&text).map_err(|e| {
+            Error::Avro(format!(
+                "schema id {id} from {}{} does not parse as an Avro schema: {e}",
+                remote.url(),
+                if cached { " (cached)" } else { "" }
             ))
         })?;
         let schema = Arc::new(schema);

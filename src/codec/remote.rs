@@ -100,11 +100,12 @@ impl Remote {
         &self.base
     }
 
-    /// The schema text of `id`: from the disk cache, else from the registry (then cached).
-    pub fn schema(&self, id: u32) -> Result<String, RemoteError> {
+    /// The schema text of `id`, and whether it came from the disk cache (else from the
+    /// registry, then cached).
+    pub fn schema(&self, id: u32) -> Result<(String, bool), RemoteError> {
         let file = self.cache.join(format!("{id}.avsc"));
         if let Ok(text) = std::fs::read_to_string(&file) {
-            return Ok(text);
+            return Ok((text, true));
         }
         let url = format!("{}/schemas/ids/{id}", self.base);
         let (status, body) = self.call(|| self.with_auth(self.agent.get(&url)).call())?;
@@ -132,7 +133,7 @@ impl Remote {
         if let Err(e) = write_atomically(&file, &text) {
             tracing::warn!(file = %file.display(), error = %e, "schema cache not written; the registry is asked again next time");
         }
-        Ok(text)
+        Ok((text, false))
     }
 
     /// Forgets the cached schema of `id` (it did not parse: the next fetch asks the registry).
@@ -355,6 +356,6 @@ mod tests {
         // a cached schema needs no registry
         let cached = dir.path().join(format!("127_0_0_1_{port}")).join("7.avsc");
         write_atomically(&cached, "\"string\"").unwrap();
-        assert_eq!(r.schema(7).unwrap(), "\"string\"");
+        assert_eq!(r.schema(7).unwrap(), ("\"string\"".to_string(), true));
     }
 }

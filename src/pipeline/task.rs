@@ -377,6 +377,7 @@ impl<'a> Runner<'a> {
             let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
         }
+        self.hear_other_stream_anew();
         // a join's table is current before the first stream record of its tasks
         self.refresh_tables()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
@@ -489,9 +490,20 @@ impl<'a> Runner<'a> {
             let task = self.restore_task(p, *offset, &all)?;
             self.tasks.insert(p.clone(), task);
         }
+        self.hear_other_stream_anew();
         self.refresh_tables()?;
         self.consumer.seek(&committed)?;
         Ok(())
+    }
+
+    /// Every task's other stream gets a full idle timeout from now: restoring the tasks one by
+    /// one may itself take longer than that, and nothing has been read yet.
+    fn hear_other_stream_anew(&mut self) {
+        let now = Instant::now();
+        for task in self.tasks.values_mut() {
+            task.other_heard = now;
+            task.other_idle_handled = false;
+        }
     }
 
     /// Checkpoint N (see `checkpoint::protocol`). An abortable failure aborts, rewinds and

@@ -61,6 +61,18 @@ impl Runner<'_> {
     fn not_ready(&self) -> Option<String> {
         let source = &self.pipeline.source.topic;
         let assigned = self.tasks.keys().filter(|p| &p.topic == source).count();
+        let other = self.stream_join().map(|(_, stream, ..)| stream);
+        let others = self
+            .tasks
+            .keys()
+            .filter(|p| Some(p.topic.as_str()) == other)
+            .count();
+        if other.is_some() && i32::try_from(others).ok() != Some(self.source_partitions) {
+            return Some(format!(
+                "only {others} of {} partitions of the joined stream are assigned yet; try again in a moment",
+                self.source_partitions
+            ));
+        }
         if i32::try_from(assigned).ok() != Some(self.source_partitions) {
             return Some(format!(
                 "only {assigned} of {} source partitions are assigned yet; try again in a moment",

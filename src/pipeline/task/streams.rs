@@ -272,7 +272,6 @@ impl<'a> Runner<'a> {
         let mut outputs = Vec::new();
         for (p, task) in &mut self.tasks {
             let idle = other_idle_after(self.pipeline, task);
-            task.other_idle_handled |= idle;
             let Some(state) = task.state.as_mut() else {
                 continue;
             };
@@ -292,7 +291,10 @@ impl<'a> Runner<'a> {
             };
             // the time index in the layout of `pipeline::timers`: entries older than the cutoff
             let (lo, hi) = timers::due_range(cutoff.saturating_sub(1));
-            for index in state.keys_in(&ns(&lo), &ns(&hi), MAX_EXPIRED_PER_CHECKPOINT)? {
+            let due = state.keys_in(&ns(&lo), &ns(&hi), MAX_EXPIRED_PER_CHECKPOINT)?;
+            // an idle stream's release is done once nothing due is left for a next checkpoint
+            task.other_idle_handled |= idle && due.len() < MAX_EXPIRED_PER_CHECKPOINT;
+            for index in due {
                 if let Some((at, entry)) = crate::state::split_namespaced(&index)
                     .and_then(|(_, inner)| timers::split_timer_key(inner))
                 {
