@@ -287,6 +287,9 @@ impl<'a> Runner<'a> {
             let Some(cutoff) = stream_join::late_before(this_wm, other_max, idle, ooo)
                 .map(|w| w.saturating_sub(within))
             else {
+                // no watermark of this stream yet: nothing to release until it has one, and
+                // its records will make the next checkpoint anyway (no checkpoint per interval)
+                task.other_idle_handled |= idle;
                 continue;
             };
             // the time index in the layout of `pipeline::timers`: entries older than the cutoff
