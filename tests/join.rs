@@ -12,6 +12,31 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
+/// Panics unless every expected output (pair, or lone record as -1) is out exactly once and
+/// nothing else is, naming a few differences and with the daemon's logs.
+fn assert_once_each(
+    got: &BTreeMap<(i64, i64), u32>,
+    expected: &std::collections::BTreeSet<(i64, i64)>,
+    daemon: &common::Daemon,
+) {
+    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "out more than once: {twice:?}\n{}",
+        daemon.all_logs()
+    );
+    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
+    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<_> = seen.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} out, expected {}; missing {missing:?}, extra {extra:?}\n{}",
+        seen.len(),
+        expected.len(),
+        daemon.all_logs()
+    );
+}
+
 /// id → (user, profile) of each event read back; panics on an event out twice.
 fn events_in(output: &[common::Read]) -> BTreeMap<u64, (String, Value)> {
     let mut out = BTreeMap::new();
@@ -283,22 +308,7 @@ operators = [
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(
-        twice.is_empty(),
-        "pairs out more than once: {twice:?}\n{}",
-        daemon.all_logs()
-    );
-    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
-    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
-    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{} pairs, expected {}; missing {missing:?}, extra {extra:?}\n{}",
-        seen.len(),
-        expected.len(),
-        daemon.all_logs()
-    );
+    assert_once_each(&got, &expected, &daemon);
     assert!(
         daemon.terminate(Duration::from_secs(30)).success(),
         "{}",
@@ -454,22 +464,7 @@ operators = [
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(
-        twice.is_empty(),
-        "out more than once: {twice:?}\n{}",
-        daemon.all_logs()
-    );
-    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
-    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
-    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{} out, expected {} ({lone_orders} lone orders, {lone_payments} lone payments); missing {missing:?}, extra {extra:?}\n{}",
-        seen.len(),
-        expected.len(),
-        daemon.all_logs()
-    );
+    assert_once_each(&got, &expected, &daemon);
     assert!(
         daemon.terminate(Duration::from_secs(30)).success(),
         "{}",
@@ -587,18 +582,7 @@ operators = [
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "out more than once: {twice:?}");
-    let seen: std::collections::BTreeSet<(i64, i64)> = got.keys().copied().collect();
-    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
-    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{} out, expected {}; missing {missing:?}, extra {extra:?}\n{}",
-        seen.len(),
-        expected.len(),
-        daemon.all_logs()
-    );
+    assert_once_each(&got, &expected, &daemon);
     assert!(
         daemon.terminate(Duration::from_secs(30)).success(),
         "{}",
