@@ -96,6 +96,33 @@ fn assert_same_windows(got: &Windows, expected: &Windows, daemon: &common::Daemo
     }
 }
 
+/// Reads the sink (for up to 2 minutes) until every expected window is out, then panics
+/// unless the windows are exactly `expected` and the late topic is empty.
+fn assert_exact_windows_and_none_late(
+    bootstrap: &str,
+    (sink, late): (&str, &str),
+    expected: &Windows,
+    daemon: &common::Daemon,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        let output = common::read_all(
+            bootstrap,
+            sink,
+            "read_committed",
+            expected.len(),
+            Duration::from_secs(20),
+        );
+        let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+    };
+    assert_same_windows(&got, expected, daemon);
+    let late_read = common::read_all(bootstrap, late, "read_committed", 0, Duration::from_secs(3));
+    assert!(late_read.is_empty(), "{} late records", late_read.len());
+}
+
 /// Windows read from the sink; panics on a window emitted twice.
 fn windows_in(output: &[common::Read]) -> Result<Windows, String> {
     let mut out = Windows::new();
@@ -657,29 +684,7 @@ fn a_windowed_count_stops_with_savepoints_and_restores_across_backends() {
         let st = ts.div_euclid(size) * size;
         *expected.entry((user, st, st + size)).or_default() += 1;
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let got = loop {
-        let output = common::read_all(
-            &bootstrap,
-            &sink,
-            "read_committed",
-            expected.len(),
-            Duration::from_secs(20),
-        );
-        let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
-        if got.len() >= expected.len() || Instant::now() > deadline {
-            break got;
-        }
-    };
-    assert_same_windows(&got, &expected, &daemon);
-    let late_read = common::read_all(
-        &bootstrap,
-        &late,
-        "read_committed",
-        0,
-        Duration::from_secs(3),
-    );
-    assert!(late_read.is_empty(), "{} late records", late_read.len());
+    assert_exact_windows_and_none_late(&bootstrap, (&sink, &late), &expected, &daemon);
     assert!(
         daemon.all_logs().contains("restored from savepoint"),
         "{}",
@@ -782,29 +787,7 @@ fn a_windowed_count_saved_at_four_partitions_restores_into_eight() {
         })
         .collect();
     produce(&bootstrap, &source, &end, true);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let got = loop {
-        let output = common::read_all(
-            &bootstrap,
-            &sink,
-            "read_committed",
-            expected.len(),
-            Duration::from_secs(20),
-        );
-        let got = windows_in(&output).unwrap_or_else(|e| panic!("{e}\n{}", daemon.all_logs()));
-        if got.len() >= expected.len() || Instant::now() > deadline {
-            break got;
-        }
-    };
-    assert_same_windows(&got, &expected, &daemon);
-    let late_read = common::read_all(
-        &bootstrap,
-        &late,
-        "read_committed",
-        0,
-        Duration::from_secs(3),
-    );
-    assert!(late_read.is_empty(), "{} late records", late_read.len());
+    assert_exact_windows_and_none_late(&bootstrap, (&sink, &late), &expected, &daemon);
     assert!(
         daemon.all_logs().contains("from_partitions=4"),
         "{}",

@@ -108,23 +108,10 @@ impl Runner<'_> {
                 Ok(())
             }
             (OnError::DeadLetter, Some(topic)) => {
-                let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
-                let headers: [(&str, &[u8]); 7] = [
-                    ("flumen.pipeline", self.pipeline.name.as_bytes()),
-                    ("flumen.source.topic", r.topic.as_bytes()),
-                    ("flumen.source.partition", partition.as_bytes()),
-                    ("flumen.source.offset", offset.as_bytes()),
-                    ("flumen.error.stage", stage.as_bytes()),
-                    ("flumen.error.class", error_class(stage).as_bytes()),
-                    ("flumen.error.message", message.as_bytes()),
-                ];
                 begin_if_needed(&self.producer, &mut self.in_txn)?;
-                match self.producer.send_with_headers(
-                    topic,
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                    &headers,
-                ) {
+                let origin = (r.topic.as_str(), r.partition, r.offset);
+                let record = (r.key.as_deref(), r.value.as_deref());
+                match self.send_dead_letter(topic, origin, (stage, &message), record) {
                     Ok(()) => {}
                     // the dead letter itself is too large: nothing can take it
                     Err(crate::kafka::Error::TooLarge { .. }) => return Err(self.abort_for(e)),
@@ -136,6 +123,28 @@ impl Runner<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Writes one dead letter into the open transaction: the record (key, value) untouched,
+    /// with headers naming where it was read (topic, partition, offset) and why it failed.
+    pub(super) fn send_dead_letter(
+        &self,
+        topic: &str,
+        (source, partition, offset): (&str, i32, i64),
+        (stage, message): (&str, &str),
+        (key, value): (Option<&[u8]>, Option<&[u8]>),
+    ) -> crate::kafka::Result<()> {
+        let (partition, offset) = (partition.to_string(), offset.to_string());
+        let headers: [(&str, &[u8]); 7] = [
+            ("flumen.pipeline", self.pipeline.name.as_bytes()),
+            ("flumen.source.topic", source.as_bytes()),
+            ("flumen.source.partition", partition.as_bytes()),
+            ("flumen.source.offset", offset.as_bytes()),
+            ("flumen.error.stage", stage.as_bytes()),
+            ("flumen.error.class", error_class(stage).as_bytes()),
+            ("flumen.error.message", message.as_bytes()),
+        ];
+        self.producer.send_with_headers(topic, key, value, &headers)
     }
 
     /// A record stops the pipeline: abort the open transaction (nothing in it must survive; a

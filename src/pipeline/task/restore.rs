@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use super::Runner;
 use super::savepoint::kind_name;
-use crate::checkpoint::savepoint::{Savepoint, target_partition};
+use crate::checkpoint::savepoint::{Savepoint, SourceOffset, target_partition};
 use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition, TaskSnapshot};
 use crate::config::PipelineConfig;
 use crate::kafka::admin::Admin;
@@ -179,48 +179,12 @@ impl Runner<'_> {
         admin: &Admin,
     ) -> Result<Vec<(Partition, NextOffset)>> {
         let source = &self.pipeline.source.topic;
-        let mut offsets = Vec::new();
-        for partition in 0..self.source_partitions {
-            let recorded = sp
-                .manifest
-                .offsets
-                .iter()
-                .find(|o| o.partition == partition)
-                .and_then(|o| o.next_offset);
-            let next = match recorded {
-                Some(o) => o,
-                None => NextOffset(admin.watermarks(source, partition)?.0),
-            };
-            offsets.push((
-                Partition {
-                    topic: source.clone(),
-                    partition,
-                },
-                next,
-            ));
-        }
+        let mut offsets = self.recorded_offsets(source, &sp.manifest.offsets, admin)?;
         if let (Some((_, stream, ..)), Some(other)) =
             (self.stream_join(), &sp.manifest.other_stream)
         {
             // the same partition count as the source (a count change is refused)
-            for partition in 0..self.source_partitions {
-                let recorded = other
-                    .offsets
-                    .iter()
-                    .find(|o| o.partition == partition)
-                    .and_then(|o| o.next_offset);
-                let next = match recorded {
-                    Some(o) => o,
-                    None => NextOffset(admin.watermarks(stream, partition)?.0),
-                };
-                offsets.push((
-                    Partition {
-                        topic: stream.to_string(),
-                        partition,
-                    },
-                    next,
-                ));
-            }
+            offsets.extend(self.recorded_offsets(stream, &other.offsets, admin)?);
         }
         if let Some(topic) = &self.repartition_topic {
             for partition in 0..admin.partition_count(topic)? {
@@ -233,6 +197,30 @@ impl Runner<'_> {
                     NextOffset(end),
                 ));
             }
+        }
+        Ok(offsets)
+    }
+
+    /// `topic`'s offsets as a savepoint recorded them, per partition of the source's count; a
+    /// partition it never read (or did not have) from the log start.
+    fn recorded_offsets(
+        &self,
+        topic: &str,
+        recorded: &[SourceOffset],
+        admin: &Admin,
+    ) -> Result<Vec<(Partition, NextOffset)>> {
+        let mut offsets = Vec::new();
+        for partition in 0..self.source_partitions {
+            let next = match recorded
+                .iter()
+                .find(|o| o.partition == partition)
+                .and_then(|o| o.next_offset)
+            {
+                Some(o) => o,
+                None => NextOffset(admin.watermarks(topic, partition)?.0),
+            };
+            let topic = topic.to_string();
+            offsets.push((Partition { topic, partition }, next));
         }
         Ok(offsets)
     }

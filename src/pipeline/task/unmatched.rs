@@ -72,18 +72,13 @@ impl Runner<'_> {
         }
         if let Some(topic) = self.pipeline.dead_letter_topic.as_deref() {
             for (u, message) in letters {
-                let (partition, offset) = (u.origin.1.to_string(), u.origin.2.to_string());
-                let headers: [(&str, &[u8]); 7] = [
-                    ("flumen.pipeline", self.pipeline.name.as_bytes()),
-                    ("flumen.source.topic", u.origin.0.as_bytes()),
-                    ("flumen.source.partition", partition.as_bytes()),
-                    ("flumen.source.offset", offset.as_bytes()),
-                    ("flumen.error.stage", b"stream_join"),
-                    ("flumen.error.class", b"operator"),
-                    ("flumen.error.message", message.as_bytes()),
-                ];
-                self.producer
-                    .send_with_headers(topic, Some(&u.key), Some(&u.stored), &headers)?;
+                let (source, partition, offset) = &u.origin;
+                self.send_dead_letter(
+                    topic,
+                    (source, *partition, *offset),
+                    ("stream_join", &message),
+                    (Some(&u.key), Some(&u.stored)),
+                )?;
                 self.dead_lettered += 1;
             }
         }
