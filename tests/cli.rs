@@ -53,6 +53,59 @@ operators = [
     assert!(stderr.contains("3 problem(s)"), "{stderr}");
 }
 
+/// Zero and absurd durations are config errors at their place, not librdkafka's refusal at
+/// run time (`transaction_timeout = "0s"`) or a checkpoint loop that never sleeps.
+#[test]
+fn validate_refuses_zero_and_absurd_durations_at_their_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("durations.toml");
+    std::fs::write(
+        &path,
+        r#"[kafka]
+bootstrap_servers = "127.0.0.1:19092"
+transaction_timeout = "0s"
+
+[checkpoint]
+interval = "0s"
+dir = "data/checkpoints"
+
+[state]
+backend = "rocksdb"
+
+[restart]
+max_backoff = "400days"
+
+[[pipelines]]
+name = "counts"
+source = { topic = "events", format = "json", event_time = { idle_timeout = "0s" } }
+sink = { topic = "counts", format = "json" }
+operators = [
+  { type = "dedupe", field = "id", ttl = "0ms" },
+]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "kafka.transaction_timeout (3:23): \"0s\" is out of range: must be between 10s and 15m",
+        "checkpoint.interval (6:12): \"0s\" is out of range: must be between 10ms and 5m",
+        "restart.max_backoff (13:15): \"400days\" is out of range",
+        "pipelines[0].source.event_time.idle_timeout (17:77): \"0s\" is out of range",
+        "pipelines[0].operators[0].ttl (20:42): \"0ms\" is out of range",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn validate_accepts_the_examples() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");

@@ -12,18 +12,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::Value;
 
-/// `target/<profile>/examples/custom_operator`, built by `cargo test` and `cargo build
-/// --all-targets` (scripts/test.sh runs both).
 fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = profile_dir.join("examples").join("custom_operator");
-    assert!(
-        bin.try_exists().unwrap_or(false),
-        "{} is missing: build the examples (cargo build --examples --all-features)",
-        bin.display()
-    );
-    bin
+    common::example_binary("custom_operator")
 }
 
 #[test]

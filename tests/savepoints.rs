@@ -356,3 +356,66 @@ fn a_savepoint_of_a_keyed_source_is_not_moved_to_more_partitions() {
     );
     assert_eq!(common::end_offsets(&cp.bootstrap, &cp.sink), sink_end);
 }
+
+/// A service manager keeps `--from-savepoint S` on its command line: after a SIGKILL the same
+/// start continues from the latest checkpoint instead of rolling back to S (which would
+/// produce every output since S again), and so does a crash right after the restore's own
+/// commit (which would produce S's in-flight records again). `--restore-again` is the way
+/// back to S.
+#[test]
+fn the_same_from_savepoint_after_a_crash_continues_instead_of_restoring_again() {
+    let Some(mut cp) = CountPipeline::new("sp-again", 4, "rocksdb", "500ms") else {
+        return;
+    };
+    let sp_root = cp.dir().join("savepoints");
+    let batch1 = count_input(3_000, 100);
+    cp.daemon.start();
+    cp.produce(&batch1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sp1 = stop_with_savepoint(&mut cp, &sp_root.join("one"));
+
+    // every start from now on carries the same arguments
+    cp.daemon.args = vec!["--from-savepoint".into(), sp1.display().to_string()];
+    cp.daemon.start();
+    let batch2 = count_input(2_000, 100);
+    cp.produce(&batch2);
+    let so_far = merged(&batch1, &batch2);
+    cp.assert_exact(&expected_counts(&so_far), OUTPUT_TIMEOUT);
+    cp.daemon.kill9();
+    cp.daemon.start();
+    let batch3 = count_input(2_000, 100);
+    cp.produce(&batch3);
+    let so_far = merged(&so_far, &batch3);
+    cp.assert_exact(&expected_counts(&so_far), OUTPUT_TIMEOUT);
+    assert!(
+        cp.daemon
+            .last_log()
+            .contains("continuing from its latest checkpoint instead of restoring it again"),
+        "{}",
+        cp.daemon.all_logs()
+    );
+
+    // a second savepoint while records flow (some in flight in the repartition topic); its
+    // restore crashes right after its commit, and the same arguments start again
+    let batch4 = count_input(3_000, 100);
+    cp.produce(&batch4);
+    std::thread::sleep(Duration::from_millis(300));
+    cp.daemon.args.clear();
+    let sp2 = stop_with_savepoint(&mut cp, &sp_root.join("two"));
+    cp.daemon.args = vec!["--from-savepoint".into(), sp2.display().to_string()];
+    cp.daemon
+        .start_with(&[("FAILPOINTS", "restore::after_commit=return")]);
+    let status = cp.daemon.wait(STOP_TIMEOUT);
+    let logs = cp.daemon.all_logs();
+    let status = status.unwrap_or_else(|| panic!("no crash after the restore's commit\n{logs}"));
+    assert!(
+        !status.success() && cp.daemon.last_log().contains("restore::after_commit"),
+        "{status}\n{logs}"
+    );
+    cp.daemon.start();
+    let batch5 = count_input(1_000, 100);
+    cp.produce(&batch5);
+    let all = merged(&merged(&so_far, &batch4), &batch5);
+    cp.assert_exact(&expected_counts(&all), OUTPUT_TIMEOUT);
+    assert!(cp.daemon.terminate(STOP_TIMEOUT).success());
+}

@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod reset;
 pub mod savepoint;
 pub mod store;
+pub mod tag;
 
 use std::fmt;
 
@@ -61,13 +62,24 @@ pub struct Manifest {
     pub checkpoint: CheckpointId,
     pub pipeline: String,
     pub created_unix_ms: u64,
+    /// The transactional id whose commit names this checkpoint (format 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    /// The digest of the savepoint whose restore this state descends from (set by the
+    /// restore's checkpoint, carried by every later one): a `--from-savepoint` that is already
+    /// in force is not applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
     /// Every partition whose offset this checkpoint's transaction commits.
     pub offsets: Vec<PartitionOffset>,
     /// One entry per stateful task: its state as of `next_offset`.
     pub tasks: Vec<TaskSnapshot>,
 }
 
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Format 2 added `writer` and `restored_from`; format 1 manifests are still read.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// The oldest manifest format this version reads.
+pub const MANIFEST_FORMAT_OLDEST: u32 = 1;
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before it).
 pub fn now_unix_ms() -> u64 {
@@ -82,6 +94,7 @@ impl Manifest {
     pub fn new(
         checkpoint: CheckpointId,
         pipeline: &str,
+        writer: &str,
         offsets: &[(Partition, NextOffset)],
         tasks: Vec<TaskSnapshot>,
     ) -> Self {
@@ -90,6 +103,8 @@ impl Manifest {
             checkpoint,
             pipeline: pipeline.to_string(),
             created_unix_ms: now_unix_ms(),
+            writer: Some(writer.to_string()),
+            restored_from: None,
             offsets: offsets
                 .iter()
                 .map(|(p, o)| PartitionOffset {
@@ -111,19 +126,52 @@ impl Manifest {
     }
 }
 
-/// The restore candidates of `partition`: (checkpoint, snapshot offset) of every checkpoint
-/// that has a snapshot of it and whose commit can be the current one (see
-/// [`protocol::consistent`]) given the group's `committed` offsets.
-pub fn candidates<'a>(
+/// What the group has committed for one partition: the offset, and the checkpoint its
+/// metadata names (a [`tag::CommitTag`]; none for a commit written without one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupCommit {
+    pub offset: Option<NextOffset>,
+    pub tag: Option<tag::CommitTag>,
+}
+
+impl GroupCommit {
+    /// The group's commit as the broker returned it: offset and offset-commit metadata.
+    pub fn read(offset: Option<NextOffset>, metadata: &str) -> Self {
+        Self {
+            offset,
+            tag: tag::CommitTag::parse(metadata),
+        }
+    }
+}
+
+/// Which snapshot restores `partition`, given the group's commits of every assigned partition.
+///
+/// A tagged commit names its checkpoint: that one is restored if this store has it, written
+/// by the same pipeline and writer, with a snapshot of `partition` at the committed offset;
+/// anything else is refused ([`protocol::Restore::Missing`]). An untagged commit is matched by
+/// offsets, as before tags existed: the newest snapshot at the committed offset among the
+/// checkpoints whose every offset agrees with the group's ([`protocol::consistent`]).
+pub fn choose<'a>(
     manifests: impl IntoIterator<Item = (&'a CheckpointId, &'a Manifest)>,
     partition: &Partition,
-    committed: &std::collections::BTreeMap<Partition, Option<NextOffset>>,
-) -> Vec<(CheckpointId, Option<NextOffset>)> {
-    manifests
+    commits: &std::collections::BTreeMap<Partition, GroupCommit>,
+) -> protocol::Restore {
+    let commit = commits.get(partition).cloned().unwrap_or_default();
+    if let (Some(tag), Some(offset)) = (&commit.tag, commit.offset) {
+        let named = manifests
+            .into_iter()
+            .find(|(id, _)| **id == tag.checkpoint)
+            .map(|(_, m)| m);
+        return protocol::restore_named(tag, offset, named.map(|m| (m, m.task_offset(partition))));
+    }
+    let offsets: std::collections::BTreeMap<Partition, Option<NextOffset>> =
+        commits.iter().map(|(p, c)| (p.clone(), c.offset)).collect();
+    let candidates: Vec<(CheckpointId, Option<NextOffset>)> = manifests
         .into_iter()
-        .filter(|(_, m)| protocol::consistent(&m.offsets, committed))
+        .filter(|(_, m)| protocol::consistent(&m.offsets, &offsets))
         .filter_map(|(id, m)| m.task_offset(partition).map(|o| (*id, o)))
-        .collect()
+        .collect();
+    protocol::choose_restore(commit.offset, &candidates)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,4 +200,85 @@ pub struct FileSum {
     pub name: String,
     pub len: u64,
     pub crc32c: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::protocol::Restore;
+    use super::tag::CommitTag;
+    use super::*;
+
+    fn part(p: i32) -> Partition {
+        Partition {
+            topic: "in".into(),
+            partition: p,
+        }
+    }
+
+    /// Checkpoint `id` with a snapshot of partition 0 at `at` (and its offsets at `at`).
+    fn manifest(id: u64, at: i64) -> (CheckpointId, Manifest) {
+        let task = TaskSnapshot {
+            topic: "in".into(),
+            partition: 0,
+            next_offset: Some(NextOffset(at)),
+            dir: "in-0".into(),
+            files: Vec::new(),
+        };
+        let offsets = [(part(0), NextOffset(at))];
+        let id = CheckpointId(id);
+        (id, Manifest::new(id, "p", "w", &offsets, vec![task]))
+    }
+
+    fn commit(at: i64, tag: Option<u64>) -> BTreeMap<Partition, GroupCommit> {
+        let metadata = tag.map_or_else(String::new, |id| {
+            CommitTag::new(CheckpointId(id), "p", "w").encode()
+        });
+        BTreeMap::from([(part(0), GroupCommit::read(Some(NextOffset(at)), &metadata))])
+    }
+
+    #[test]
+    fn a_tagged_commit_restores_the_checkpoint_it_names_not_the_newest_at_its_offset() {
+        // 3 moved no offset (timers fired) and its commit was lost: the group names 2
+        let manifests = BTreeMap::from([manifest(1, 5), manifest(2, 10), manifest(3, 10)]);
+        assert_eq!(
+            choose(&manifests, &part(0), &commit(10, Some(2))),
+            Restore::From(CheckpointId(2))
+        );
+        // offset matching alone (a commit without a tag) takes the newest: 3
+        assert_eq!(
+            choose(&manifests, &part(0), &commit(10, None)),
+            Restore::From(CheckpointId(3))
+        );
+    }
+
+    #[test]
+    fn a_named_checkpoint_that_is_missing_or_disagrees_is_refused() {
+        let manifests = BTreeMap::from([manifest(1, 5), manifest(2, 10)]);
+        let why = |restore: Restore| match restore {
+            Restore::Missing { why, .. } => why,
+            other => panic!("{other:?}"),
+        };
+        let gone = why(choose(&manifests, &part(0), &commit(10, Some(7))));
+        assert!(gone.contains("not in the checkpoint directory"), "{gone}");
+        let moved = why(choose(&manifests, &part(0), &commit(12, Some(2))));
+        assert!(moved.contains("at offset 10, the commit at 12"), "{moved}");
+        let other = why(choose(&manifests, &part(1), &{
+            let mut c = commit(10, Some(2));
+            c.insert(part(1), c[&part(0)].clone());
+            c
+        }));
+        assert!(other.contains("no snapshot of this partition"), "{other}");
+        let mut foreign = commit(10, None);
+        foreign.insert(
+            part(0),
+            GroupCommit::read(
+                Some(NextOffset(10)),
+                &CommitTag::new(CheckpointId(2), "p", "someone-else").encode(),
+            ),
+        );
+        let writer = why(choose(&manifests, &part(0), &foreign));
+        assert!(writer.contains("written by \"w\""), "{writer}");
+    }
 }

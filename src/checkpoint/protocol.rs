@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{CheckpointId, NextOffset, Partition, PartitionOffset};
+use super::tag::CommitTag;
+use super::{CheckpointId, Manifest, NextOffset, Partition, PartitionOffset};
 
 /// What to restore for one stateful partition at start or on assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,44 @@ pub enum Restore {
         committed: NextOffset,
         newest_available: Option<(CheckpointId, Option<NextOffset>)>,
     },
+    /// The group's commit names a checkpoint that cannot be restored here: not in this store,
+    /// of another pipeline or writer, without a snapshot of the partition, or at another
+    /// offset. Refuse: any other snapshot would lose or repeat what that checkpoint did.
+    Missing {
+        tag: CommitTag,
+        committed: NextOffset,
+        why: String,
+    },
+}
+
+/// The checkpoint a tagged commit names: `named` is that id's manifest in this store, if any,
+/// with the offset of the partition's snapshot in it (`None`: it has none).
+pub fn restore_named(
+    tag: &CommitTag,
+    committed: NextOffset,
+    named: Option<(&Manifest, Option<Option<NextOffset>>)>,
+) -> Restore {
+    let why = match named {
+        None => "it is not in the checkpoint directory".to_string(),
+        Some((m, _)) if m.pipeline != tag.pipeline => {
+            format!("the checkpoint there is of pipeline {:?}", m.pipeline)
+        }
+        Some((m, _)) if m.writer.as_ref().is_some_and(|w| *w != tag.writer) => format!(
+            "the checkpoint there was written by {:?}",
+            m.writer.as_deref().unwrap_or_default()
+        ),
+        Some((_, None)) => "it has no snapshot of this partition".to_string(),
+        Some((_, Some(at))) if at != Some(committed) => format!(
+            "its snapshot of this partition is at offset {}, the commit at {committed}",
+            at.map_or_else(|| "none".to_string(), |o| o.to_string())
+        ),
+        Some(_) => return Restore::From(tag.checkpoint),
+    };
+    Restore::Missing {
+        tag: tag.clone(),
+        committed,
+        why,
+    }
 }
 
 /// Picks the snapshot whose recorded offset equals the group's committed offset.
@@ -261,6 +300,7 @@ mod tests {
                     prop_assert!(cands.iter().any(|(i, o)| *i == id && *o == committed.map(NextOffset)));
                     prop_assert!(!cands.iter().any(|(i, o)| *i > id && *o == committed.map(NextOffset)));
                 }
+                Restore::Missing { .. } => prop_assert!(false, "no tag, nothing named"),
                 Restore::NoMatch { .. } => {
                     prop_assert!(committed.is_some());
                     prop_assert!(!cands.iter().any(|(_, o)| *o == committed.map(NextOffset)));

@@ -379,6 +379,18 @@ impl Savepoint {
         Ok(Self { dir, manifest })
     }
 
+    /// What identifies this savepoint: its creation time and the CRC32C of its manifest (which
+    /// holds every file's checksum), as written into the checkpoints its restore leads to.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.manifest).unwrap_or_default();
+        format!(
+            "{}@{:x}-{:08x}",
+            self.manifest.pipeline,
+            self.manifest.created_unix_ms,
+            crc32c::crc32c(&bytes)
+        )
+    }
+
     /// Checks every file's presence, length and CRC32C against the manifest.
     pub fn verify(&self) -> Result<()> {
         let files = self

@@ -16,7 +16,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{CheckpointId, FileSum, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapshot};
+use super::{
+    CheckpointId, FileSum, MANIFEST_FORMAT_OLDEST, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapshot,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -111,11 +113,12 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        if manifest.format_version != MANIFEST_FORMAT_VERSION || manifest.checkpoint != id {
+        let known = MANIFEST_FORMAT_OLDEST..=MANIFEST_FORMAT_VERSION;
+        if !known.contains(&manifest.format_version) || manifest.checkpoint != id {
             return Err(Error::Corrupt {
                 path,
                 message: format!(
-                    "manifest says version {} checkpoint {}, expected version {MANIFEST_FORMAT_VERSION} checkpoint {id}",
+                    "manifest says version {} checkpoint {}, expected version {MANIFEST_FORMAT_OLDEST} to {MANIFEST_FORMAT_VERSION} checkpoint {id}",
                     manifest.format_version, manifest.checkpoint
                 ),
             });
@@ -299,6 +302,8 @@ mod tests {
             checkpoint: CheckpointId(id),
             pipeline: "p".into(),
             created_unix_ms: 0,
+            writer: Some("w".into()),
+            restored_from: None,
             offsets: vec![PartitionOffset {
                 topic: "t".into(),
                 partition: 0,

@@ -74,6 +74,12 @@ enum Command {
         /// instead of refusing to start.
         #[arg(long, requires = "from_savepoint")]
         allow_non_restored_state: bool,
+        /// With --from-savepoint: restore it even when the group's last commit shows it was
+        /// restored already and the pipeline went on from it (by default such a start
+        /// continues from the latest checkpoint, so a repeated command line after a crash
+        /// does not roll back and produce everything since again).
+        #[arg(long, requires = "from_savepoint")]
+        restore_again: bool,
     },
     /// Check a config file without touching the network; print every problem.
     Validate {
@@ -223,11 +229,13 @@ pub fn run(cli: Cli) -> ExitCode {
             allow_empty_state,
             from_savepoint,
             allow_non_restored_state,
+            restore_again,
         } => run::run(
             &config,
             crate::pipeline::Options {
                 allow_empty_state,
                 allow_non_restored_state,
+                restore_again,
             },
             from_savepoint.as_deref(),
         ),

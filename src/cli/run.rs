@@ -112,7 +112,9 @@ fn run_config(
                     savepoint,
                     progress: None,
                 };
-                let result = pipeline::run(&inputs, &mut commands);
+                // a panic not caught at a record ends the daemon non-zero, naming the pipeline
+                let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))
+                    .unwrap_or_else(|m| Err(pipeline::Error::Panicked(m)));
                 // the receiver only goes away when main is already exiting
                 drop(tx.blocking_send((pipeline.name.clone(), result)));
             })

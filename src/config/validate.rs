@@ -67,6 +67,16 @@ pub fn reserved_kafka_property(key: &str) -> Option<&'static str> {
 const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The broker's default `transaction.max.timeout.ms` (15 minutes).
 const BROKER_MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Bounds of durations (every duration has a range; none may be zero where zero means
+/// nothing, none so large that it is surely a typo).
+const MS: Duration = Duration::from_millis(1);
+const TEN_MINUTES: Duration = Duration::from_secs(10 * 60);
+const HOUR: Duration = Duration::from_secs(3_600);
+const DAY: Duration = Duration::from_secs(24 * 3_600);
+/// Event-time spans (lateness, out-of-orderness, join windows).
+const MONTH: Duration = Duration::from_secs(31 * 24 * 3_600);
+/// Window sizes, TTLs, idle timeouts.
+const YEAR: Duration = Duration::from_secs(366 * 24 * 3_600);
 
 /// Parses and validates config text, returning every problem found.
 pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
@@ -114,9 +124,37 @@ impl Cx<'_> {
         });
     }
 
-    fn duration(&mut self, path: &str, value: &Spanned<String>) -> Duration {
+    /// A duration within `range` (both ends included): one that does not parse, or lies
+    /// outside, is a problem at its `line:col` (and the nearest end is returned).
+    fn duration(
+        &mut self,
+        path: &str,
+        value: &Spanned<String>,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Duration {
         match humantime::parse_duration(value.get_ref()) {
-            Ok(d) => d,
+            Ok(d) if range.contains(&d) => d,
+            Ok(d) => {
+                let (min, max) = (*range.start(), *range.end());
+                self.problem(
+                    path,
+                    value.span(),
+                    format!(
+                        "{:?} is out of range: must be {}",
+                        value.get_ref(),
+                        if min.is_zero() {
+                            format!("at most {}", humantime::format_duration(max))
+                        } else {
+                            format!(
+                                "between {} and {}",
+                                humantime::format_duration(min),
+                                humantime::format_duration(max)
+                            )
+                        }
+                    ),
+                );
+                d.clamp(min, max)
+            }
             Err(e) => {
                 self.problem(
                     path,
@@ -126,7 +164,7 @@ impl Cx<'_> {
                         value.get_ref()
                     ),
                 );
-                Duration::ZERO
+                *range.start()
             }
         }
     }
@@ -201,19 +239,9 @@ impl Cx<'_> {
             return;
         }
         let timeout = match &raw.timeout {
-            Some(t) => self.duration("schema_registry.timeout", t),
+            Some(t) => self.duration("schema_registry.timeout", t, MS..=TEN_MINUTES),
             None => Duration::from_secs(10),
         };
-        if timeout.is_zero() {
-            if let Some(t) = raw
-                .timeout
-                .as_ref()
-                .filter(|t| humantime::parse_duration(t.get_ref()).is_ok())
-            {
-                self.problem("schema_registry.timeout", t.span(), "must be more than 0");
-            }
-            return;
-        }
         let cache = raw.cache_dir.as_ref().map_or_else(
             || state_dir.join("schema-registry"),
             |d| std::path::PathBuf::from(d.get_ref()),
@@ -376,14 +404,13 @@ impl Cx<'_> {
     }
 
     fn checkpoint(&mut self, raw: &raw::Checkpoint) -> CheckpointConfig {
-        let interval = self.duration("checkpoint.interval", &raw.interval);
-        if interval < Duration::from_millis(10) && interval != Duration::ZERO {
-            self.problem(
-                "checkpoint.interval",
-                raw.interval.span(),
-                "must be at least 10ms",
-            );
-        }
+        // at most a third of the broker's maximum transaction timeout: the transaction
+        // timeout must hold three intervals (a checkpoint and a restart)
+        let interval = self.duration(
+            "checkpoint.interval",
+            &raw.interval,
+            Duration::from_millis(10)..=BROKER_MAX_TRANSACTION_TIMEOUT / 3,
+        );
         if raw.dir.get_ref().is_empty() {
             self.problem("checkpoint.dir", raw.dir.span(), "must not be empty");
         }
@@ -422,17 +449,16 @@ impl Cx<'_> {
         }
         let transaction_timeout = match &raw.transaction_timeout {
             Some(t) => {
-                let d = self.duration("kafka.transaction_timeout", t);
-                if d != Duration::ZERO && (d < interval * 3 || d < Duration::from_secs(10)) {
+                // at most the broker's default transaction.max.timeout.ms
+                let d = self.duration(
+                    "kafka.transaction_timeout",
+                    t,
+                    Duration::from_secs(10)..=BROKER_MAX_TRANSACTION_TIMEOUT,
+                );
+                if d < interval * 3 {
                     self.problem("kafka.transaction_timeout", t.span(), format!(
-                        "must be at least 10s and at least 3 × checkpoint.interval ({:?}) so a checkpoint and a restart fit in one transaction", interval * 3));
-                }
-                if d > BROKER_MAX_TRANSACTION_TIMEOUT {
-                    self.problem(
-                        "kafka.transaction_timeout",
-                        t.span(),
-                        "must not exceed 15m, the broker's default transaction.max.timeout.ms",
-                    );
+                        "must be at least 3 × checkpoint.interval ({}) so a checkpoint and a restart fit in one transaction",
+                        humantime::format_duration(interval * 3)));
                 }
                 d
             }
@@ -522,10 +548,10 @@ impl Cx<'_> {
         };
         let Some(raw) = raw else { return cfg };
         if let Some(d) = &raw.initial_backoff {
-            cfg.initial_backoff = self.duration("restart.initial_backoff", d);
+            cfg.initial_backoff = self.duration("restart.initial_backoff", d, MS..=HOUR);
         }
         if let Some(d) = &raw.max_backoff {
-            cfg.max_backoff = self.duration("restart.max_backoff", d);
+            cfg.max_backoff = self.duration("restart.max_backoff", d, MS..=DAY);
         }
         if let Some(n) = &raw.max_attempts {
             match u32::try_from(*n.get_ref()) {

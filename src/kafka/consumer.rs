@@ -13,7 +13,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Error, Result, client};
-use crate::checkpoint::{NextOffset, Partition};
+use crate::checkpoint::{GroupCommit, NextOffset, Partition};
 use crate::config::KafkaConfig;
 
 /// A consumed record, copied out of librdkafka's buffer.
@@ -261,6 +261,39 @@ impl Consumer {
                     _ => None,
                 };
                 (p, off)
+            })
+            .collect())
+    }
+
+    /// The group's commits of `partitions` with their offset-commit metadata, which names the
+    /// checkpoint each belongs to (stable, as [`Consumer::committed`]).
+    pub fn commits(&self, partitions: &[Partition]) -> Result<Vec<(Partition, GroupCommit)>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(&p.topic, p.partition);
+        }
+        let got = self
+            .inner
+            .committed_offsets(tpl, TIMEOUT)
+            .map_err(client("fetch committed offsets"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| {
+                let p = Partition {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                };
+                let off = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(NextOffset(o)),
+                    _ => None,
+                };
+                // rdkafka panics on metadata that is not UTF-8 (another tool's): it names nothing
+                let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    e.metadata().to_string()
+                }))
+                .unwrap_or_default();
+                (p, GroupCommit::read(off, &metadata))
             })
             .collect())
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
@@ -22,34 +23,73 @@ use crate::config::KafkaConfig;
 /// librdkafka counts them against `message.max.bytes`), rounded up.
 const RECORD_OVERHEAD: usize = 100;
 
-/// Remembers the first failed delivery: inside a transaction it makes the commit fail, and
-/// knowing it before the commit lets the pipeline abort at once. Also the highest offset
-/// delivered per partition in the open transaction, which becomes "committed" with it.
+/// The delivery reports of the open transaction: the first failure (inside a transaction it
+/// makes the commit fail, and knowing it before the commit lets the pipeline abort at once),
+/// and the highest offset delivered per partition, which becomes "committed" with it.
+///
+/// Every record carries the generation of the transaction it was sent in, and a report of an
+/// earlier generation is ignored: an aborted transaction's purged records may report after the
+/// next `begin`, and must not fail (or count towards) a transaction they were never part of.
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    generation: usize,
+    failed: Option<String>,
+    in_txn: BTreeMap<(String, i32), i64>,
+}
+
+impl Deliveries {
+    /// A new transaction: forgets the last one's reports; returns its generation.
+    pub(super) fn begin(&mut self) -> usize {
+        self.generation = self.generation.wrapping_add(1);
+        self.failed = None;
+        self.in_txn.clear();
+        self.generation
+    }
+
+    /// One delivery report of a record sent in `generation`: where it landed, or why not.
+    pub(super) fn report(
+        &mut self,
+        generation: usize,
+        outcome: std::result::Result<(&str, i32, i64), String>,
+    ) {
+        if generation != self.generation {
+            return;
+        }
+        match outcome {
+            Ok((topic, partition, offset)) => {
+                let slot = self
+                    .in_txn
+                    .entry((topic.to_string(), partition))
+                    .or_insert(-1);
+                *slot = (*slot).max(offset);
+            }
+            Err(e) => {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Context {
-    failed: Mutex<Option<String>>,
-    in_txn: Mutex<BTreeMap<(String, i32), i64>>,
+    deliveries: Mutex<Deliveries>,
+    /// The open transaction's generation, stamped on every record sent (read per record
+    /// without the lock).
+    generation: AtomicUsize,
 }
 
 impl ClientContext for Context {}
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
-        if let Ok(m) = result
-            && let Ok(mut max) = self.in_txn.lock()
-        {
-            let slot = max
-                .entry((m.topic().to_string(), m.partition()))
-                .or_insert(-1);
-            *slot = (*slot).max(m.offset());
-        }
-        if let Err((e, _)) = result
-            && let Ok(mut f) = self.failed.lock()
-            && f.is_none()
-        {
-            *f = Some(e.to_string());
+    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
+        let outcome = match result {
+            Ok(m) => Ok((m.topic(), m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        if let Ok(mut d) = self.deliveries.lock() {
+            d.report(generation, outcome);
         }
     }
 }
@@ -84,15 +124,18 @@ impl Producer {
     }
 
     pub fn begin(&self) -> Result<()> {
-        if let Ok(mut f) = self.inner.context().failed.lock() {
-            *f = None;
-        }
-        if let Ok(mut m) = self.inner.context().in_txn.lock() {
-            m.clear();
+        let context = self.inner.context();
+        if let Ok(mut d) = context.deliveries.lock() {
+            context.generation.store(d.begin(), Ordering::Relaxed);
         }
         self.inner
             .begin_transaction()
             .map_err(client("begin_transaction"))
+    }
+
+    /// The open transaction's generation, for the records sent in it.
+    fn generation(&self) -> usize {
+        self.inner.context().generation.load(Ordering::Relaxed)
     }
 
     /// Checks the size, then enqueues one record, waiting while librdkafka's queue is full.
@@ -136,7 +179,8 @@ impl Producer {
                 value: Some(*v),
             });
         }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(owned);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, self.generation()).headers(owned);
         if let Some(v) = value {
             record = record.payload(v);
         }
@@ -158,7 +202,8 @@ impl Producer {
     ) -> Result<()> {
         let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
         self.check_size_with(key, value, header_bytes)?;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, self.generation()).payload(value);
         if !headers.is_empty() {
             let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
             for (k, v) in headers {
@@ -187,7 +232,8 @@ impl Producer {
         value: &[u8],
     ) -> Result<()> {
         self.check_size(key, value)?;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, self.generation()).payload(value);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -198,7 +244,7 @@ impl Producer {
     }
 
     /// Enqueues one record, waiting while librdkafka's queue is full.
-    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),
@@ -246,23 +292,27 @@ impl Producer {
         let failed = self
             .inner
             .context()
-            .failed
+            .deliveries
             .lock()
             .ok()
-            .and_then(|f| f.clone());
+            .and_then(|d| d.failed.clone());
         failed.map_or(Ok(()), |e| Err(Error::Delivery(e)))
     }
 
-    /// Adds the consumer group's offsets to the open transaction.
+    /// Adds the consumer group's offsets to the open transaction, each with `metadata` (the
+    /// commit tag naming the checkpoint they belong to; ASCII).
     pub fn send_offsets(
         &self,
         offsets: &[(Partition, NextOffset)],
+        metadata: &str,
         consumer: &Consumer,
     ) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for (p, o) in offsets {
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(o.0))
+            let mut e = tpl.add_partition(&p.topic, p.partition);
+            e.set_offset(Offset::Offset(o.0))
                 .map_err(client("send_offsets_to_transaction"))?;
+            e.set_metadata(metadata);
         }
         let cgm = consumer.group_metadata()?;
         self.inner
@@ -274,8 +324,8 @@ impl Producer {
         self.inner
             .commit_transaction(self.timeout)
             .map_err(client("commit_transaction"))?;
-        if let Ok(m) = self.inner.context().in_txn.lock() {
-            for (k, v) in m.iter() {
+        if let Ok(d) = self.inner.context().deliveries.lock() {
+            for (k, v) in &d.in_txn {
                 let slot = self.committed_max.entry(k.clone()).or_insert(-1);
                 *slot = (*slot).max(*v);
             }
@@ -297,5 +347,33 @@ impl Producer {
         self.inner
             .abort_transaction(self.timeout)
             .map_err(client("abort_transaction"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deliveries;
+
+    #[test]
+    fn a_late_report_of_an_aborted_transaction_does_not_poison_the_next() {
+        let mut d = Deliveries::default();
+        let first = d.begin();
+        d.report(first, Ok(("out", 0, 7)));
+        // aborted; its purged records report only after the next begin
+        let second = d.begin();
+        d.report(first, Err("Local: Purged in queue".into()));
+        d.report(first, Ok(("out", 1, 99)));
+        assert_eq!(d.failed, None);
+        assert!(d.in_txn.is_empty(), "{:?}", d.in_txn);
+        d.report(second, Ok(("out", 0, 8)));
+        d.report(second, Err("Broker: Message too large".into()));
+        d.report(second, Err("a later failure".into()));
+        assert_eq!(d.failed.as_deref(), Some("Broker: Message too large"));
+        assert_eq!(d.in_txn.get(&("out".to_string(), 0)), Some(&8));
+        // the next transaction starts clean
+        let third = d.begin();
+        assert_ne!(third, second);
+        assert_eq!(d.failed, None);
+        assert!(d.in_txn.is_empty());
     }
 }

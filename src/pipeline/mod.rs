@@ -41,6 +41,9 @@ pub struct Options {
     pub allow_empty_state: bool,
     /// On restore from a savepoint, skip the state of operators the pipeline no longer has.
     pub allow_non_restored_state: bool,
+    /// Restore the savepoint even if the group's commits show it restored already (a
+    /// `--from-savepoint` repeated by a service manager after a crash is not applied again).
+    pub restore_again: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,15 @@ pub enum Error {
         dir: String,
     },
     #[error(
+        "{partition}: {message}; refusing to start, as any other snapshot would lose or repeat that checkpoint's work. \
+         Restore the checkpoint directory, or pass --allow-empty-state to start this partition empty"
+    )]
+    NamedCheckpointMissing {
+        partition: Partition,
+        /// Which checkpoint the commit names, and why it cannot be restored.
+        message: String,
+    },
+    #[error(
         "the outcome of committing checkpoint {0} is unknown after retries; restarting to settle it"
     )]
     UnknownCommitOutcome(checkpoint::CheckpointId),
@@ -108,6 +120,10 @@ pub enum Error {
         "the transactional producer failed fatally (fenced by another instance, or a fatal broker error): {0}"
     )]
     Fatal(kafka::Error),
+    /// A panic outside the processing of one record (which is that record's error): the
+    /// daemon stops non-zero, never silently with one pipeline less.
+    #[error("panicked: {0}")]
+    Panicked(String),
     /// The schema registry cannot be reached: restart with backoff and ask again.
     #[error("{0}")]
     SchemaRegistry(String),
@@ -147,18 +163,43 @@ impl Error {
         match self {
             Self::Record { .. } | Self::Window { .. } | Self::Timer { .. } => ErrorKind::BadRecord,
             Self::NoMatchingSnapshot { .. }
+            | Self::NamedCheckpointMissing { .. }
             | Self::SavepointMismatch { .. }
             | Self::StateChoice(_)
             | Self::Savepoint(_)
             | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
-            Self::Fatal(_) | Self::PipelineRunning(_) | Self::SinkSchema { .. } => ErrorKind::Fatal,
+            Self::Fatal(_)
+            | Self::Panicked(_)
+            | Self::PipelineRunning(_)
+            | Self::SinkSchema { .. } => ErrorKind::Fatal,
             Self::Kafka(e) if e.txn_failure() == kafka::TxnFailure::Fatal => ErrorKind::Fatal,
             Self::Kafka(_)
             | Self::State(_)
             | Self::Checkpoint(_)
             | Self::UnknownCommitOutcome(_)
             | Self::SchemaRegistry(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+impl Error {
+    /// The group's commit of `partition` names a checkpoint that cannot be restored from `dir`.
+    pub(crate) fn named_checkpoint_missing(
+        partition: &Partition,
+        refused: (&checkpoint::tag::CommitTag, NextOffset, &str),
+        dir: &std::path::Path,
+    ) -> Self {
+        let (tag, committed, why) = refused;
+        Self::NamedCheckpointMissing {
+            partition: partition.clone(),
+            message: format!(
+                "the group's commit (offset {committed}) names checkpoint {} of pipeline {:?} written by {:?}, which cannot be restored from {}: {why}",
+                tag.checkpoint,
+                tag.pipeline,
+                tag.writer,
+                dir.display()
+            ),
         }
     }
 }
@@ -220,6 +261,18 @@ pub fn run(
         }
         backoff = (backoff * 2).min(restart.max_backoff);
     }
+}
+
+/// Runs `f`, turning a panic into its message: operator and codec code panicking on a record
+/// is that record's error, and a pipeline thread that panics is reported, never lost.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
 }
 
 /// Sleeps up to `d`; true when cancelled meanwhile.

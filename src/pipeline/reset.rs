@@ -13,7 +13,8 @@ use super::{Error, Inputs, Result};
 use crate::checkpoint::protocol::{self, Restore};
 use crate::checkpoint::reset::{self, PartitionView, PlanRow, Scenario, StateAction, StateShape};
 use crate::checkpoint::store::Store;
-use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition, TaskSnapshot, candidates};
+use crate::checkpoint::tag::CommitTag;
+use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, NextOffset, Partition, TaskSnapshot};
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
 
@@ -247,7 +248,12 @@ pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>>
     let mut producer = producer;
     producer.begin()?;
     if !offsets.is_empty() {
-        producer.send_offsets(&offsets, &consumer)?;
+        // the checkpoint written names this commit; without one the metadata is empty, as
+        // kafka-consumer-groups writes it (a stateless pipeline, or nothing stateful moved)
+        let tag = written.as_ref().map_or_else(String::new, |(_, id)| {
+            CommitTag::new(*id, &pipeline.name, &pipeline.transactional_id).encode()
+        });
+        producer.send_offsets(&offsets, &tag, &consumer)?;
     }
     producer.commit()?;
     if let Some((store, id)) = &written {
@@ -290,12 +296,13 @@ fn drop_state(
             partition,
         })
         .collect();
-    let committed = consumer.committed(&parts)?;
-    let all: std::collections::BTreeMap<Partition, Option<NextOffset>> =
-        committed.iter().cloned().collect();
+    let commits = consumer.commits(&parts)?;
+    let all: std::collections::BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
+    let by_id: std::collections::BTreeMap<CheckpointId, Manifest> = manifests.into_iter().collect();
     let mut tasks = Vec::new();
     let mut files = Vec::new();
-    for (p, current) in committed {
+    for (p, commit) in commits {
+        let current = commit.offset;
         let dir = format!("{}-{}", p.topic, p.partition);
         let dropped = all_repartition || dropped_source.contains(&p.partition);
         let next_offset = if dropped {
@@ -313,18 +320,22 @@ fn drop_state(
             files.push(state.snapshot(&staging.join(&dir))?);
             Some(new)
         } else {
-            let candidates = candidates(manifests.iter().map(|(id, m)| (id, m)), &p, &all);
-            match protocol::choose_restore(current, &candidates) {
+            // N names it too: its commit carries every stateful partition's offset
+            if let Some(o) = current
+                && !offsets.iter().any(|(q, _)| *q == p)
+            {
+                offsets.push((p.clone(), o));
+            }
+            match crate::checkpoint::choose(&by_id, &p, &all) {
                 Restore::Fresh => {
                     let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);
                     let mut state = inputs.env.open_empty(&live)?;
                     files.push(state.snapshot(&staging.join(&dir))?);
                 }
                 Restore::From(from) => {
-                    let task = manifests
-                        .iter()
-                        .find(|(id, _)| *id == from)
-                        .and_then(|(_, m)| {
+                    let task = by_id
+                        .get(&from)
+                        .and_then(|m| {
                             m.tasks
                                 .iter()
                                 .find(|t| t.topic == p.topic && t.partition == p.partition)
@@ -342,6 +353,17 @@ fn drop_state(
                         dir: store.root().display().to_string(),
                     });
                 }
+                Restore::Missing {
+                    tag,
+                    committed,
+                    why,
+                } => {
+                    return Err(Error::named_checkpoint_missing(
+                        &p,
+                        (&tag, committed, &why),
+                        store.root(),
+                    ));
+                }
             }
             current
         };
@@ -353,7 +375,13 @@ fn drop_state(
             files: Vec::new(),
         });
     }
-    let manifest = Manifest::new(id, &pipeline.name, offsets, tasks);
+    let manifest = Manifest::new(
+        id,
+        &pipeline.name,
+        &pipeline.transactional_id,
+        offsets,
+        tasks,
+    );
     store.finish(&staging, manifest, &files)?;
     Ok((store, id))
 }

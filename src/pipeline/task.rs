@@ -24,9 +24,10 @@ use super::{Error, Inputs, Options, Result, chain};
 use crate::checkpoint::protocol::{self, CommitAction, Restore, TxnFailure};
 use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::store::Store;
+use crate::checkpoint::tag::CommitTag;
 use crate::checkpoint::{
-    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
-    TaskSnapshot,
+    CheckpointId, GroupCommit, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition,
+    PartitionOffset, TaskSnapshot,
 };
 use crate::config::{Config, PipelineConfig};
 use crate::control::Command;
@@ -113,6 +114,9 @@ pub struct Runner<'a> {
     last_checkpoint: Instant,
     next_id: CheckpointId,
     committed: u64,
+    /// The digest of the savepoint whose restore the current state descends from
+    /// (`Manifest::restored_from`), carried into every checkpoint.
+    lineage: Option<String>,
 }
 
 /// Crash points for the recovery tests (`--features failpoints`, `FAILPOINTS=name=return`):
@@ -120,6 +124,12 @@ pub struct Runner<'a> {
 macro_rules! crash_point {
     ($name:literal) => {
         fail::fail_point!($name, |_| {
+            tracing::warn!(failpoint = $name, "failpoint: aborting the process");
+            std::process::abort()
+        })
+    };
+    ($name:literal, $cond:expr) => {
+        fail::fail_point!($name, $cond, |_| {
             tracing::warn!(failpoint = $name, "failpoint: aborting the process");
             std::process::abort()
         })
@@ -272,6 +282,7 @@ impl<'a> Runner<'a> {
             last_checkpoint: Instant::now(),
             next_id,
             committed: 0,
+            lineage: None,
         };
         // joins read a topic co-partitioned with the keyed stream, which has the source's
         // partition count (the repartition topic is created with it), as Kafka Streams requires
@@ -297,6 +308,12 @@ impl<'a> Runner<'a> {
                 Error::StateChoice(format!("no operator is registered as {name:?}"))
             })?);
         }
+        let restore = match restore {
+            Some(sp) if static_member && !inputs.options.restore_again => {
+                runner.unless_in_force(sp)?
+            }
+            other => other,
+        };
         let grown = match restore {
             Some(sp) => runner.restore_savepoint(sp, &admin)?,
             None => false,
@@ -365,17 +382,14 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// New partitions: restore each stateful one from the snapshot matching the group's
-    /// committed offset. The consumer starts fetching at that same committed offset.
+    /// New partitions: restore each stateful one from the checkpoint the group's commit names
+    /// (`checkpoint::choose`). The consumer starts fetching at that same committed offset.
     fn assign(&mut self, partitions: &[Partition]) -> Result<()> {
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
         self.finish_restore()?;
-        let committed = self.consumer.committed(partitions)?;
-        let all: BTreeMap<Partition, Option<NextOffset>> = committed.iter().cloned().collect();
         self.store.forget_sums();
-        for (p, offset) in &committed {
-            let task = self.restore_task(p, *offset, &all)?;
-            self.tasks.insert(p.clone(), task);
+        for (p, task) in self.restore_tasks(partitions)? {
+            self.tasks.insert(p, task);
         }
         self.hear_other_stream_anew();
         // a join's table is current before the first stream record of its tasks
@@ -384,20 +398,78 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// The task of `p` at the group's `committed` offset; `all` holds the committed offsets of
-    /// every assigned partition, so that only checkpoints whose commit is current are candidates.
+    /// The tasks of `partitions` as the group's commits leave them: each at its committed
+    /// offset (a partition never committed at its log start, so that every checkpoint commits
+    /// a concrete offset for it, and its tag with it), stateful ones restored.
+    fn restore_tasks(&mut self, partitions: &[Partition]) -> Result<Vec<(Partition, Task)>> {
+        let commits = self.consumer.commits(partitions)?;
+        let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
+        // the state restored descends from what the named checkpoint descends from
+        if let Some(lineage) = self
+            .named_checkpoint(&commits)
+            .map(|m| m.restored_from.clone())
+        {
+            self.lineage = lineage;
+        }
+        let mut tasks = Vec::with_capacity(commits.len());
+        for (p, commit) in &commits {
+            let mut task = self.restore_task(p, commit.offset, &all)?;
+            if task.next_offset.is_none() {
+                let log_start = self.consumer.watermarks(&p.topic, p.partition)?.0;
+                task.next_offset = Some(NextOffset(log_start));
+            }
+            tasks.push((p.clone(), task));
+        }
+        Ok(tasks)
+    }
+
+    /// The newest checkpoint of this pipeline that one of `commits` names, if this store has it.
+    fn named_checkpoint(&self, commits: &[(Partition, GroupCommit)]) -> Option<&Manifest> {
+        let newest = commits
+            .iter()
+            .filter_map(|(_, c)| c.tag.as_ref())
+            .filter(|t| t.pipeline == self.pipeline.name)
+            .map(|t| t.checkpoint)
+            .max()?;
+        self.manifests.get(&newest)
+    }
+
+    /// `sp`, unless its restore already committed and the group's commits name a checkpoint
+    /// descending from it: a service manager repeats `--from-savepoint` at every start, and
+    /// applying it again would roll state and offsets back and produce everything since again.
+    fn unless_in_force<'s>(&self, sp: &'s Savepoint) -> Result<Option<&'s Savepoint>> {
+        let parts: Vec<Partition> = (0..self.source_partitions)
+            .map(|partition| Partition {
+                topic: self.pipeline.source.topic.clone(),
+                partition,
+            })
+            .collect();
+        let commits = self.consumer.commits(&parts)?;
+        let digest = sp.digest();
+        match self.named_checkpoint(&commits) {
+            Some(m) if m.restored_from.as_deref() == Some(digest.as_str()) => {
+                tracing::info!(pipeline = %self.pipeline.name, savepoint = %sp.dir.display(), checkpoint = %m.checkpoint,
+                    "the savepoint was restored before and the pipeline has gone on from it; continuing from its latest checkpoint instead of restoring it again (--restore-again restores it once more)");
+                Ok(None)
+            }
+            _ => Ok(Some(sp)),
+        }
+    }
+
+    /// The task of `p` at the group's `committed` offset; `all` holds the commits of every
+    /// assigned partition (for commits without a tag, only checkpoints whose every offset is
+    /// committed are candidates).
     fn restore_task(
         &self,
         p: &Partition,
         committed: Option<NextOffset>,
-        all: &BTreeMap<Partition, Option<NextOffset>>,
+        all: &BTreeMap<Partition, GroupCommit>,
     ) -> Result<Task> {
         if self.stateful_topic.as_deref() != Some(p.topic.as_str()) {
             return Ok(Task::new(committed, None));
         }
         let live = self.live_dir(p);
-        let candidates = crate::checkpoint::candidates(&self.manifests, p, all);
-        let state = match protocol::choose_restore(committed, &candidates) {
+        let state = match crate::checkpoint::choose(&self.manifests, p, all) {
             Restore::Fresh => self.env.open_empty(&live)?,
             Restore::From(id) => {
                 let snapshot = self.manifests.get(&id).and_then(|m| {
@@ -417,11 +489,10 @@ impl<'a> Runner<'a> {
                 tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
                 state
             }
-            Restore::NoMatch {
-                committed,
-                newest_available,
-            } if self.options.allow_empty_state => {
-                tracing::warn!(partition = %p, %committed, newest = ?newest_available, "no snapshot matches the committed offset; starting EMPTY (--allow-empty-state)");
+            refused @ (Restore::NoMatch { .. } | Restore::Missing { .. })
+                if self.options.allow_empty_state =>
+            {
+                tracing::warn!(partition = %p, ?refused, "no snapshot matches the group's commit; starting EMPTY (--allow-empty-state)");
                 self.env.open_empty(&live)?
             }
             Restore::NoMatch {
@@ -437,6 +508,17 @@ impl<'a> Runner<'a> {
                     ),
                     dir: self.store.root().display().to_string(),
                 });
+            }
+            Restore::Missing {
+                tag,
+                committed,
+                why,
+            } => {
+                return Err(Error::named_checkpoint_missing(
+                    p,
+                    (&tag, committed, &why),
+                    self.store.root(),
+                ));
             }
         };
         let windows = self.restore_windows(p, &state)?;
@@ -479,20 +561,19 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Restores every task from the snapshot at the group's committed offsets and seeks there.
+    /// Restores every task from the checkpoint the group's commits name and seeks there.
     fn rewind(&mut self) -> Result<()> {
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
-        let committed = self.consumer.committed(&partitions)?;
-        let all: BTreeMap<Partition, Option<NextOffset>> = committed.iter().cloned().collect();
         self.tasks.clear();
         self.store.forget_sums();
-        for (p, offset) in &committed {
-            let task = self.restore_task(p, *offset, &all)?;
-            self.tasks.insert(p.clone(), task);
+        let mut positions = Vec::with_capacity(partitions.len());
+        for (p, task) in self.restore_tasks(&partitions)? {
+            positions.push((p.clone(), task.next_offset));
+            self.tasks.insert(p, task);
         }
         self.hear_other_stream_anew();
         self.refresh_tables()?;
-        self.consumer.seek(&committed)?;
+        self.consumer.seek(&positions)?;
         Ok(())
     }
 
@@ -561,6 +642,17 @@ impl<'a> Runner<'a> {
         let manifest = self.snapshot(id)?;
         let snapshotted = begun.elapsed();
         crash_point!("checkpoint::after_snapshot");
+        // a checkpoint that moved no offset (timers, an idle join's release): its offsets are
+        // its predecessor's, so only the commit's tag tells the two apart
+        #[cfg(feature = "failpoints")]
+        let unmoved = self
+            .manifests
+            .range(..id)
+            .next_back()
+            .is_some_and(|(_, before)| before.offsets == manifest.offsets);
+        #[cfg(not(feature = "failpoints"))]
+        let unmoved = false;
+        crash_point!("checkpoint::after_unmoved_snapshot", unmoved);
         let offsets: Vec<(Partition, NextOffset)> = manifest
             .offsets
             .iter()
@@ -574,7 +666,7 @@ impl<'a> Runner<'a> {
                 )
             })
             .collect();
-        if let Err(e) = self.publish(id, &offsets) {
+        if let Err(e) = self.publish(id, &offsets, unmoved) {
             if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) {
                 // aborted, so never committed: it must not stay where a restore could pick it
                 if let Err(d) = self.store.delete(&[id]) {
@@ -604,12 +696,22 @@ impl<'a> Runner<'a> {
         Ok(id)
     }
 
-    /// The offsets into the open transaction, then its commit.
-    fn publish(&mut self, id: CheckpointId, offsets: &[(Partition, NextOffset)]) -> Result<()> {
+    /// The offsets into the open transaction, each tagged with the checkpoint's name, then its
+    /// commit.
+    /// `unmoved`: the checkpoint moved no offset (only for a failpoint).
+    fn publish(
+        &mut self,
+        id: CheckpointId,
+        offsets: &[(Partition, NextOffset)],
+        unmoved: bool,
+    ) -> Result<()> {
         if !offsets.is_empty() {
-            self.producer.send_offsets(offsets, &self.consumer)?;
+            let tag = self.commit_tag(id).encode();
+            self.producer.send_offsets(offsets, &tag, &self.consumer)?;
         }
         crash_point!("checkpoint::before_commit");
+        crash_point!("checkpoint::before_unmoved_commit", unmoved);
+        let _ = unmoved;
         self.commit(id)
     }
 
@@ -647,12 +749,19 @@ impl<'a> Runner<'a> {
             checkpoint: id,
             pipeline: self.pipeline.name.clone(),
             created_unix_ms,
+            writer: Some(self.pipeline.transactional_id.clone()),
+            restored_from: self.lineage.clone(),
             offsets,
             tasks,
         };
         self.store.finish(&staging, manifest.clone(), &files)?;
         // the manifest as written, with checksums
         Ok(self.store.manifest(id)?)
+    }
+
+    /// What checkpoint `id`'s commit says of it (`checkpoint::tag`).
+    fn commit_tag(&self, id: CheckpointId) -> CommitTag {
+        CommitTag::new(id, &self.pipeline.name, &self.pipeline.transactional_id)
     }
 
     /// Rule 3: retry while the outcome is unknown, never abort then.

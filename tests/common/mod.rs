@@ -778,3 +778,20 @@ pub fn dead_letters(
     }
     out
 }
+
+/// `target/<profile>/examples/<name>`, built by `cargo test` and `cargo build --all-targets`
+/// (scripts/test.sh runs both).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.try_exists().unwrap_or(false),
+        "{} is missing: build the examples (cargo build --examples --all-features)",
+        bin.display()
+    );
+    bin
+}

@@ -2,6 +2,7 @@
 //! aggregate itself, and whether records need the repartition topic.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -10,7 +11,7 @@ use super::super::{
     Aggregate, AggregateKind, Emit, Format, OnError, Plan, Predicate, SourceConfig, Step,
     StreamJoinMode, TimeDomain,
 };
-use super::Cx;
+use super::{Cx, MONTH};
 
 impl Cx<'_> {
     pub(super) fn plan(&mut self, path: &str, raw: &raw::Pipeline, source: &SourceConfig) -> Plan {
@@ -411,7 +412,11 @@ impl Cx<'_> {
             self.problem(format!("{path}.stream"), stream.span(), "a join of two streams needs the source's event time: add source.event_time (it applies to both streams)");
         }
         let within_ms = match &raw.within {
-            Some(w) => super::time::millis(self.duration(&format!("{path}.within"), w)),
+            Some(w) => super::time::millis(self.duration(
+                &format!("{path}.within"),
+                w,
+                Duration::ZERO..=MONTH,
+            )),
             None => {
                 self.problem(
                     format!("{path}.within"),

@@ -634,7 +634,8 @@ fn a_schema_registry_needs_an_http_url_and_a_positive_timeout() {
     ));
     assert!(
         p.iter()
-            .any(|m| m.starts_with("schema_registry.timeout (15:11)") && m.contains("more than 0")),
+            .any(|m| m.starts_with("schema_registry.timeout (15:11)")
+                && m.contains("out of range: must be between 1ms and 10m")),
         "{p:?}"
     );
     let p = problems(&with(
@@ -713,6 +714,35 @@ fn registry_credentials_need_both_halves_and_one_password() {
         p.iter()
             .any(|m| m.starts_with("schema_registry.password_env (")
                 && m.contains("FLUMEN_TEST_SURELY_UNSET_VARIABLE is not set")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn zero_and_absurd_durations_are_refused_at_their_place() {
+    let text = EXAMPLE
+        .replace(r#"interval = "1s""#, r#"interval = "0s""#)
+        .replace(
+            "[checkpoint]",
+            "transaction_timeout = \"0s\"\n\n[checkpoint]",
+        );
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|m| m.starts_with("checkpoint.interval (8:12)")
+            && m.contains("\"0s\" is out of range: must be between 10ms and 5m")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("kafka.transaction_timeout (5:23)")
+                && m.contains("must be between 10s and 15m")),
+        "{p:?}"
+    );
+    let absurd = EXAMPLE.replace(r#"interval = "1s""#, r#"interval = "3days""#);
+    let p = problems(&absurd);
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("checkpoint.interval") && m.contains("out of range")),
         "{p:?}"
     );
 }

@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::super::raw;
 use super::super::{EventTime, TimeFormat, Window};
-use super::Cx;
+use super::{Cx, MONTH, MS, YEAR};
 
 /// The most windows one record may fall into (`size / advance` of a hopping window).
 const MAX_WINDOWS_PER_RECORD: i64 = 1_000;
@@ -37,7 +37,11 @@ impl Cx<'_> {
             );
         }
         let max_out_of_orderness = r.max_out_of_orderness.as_ref().map_or(Duration::ZERO, |d| {
-            self.duration(&format!("{path}.max_out_of_orderness"), d)
+            self.duration(
+                &format!("{path}.max_out_of_orderness"),
+                d,
+                Duration::ZERO..=MONTH,
+            )
         });
         let idle_timeout = r
             .idle_timeout
@@ -145,7 +149,11 @@ impl Cx<'_> {
             }
         };
         let allowed_lateness_ms = r.allowed_lateness.as_ref().map_or(0, |d| {
-            millis(self.duration(&format!("{path}.allowed_lateness"), d))
+            millis(self.duration(
+                &format!("{path}.allowed_lateness"),
+                d,
+                Duration::ZERO..=MONTH,
+            ))
         });
         let late_topic = r
             .late_topic
@@ -160,14 +168,9 @@ impl Cx<'_> {
         }
     }
 
-    /// A duration that must be above zero (and, as milliseconds, at least 1).
+    /// A duration that must be above zero (at least 1ms) and at most a year.
     pub(super) fn positive(&mut self, path: &str, value: &Spanned<String>) -> Duration {
-        let d = self.duration(path, value);
-        if d < Duration::from_millis(1) && humantime::parse_duration(value.get_ref()).is_ok() {
-            self.problem(path, value.span(), "must be at least 1ms");
-            return Duration::from_millis(1);
-        }
-        d.max(Duration::from_millis(1))
+        self.duration(path, value, MS..=YEAR)
     }
 }
 

@@ -150,11 +150,17 @@ impl Runner<'_> {
                 if let Some(wm) = watermark {
                     ctx = ctx.with_event_time(None, wm);
                 }
-                if event_time {
-                    op.on_event_timer(&mut ctx, at).map_err(&fail)?;
-                } else {
-                    op.on_timer(&mut ctx, at).map_err(&fail)?;
-                }
+                let fired = crate::pipeline::catch_panic(|| {
+                    if event_time {
+                        op.on_event_timer(&mut ctx, at)
+                    } else {
+                        op.on_timer(&mut ctx, at)
+                    }
+                });
+                fired
+                    .map_err(|m| format!("panicked: {m}"))
+                    .and_then(|r| r)
+                    .map_err(&fail)?;
                 let (next, new_timers, emitted) = ctx.finish();
                 match next {
                     Some(Some(v)) => state.put(&skey, v.to_string().as_bytes())?,

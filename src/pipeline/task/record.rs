@@ -200,7 +200,10 @@ impl Runner<'_> {
             self.dirty = true;
             return self.observe_watermark(&p, input, wm);
         }
-        let effect = self.decide(r, task)?;
+        // deciding has no effect yet, so a panic in it (an operator's, a codec's) is the
+        // record's error and follows the error policy like any other
+        let effect = crate::pipeline::catch_panic(|| self.decide(r, task))
+            .map_err(|m| Self::record_error(r, "panic", format!("panicked: {m}")))??;
         if let Some(task) = self.tasks.get_mut(&p) {
             if let Some(state) = task.state.as_mut() {
                 // deletes first: a merged session may be stored again under a key it deletes
@@ -453,6 +456,7 @@ fn error_class(stage: &str) -> &'static str {
         "decode" => "decode",
         "produce" => "too_large",
         "encode" | "repartition" => "encode",
+        "panic" => "panic",
         _ => "operator",
     }
 }

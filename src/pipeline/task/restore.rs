@@ -316,7 +316,16 @@ impl Runner<'_> {
                 });
             }
         }
-        let manifest = Manifest::new(id, &self.pipeline.name, &offsets, tasks);
+        let mut manifest = Manifest::new(
+            id,
+            &self.pipeline.name,
+            &self.pipeline.transactional_id,
+            &offsets,
+            tasks,
+        );
+        // later checkpoints carry it: the same --from-savepoint is not applied twice
+        self.lineage = Some(sp.digest());
+        manifest.restored_from.clone_from(&self.lineage);
         self.store.finish(&staging, manifest, &files)?;
         let manifest = self.store.manifest(id)?;
         let mut pending = Vec::new();
@@ -381,8 +390,17 @@ impl Runner<'_> {
             }
         }
         self.producer.flush()?;
-        self.producer.send_offsets(&r.offsets, &self.consumer)?;
+        let tag = self.commit_tag(id).encode();
+        self.producer
+            .send_offsets(&r.offsets, &tag, &self.consumer)?;
         self.commit(id)?;
+        fail::fail_point!("restore::after_commit", |_| {
+            tracing::warn!(
+                failpoint = "restore::after_commit",
+                "failpoint: aborting the process"
+            );
+            std::process::abort()
+        });
         self.in_txn = false;
         let Some(r) = self.restore_txn.take() else {
             return Ok(());

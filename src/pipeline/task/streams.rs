@@ -175,11 +175,14 @@ impl<'a> Runner<'a> {
             partition: r.partition,
         };
         let err = |stage, message: String| Self::record_error(r, stage, message);
-        let value = codec::decode(
-            self.joined_format(),
-            r.value.as_deref(),
-            &self.config.schemas,
-        )
+        let value = crate::pipeline::catch_panic(|| {
+            codec::decode(
+                self.joined_format(),
+                r.value.as_deref(),
+                &self.config.schemas,
+            )
+        })
+        .map_err(|m| err("panic", format!("panicked: {m}")))?
         .map_err(|e| crate::pipeline::Error::decode(e, |m| err("decode", m)))?;
         let Payload::Json(value) = value else {
             return Err(err("decode", "expected a JSON record".into()));
