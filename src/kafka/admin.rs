@@ -1,8 +1,12 @@
-//! Topic administration: partition counts and the internal repartition topic.
+//! Topic administration: partition counts, the internal repartition topic (kept forever, its
+//! consumed records deleted by Flumen), broker settings.
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -42,11 +46,14 @@ impl Admin {
     }
 
     /// Creates the internal topic with `partitions` partitions unless it exists; an existing one
-    /// must have exactly that many (keys would otherwise land on the wrong task).
+    /// must have exactly that many (keys would otherwise land on the wrong task). Its records
+    /// are kept until Flumen deletes them (`retention.ms = -1`, as Kafka Streams' repartition
+    /// topics): a record no task has counted yet must never expire. A topic created by an
+    /// older version (7 days) is changed at start, its other settings kept.
     pub fn ensure_internal_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "delete")
-            .set("retention.ms", "604800000");
+            .set("retention.ms", "-1");
         let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
         let results = self
             .runtime
@@ -83,7 +90,78 @@ impl Admin {
                 actual,
             });
         }
+        self.keep_forever(topic)
+    }
+
+    /// Sets `retention.ms = -1` on `topic` unless it has it. AlterConfigs replaces a topic's
+    /// whole dynamic config, so every other setting made on the topic is written back with it.
+    fn keep_forever(&self, topic: &str) -> Result<()> {
+        let spec = ResourceSpecifier::Topic(topic);
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.admin.describe_configs([&spec], &opts))
+            .map_err(client("describe topic configs"))?;
+        let admin_op = |op, code| Error::Client {
+            op,
+            source: rdkafka::error::KafkaError::AdminOp(code),
+        };
+        let Some(resource) = results.into_iter().next() else {
+            return Ok(());
+        };
+        let resource = resource.map_err(|code| admin_op("describe topic configs", code))?;
+        let was = resource.get("retention.ms").and_then(|e| e.value.clone());
+        if was.as_deref() == Some("-1") {
+            return Ok(());
+        }
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+        for e in &resource.entries {
+            if e.source != ConfigSource::DynamicTopic || e.name == "retention.ms" {
+                continue;
+            }
+            let Some(value) = &e.value else {
+                tracing::warn!(topic, setting = %e.name, "cannot keep a sensitive topic setting; retention of the internal topic left as it is");
+                return Ok(());
+            };
+            alter = alter.set(&e.name, value);
+        }
+        alter = alter.set("retention.ms", "-1");
+        let results = self
+            .runtime
+            .block_on(self.admin.alter_configs([&alter], &opts))
+            .map_err(client("alter topic configs"))?;
+        for r in results {
+            r.map_err(|(_, code)| admin_op("alter topic configs", code))?;
+        }
+        tracing::info!(topic, was = ?was, "the internal topic now keeps its records until Flumen deletes them (retention.ms = -1)");
         Ok(())
+    }
+
+    /// Deletes the records of `topic` below each partition's offset (the group's committed
+    /// offsets: records every task has counted). Returns the new log starts.
+    pub fn delete_records_below(
+        &self,
+        topic: &str,
+        below: &[(i32, i64)],
+    ) -> Result<Vec<(i32, i64)>> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (partition, offset) in below {
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(client("delete records"))?;
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let done = self
+            .runtime
+            .block_on(self.admin.delete_records(&tpl, &opts))
+            .map_err(client("delete records"))?;
+        let mut out = Vec::new();
+        for e in done.elements() {
+            e.error().map_err(client("delete records"))?;
+            if let rdkafka::Offset::Offset(o) = e.offset() {
+                out.push((e.partition(), o));
+            }
+        }
+        Ok(out)
     }
 
     /// (low, high) watermark of one partition.

@@ -29,7 +29,9 @@ pub fn session_timeout(kafka: &KafkaConfig) -> std::time::Duration {
 
 /// The group consumer: read_committed, no auto commit (offsets commit inside transactions),
 /// static membership so a restarted instance takes its partitions back without waiting out
-/// its dead predecessor's session.
+/// its dead predecessor's session. A position out of range is an error, never a reset: the
+/// records between were never processed (a partition never committed starts at its log
+/// start explicitly, `consumer.rs`).
 pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
     let mut cfg = base(kafka);
     if let Some(id) = instance_id {
@@ -39,7 +41,7 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) 
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false");
     // a grown topic (restore into more partitions) is noticed within seconds, not minutes:
     // the group leader rejoins when a subscribed topic's partition count changes

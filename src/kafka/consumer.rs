@@ -64,6 +64,7 @@ impl ConsumerContext for Context {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.apply_start_offsets(tpl);
+                start_uncommitted_at_log_start(consumer, tpl);
                 self.push(Event::Assigned(partitions(tpl)));
                 if cooperative {
                     consumer.incremental_assign(tpl)
@@ -133,6 +134,34 @@ impl Context {
             if let Some(o) = start.remove(&key) {
                 drop(tpl.set_partition_offset(&key.0, key.1, Offset::Offset(o)));
             }
+        }
+    }
+}
+
+/// Partitions of `tpl` without a start offset that the group never committed start at their
+/// log start, explicitly: with `auto.offset.reset = error` librdkafka moves no position by
+/// itself, so that a committed offset the log no longer holds stops the pipeline.
+fn start_uncommitted_at_log_start(consumer: &BaseConsumer<Context>, tpl: &mut TopicPartitionList) {
+    let mut ask = TopicPartitionList::new();
+    for e in tpl.elements() {
+        if e.offset() == Offset::Invalid {
+            ask.add_partition(e.topic(), e.partition());
+        }
+    }
+    if ask.count() == 0 {
+        return;
+    }
+    let committed = match consumer.committed_offsets(ask, TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            // the consumer reports the unresolved positions as errors; the pipeline restarts
+            tracing::warn!(error = %e, "cannot read the group's committed offsets on assignment");
+            return;
+        }
+    };
+    for e in committed.elements() {
+        if !matches!(e.offset(), Offset::Offset(o) if o >= 0) {
+            drop(tpl.set_partition_offset(e.topic(), e.partition(), Offset::Beginning));
         }
     }
 }
@@ -217,7 +246,17 @@ impl Consumer {
                     // broker and fetch errors are reported here and retried by librdkafka;
                     // the pipeline only needs to know of fatal ones
                     tracing::warn!(error = %e, "consumer error");
-                    if matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
+                    // a position out of range (auto.offset.reset = error): the restart's
+                    // assignment names the partition and what to do
+                    let out_of_range = matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageConsumption(
+                            rdkafka::types::RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    );
+                    if out_of_range
+                        || matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_))
+                    {
                         return Err(Error::Client {
                             op: "consume",
                             source: e,

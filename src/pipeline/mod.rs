@@ -104,6 +104,19 @@ pub enum Error {
         dir: String,
     },
     #[error(
+        "{partition}: the group's committed offset {committed} is below the log start {log_start} (log end {log_end}): \
+         records {committed}..{log_start} were deleted (retention, or delete-records) before this pipeline processed them. \
+         Nothing was skipped; the pipeline stops. {remedy}"
+    )]
+    OffsetOutOfRange {
+        partition: Partition,
+        committed: NextOffset,
+        log_start: i64,
+        log_end: i64,
+        /// What the operator can do, with the command.
+        remedy: String,
+    },
+    #[error(
         "{partition}: {message}; refusing to start, as any other snapshot would lose or repeat that checkpoint's work. \
          Restore the checkpoint directory, or pass --allow-empty-state to start this partition empty"
     )]
@@ -164,6 +177,7 @@ impl Error {
             Self::Record { .. } | Self::Window { .. } | Self::Timer { .. } => ErrorKind::BadRecord,
             Self::NoMatchingSnapshot { .. }
             | Self::NamedCheckpointMissing { .. }
+            | Self::OffsetOutOfRange { .. }
             | Self::SavepointMismatch { .. }
             | Self::StateChoice(_)
             | Self::Savepoint(_)

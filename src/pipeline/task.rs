@@ -4,6 +4,7 @@
 //! Stateful tasks own the keyed state of the keys arriving on their partition.
 //! Savepoints are written by [`savepoint`] and restored by [`restore`].
 
+mod commits;
 mod expiry;
 mod keyed;
 mod record;
@@ -117,6 +118,8 @@ pub struct Runner<'a> {
     /// The digest of the savepoint whose restore the current state descends from
     /// (`Manifest::restored_from`), carried into every checkpoint.
     lineage: Option<String>,
+    /// Deletes repartition records every task has counted (`task/commits.rs`).
+    purge: Option<commits::Purge>,
 }
 
 /// Crash points for the recovery tests (`--features failpoints`, `FAILPOINTS=name=return`):
@@ -283,6 +286,7 @@ impl<'a> Runner<'a> {
             next_id,
             committed: 0,
             lineage: None,
+            purge: None,
         };
         // joins read a topic co-partitioned with the keyed stream, which has the source's
         // partition count (the repartition topic is created with it), as Kafka Streams requires
@@ -318,6 +322,9 @@ impl<'a> Runner<'a> {
             Some(sp) => runner.restore_savepoint(sp, &admin)?,
             None => false,
         };
+        if runner.repartition_topic.is_some() {
+            runner.purge = Some(commits::Purge::new(admin));
+        }
         Ok((runner, grown))
     }
 
@@ -388,72 +395,19 @@ impl<'a> Runner<'a> {
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
         self.finish_restore()?;
         self.store.forget_sums();
-        for (p, task) in self.restore_tasks(partitions)? {
+        let (tasks, adopted) = self.restore_tasks(partitions)?;
+        for (p, task) in tasks {
             self.tasks.insert(p, task);
+        }
+        // positions of commits the group lost, taken from the checkpoint instead
+        if !adopted.is_empty() {
+            self.consumer.seek(&adopted)?;
         }
         self.hear_other_stream_anew();
         // a join's table is current before the first stream record of its tasks
         self.refresh_tables()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(())
-    }
-
-    /// The tasks of `partitions` as the group's commits leave them: each at its committed
-    /// offset (a partition never committed at its log start, so that every checkpoint commits
-    /// a concrete offset for it, and its tag with it), stateful ones restored.
-    fn restore_tasks(&mut self, partitions: &[Partition]) -> Result<Vec<(Partition, Task)>> {
-        let commits = self.consumer.commits(partitions)?;
-        let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
-        // the state restored descends from what the named checkpoint descends from
-        if let Some(lineage) = self
-            .named_checkpoint(&commits)
-            .map(|m| m.restored_from.clone())
-        {
-            self.lineage = lineage;
-        }
-        let mut tasks = Vec::with_capacity(commits.len());
-        for (p, commit) in &commits {
-            let mut task = self.restore_task(p, commit.offset, &all)?;
-            if task.next_offset.is_none() {
-                let log_start = self.consumer.watermarks(&p.topic, p.partition)?.0;
-                task.next_offset = Some(NextOffset(log_start));
-            }
-            tasks.push((p.clone(), task));
-        }
-        Ok(tasks)
-    }
-
-    /// The newest checkpoint of this pipeline that one of `commits` names, if this store has it.
-    fn named_checkpoint(&self, commits: &[(Partition, GroupCommit)]) -> Option<&Manifest> {
-        let newest = commits
-            .iter()
-            .filter_map(|(_, c)| c.tag.as_ref())
-            .filter(|t| t.pipeline == self.pipeline.name)
-            .map(|t| t.checkpoint)
-            .max()?;
-        self.manifests.get(&newest)
-    }
-
-    /// `sp`, unless its restore already committed and the group's commits name a checkpoint
-    /// descending from it: a service manager repeats `--from-savepoint` at every start, and
-    /// applying it again would roll state and offsets back and produce everything since again.
-    fn unless_in_force<'s>(&self, sp: &'s Savepoint) -> Result<Option<&'s Savepoint>> {
-        let parts: Vec<Partition> = (0..self.source_partitions)
-            .map(|partition| Partition {
-                topic: self.pipeline.source.topic.clone(),
-                partition,
-            })
-            .collect();
-        let commits = self.consumer.commits(&parts)?;
-        let digest = sp.digest();
-        match self.named_checkpoint(&commits) {
-            Some(m) if m.restored_from.as_deref() == Some(digest.as_str()) => {
-                tracing::info!(pipeline = %self.pipeline.name, savepoint = %sp.dir.display(), checkpoint = %m.checkpoint,
-                    "the savepoint was restored before and the pipeline has gone on from it; continuing from its latest checkpoint instead of restoring it again (--restore-again restores it once more)");
-                Ok(None)
-            }
-            _ => Ok(Some(sp)),
-        }
     }
 
     /// The task of `p` at the group's `committed` offset; `all` holds the commits of every
@@ -567,7 +521,7 @@ impl<'a> Runner<'a> {
         self.tasks.clear();
         self.store.forget_sums();
         let mut positions = Vec::with_capacity(partitions.len());
-        for (p, task) in self.restore_tasks(&partitions)? {
+        for (p, task) in self.restore_tasks(&partitions)?.0 {
             positions.push((p.clone(), task.next_offset));
             self.tasks.insert(p, task);
         }
@@ -684,6 +638,7 @@ impl<'a> Runner<'a> {
         self.next_id = CheckpointId(id.0 + 1);
         self.manifests.insert(id, manifest);
         self.store.mark_committed(id)?;
+        self.purge_counted(&offsets);
         let existing: Vec<CheckpointId> = self.manifests.keys().copied().collect();
         let delete = protocol::to_delete(&existing, id, self.config.checkpoint.retain);
         self.store.delete(&delete)?;

@@ -1,0 +1,234 @@
+//! What the group's commits say, and what the runner does with them: the checkpoint they name
+//! (its state, and the savepoint it descends from), commits the group lost while checkpoints
+//! remain (offsets expire `offsets.retention.minutes` after a group empties), committed
+//! offsets the log no longer holds, and deleting repartition records every task has counted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{Runner, Task};
+use crate::checkpoint::savepoint::Savepoint;
+use crate::checkpoint::tag::CommitTag;
+use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, NextOffset, Partition};
+use crate::kafka::admin::Admin;
+use crate::pipeline::{Error, Result, chain};
+
+/// How often counted repartition records are deleted (Kafka Streams' `repartition.purge.interval.ms`).
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Deletes repartition records below the committed offsets, at most every `PURGE_INTERVAL`.
+pub(super) struct Purge {
+    admin: Admin,
+    last: Instant,
+}
+
+impl Purge {
+    pub(super) fn new(admin: Admin) -> Self {
+        Self {
+            admin,
+            last: Instant::now(),
+        }
+    }
+}
+
+/// Tasks of assigned partitions, and the positions of those whose commit was lost and taken
+/// from the checkpoint instead (the consumer must seek there).
+pub(super) type Restored = (Vec<(Partition, Task)>, Vec<(Partition, Option<NextOffset>)>);
+
+impl Runner<'_> {
+    /// The tasks of `partitions` as the group's commits leave them: each at its committed
+    /// offset (a partition never committed at its log start, so that every checkpoint commits
+    /// a concrete offset for it, and its tag with it), stateful ones restored. A committed
+    /// offset below the log start (records deleted before they were processed) refuses.
+    pub(super) fn restore_tasks(&mut self, partitions: &[Partition]) -> Result<Restored> {
+        let mut commits = self.consumer.commits(partitions)?;
+        let adopted = self.adopt_lost_commits(&mut commits)?;
+        let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
+        // the state restored descends from what the named checkpoint descends from
+        if let Some(lineage) = self
+            .named_checkpoint(&commits)
+            .map(|m| m.restored_from.clone())
+        {
+            self.lineage = lineage;
+        }
+        let mut tasks = Vec::with_capacity(commits.len());
+        for (p, commit) in &commits {
+            let (log_start, log_end) = self.consumer.watermarks(&p.topic, p.partition)?;
+            if let Some(committed) = commit.offset
+                && committed.0 < log_start
+            {
+                return Err(self.out_of_range(p, committed, (log_start, log_end)));
+            }
+            let mut task = self.restore_task(p, commit.offset, &all)?;
+            task.next_offset = task.next_offset.or(Some(NextOffset(log_start)));
+            tasks.push((p.clone(), task));
+        }
+        Ok((tasks, adopted))
+    }
+
+    fn out_of_range(&self, p: &Partition, committed: NextOffset, log: (i64, i64)) -> Error {
+        let name = &self.pipeline.name;
+        let remedy = if self.repartition_topic.as_deref() == Some(p.topic.as_str()) {
+            format!(
+                "Restore a savepoint (flumen offsets reset --config FILE --pipeline {name} --to-savepoint DIR --execute), \
+                 or start the keyed state over (flumen offsets reset --config FILE --pipeline {name} --to-earliest --drop-state --execute)"
+            )
+        } else {
+            format!(
+                "To go on without them: flumen offsets reset --config FILE --pipeline {name} --topic {}:{} --to-earliest --execute \
+                 (with --drop-state or --to-savepoint DIR for keyed state)",
+                p.topic, p.partition
+            )
+        };
+        Error::OffsetOutOfRange {
+            partition: p.clone(),
+            committed,
+            log_start: log.0,
+            log_end: log.1,
+            remedy,
+        }
+    }
+
+    /// Partitions the group has no commit for, though a checkpoint committed their offsets:
+    /// the group's offsets expired (`offsets.retention.minutes` after it emptied) or were
+    /// deleted. Their commit is taken from the checkpoint the group's other commits name, or,
+    /// when the group has none at all, from the newest checkpoint if it is marked committed
+    /// (an unmarked newer one may have committed too: refused). Never an empty start from the
+    /// earliest offsets, which would produce every output again.
+    fn adopt_lost_commits(
+        &self,
+        commits: &mut [(Partition, GroupCommit)],
+    ) -> Result<Vec<(Partition, Option<NextOffset>)>> {
+        if commits.iter().all(|(_, c)| c.offset.is_some()) {
+            return Ok(Vec::new());
+        }
+        let source = match self.named_checkpoint(commits) {
+            Some(m) => Some(m),
+            None if commits.iter().all(|(_, c)| c.offset.is_none()) => {
+                self.newest_committed_checkpoint()?
+            }
+            None => None,
+        };
+        let Some(m) = source else {
+            return Ok(Vec::new());
+        };
+        let writer = m
+            .writer
+            .as_deref()
+            .unwrap_or(&self.pipeline.transactional_id);
+        let tag = CommitTag::new(m.checkpoint, &m.pipeline, writer);
+        let mut adopted = Vec::new();
+        for (p, c) in commits.iter_mut().filter(|(_, c)| c.offset.is_none()) {
+            let recorded = m
+                .offsets
+                .iter()
+                .find(|o| o.topic == p.topic && o.partition == p.partition);
+            if let Some(o) = recorded {
+                c.offset = Some(o.next_offset);
+                c.tag = Some(tag.clone());
+                adopted.push((p.clone(), c.offset));
+            }
+        }
+        if !adopted.is_empty() {
+            tracing::warn!(pipeline = %self.pipeline.name, checkpoint = %m.checkpoint, partitions = adopted.len(),
+                "the group has no committed offset for partitions that checkpoint committed (expired after offsets.retention.minutes, or deleted); resuming them from the checkpoint");
+        }
+        Ok(adopted)
+    }
+
+    /// With no commit in the group at all: the newest checkpoint if it is marked committed;
+    /// none if no checkpoint ever was (leftovers of attempts that never committed); refused if
+    /// only an older one is marked, since the newer may have committed after all.
+    fn newest_committed_checkpoint(&self) -> Result<Option<&Manifest>> {
+        let Some((newest, m)) = self.manifests.iter().next_back() else {
+            return Ok(None);
+        };
+        if self.store.is_committed(*newest) {
+            return Ok(Some(m));
+        }
+        let marked = self
+            .manifests
+            .keys()
+            .rev()
+            .find(|id| self.store.is_committed(**id));
+        match marked {
+            None => Ok(None),
+            Some(_) if self.options.allow_empty_state => Ok(None),
+            Some(marked) => Err(Error::StateChoice(format!(
+                "consumer group {} has no committed offsets (they expire offsets.retention.minutes after the group empties, or were deleted), \
+                 but {} holds committed checkpoint {marked} and a newer checkpoint {newest} that may have committed after it; \
+                 it cannot be told which to resume from. Delete {} to resume from {marked} (what {newest} produced is produced again), \
+                 or restore a savepoint (flumen offsets reset --to-savepoint), or pass --allow-empty-state to start empty from the earliest offsets",
+                self.pipeline.group_id,
+                self.store.root().display(),
+                self.store.dir_of(*newest).display(),
+            ))),
+        }
+    }
+
+    /// The newest checkpoint of this pipeline that one of `commits` names, if this store has it.
+    pub(super) fn named_checkpoint(
+        &self,
+        commits: &[(Partition, GroupCommit)],
+    ) -> Option<&Manifest> {
+        let newest: CheckpointId = commits
+            .iter()
+            .filter_map(|(_, c)| c.tag.as_ref())
+            .filter(|t| t.pipeline == self.pipeline.name)
+            .map(|t| t.checkpoint)
+            .max()?;
+        self.manifests.get(&newest)
+    }
+
+    /// `sp`, unless its restore already committed and the group's commits name a checkpoint
+    /// descending from it: a service manager repeats `--from-savepoint` at every start, and
+    /// applying it again would roll state and offsets back and produce everything since again.
+    pub(super) fn unless_in_force<'s>(&self, sp: &'s Savepoint) -> Result<Option<&'s Savepoint>> {
+        let parts: Vec<Partition> = (0..self.source_partitions)
+            .map(|partition| Partition {
+                topic: self.pipeline.source.topic.clone(),
+                partition,
+            })
+            .collect();
+        let commits = self.consumer.commits(&parts)?;
+        let digest = sp.digest();
+        match self.named_checkpoint(&commits) {
+            Some(m) if m.restored_from.as_deref() == Some(digest.as_str()) => {
+                tracing::info!(pipeline = %self.pipeline.name, savepoint = %sp.dir.display(), checkpoint = %m.checkpoint,
+                    "the savepoint was restored before and the pipeline has gone on from it; continuing from its latest checkpoint instead of restoring it again (--restore-again restores it once more)");
+                Ok(None)
+            }
+            _ => Ok(Some(sp)),
+        }
+    }
+
+    /// After a commit: deletes the repartition records below the offsets it committed (every
+    /// task has counted them), at most every `PURGE_INTERVAL`. A failure is only logged: the
+    /// records stay, and the next purge deletes them.
+    pub(super) fn purge_counted(&mut self, committed: &[(Partition, NextOffset)]) {
+        let (Some(purge), Some(topic)) = (self.purge.as_mut(), self.repartition_topic.as_deref())
+        else {
+            return;
+        };
+        if purge.last.elapsed() < PURGE_INTERVAL {
+            return;
+        }
+        purge.last = Instant::now();
+        let below: Vec<(i32, i64)> = committed
+            .iter()
+            .filter(|(p, _)| p.topic == topic)
+            .map(|(p, o)| (p.partition, o.0))
+            .collect();
+        if below.is_empty() {
+            return;
+        }
+        match purge.admin.delete_records_below(topic, &below) {
+            Ok(starts) => {
+                tracing::debug!(topic, ?starts, "deleted counted repartition records");
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %chain(&e), "cannot delete counted repartition records; they stay until the next try");
+            }
+        }
+    }
+}
