@@ -2,7 +2,10 @@
 # scripts/kafka.sh start|stop|status — one local Apache Kafka broker (KRaft, combined
 # broker+controller) on 127.0.0.1, run from the jars Maven fetches from Maven Central.
 #
-#   FLUMEN_KAFKA_PORT   client port (default 19092; the controller listens on PORT+1)
+#   FLUMEN_KAFKA_PORT   client port (default 19092; the controller listens on PORT+1, and a
+#                       SASL_PLAINTEXT listener with SCRAM-SHA-256 on PORT+2, user
+#                       flumen-test with password flumen-scram-canary: test credentials of a
+#                       loopback broker, used by the secrets test and the chaos suite)
 #   FLUMEN_CACHE        where the jars and the broker's data live (default ~/.cache/flumen)
 #   KAFKA_HEAP_OPTS     JVM heap (default -Xms512m -Xmx512m)
 #
@@ -18,6 +21,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 pom="$here/kafka/pom.xml"
 port="${FLUMEN_KAFKA_PORT:-19092}"
 controller_port=$((port + 1))
+sasl_port=$((port + 2))
+sasl_user=flumen-test
+sasl_password=flumen-scram-canary
 cache="${FLUMEN_CACHE:-$HOME/.cache/flumen}"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
 libs="$cache/kafka-$version/libs"
@@ -71,11 +77,13 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$run_dir/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -121,7 +129,7 @@ start() {
   mkdir -p "$run_dir"
   if alive; then
     write_config
-    if answers; then say "broker already running (pid $(cat "$pid_file"))"; echo "$bootstrap"; return; fi
+    if answers; then scram_user; say "broker already running (pid $(cat "$pid_file"))"; echo "$bootstrap"; return; fi
     die "a broker started by this script runs (pid $(cat "$pid_file")) but does not answer on $bootstrap; see $log_file or run: $0 stop"
   fi
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -160,8 +168,16 @@ start() {
     fi
     sleep 1
   done
+  scram_user
   say "broker ready (pid $(cat "$pid_file"))"
   echo "$bootstrap"
+}
+
+scram_user() { # the SASL listener's test user (idempotent: upserts its credential)
+  kjava kafka.admin.ConfigCommand --bootstrap-server "$bootstrap" --command-config "$run_dir/client.properties" \
+    --alter --entity-type users --entity-name "$sasl_user" \
+    --add-config "SCRAM-SHA-256=[iterations=4096,password=$sasl_password]" >/dev/null \
+    || die "creating the SCRAM user $sasl_user of the SASL listener (127.0.0.1:$sasl_port) failed"
 }
 
 stop() {

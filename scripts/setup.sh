@@ -36,12 +36,12 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-  echo "setup.sh: error: cargo not found: install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2
+  echo "setup.sh: error: cargo not found: install Rust 1.89 or newer with rustup (https://rustup.rs)" >&2
   exit 1
 fi
 rust_minor="$(rustc --version | sed -n 's/rustc 1\.\([0-9]*\).*/\1/p')"
-if [[ -z "$rust_minor" || "$rust_minor" -lt 88 ]]; then
-  echo "setup.sh: error: Rust 1.88 or newer is needed, found: $(rustc --version)" >&2
+if [[ -z "$rust_minor" || "$rust_minor" -lt 89 ]]; then
+  echo "setup.sh: error: Rust 1.89 or newer is needed, found: $(rustc --version)" >&2
   exit 1
 fi
 for c in rustfmt clippy; do

@@ -1,9 +1,14 @@
-//! The daemon's control socket, for `flumen savepoint trigger` and `flumen stop`.
+//! The daemon's control socket, for `flumen savepoint trigger` and `flumen stop`, and the
+//! locks that keep two daemons from sharing one state directory or one pipeline's writer.
 //!
-//! A Unix domain socket at `<checkpoint.dir>/flumen.sock`, created with mode 0600: only the
-//! daemon's own user can connect, and nothing listens on the network. One JSON request per
-//! connection, one JSON response. The server forwards a request to every pipeline thread over
-//! a bounded channel; each thread answers when its savepoint is durable and committed.
+//! A Unix domain socket at `<state.dir>/control/flumen.sock`, inside a directory of mode 0700
+//! (so there is no moment in which another user could connect) and itself 0600; nothing
+//! listens on the network. The daemon holds `control/daemon.lock` (`flock`) for as long as it
+//! runs, so a second daemon on the same state directory is refused before it touches the
+//! socket. One JSON request per connection (at most `MAX_REQUEST` bytes, within
+//! `REQUEST_TIMEOUT`), one JSON response; connections are served concurrently, so a silent
+//! client holds up nobody. The server forwards a request to every pipeline thread over a
+//! bounded channel; each thread answers when its savepoint is durable and committed.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -15,6 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub const SOCKET: &str = "flumen.sock";
+/// The directory of the socket and the daemon's lock, under `state.dir`.
+const CONTROL_DIR: &str = "control";
+/// How long a client may take to send its request, and the daemon to send its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request taken (a request is a directory path and a flag).
+const MAX_REQUEST: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,8 +34,14 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("another Flumen daemon already runs with this checkpoint directory (it answers at {})", .0.display())]
+    #[error("another Flumen daemon already runs with this state directory (it holds {})", .0.display())]
     AlreadyRunning(PathBuf),
+    #[error("another Flumen daemon already runs pipeline {pipeline:?} as {writer:?} (it holds {}); two writers of one pipeline must have different instance_id", path.display())]
+    PipelineLocked {
+        pipeline: String,
+        writer: String,
+        path: PathBuf,
+    },
     #[error("{op} {}", path.display())]
     Io {
         op: &'static str,
@@ -68,22 +85,77 @@ pub struct Command {
     pub reply: oneshot::Sender<Result<Taken, String>>,
 }
 
-pub fn socket_path(checkpoint_dir: &Path) -> PathBuf {
-    checkpoint_dir.join(SOCKET)
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(CONTROL_DIR).join(SOCKET)
 }
 
-/// Binds the socket, refusing when another daemon answers on it (two daemons must never share
-/// a checkpoint directory) and replacing a stale one left by a crash.
-pub fn bind(checkpoint_dir: &Path) -> Result<tokio::net::UnixListener, Error> {
-    let path = socket_path(checkpoint_dir);
-    std::fs::create_dir_all(checkpoint_dir).map_err(|source| Error::Io {
-        op: "create checkpoint dir",
-        path: checkpoint_dir.to_path_buf(),
+/// The bound control socket, and the lock that makes it this daemon's.
+pub struct Listener {
+    listener: tokio::net::UnixListener,
+    _lock: std::fs::File,
+}
+
+/// An exclusive `flock` on `path`, held until the returned file is dropped (or the process
+/// ends, however it ends); `None` when another process holds it.
+fn try_lock(path: &Path) -> Result<Option<std::fs::File>, Error> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::Io {
+            op: "open lock file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            op: "lock",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Locks `pipeline` for `writer` (its transactional id) on this state directory, for as long
+/// as the returned file lives: a second daemon running the same pipeline as the same writer
+/// would fence the first and share its live state.
+pub fn lock_pipeline(
+    state_dir: &Path,
+    pipeline: &str,
+    writer: &str,
+) -> Result<std::fs::File, Error> {
+    let dir = state_dir.join(pipeline);
+    crate::checkpoint::store::private_dir(&dir).map_err(|source| Error::Io {
+        op: "create state dir",
+        path: dir.clone(),
         source,
     })?;
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        return Err(Error::AlreadyRunning(path));
-    }
+    let path = dir.join(format!(
+        "{}.lock",
+        crate::checkpoint::tag::file_safe(writer)
+    ));
+    try_lock(&path)?.ok_or_else(|| Error::PipelineLocked {
+        pipeline: pipeline.to_string(),
+        writer: writer.to_string(),
+        path,
+    })
+}
+
+/// Binds the socket in its 0700 directory under `state_dir`, refusing when another daemon
+/// holds the state directory's lock; a socket left by a crash is replaced.
+pub fn bind(state_dir: &Path) -> Result<Listener, Error> {
+    let dir = state_dir.join(CONTROL_DIR);
+    crate::checkpoint::store::private_dir(&dir).map_err(|source| Error::Io {
+        op: "create control dir",
+        path: dir.clone(),
+        source,
+    })?;
+    let lock_path = dir.join("daemon.lock");
+    let lock = try_lock(&lock_path)?.ok_or(Error::AlreadyRunning(lock_path))?;
+    let path = socket_path(state_dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -108,19 +180,25 @@ pub fn bind(checkpoint_dir: &Path) -> Result<tokio::net::UnixListener, Error> {
             source,
         }
     })?;
-    Ok(listener)
+    Ok(Listener {
+        listener,
+        _lock: lock,
+    })
 }
 
-/// Serves requests until `cancel`; a stop request cancels once every pipeline has answered.
+/// Serves requests until `cancel`, each connection on its own task (a client that sends
+/// nothing holds up no other); a stop request cancels once every pipeline has answered.
+/// Savepoints of one pipeline never overlap: each pipeline takes one command at a time.
 pub async fn serve(
-    listener: tokio::net::UnixListener,
+    listener: Listener,
     pipelines: Vec<(String, mpsc::Sender<Command>)>,
     cancel: CancellationToken,
 ) {
+    let pipelines = std::sync::Arc::new(pipelines);
     loop {
         let conn = tokio::select! {
             () = cancel.cancelled() => return,
-            conn = listener.accept() => conn,
+            conn = listener.listener.accept() => conn,
         };
         let stream = match conn {
             Ok((s, _)) => s,
@@ -129,10 +207,12 @@ pub async fn serve(
                 continue;
             }
         };
-        // one request at a time: savepoints of one daemon never overlap
-        if let Err(e) = handle(stream, &pipelines).await {
-            tracing::warn!(error = %e, "control request failed");
-        }
+        let pipelines = pipelines.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &pipelines).await {
+                tracing::warn!(error = %e, "control request failed");
+            }
+        });
     }
 }
 
@@ -140,25 +220,37 @@ async fn handle(
     stream: tokio::net::UnixStream,
     pipelines: &[(String, mpsc::Sender<Command>)],
 ) -> Result<(), Error> {
+    use tokio::io::AsyncReadExt as _;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read);
-    reader
-        .read_line(&mut line)
-        .await
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => dispatch(request, pipelines).await,
-        Err(e) => Response {
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST);
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    let response = match read {
+        Err(_) => {
+            return Err(Error::Protocol(format!(
+                "no request within {REQUEST_TIMEOUT:?}; connection closed"
+            )));
+        }
+        Ok(Err(e)) => return Err(Error::Protocol(e.to_string())),
+        Ok(Ok(_)) if !line.ends_with('\n') => Response {
             savepoints: Vec::new(),
-            errors: vec![format!("bad request: {e}")],
+            errors: vec![format!(
+                "bad request: not one line of at most {MAX_REQUEST} bytes"
+            )],
+        },
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => dispatch(request, pipelines).await,
+            Err(e) => Response {
+                savepoints: Vec::new(),
+                errors: vec![format!("bad request: {e}")],
+            },
         },
     };
     let mut bytes = serde_json::to_vec(&response).map_err(|e| Error::Protocol(e.to_string()))?;
     bytes.push(b'\n');
-    write
-        .write_all(&bytes)
+    tokio::time::timeout(REQUEST_TIMEOUT, write.write_all(&bytes))
         .await
+        .map_err(|_| Error::Protocol("the client did not take the answer".into()))?
         .map_err(|e| Error::Protocol(e.to_string()))
 }
 
@@ -193,12 +285,8 @@ async fn dispatch(request: Request, pipelines: &[(String, mpsc::Sender<Command>)
 }
 
 /// The client side (blocking): sends `request` and waits up to `timeout` for the answer.
-pub fn request(
-    checkpoint_dir: &Path,
-    request: &Request,
-    timeout: Duration,
-) -> Result<Response, Error> {
-    let path = socket_path(checkpoint_dir);
+pub fn request(state_dir: &Path, request: &Request, timeout: Duration) -> Result<Response, Error> {
+    let path = socket_path(state_dir);
     let mut stream =
         std::os::unix::net::UnixStream::connect(&path).map_err(|source| Error::NotRunning {
             path: path.clone(),
@@ -237,7 +325,7 @@ mod tests {
             let _g = rt.enter();
             bind(tmp.path()).unwrap()
         };
-        // a second daemon on the same checkpoint directory is refused
+        // a second daemon on the same state directory is refused
         {
             let _g = rt.enter();
             assert!(matches!(bind(tmp.path()), Err(Error::AlreadyRunning(_))));

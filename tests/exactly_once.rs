@@ -98,8 +98,12 @@ fn committed_offsets_without_their_snapshot_refuse_to_start() {
         .wait(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("flumen started anyway\n{}", p.daemon.all_logs()));
     assert_eq!(status.code(), Some(3), "{}", p.daemon.all_logs());
+    // the commit names its checkpoint, which is gone
     assert!(
-        p.daemon.last_log().contains("no checkpoint in"),
+        p.daemon.last_log().contains("names checkpoint")
+            && p.daemon
+                .last_log()
+                .contains("it is not in the checkpoint directory"),
         "{}",
         p.daemon.last_log()
     );

@@ -221,6 +221,8 @@ impl Builder {
         if std::fs::symlink_metadata(&staging).is_ok() {
             std::fs::remove_dir_all(&staging).map_err(io("remove stale staging dir", &staging))?;
         }
+        // the savepoint directory is the daemon's user's alone (0700), from its creation
+        super::store::private_dir(&staging).map_err(io("create savepoint dir", &staging))?;
         std::fs::create_dir_all(staging.join("state"))
             .map_err(io("create savepoint dir", &staging))?;
         std::fs::create_dir_all(staging.join("pending"))

@@ -6,7 +6,7 @@
 //!   manifest.json                    offsets, task list, per-file length and CRC32C
 //!   <topic>-<partition>/...          each stateful task's snapshot files
 //!   COMMITTED                        local hint, written after the Kafka commit
-//! chk-00000000000000000008.tmp/      being written; deleted on the next start
+//! chk-00000000000000000008.<writer>.tmp/  being written by that writer; deleted on its next start
 //! ```
 //! Durability: every file and directory is fsynced before the rename, and the parent after it,
 //! so a checkpoint that exists under its final name is complete on disk.
@@ -47,6 +47,8 @@ const COMMITTED: &str = "COMMITTED";
 
 pub struct Store {
     root: PathBuf,
+    /// The writer's name in file names (its transactional id, `%XX`-escaped).
+    writer: String,
     /// CRC32C of SST files already summed, by `<task dir>/<file>` with the file's inode: an SST
     /// is immutable and hard-linked from checkpoint to checkpoint, but its name is unique only
     /// within one task's DB (and within one restore of it), so the name alone is not a key.
@@ -54,19 +56,25 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) the store of `pipeline` and deletes unfinished `.tmp` checkpoints.
-    pub fn open(dir: &Path, pipeline: &str) -> Result<Self> {
+    /// Opens (creating, mode 0700) the store of `pipeline` for `writer` (its transactional id)
+    /// and deletes that writer's unfinished checkpoints; another writer's staging directories
+    /// are its own (a checkpoint directory may be shared).
+    pub fn open(dir: &Path, pipeline: &str, writer: &str) -> Result<Self> {
         let root = dir.join(pipeline);
-        std::fs::create_dir_all(&root).map_err(io("create checkpoint dir", &root))?;
+        private_dir(&root).map_err(io("create checkpoint dir", &root))?;
+        let writer = super::tag::file_safe(writer);
+        let own = format!(".{writer}.tmp");
         for entry in std::fs::read_dir(&root).map_err(io("list", &root))? {
             let path = entry.map_err(io("list", &root))?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| n.starts_with("chk-") && n.ends_with(&own)) {
                 std::fs::remove_dir_all(&path)
                     .map_err(io("remove unfinished checkpoint", &path))?;
             }
         }
         Ok(Self {
             root,
+            writer,
             sums: HashMap::new(),
         })
     }
@@ -77,6 +85,7 @@ impl Store {
         std::fs::metadata(&root).map_err(io("open checkpoint dir", &root))?;
         Ok(Self {
             root,
+            writer: String::new(),
             sums: HashMap::new(),
         })
     }
@@ -132,7 +141,9 @@ impl Store {
 
     /// Starts checkpoint `id`: returns its empty staging directory.
     pub fn begin(&self, id: CheckpointId) -> Result<PathBuf> {
-        let tmp = self.root.join(format!("chk-{:020}.tmp", id.0));
+        let tmp = self
+            .root
+            .join(format!("chk-{:020}.{}.tmp", id.0, self.writer));
         match std::fs::remove_dir_all(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -285,6 +296,17 @@ pub(super) fn crc_of(path: &Path) -> Result<u32> {
     }
 }
 
+/// Creates `path` (and missing parents) with mode 0700, or sets an existing one to it:
+/// checkpoints, savepoints, live state and the control socket are the daemon's user's alone.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
 pub(super) fn fsync(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
@@ -322,7 +344,7 @@ mod tests {
     #[test]
     fn a_finished_checkpoint_verifies_and_a_flipped_byte_is_caught() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut store = Store::open(tmp.path(), "p").unwrap();
+        let mut store = Store::open(tmp.path(), "p", "w").unwrap();
         let staging = store.begin(CheckpointId(1)).unwrap();
         std::fs::create_dir(staging.join("t-0")).unwrap();
         std::fs::write(staging.join("t-0/state.kv"), b"hello state").unwrap();
@@ -343,12 +365,34 @@ mod tests {
     #[test]
     fn unfinished_checkpoints_are_not_listed_and_are_cleaned_on_open() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path(), "p").unwrap();
+        let store = Store::open(tmp.path(), "p", "w").unwrap();
         store.begin(CheckpointId(4)).unwrap();
         assert!(store.list().unwrap().is_empty());
         drop(store);
-        Store::open(tmp.path(), "p").unwrap();
+        Store::open(tmp.path(), "p", "w").unwrap();
         assert_eq!(std::fs::read_dir(tmp.path().join("p")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_writer_cleans_only_its_own_unfinished_checkpoints() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let other = Store::open(tmp.path(), "p", "flumen-p-1").unwrap();
+        let theirs = other.begin(CheckpointId(7)).unwrap();
+        let ours = Store::open(tmp.path(), "p", "flumen-p-0").unwrap();
+        let mine = ours.begin(CheckpointId(7)).unwrap();
+        assert_ne!(theirs, mine);
+        Store::open(tmp.path(), "p", "flumen-p-0").unwrap();
+        assert!(
+            theirs.try_exists().unwrap(),
+            "another writer's staging directory was deleted"
+        );
+        assert!(!mine.try_exists().unwrap());
+        let mode = std::fs::metadata(tmp.path().join("p"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     /// Two tasks' DBs each have a `000042.sst` of the same length but other bytes (file
@@ -356,7 +400,7 @@ mod tests {
     #[test]
     fn same_named_ssts_of_different_tasks_keep_their_own_checksums() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut store = Store::open(tmp.path(), "p").unwrap();
+        let mut store = Store::open(tmp.path(), "p", "w").unwrap();
         let two_tasks = |id: u64| {
             let mut m = manifest(id);
             let mut second = m.tasks[0].clone();

@@ -60,6 +60,13 @@ impl CommitTag {
     }
 }
 
+/// `name` with every byte outside `[A-Za-z0-9._-]` written `%XX`: a file name part, ASCII.
+pub fn file_safe(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    escape(name, &mut out);
+    out
+}
+
 fn escape(name: &str, out: &mut String) {
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {

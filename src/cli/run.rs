@@ -78,8 +78,14 @@ fn run_config(
         .context("start the async runtime")?;
     let listener = {
         let _guard = runtime.enter();
-        crate::control::bind(&config.checkpoint.dir)?
+        crate::control::bind(&config.state.dir)?
     };
+    // one daemon per pipeline and writer: a second would fence this one and share its state
+    let _locks = config
+        .pipelines
+        .iter()
+        .map(|p| crate::control::lock_pipeline(&config.state.dir, &p.name, &p.transactional_id))
+        .collect::<Result<Vec<_>, _>>()?;
     let env = Arc::new(StateEnv::new(&config.state));
     let cancel = CancellationToken::new();
     // one message per pipeline, so the capacity is the pipeline count
@@ -174,7 +180,7 @@ fn run_config(
         drop(tokio::time::timeout(Duration::from_secs(5), server).await);
         Ok(code)
     });
-    std::fs::remove_file(crate::control::socket_path(&config.checkpoint.dir)).ok();
+    std::fs::remove_file(crate::control::socket_path(&config.state.dir)).ok();
     match code {
         Ok(code) => {
             // Every pipeline has reported; wait until its thread has also dropped what it

@@ -23,7 +23,7 @@ pub fn trigger(config: &Path, dir: Option<PathBuf>, stop: bool, timeout: Duratio
     // the daemon answers once every savepoint is durable and committed
     let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for the savepoints");
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let answer = control::request(&cfg.checkpoint.dir, &request, timeout);
+    let answer = control::request(&cfg.state.dir, &request, timeout);
     spinner.finish_and_clear();
     let response = match answer {
         Ok(r) => r,

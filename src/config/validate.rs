@@ -227,6 +227,18 @@ impl Cx<'_> {
     /// `[schema_registry]`: checked and handed to the schemas (no request is made here).
     fn schema_registry(&mut self, raw: &raw::SchemaRegistry, state_dir: &std::path::Path) {
         let url = raw.url.get_ref().trim();
+        // `user:password@` would show in logs, errors and the cache directory's name: refused,
+        // without repeating the URL
+        let authority = url.split("://").nth(1).unwrap_or(url).split('/').next();
+        if authority.is_some_and(|a| a.contains('@')) {
+            self.problem(
+                "schema_registry.url",
+                raw.url.span(),
+                "credentials do not belong in the URL (they would show in logs, errors and file names); \
+                 set schema_registry.username and schema_registry.password_env (or password) instead",
+            );
+            return;
+        }
         let host = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"));

@@ -27,6 +27,20 @@ pub fn session_timeout(kafka: &KafkaConfig) -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
 
+const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
+
+/// The consumer's `max.poll.interval.ms` (librdkafka's default 300 s): how long the pipeline
+/// thread may go without polling before the member is thrown out of the group.
+pub fn max_poll_interval(kafka: &KafkaConfig) -> std::time::Duration {
+    let ms = kafka
+        .properties
+        .iter()
+        .find(|(k, _)| k == "max.poll.interval.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_POLL_INTERVAL_MS);
+    std::time::Duration::from_millis(ms)
+}
+
 /// The group consumer: read_committed, no auto commit (offsets commit inside transactions),
 /// static membership so a restarted instance takes its partitions back without waiting out
 /// its dead predecessor's session. A position out of range is an error, never a reset: the

@@ -166,6 +166,54 @@ fn start_uncommitted_at_log_start(consumer: &BaseConsumer<Context>, tpl: &mut To
     }
 }
 
+fn tpl_of(partitions: &[Partition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(&p.topic, p.partition);
+    }
+    tpl
+}
+
+/// A consumed record, copied out of librdkafka's buffer.
+fn record_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        timestamp: m.timestamp().to_millis(),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A consumer error: broker and fetch errors are reported here and retried by librdkafka, so
+/// the pipeline only needs to know of fatal ones and of a position out of range
+/// (`auto.offset.reset = error`: the restart's assignment names the partition and what to do).
+fn consumer_error(e: rdkafka::error::KafkaError) -> Result<()> {
+    tracing::warn!(error = %e, "consumer error");
+    let out_of_range = matches!(
+        e,
+        rdkafka::error::KafkaError::MessageConsumption(
+            rdkafka::types::RDKafkaErrorCode::AutoOffsetReset
+        )
+    );
+    if out_of_range || matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
+        return Err(Error::Client {
+            op: "consume",
+            source: e,
+        });
+    }
+    Ok(())
+}
+
 fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
     tpl.elements()
         .iter()
@@ -223,46 +271,9 @@ impl Consumer {
             match polled {
                 Some(Ok(m)) => {
                     records += 1;
-                    out.push(Event::Record(Record {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        timestamp: m.timestamp().to_millis(),
-                        headers: m
-                            .headers()
-                            .map(|hs| {
-                                hs.iter()
-                                    .map(|h| {
-                                        (h.key.to_string(), h.value.unwrap_or_default().to_vec())
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    }));
+                    out.push(Event::Record(record_of(&m)));
                 }
-                Some(Err(e)) => {
-                    // broker and fetch errors are reported here and retried by librdkafka;
-                    // the pipeline only needs to know of fatal ones
-                    tracing::warn!(error = %e, "consumer error");
-                    // a position out of range (auto.offset.reset = error): the restart's
-                    // assignment names the partition and what to do
-                    let out_of_range = matches!(
-                        e,
-                        rdkafka::error::KafkaError::MessageConsumption(
-                            rdkafka::types::RDKafkaErrorCode::AutoOffsetReset
-                        )
-                    );
-                    if out_of_range
-                        || matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_))
-                    {
-                        return Err(Error::Client {
-                            op: "consume",
-                            source: e,
-                        });
-                    }
-                }
+                Some(Err(e)) => consumer_error(e)?,
                 None if records > 0 || Instant::now() >= deadline => break,
                 None => {}
             }
@@ -271,6 +282,33 @@ impl Consumer {
             }
         }
         Ok(out)
+    }
+
+    /// One poll that keeps the group membership alive while the pipeline thread waits for
+    /// work it handed off (a restore, with the partitions paused): rebalance events, and any
+    /// record of a partition assigned meanwhile, stay queued in order for the next
+    /// [`Consumer::poll_batch`].
+    pub fn keep_alive(&self, wait: Duration) -> Result<()> {
+        match self.inner.poll(wait) {
+            Some(Ok(m)) => self.inner.context().push(Event::Record(record_of(&m))),
+            Some(Err(e)) => consumer_error(e)?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Stops fetching `partitions`; their positions are kept.
+    pub fn pause(&self, partitions: &[Partition]) -> Result<()> {
+        self.inner
+            .pause(&tpl_of(partitions))
+            .map_err(client("pause"))
+    }
+
+    /// Fetches `partitions` again (one revoked meanwhile is no longer ours: ignored).
+    pub fn resume(&self, partitions: &[Partition]) -> Result<()> {
+        self.inner
+            .resume(&tpl_of(partitions))
+            .map_err(client("resume"))
     }
 
     /// The group's committed offsets for `partitions` (stable: read_committed consumers ask

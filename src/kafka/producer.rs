@@ -321,8 +321,14 @@ impl Producer {
     }
 
     pub fn commit(&mut self) -> Result<()> {
+        self.commit_within(self.timeout)
+    }
+
+    /// `commit_transaction`, waiting at most `timeout` (a timed-out commit's outcome is
+    /// unknown: retriable).
+    pub fn commit_within(&mut self, timeout: Duration) -> Result<()> {
         self.inner
-            .commit_transaction(self.timeout)
+            .commit_transaction(timeout)
             .map_err(client("commit_transaction"))?;
         if let Ok(d) = self.inner.context().deliveries.lock() {
             for (k, v) in &d.in_txn {

@@ -134,7 +134,7 @@ pub fn show(inputs: &Inputs<'_>) -> Result<Report> {
 
 /// Refuses while the pipeline runs: live group members, or a daemon on the control socket.
 pub fn ensure_stopped(inputs: &Inputs<'_>) -> Result<()> {
-    let socket = crate::control::socket_path(&inputs.config.checkpoint.dir);
+    let socket = crate::control::socket_path(&inputs.config.state.dir);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(Error::PipelineRunning(format!(
             "a Flumen daemon answers at {}; stop it first (flumen stop, or SIGTERM)",
@@ -280,7 +280,11 @@ fn drop_state(
         .repartition_topic()
         .unwrap_or_else(|| pipeline.source.topic.clone());
     let count = admin.partition_count(&stateful)?;
-    let mut store = Store::open(&inputs.config.checkpoint.dir, &pipeline.name)?;
+    let mut store = Store::open(
+        &inputs.config.checkpoint.dir,
+        &pipeline.name,
+        &pipeline.transactional_id,
+    )?;
     let mut manifests = Vec::new();
     for id in store.list()? {
         manifests.push((id, store.manifest(id)?));

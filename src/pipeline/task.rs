@@ -239,7 +239,11 @@ impl<'a> Runner<'a> {
                 .clone()
                 .unwrap_or_else(|| pipeline.source.topic.clone())
         });
-        let store = Store::open(&config.checkpoint.dir, &pipeline.name)?;
+        let store = Store::open(
+            &config.checkpoint.dir,
+            &pipeline.name,
+            &pipeline.transactional_id,
+        )?;
         let mut manifests = BTreeMap::new();
         for id in store.list()? {
             match store.manifest(id) {
@@ -438,6 +442,8 @@ impl<'a> Runner<'a> {
                     }
                     .into());
                 };
+                // the recovery tests slow the restore down here (`restore::slow=sleep(ms)`)
+                fail::fail_point!("restore::slow");
                 let dir = self.store.verify(id, snapshot)?;
                 let state = self.env.restore(&dir, &live)?;
                 tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
@@ -719,18 +725,35 @@ impl<'a> Runner<'a> {
         CommitTag::new(id, &self.pipeline.name, &self.pipeline.transactional_id)
     }
 
-    /// Rule 3: retry while the outcome is unknown, never abort then.
+    /// Rule 3: retry while the outcome is unknown, never abort then. All attempts together
+    /// stay within half of `max.poll.interval.ms` (and the transaction timeout), so that the
+    /// consumer is not thrown out of the group while the pipeline thread waits here.
     fn commit(&mut self, id: CheckpointId) -> Result<()> {
+        let budget = self
+            .config
+            .kafka
+            .transaction_timeout
+            .min(crate::kafka::client::max_poll_interval(&self.config.kafka) / 2);
+        let deadline = Instant::now() + budget;
         let mut attempt = 0;
         loop {
-            let Err(e) = self.producer.commit() else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Err(e) = self.producer.commit_within(left) else {
                 return Ok(());
             };
-            match protocol::on_commit_failure(e.txn_failure(), attempt, COMMIT_RETRIES) {
+            let attempts_left = if Instant::now() < deadline {
+                COMMIT_RETRIES
+            } else {
+                attempt
+            };
+            match protocol::on_commit_failure(e.txn_failure(), attempt, attempts_left) {
                 CommitAction::Retry => {
                     tracing::warn!(checkpoint = %id, attempt, error = %chain(&e), "commit outcome unknown; retrying the commit");
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
+                    let pause = Duration::from_millis(200 << attempt.min(4));
+                    std::thread::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    );
                 }
                 CommitAction::RestartWithoutAbort => return Err(Error::UnknownCommitOutcome(id)),
                 CommitAction::AbortAndRestore => return Err(e.into()),

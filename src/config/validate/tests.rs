@@ -746,3 +746,27 @@ fn zero_and_absurd_durations_are_refused_at_their_place() {
         "{p:?}"
     );
 }
+
+#[test]
+fn secrets_are_never_printed_and_urls_carry_no_credentials() {
+    let with = |table: &str| EXAMPLE.replace("[[pipelines]]", &format!("{table}\n[[pipelines]]"));
+    let config = from_str(&with(
+        "[kafka.properties]\n\"sasl.password\" = \"canary-0451\"\n\"ssl.key.password\" = \"canary-0452\"\n\"sasl.username\" = \"alice\"\n",
+    ))
+    .unwrap();
+    let shown = format!("{config:?} {:#?}", config.kafka);
+    assert!(!shown.contains("canary-045"), "{shown}");
+    assert!(
+        shown.contains("alice") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    let p = problems(&with(
+        "[schema_registry]\nurl = \"https://bob:canary-0453@registry:8081\"\n",
+    ));
+    assert!(
+        p.iter().any(|m| m.starts_with("schema_registry.url (14:7)")
+            && m.contains("set schema_registry.username and schema_registry.password_env")),
+        "{p:?}"
+    );
+    assert!(p.iter().all(|m| !m.contains("canary-0453")), "{p:?}");
+}

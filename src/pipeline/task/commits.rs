@@ -51,7 +51,7 @@ impl Runner<'_> {
         {
             self.lineage = lineage;
         }
-        let mut tasks = Vec::with_capacity(commits.len());
+        let mut plan = Vec::with_capacity(commits.len());
         for (p, commit) in &commits {
             let (log_start, log_end) = self.consumer.watermarks(&p.topic, p.partition)?;
             if let Some(committed) = commit.offset
@@ -59,11 +59,55 @@ impl Runner<'_> {
             {
                 return Err(self.out_of_range(p, committed, (log_start, log_end)));
             }
-            let mut task = self.restore_task(p, commit.offset, &all)?;
-            task.next_offset = task.next_offset.or(Some(NextOffset(log_start)));
-            tasks.push((p.clone(), task));
+            plan.push((p.clone(), commit.offset, NextOffset(log_start)));
         }
+        // verifying and copying snapshots can take longer than max.poll.interval.ms: the
+        // restore runs beside the poll loop, which keeps the group membership alive
+        let tasks = self.while_polling(partitions, |runner| {
+            plan.into_iter()
+                .map(|(p, committed, log_start)| {
+                    let mut task = runner.restore_task(&p, committed, &all)?;
+                    task.next_offset = task.next_offset.or(Some(log_start));
+                    Ok((p, task))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
         Ok((tasks, adopted))
+    }
+
+    /// Runs `work` on a helper thread while this one polls the consumer with `partitions`
+    /// paused, so that a long restore never outlasts `max.poll.interval.ms` (which would make
+    /// the member leave the group, be revoked, restore again: a loop without progress).
+    /// Events the polls see wait, in order, for the next `poll_batch`.
+    fn while_polling<R: Send>(
+        &self,
+        partitions: &[Partition],
+        work: impl FnOnce(&Self) -> Result<R> + Send,
+    ) -> Result<R> {
+        self.consumer.pause(partitions)?;
+        let outcome = std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name(format!("restore-{}", self.pipeline.name))
+                .spawn_scoped(scope, || work(self))
+                .map_err(|e| Error::Panicked(format!("cannot start the restore thread: {e}")))?;
+            let mut polled = Ok(());
+            while !worker.is_finished() {
+                if polled.is_ok() {
+                    polled = self.consumer.keep_alive(Duration::from_millis(100));
+                } else {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let done = worker
+                .join()
+                .map_err(|p| Error::Panicked(crate::pipeline::panic_message(p.as_ref())))?;
+            polled?;
+            done
+        });
+        if let Err(e) = self.consumer.resume(partitions) {
+            tracing::debug!(error = %chain(&e), "resume after the restore");
+        }
+        outcome
     }
 
     fn out_of_range(&self, p: &Partition, committed: NextOffset, log: (i64, i64)) -> Error {
