@@ -15,30 +15,28 @@ fn base(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 const DEFAULT_SESSION_TIMEOUT_MS: u64 = 15_000;
+const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
-/// The consumer's group session timeout (`session.timeout.ms`, default 15s).
-pub fn session_timeout(kafka: &KafkaConfig) -> std::time::Duration {
+/// A pass-through property in milliseconds, or `default_ms`.
+fn property_ms(kafka: &KafkaConfig, key: &str, default_ms: u64) -> std::time::Duration {
     let ms = kafka
         .properties
         .iter()
-        .find(|(k, _)| k == "session.timeout.ms")
+        .find(|(k, _)| k == key)
         .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(DEFAULT_SESSION_TIMEOUT_MS);
+        .unwrap_or(default_ms);
     std::time::Duration::from_millis(ms)
 }
 
-const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
+/// The consumer's group session timeout (`session.timeout.ms`, default 15s).
+pub fn session_timeout(kafka: &KafkaConfig) -> std::time::Duration {
+    property_ms(kafka, "session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS)
+}
 
 /// The consumer's `max.poll.interval.ms` (librdkafka's default 300 s): how long the pipeline
 /// thread may go without polling before the member is thrown out of the group.
 pub fn max_poll_interval(kafka: &KafkaConfig) -> std::time::Duration {
-    let ms = kafka
-        .properties
-        .iter()
-        .find(|(k, _)| k == "max.poll.interval.ms")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_POLL_INTERVAL_MS);
-    std::time::Duration::from_millis(ms)
+    property_ms(kafka, "max.poll.interval.ms", DEFAULT_MAX_POLL_INTERVAL_MS)
 }
 
 /// The group consumer: read_committed, no auto commit (offsets commit inside transactions),

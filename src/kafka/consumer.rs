@@ -317,41 +317,19 @@ impl Consumer {
         &self,
         partitions: &[Partition],
     ) -> Result<Vec<(Partition, Option<NextOffset>)>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            tpl.add_partition(&p.topic, p.partition);
-        }
-        let got = self
-            .inner
-            .committed_offsets(tpl, TIMEOUT)
-            .map_err(client("fetch committed offsets"))?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| {
-                let p = Partition {
-                    topic: e.topic().to_string(),
-                    partition: e.partition(),
-                };
-                let off = match e.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(NextOffset(o)),
-                    _ => None,
-                };
-                (p, off)
-            })
+        Ok(self
+            .commits(partitions)?
+            .into_iter()
+            .map(|(p, c)| (p, c.offset))
             .collect())
     }
 
     /// The group's commits of `partitions` with their offset-commit metadata, which names the
     /// checkpoint each belongs to (stable, as [`Consumer::committed`]).
     pub fn commits(&self, partitions: &[Partition]) -> Result<Vec<(Partition, GroupCommit)>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            tpl.add_partition(&p.topic, p.partition);
-        }
         let got = self
             .inner
-            .committed_offsets(tpl, TIMEOUT)
+            .committed_offsets(tpl_of(partitions), TIMEOUT)
             .map_err(client("fetch committed offsets"))?;
         Ok(got
             .elements()
