@@ -369,6 +369,38 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_request_is_refused_and_a_silent_client_is_dropped() {
+        use std::io::Read as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = {
+            let _g = rt.enter();
+            bind(tmp.path()).unwrap()
+        };
+        let cancel = CancellationToken::new();
+        rt.spawn(serve(listener, Vec::new(), cancel.clone()));
+        let path = socket_path(tmp.path());
+        // a silent client first: the next one is served all the same
+        let _silent = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut big = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        // no newline within the limit (more would stay unread, and closing on it resets)
+        big.write_all(&vec![b'x'; usize::try_from(MAX_REQUEST).unwrap()])
+            .unwrap();
+        big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        big.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.contains("not one line of at most 65536 bytes"),
+            "{answer}"
+        );
+        cancel.cancel();
+    }
+
+    #[test]
     fn without_a_daemon_the_client_says_so() {
         let tmp = tempfile::tempdir().unwrap();
         let request = Request {

@@ -228,6 +228,11 @@ fn records_deleted_past_a_committed_offset_stop_the_restart() {
     cp.assert_exact(&expected_counts(&batch1), OUTPUT_TIMEOUT);
     assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
     let topic = repartition_topic(&cp);
+    // a repartition topic Flumen created keeps its records until Flumen deletes them
+    assert_eq!(
+        admin.topic_config(&topic, "retention.ms").as_deref(),
+        Some("-1")
+    );
     admin.delete_all_records(&topic, 0);
 
     cp.daemon.start();
