@@ -150,8 +150,9 @@ fn the_repartition_topic_keeps_records_until_they_are_counted() {
         "the topic's other setting was dropped"
     );
 
-    // the first checkpoint after 30 s deletes what every task counted
-    std::thread::sleep(Duration::from_secs(31).saturating_sub(started.elapsed()));
+    // the first checkpoint 30 s after the pipeline started (a moment after the process)
+    // deletes what every task counted
+    std::thread::sleep(Duration::from_secs(38).saturating_sub(started.elapsed()));
     let batch2 = count_input(1_000, 50);
     cp.produce(&batch2);
     let all: Vec<_> = batch1.iter().chain(&batch2).cloned().collect();
@@ -213,9 +214,10 @@ fn a_group_that_lost_its_offsets_resumes_from_its_checkpoint() {
     assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
 }
 
-/// Records past the committed offset of a repartition partition are deleted while the
-/// pipeline is stopped: the restart stops with exit 3, naming the partition, the offsets and
-/// what to do, instead of resetting to the earliest record and losing them silently.
+/// Records past the committed offset of a repartition partition (re-keyed records no task
+/// has counted yet) are deleted while the pipeline is stopped: the restart stops with exit 3,
+/// naming the partition, the offsets and what to do, instead of resetting to the earliest
+/// record and losing them silently.
 #[test]
 fn records_deleted_past_a_committed_offset_stop_the_restart() {
     let Some(mut cp) = CountPipeline::new("gone", 2, "rocksdb", "300ms") else {
@@ -233,6 +235,11 @@ fn records_deleted_past_a_committed_offset_stop_the_restart() {
         admin.topic_config(&topic, "retention.ms").as_deref(),
         Some("-1")
     );
+    // three uncounted records, then deleted with everything before them
+    let uncounted: Vec<(Option<i32>, String, String)> = (0..3)
+        .map(|i| (Some(0), format!("u{i}"), format!(r#"{{"user":"u{i}"}}"#)))
+        .collect();
+    common::produce_all(&cp.bootstrap, &topic, &uncounted);
     admin.delete_all_records(&topic, 0);
 
     cp.daemon.start();

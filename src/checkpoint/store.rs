@@ -67,7 +67,13 @@ impl Store {
         for entry in std::fs::read_dir(&root).map_err(io("list", &root))? {
             let path = entry.map_err(io("list", &root))?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_some_and(|n| n.starts_with("chk-") && n.ends_with(&own)) {
+            // and `chk-N.tmp` of versions before writers were named
+            let legacy = |n: &str| {
+                n.strip_prefix("chk-")
+                    .and_then(|n| n.strip_suffix(".tmp"))
+                    .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
+            };
+            if name.is_some_and(|n| n.starts_with("chk-") && (n.ends_with(&own) || legacy(&n))) {
                 std::fs::remove_dir_all(&path)
                     .map_err(io("remove unfinished checkpoint", &path))?;
             }

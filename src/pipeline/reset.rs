@@ -301,6 +301,24 @@ fn drop_state(
         })
         .collect();
     let commits = consumer.commits(&parts)?;
+    // N descends from the savepoint its predecessor descends from: the checkpoint the commits
+    // name, or else the newest marked committed
+    let named = commits
+        .iter()
+        .filter_map(|(_, c)| c.tag.as_ref())
+        .filter(|t| t.pipeline == pipeline.name)
+        .map(|t| t.checkpoint)
+        .max();
+    let lineage = named
+        .or_else(|| {
+            manifests
+                .iter()
+                .rev()
+                .map(|(id, _)| *id)
+                .find(|id| store.is_committed(*id))
+        })
+        .and_then(|id| manifests.iter().find(|(m, _)| *m == id))
+        .and_then(|(_, m)| m.restored_from.clone());
     let all: std::collections::BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
     let by_id: std::collections::BTreeMap<CheckpointId, Manifest> = manifests.into_iter().collect();
     let mut tasks = Vec::new();
@@ -379,13 +397,14 @@ fn drop_state(
             files: Vec::new(),
         });
     }
-    let manifest = Manifest::new(
+    let mut manifest = Manifest::new(
         id,
         &pipeline.name,
         &pipeline.transactional_id,
         offsets,
         tasks,
     );
+    manifest.restored_from = lineage;
     store.finish(&staging, manifest, &files)?;
     Ok((store, id))
 }

@@ -363,6 +363,11 @@ impl<'a> Runner<'a> {
             if due && !self.dirty && self.custom.is_some() && self.timer_due()? {
                 self.dirty = true;
             }
+            if due && !self.dirty && self.catch_up_positions()? {
+                // transaction markers passed since the last commit: committing past them keeps
+                // a committed offset from pointing at a marker that retention may delete
+                self.dirty = true;
+            }
             if due && !self.dirty && self.join_went_idle() {
                 // the other stream's silence may release buffered records
                 self.dirty = true;
@@ -372,11 +377,18 @@ impl<'a> Runner<'a> {
             }
             let until_checkpoint = interval.saturating_sub(self.last_checkpoint.elapsed());
             let wait = until_checkpoint.clamp(Duration::from_millis(1), Duration::from_millis(100));
+            // partitions whose position a rebalance moved (a rewind, an adopted commit): their
+            // records later in this batch were fetched before, and are fetched again
+            let mut moved: Vec<Partition> = Vec::new();
             for event in self.consumer.poll_batch(BATCH, wait)? {
                 match event {
+                    Event::Record(r)
+                        if moved
+                            .iter()
+                            .any(|p| p.topic == r.topic && p.partition == r.partition) => {}
                     Event::Record(r) => self.handle_record(&r)?,
-                    Event::Assigned(ps) => self.assign(&ps)?,
-                    Event::Revoked(ps) => self.revoke(&ps)?,
+                    Event::Assigned(ps) => moved.extend(self.assign(&ps)?),
+                    Event::Revoked(ps) => moved.extend(self.revoke(&ps)?),
                 }
             }
         }
@@ -395,7 +407,8 @@ impl<'a> Runner<'a> {
 
     /// New partitions: restore each stateful one from the checkpoint the group's commit names
     /// (`checkpoint::choose`). The consumer starts fetching at that same committed offset.
-    fn assign(&mut self, partitions: &[Partition]) -> Result<()> {
+    /// Returns the partitions whose position was moved (commits taken from the checkpoint).
+    fn assign(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
         self.finish_restore()?;
         self.store.forget_sums();
@@ -411,7 +424,23 @@ impl<'a> Runner<'a> {
         // a join's table is current before the first stream record of its tasks
         self.refresh_tables()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
-        Ok(())
+        Ok(adopted.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// Moves each task's offset past the transaction markers the consumer has passed since its
+    /// last record (markers are never returned, but a committed offset that points at one
+    /// looks out of range once retention deletes it). Returns whether any moved.
+    fn catch_up_positions(&mut self) -> Result<bool> {
+        let mut moved = false;
+        for (p, position) in self.consumer.positions()? {
+            if let Some(task) = self.tasks.get_mut(&p)
+                && task.next_offset.is_some_and(|n| position > n)
+            {
+                task.next_offset = Some(position);
+                moved = true;
+            }
+        }
+        Ok(moved)
     }
 
     /// The task of `p` at the group's `committed` offset; `all` holds the commits of every
@@ -498,7 +527,8 @@ impl<'a> Runner<'a> {
     /// Partitions taken away: their uncommitted work is dropped with the open transaction
     /// (the group generation changed, so it could not commit anyway); partitions kept are
     /// rewound to the last checkpoint.
-    fn revoke(&mut self, partitions: &[Partition]) -> Result<()> {
+    /// Returns the partitions kept, whose position the rewind moved.
+    fn revoke(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
         self.abort_open_transaction()?;
         for p in partitions {
             self.tasks.remove(p);
@@ -507,7 +537,7 @@ impl<'a> Runner<'a> {
             self.rewind()?;
         }
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions revoked");
-        Ok(())
+        Ok(self.tasks.keys().cloned().collect())
     }
 
     fn abort_open_transaction(&mut self) -> Result<()> {
@@ -597,6 +627,7 @@ impl<'a> Runner<'a> {
         }
         self.send_markers()?;
         self.producer.flush()?;
+        self.catch_up_positions()?;
         let flushed = begun.elapsed();
         let id = self.next_id;
         let manifest = self.snapshot(id)?;

@@ -44,11 +44,8 @@ impl Runner<'_> {
         let mut commits = self.consumer.commits(partitions)?;
         let adopted = self.adopt_lost_commits(&mut commits)?;
         let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
-        // the state restored descends from what the named checkpoint descends from
-        if let Some(lineage) = self
-            .named_checkpoint(&commits)
-            .map(|m| m.restored_from.clone())
-        {
+        // the state restored descends from what its checkpoint descends from
+        if let Some(lineage) = self.lineage_of(&commits) {
             self.lineage = lineage;
         }
         let mut plan = Vec::with_capacity(commits.len());
@@ -84,7 +81,14 @@ impl Runner<'_> {
         partitions: &[Partition],
         work: impl FnOnce(&Self) -> Result<R> + Send,
     ) -> Result<R> {
-        self.consumer.pause(partitions)?;
+        // everything assigned: a record polled meanwhile would wait in the queue past a rewind
+        let mut paused = self.consumer.assignment()?;
+        for p in partitions {
+            if !paused.contains(p) {
+                paused.push(p.clone());
+            }
+        }
+        self.consumer.pause(&paused)?;
         let outcome = std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
                 .name(format!("restore-{}", self.pipeline.name))
@@ -104,7 +108,7 @@ impl Runner<'_> {
             polled?;
             done
         });
-        if let Err(e) = self.consumer.resume(partitions) {
+        if let Err(e) = self.consumer.resume(&paused) {
             tracing::debug!(error = %chain(&e), "resume after the restore");
         }
         outcome
@@ -210,6 +214,20 @@ impl Runner<'_> {
         }
     }
 
+    /// The savepoint lineage (`Manifest::restored_from`) of the checkpoint `commits` name
+    /// (after lost commits were adopted), or of the newest checkpoint marked committed when
+    /// they name none (commits written without a tag); `None` without either.
+    fn lineage_of(&self, commits: &[(Partition, GroupCommit)]) -> Option<Option<String>> {
+        let m = self.named_checkpoint(commits).or_else(|| {
+            self.manifests
+                .iter()
+                .rev()
+                .find(|(id, _)| self.store.is_committed(**id))
+                .map(|(_, m)| m)
+        })?;
+        Some(m.restored_from.clone())
+    }
+
     /// The newest checkpoint of this pipeline that one of `commits` names, if this store has it.
     pub(super) fn named_checkpoint(
         &self,
@@ -234,11 +252,13 @@ impl Runner<'_> {
                 partition,
             })
             .collect();
-        let commits = self.consumer.commits(&parts)?;
+        let mut commits = self.consumer.commits(&parts)?;
+        // commits the group lost (expired, deleted) are the checkpoint's, as at assignment
+        self.adopt_lost_commits(&mut commits)?;
         let digest = sp.digest();
-        match self.named_checkpoint(&commits) {
-            Some(m) if m.restored_from.as_deref() == Some(digest.as_str()) => {
-                tracing::info!(pipeline = %self.pipeline.name, savepoint = %sp.dir.display(), checkpoint = %m.checkpoint,
+        match self.lineage_of(&commits) {
+            Some(Some(lineage)) if lineage == digest => {
+                tracing::info!(pipeline = %self.pipeline.name, savepoint = %sp.dir.display(),
                     "the savepoint was restored before and the pipeline has gone on from it; continuing from its latest checkpoint instead of restoring it again (--restore-again restores it once more)");
                 Ok(None)
             }
