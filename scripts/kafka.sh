@@ -138,6 +138,7 @@ start() {
   if [[ "${1:-}" == "--fresh" && -d "$run_dir/data" ]]; then
     say "deleting the data of earlier runs ($run_dir/data); their log: $log_file.1"
     rm -rf "$run_dir/data"
+    sync # the deletion's writeback would stall the new broker's first fsyncs
     if [[ -f "$log_file" ]]; then mv -f "$log_file" "$log_file.1"; fi
   fi
   write_config

@@ -22,6 +22,11 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "cargo build --all-targets --all-features"
 cargo build --all-targets --all-features
 
+# the build just wrote gigabytes of test binaries: let the disk take them before the broker
+# starts, or its fsyncs wait behind that writeback (seen: the controller stalled 15-45 s and
+# fenced its own broker, failing time-sensitive tests)
+sync
+
 step "starting Kafka (scripts/kafka.sh start)"
 source scripts/broker-session.sh
 broker_session test.sh
