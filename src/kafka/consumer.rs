@@ -130,12 +130,6 @@ impl Context {
         }
     }
 
-    fn has_records(&self) -> bool {
-        self.events
-            .lock()
-            .map_or(true, |q| q.iter().any(|e| matches!(e, Event::Record(_))))
-    }
-
     /// Sets (and forgets) the start offsets of the partitions in `tpl` that have one.
     fn apply_start_offsets(&self, tpl: &mut TopicPartitionList) {
         let Ok(mut start) = self.start_at.lock() else {
@@ -401,31 +395,6 @@ impl Consumer {
     pub fn assignment(&self) -> Result<Vec<Partition>> {
         let tpl = self.inner.assignment().map_err(client("assignment"))?;
         Ok(partitions(&tpl))
-    }
-
-    /// Each assigned partition's position: the offset after the last record or transaction
-    /// marker poll has passed (markers are never returned, but move the position). Partitions
-    /// without one (nothing polled since the assignment or a seek) are left out; so is
-    /// everything while records polled but not yet handed to the pipeline wait in the queue.
-    pub fn positions(&self) -> Result<Vec<(Partition, NextOffset)>> {
-        if self.inner.context().has_records() {
-            return Ok(Vec::new());
-        }
-        let tpl = self.inner.position().map_err(client("position"))?;
-        Ok(tpl
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some((
-                    Partition {
-                        topic: e.topic().to_string(),
-                        partition: e.partition(),
-                    },
-                    NextOffset(o),
-                )),
-                _ => None,
-            })
-            .collect())
     }
 
     /// The group's members, as `client id (host)`.

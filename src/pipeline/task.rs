@@ -363,11 +363,6 @@ impl<'a> Runner<'a> {
             if due && !self.dirty && self.custom.is_some() && self.timer_due()? {
                 self.dirty = true;
             }
-            if due && !self.dirty && self.catch_up_positions()? {
-                // transaction markers passed since the last commit: committing past them keeps
-                // a committed offset from pointing at a marker that retention may delete
-                self.dirty = true;
-            }
             if due && !self.dirty && self.join_went_idle() {
                 // the other stream's silence may release buffered records
                 self.dirty = true;
@@ -425,22 +420,6 @@ impl<'a> Runner<'a> {
         self.refresh_tables()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(adopted.into_iter().map(|(p, _)| p).collect())
-    }
-
-    /// Moves each task's offset past the transaction markers the consumer has passed since its
-    /// last record (markers are never returned, but a committed offset that points at one
-    /// looks out of range once retention deletes it). Returns whether any moved.
-    fn catch_up_positions(&mut self) -> Result<bool> {
-        let mut moved = false;
-        for (p, position) in self.consumer.positions()? {
-            if let Some(task) = self.tasks.get_mut(&p)
-                && task.next_offset.is_some_and(|n| position > n)
-            {
-                task.next_offset = Some(position);
-                moved = true;
-            }
-        }
-        Ok(moved)
     }
 
     /// The task of `p` at the group's `committed` offset; `all` holds the commits of every
@@ -627,7 +606,6 @@ impl<'a> Runner<'a> {
         }
         self.send_markers()?;
         self.producer.flush()?;
-        self.catch_up_positions()?;
         let flushed = begun.elapsed();
         let id = self.next_id;
         let manifest = self.snapshot(id)?;
