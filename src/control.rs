@@ -313,9 +313,8 @@ pub fn request(state_dir: &Path, request: &Request, timeout: Duration) -> Result
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_request_reaches_every_pipeline_and_their_answers_come_back() {
-        let tmp = tempfile::tempdir().unwrap();
+    /// A one-worker runtime and the socket bound in `dir`.
+    fn runtime_and_socket(dir: &Path) -> (tokio::runtime::Runtime, Listener) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -323,8 +322,15 @@ mod tests {
             .unwrap();
         let listener = {
             let _g = rt.enter();
-            bind(tmp.path()).unwrap()
+            bind(dir).unwrap()
         };
+        (rt, listener)
+    }
+
+    #[test]
+    fn a_request_reaches_every_pipeline_and_their_answers_come_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (rt, listener) = runtime_and_socket(tmp.path());
         // a second daemon on the same state directory is refused
         {
             let _g = rt.enter();
@@ -372,15 +378,7 @@ mod tests {
     fn an_oversized_request_is_refused_and_a_silent_client_is_dropped() {
         use std::io::Read as _;
         let tmp = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = {
-            let _g = rt.enter();
-            bind(tmp.path()).unwrap()
-        };
+        let (rt, listener) = runtime_and_socket(tmp.path());
         let cancel = CancellationToken::new();
         rt.spawn(serve(listener, Vec::new(), cancel.clone()));
         let path = socket_path(tmp.path());

@@ -144,6 +144,16 @@ impl GroupCommit {
     }
 }
 
+/// The newest checkpoint of `pipeline` that one of `commits` names (by its tag).
+pub fn named(commits: &[(Partition, GroupCommit)], pipeline: &str) -> Option<CheckpointId> {
+    commits
+        .iter()
+        .filter_map(|(_, c)| c.tag.as_ref())
+        .filter(|t| t.pipeline == pipeline)
+        .map(|t| t.checkpoint)
+        .max()
+}
+
 /// Which snapshot restores `partition`, given the group's commits of every assigned partition.
 ///
 /// A tagged commit names its checkpoint: that one is restored if this store has it, written
@@ -257,7 +267,7 @@ mod tests {
     fn a_named_checkpoint_that_is_missing_or_disagrees_is_refused() {
         let manifests = BTreeMap::from([manifest(1, 5), manifest(2, 10)]);
         let why = |restore: Restore| match restore {
-            Restore::Missing { why, .. } => why,
+            Restore::Missing(refusal) => refusal.why,
             other => panic!("{other:?}"),
         };
         let gone = why(choose(&manifests, &part(0), &commit(10, Some(7))));

@@ -28,11 +28,15 @@ pub enum Restore {
     /// The group's commit names a checkpoint that cannot be restored here: not in this store,
     /// of another pipeline or writer, without a snapshot of the partition, or at another
     /// offset. Refuse: any other snapshot would lose or repeat what that checkpoint did.
-    Missing {
-        tag: CommitTag,
-        committed: NextOffset,
-        why: String,
-    },
+    Missing(Refusal),
+}
+
+/// Why the checkpoint a commit names cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub tag: CommitTag,
+    pub committed: NextOffset,
+    pub why: String,
 }
 
 /// The checkpoint a tagged commit names: `named` is that id's manifest in this store, if any,
@@ -58,11 +62,11 @@ pub fn restore_named(
         ),
         Some(_) => return Restore::From(tag.checkpoint),
     };
-    Restore::Missing {
+    Restore::Missing(Refusal {
         tag: tag.clone(),
         committed,
         why,
-    }
+    })
 }
 
 /// Picks the snapshot whose recorded offset equals the group's committed offset.
@@ -300,7 +304,7 @@ mod tests {
                     prop_assert!(cands.iter().any(|(i, o)| *i == id && *o == committed.map(NextOffset)));
                     prop_assert!(!cands.iter().any(|(i, o)| *i > id && *o == committed.map(NextOffset)));
                 }
-                Restore::Missing { .. } => prop_assert!(false, "no tag, nothing named"),
+                Restore::Missing(_) => prop_assert!(false, "no tag, nothing named"),
                 Restore::NoMatch { .. } => {
                     prop_assert!(committed.is_some());
                     prop_assert!(!cands.iter().any(|(_, o)| *o == committed.map(NextOffset)));

@@ -9,10 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw;
-use super::{
-    Backend, CheckpointConfig, Config, Format, KafkaConfig, OnError, PipelineConfig, Plan, Problem,
-    RestartConfig, SinkConfig, SourceConfig, StateConfig,
-};
+use super::{Config, Format, OnError, PipelineConfig, Plan, Problem, SinkConfig, SourceConfig};
 
 /// librdkafka settings the engine owns: exactly-once depends on their values.
 const RESERVED_PROPERTIES: &[(&str, &str)] = &[
@@ -224,95 +221,6 @@ impl Cx<'_> {
         format
     }
 
-    /// `[schema_registry]`: checked and handed to the schemas (no request is made here).
-    fn schema_registry(&mut self, raw: &raw::SchemaRegistry, state_dir: &std::path::Path) {
-        let url = raw.url.get_ref().trim();
-        // `user:password@` would show in logs, errors and the cache directory's name: refused,
-        // without repeating the URL
-        let authority = url.split("://").nth(1).unwrap_or(url).split('/').next();
-        if authority.is_some_and(|a| a.contains('@')) {
-            self.problem(
-                "schema_registry.url",
-                raw.url.span(),
-                "credentials do not belong in the URL (they would show in logs, errors and file names); \
-                 set schema_registry.username and schema_registry.password_env (or password) instead",
-            );
-            return;
-        }
-        let host = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        if host.is_none_or(|h| h.trim_matches('/').is_empty()) {
-            self.problem(
-                "schema_registry.url",
-                raw.url.span(),
-                format!("{url:?} is not a registry URL; write it like \"http://localhost:8081\""),
-            );
-            return;
-        }
-        let timeout = match &raw.timeout {
-            Some(t) => self.duration("schema_registry.timeout", t, MS..=TEN_MINUTES),
-            None => Duration::from_secs(10),
-        };
-        let cache = raw.cache_dir.as_ref().map_or_else(
-            || state_dir.join("schema-registry"),
-            |d| std::path::PathBuf::from(d.get_ref()),
-        );
-        let auth = self.registry_auth(raw);
-        self.schemas.set_remote(crate::codec::remote::Remote::new(
-            url, timeout, &cache, auth,
-        ));
-    }
-
-    /// `username` with `password` or `password_env` (read now, so a missing variable is
-    /// reported with the config's other problems).
-    fn registry_auth(&mut self, raw: &raw::SchemaRegistry) -> Option<(String, String)> {
-        let password = match (&raw.password, &raw.password_env) {
-            (Some(_), Some(env)) => {
-                self.problem(
-                    "schema_registry.password_env",
-                    env.span(),
-                    "give password or password_env, not both",
-                );
-                None
-            }
-            (Some(p), None) => Some(p.get_ref().clone()),
-            (None, Some(env)) => match std::env::var(env.get_ref()) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    self.problem(
-                        "schema_registry.password_env",
-                        env.span(),
-                        format!("environment variable {} is not set", env.get_ref()),
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        match (&raw.username, password) {
-            (Some(user), Some(password)) => Some((user.get_ref().clone(), password)),
-            (Some(user), None) if raw.password.is_none() && raw.password_env.is_none() => {
-                self.problem(
-                    "schema_registry.username",
-                    user.span(),
-                    "a username needs password or password_env",
-                );
-                None
-            }
-            (None, Some(_)) => {
-                let (path, span) = match (&raw.password, &raw.password_env) {
-                    (Some(p), _) => ("schema_registry.password", p.span()),
-                    (None, Some(e)) => ("schema_registry.password_env", e.span()),
-                    (None, None) => ("schema_registry", raw.url.span()),
-                };
-                self.problem(path, span, "a password needs a username");
-                None
-            }
-            _ => None,
-        }
-    }
-
     fn name(&mut self, path: &str, value: &Spanned<String>) -> String {
         let s = value.get_ref();
         let ok = !s.is_empty()
@@ -413,169 +321,6 @@ impl Cx<'_> {
             schemas: std::sync::Arc::new(std::mem::take(&mut self.schemas)),
             pipelines,
         }
-    }
-
-    fn checkpoint(&mut self, raw: &raw::Checkpoint) -> CheckpointConfig {
-        // at most a third of the broker's maximum transaction timeout: the transaction
-        // timeout must hold three intervals (a checkpoint and a restart)
-        let interval = self.duration(
-            "checkpoint.interval",
-            &raw.interval,
-            Duration::from_millis(10)..=BROKER_MAX_TRANSACTION_TIMEOUT / 3,
-        );
-        if raw.dir.get_ref().is_empty() {
-            self.problem("checkpoint.dir", raw.dir.span(), "must not be empty");
-        }
-        let retain = match &raw.retain {
-            Some(r) if *r.get_ref() < 1 || *r.get_ref() > 1000 => {
-                self.problem("checkpoint.retain", r.span(), "must be between 1 and 1000");
-                1
-            }
-            Some(r) => usize::try_from(*r.get_ref()).unwrap_or(1),
-            None => 3,
-        };
-        let dir = PathBuf::from(raw.dir.get_ref());
-        let savepoint_dir = match &raw.savepoint_dir {
-            Some(d) if d.get_ref().is_empty() => {
-                self.problem("checkpoint.savepoint_dir", d.span(), "must not be empty");
-                PathBuf::new()
-            }
-            Some(d) => PathBuf::from(d.get_ref()),
-            None => default_savepoint_dir(&dir),
-        };
-        CheckpointConfig {
-            interval,
-            dir,
-            retain,
-            savepoint_dir,
-        }
-    }
-
-    fn kafka(&mut self, raw: &raw::Kafka, interval: Duration) -> KafkaConfig {
-        if raw.bootstrap_servers.get_ref().trim().is_empty() {
-            self.problem(
-                "kafka.bootstrap_servers",
-                raw.bootstrap_servers.span(),
-                "must not be empty",
-            );
-        }
-        let transaction_timeout = match &raw.transaction_timeout {
-            Some(t) => {
-                // at most the broker's default transaction.max.timeout.ms
-                let d = self.duration(
-                    "kafka.transaction_timeout",
-                    t,
-                    Duration::from_secs(10)..=BROKER_MAX_TRANSACTION_TIMEOUT,
-                );
-                if d < interval * 3 {
-                    self.problem("kafka.transaction_timeout", t.span(), format!(
-                        "must be at least 3 × checkpoint.interval ({}) so a checkpoint and a restart fit in one transaction",
-                        humantime::format_duration(interval * 3)));
-                }
-                d
-            }
-            None => DEFAULT_TRANSACTION_TIMEOUT.max(interval * 3),
-        };
-        let mut properties = Vec::new();
-        for (key, value) in raw.properties.iter().flatten() {
-            let path = format!("kafka.properties.\"{}\"", key.get_ref());
-            if let Some(why) = reserved_kafka_property(key.get_ref()) {
-                self.problem(
-                    &path,
-                    key.span(),
-                    format!(
-                        "{:?} is owned by Flumen and cannot be set: {why}",
-                        key.get_ref()
-                    ),
-                );
-                continue;
-            }
-            let text = match value.get_ref() {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                _ => {
-                    self.problem(&path, value.span(), "must be a string, number or boolean");
-                    continue;
-                }
-            };
-            properties.push((key.get_ref().clone(), text));
-        }
-        KafkaConfig {
-            bootstrap_servers: raw.bootstrap_servers.get_ref().clone(),
-            transaction_timeout,
-            properties,
-        }
-    }
-
-    fn state(&mut self, raw: Option<&raw::State>) -> StateConfig {
-        let Some(raw) = raw else {
-            return StateConfig {
-                backend: Backend::RocksDb,
-                dir: PathBuf::from("data/state"),
-                memory_budget_bytes: 256 << 20,
-            };
-        };
-        let backend = match raw.backend.get_ref().as_str() {
-            "rocksdb" => Backend::RocksDb,
-            "memory" => Backend::Memory,
-            other => {
-                self.problem(
-                    "state.backend",
-                    raw.backend.span(),
-                    format!("unknown backend {other:?}; expected \"rocksdb\" or \"memory\""),
-                );
-                Backend::RocksDb
-            }
-        };
-        let dir = raw.dir.as_ref().map_or_else(
-            || PathBuf::from("data/state"),
-            |d| PathBuf::from(d.get_ref()),
-        );
-        let memory_budget_bytes = match &raw.memory_budget_mb {
-            Some(m) if *m.get_ref() < 8 || *m.get_ref() > 1 << 20 => {
-                self.problem(
-                    "state.memory_budget_mb",
-                    m.span(),
-                    "must be between 8 and 1048576",
-                );
-                256 << 20
-            }
-            Some(m) => usize::try_from(*m.get_ref()).unwrap_or(256) << 20,
-            None => 256 << 20,
-        };
-        StateConfig {
-            backend,
-            dir,
-            memory_budget_bytes,
-        }
-    }
-
-    fn restart(&mut self, raw: Option<&raw::Restart>) -> RestartConfig {
-        let mut cfg = RestartConfig {
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            max_attempts: 10,
-        };
-        let Some(raw) = raw else { return cfg };
-        if let Some(d) = &raw.initial_backoff {
-            cfg.initial_backoff = self.duration("restart.initial_backoff", d, MS..=HOUR);
-        }
-        if let Some(d) = &raw.max_backoff {
-            cfg.max_backoff = self.duration("restart.max_backoff", d, MS..=DAY);
-        }
-        if let Some(n) = &raw.max_attempts {
-            match u32::try_from(*n.get_ref()) {
-                Ok(v) if v >= 1 => cfg.max_attempts = v,
-                _ => self.problem(
-                    "restart.max_attempts",
-                    n.span(),
-                    "must be a whole number of at least 1",
-                ),
-            }
-        }
-        cfg
     }
 
     fn pipeline(&mut self, path: &str, raw: &raw::Pipeline, instance_id: &str) -> PipelineConfig {
@@ -766,6 +511,7 @@ fn key_path_at(text: &str, offset: usize) -> String {
     }
 }
 
+mod engine;
 mod plan;
 mod time;
 

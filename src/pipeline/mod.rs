@@ -201,10 +201,14 @@ impl Error {
     /// The group's commit of `partition` names a checkpoint that cannot be restored from `dir`.
     pub(crate) fn named_checkpoint_missing(
         partition: &Partition,
-        refused: (&checkpoint::tag::CommitTag, NextOffset, &str),
+        refusal: &checkpoint::protocol::Refusal,
         dir: &std::path::Path,
     ) -> Self {
-        let (tag, committed, why) = refused;
+        let checkpoint::protocol::Refusal {
+            tag,
+            committed,
+            why,
+        } = refusal;
         Self::NamedCheckpointMissing {
             partition: partition.clone(),
             message: format!(

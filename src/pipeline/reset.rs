@@ -303,13 +303,7 @@ fn drop_state(
     let commits = consumer.commits(&parts)?;
     // N descends from the savepoint its predecessor descends from: the checkpoint the commits
     // name, or else the newest marked committed
-    let named = commits
-        .iter()
-        .filter_map(|(_, c)| c.tag.as_ref())
-        .filter(|t| t.pipeline == pipeline.name)
-        .map(|t| t.checkpoint)
-        .max();
-    let lineage = named
+    let lineage = crate::checkpoint::named(&commits, &pipeline.name)
         .or_else(|| {
             manifests
                 .iter()
@@ -375,16 +369,8 @@ fn drop_state(
                         dir: store.root().display().to_string(),
                     });
                 }
-                Restore::Missing {
-                    tag,
-                    committed,
-                    why,
-                } => {
-                    return Err(Error::named_checkpoint_missing(
-                        &p,
-                        (&tag, committed, &why),
-                        store.root(),
-                    ));
+                Restore::Missing(refusal) => {
+                    return Err(Error::named_checkpoint_missing(&p, &refusal, store.root()));
                 }
             }
             current

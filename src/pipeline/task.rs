@@ -457,7 +457,7 @@ impl<'a> Runner<'a> {
                 tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
                 state
             }
-            refused @ (Restore::NoMatch { .. } | Restore::Missing { .. })
+            refused @ (Restore::NoMatch { .. } | Restore::Missing(_))
                 if self.options.allow_empty_state =>
             {
                 tracing::warn!(partition = %p, ?refused, "no snapshot matches the group's commit; starting EMPTY (--allow-empty-state)");
@@ -477,14 +477,10 @@ impl<'a> Runner<'a> {
                     dir: self.store.root().display().to_string(),
                 });
             }
-            Restore::Missing {
-                tag,
-                committed,
-                why,
-            } => {
+            Restore::Missing(refusal) => {
                 return Err(Error::named_checkpoint_missing(
                     p,
-                    (&tag, committed, &why),
+                    &refusal,
                     self.store.root(),
                 ));
             }

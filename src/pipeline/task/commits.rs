@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Runner, Task};
 use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::tag::CommitTag;
-use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, NextOffset, Partition};
+use crate::checkpoint::{GroupCommit, Manifest, NextOffset, Partition};
 use crate::kafka::admin::Admin;
 use crate::pipeline::{Error, Result, chain};
 
@@ -233,12 +233,7 @@ impl Runner<'_> {
         &self,
         commits: &[(Partition, GroupCommit)],
     ) -> Option<&Manifest> {
-        let newest: CheckpointId = commits
-            .iter()
-            .filter_map(|(_, c)| c.tag.as_ref())
-            .filter(|t| t.pipeline == self.pipeline.name)
-            .map(|t| t.checkpoint)
-            .max()?;
+        let newest = crate::checkpoint::named(commits, &self.pipeline.name)?;
         self.manifests.get(&newest)
     }
 
