@@ -13,12 +13,14 @@ pub mod dedupe;
 pub mod doctor;
 pub mod expr;
 pub mod join;
+pub mod keyed;
 pub mod operator;
 pub mod rescale;
 pub mod reset;
 pub mod stream_join;
 mod task;
 pub mod timers;
+pub mod txn;
 pub mod window;
 
 use std::time::Duration;

@@ -245,17 +245,17 @@ pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>>
             &mut offsets,
         )?),
     };
-    let mut producer = producer;
-    producer.begin()?;
+    let mut txn = crate::pipeline::txn::Txn::new(producer);
+    txn.begin()?;
     if !offsets.is_empty() {
         // the checkpoint written names this commit; without one the metadata is empty, as
         // kafka-consumer-groups writes it (a stateless pipeline, or nothing stateful moved)
         let tag = written.as_ref().map_or_else(String::new, |(_, id)| {
             CommitTag::new(*id, &pipeline.name, &pipeline.transactional_id).encode()
         });
-        producer.send_offsets(&offsets, &tag, &consumer)?;
+        txn.send_offsets(&offsets, &tag, &consumer)?;
     }
-    producer.commit()?;
+    txn.commit()?;
     if let Some((store, id)) = &written {
         store.mark_committed(*id)?;
     }

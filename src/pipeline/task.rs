@@ -35,6 +35,8 @@ use crate::control::Command;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::{Consumer, Event};
 use crate::kafka::producer::Producer;
+use crate::pipeline::keyed::Keyed;
+use crate::pipeline::txn::Txn;
 use crate::state::{StateEnv, TaskState};
 
 /// Records taken per poll: enough to amortise the poll, few enough to check the clock often.
@@ -85,7 +87,8 @@ pub struct Runner<'a> {
     env: &'a StateEnv,
     options: Options,
     cancel: CancellationToken,
-    producer: Producer,
+    /// Every write goes through it (`pipeline/txn.rs`).
+    txn: Txn,
     consumer: Consumer,
     store: Store,
     manifests: BTreeMap<CheckpointId, Manifest>,
@@ -102,7 +105,6 @@ pub struct Runner<'a> {
     late: u64,
     /// `--from-savepoint`: checkpoint written, transaction due on the first assignment.
     restore_txn: Option<restore::RestoreTxn>,
-    in_txn: bool,
     dirty: bool,
     /// `emit = "on_checkpoint"`: each key's latest output (key → encoded value), produced at the
     /// next checkpoint, inside its transaction (`task/record.rs`).
@@ -111,6 +113,8 @@ pub struct Runner<'a> {
     table_reader: Option<crate::kafka::reader::TableReader>,
     /// A `custom` step's operator, looked up once.
     custom: Option<std::sync::Arc<dyn crate::pipeline::custom::KeyedOperator>>,
+    /// The keyed operator of the stateful tasks (`pipeline/keyed/`).
+    keyed: Option<Keyed<'a>>,
     last_table_refresh: Instant,
     last_checkpoint: Instant,
     next_id: CheckpointId,
@@ -267,7 +271,7 @@ impl<'a> Runner<'a> {
             env,
             options: inputs.options,
             cancel: inputs.cancel.clone(),
-            producer,
+            txn: Txn::new(producer),
             consumer,
             store,
             manifests,
@@ -280,11 +284,11 @@ impl<'a> Runner<'a> {
             dead_lettered: 0,
             late: 0,
             restore_txn: None,
-            in_txn: false,
             dirty: false,
             pending: HashMap::new(),
             table_reader: None,
             custom: None,
+            keyed: None,
             last_table_refresh: Instant::now(),
             last_checkpoint: Instant::now(),
             next_id,
@@ -315,6 +319,10 @@ impl<'a> Runner<'a> {
             runner.custom = Some(crate::pipeline::custom::lookup(name).ok_or_else(|| {
                 Error::StateChoice(format!("no operator is registered as {name:?}"))
             })?);
+        }
+        if let Some(agg) = &pipeline.plan.aggregate {
+            let event_time = pipeline.source.event_time.as_ref();
+            runner.keyed = Keyed::new(agg, event_time, runner.custom.clone());
         }
         let restore = match restore {
             Some(sp) if static_member && !inputs.options.restore_again => {
@@ -516,10 +524,7 @@ impl<'a> Runner<'a> {
     }
 
     fn abort_open_transaction(&mut self) -> Result<()> {
-        if self.in_txn {
-            self.producer.abort().map_err(fatal_or_transient)?;
-            self.in_txn = false;
-        }
+        self.txn.abort().map_err(fatal_or_transient)?;
         // outputs of work the rewind redoes
         self.pending.clear();
         self.dirty = false;
@@ -582,10 +587,7 @@ impl<'a> Runner<'a> {
         // checkpoints start every interval (fixed rate, as Flink triggers them and Kafka
         // Streams commits), not one interval after the previous one ended
         let begun = Instant::now();
-        if !self.in_txn {
-            self.producer.begin()?;
-            self.in_txn = true;
-        }
+        self.txn.begin()?;
         self.emit_pending()?;
         self.close_all_windows()?;
         if let Err(e) = self.fire_timers() {
@@ -601,7 +603,7 @@ impl<'a> Runner<'a> {
             });
         }
         self.send_markers()?;
-        self.producer.flush()?;
+        self.txn.flush()?;
         let flushed = begun.elapsed();
         let id = self.next_id;
         let manifest = self.snapshot(id)?;
@@ -642,7 +644,6 @@ impl<'a> Runner<'a> {
         }
         crash_point!("checkpoint::after_commit");
         let committed = begun.elapsed();
-        self.in_txn = false;
         self.dirty = false;
         self.committed += 1;
         self.last_checkpoint = begun;
@@ -673,7 +674,7 @@ impl<'a> Runner<'a> {
     ) -> Result<()> {
         if !offsets.is_empty() {
             let tag = self.commit_tag(id).encode();
-            self.producer.send_offsets(offsets, &tag, &self.consumer)?;
+            self.txn.send_offsets(offsets, &tag, &self.consumer)?;
         }
         crash_point!("checkpoint::before_commit");
         crash_point!("checkpoint::before_unmoved_commit", unmoved);
@@ -743,7 +744,7 @@ impl<'a> Runner<'a> {
         let mut attempt = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Err(e) = self.producer.commit_within(left) else {
+            let Err(e) = self.txn.commit_within(left) else {
                 return Ok(());
             };
             let attempts_left = if Instant::now() < deadline {

@@ -94,6 +94,11 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Empty state in memory, for operators' unit tests.
+    pub fn in_memory() -> Self {
+        Self::Memory(memory::MemoryState::default())
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self {
             Self::Rocks(s) => s.get(key),

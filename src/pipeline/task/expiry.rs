@@ -3,7 +3,6 @@
 //! task (`pipeline/timers.rs` has the layout).
 
 use super::Runner;
-use super::record::begin_if_needed;
 use crate::checkpoint::Partition;
 use crate::codec::{self, Payload};
 use crate::config::{AggregateKind, TimeDomain};
@@ -188,7 +187,7 @@ impl Runner<'_> {
                     let bytes =
                         codec::encode(pipeline.sink.format, &out.value, &self.config.schemas)
                             .map_err(|e| fail(e.to_string()))?;
-                    self.producer
+                    self.txn
                         .check_size(out.key.as_deref(), &bytes)
                         .map_err(|e| fail(e.to_string()))?;
                     outputs.push((out.key, bytes));
@@ -196,9 +195,8 @@ impl Runner<'_> {
             }
         }
         if !outputs.is_empty() {
-            begin_if_needed(&self.producer, &mut self.in_txn)?;
             for (key, bytes) in outputs {
-                self.producer
+                self.txn
                     .send(&pipeline.sink.topic, key.as_deref(), &bytes)?;
             }
         }

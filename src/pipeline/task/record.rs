@@ -7,10 +7,9 @@ use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
 use crate::config::{Emit, Format, OnError};
 use crate::kafka::consumer;
-use crate::kafka::producer::Producer;
 use crate::pipeline::operator::{self, Record, RecordError};
 use crate::pipeline::window;
-use crate::pipeline::{Error, Result, chain};
+use crate::pipeline::{Error, Result};
 
 /// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
 const PENDING_MAX: usize = 100_000;
@@ -108,7 +107,6 @@ impl Runner<'_> {
                 Ok(())
             }
             (OnError::DeadLetter, Some(topic)) => {
-                begin_if_needed(&self.producer, &mut self.in_txn)?;
                 let origin = (r.topic.as_str(), r.partition, r.offset);
                 let record = (r.key.as_deref(), r.value.as_deref());
                 match self.send_dead_letter(topic, origin, (stage, &message), record) {
@@ -128,7 +126,7 @@ impl Runner<'_> {
     /// Writes one dead letter into the open transaction: the record (key, value) untouched,
     /// with headers naming where it was read (topic, partition, offset) and why it failed.
     pub(super) fn send_dead_letter(
-        &self,
+        &mut self,
         topic: &str,
         (source, partition, offset): (&str, i32, i64),
         (stage, message): (&str, &str),
@@ -144,18 +142,13 @@ impl Runner<'_> {
             ("flumen.error.class", error_class(stage).as_bytes()),
             ("flumen.error.message", message.as_bytes()),
         ];
-        self.producer.send_with_headers(topic, key, value, &headers)
+        self.txn.send_with_headers(topic, key, value, &headers)
     }
 
     /// A record stops the pipeline: abort the open transaction (nothing in it must survive; a
     /// failed abort is ended by the next start's `init_transactions` or the broker's timeout).
     pub(super) fn abort_for(&mut self, e: Error) -> Error {
-        if self.in_txn {
-            if let Err(abort) = self.producer.abort() {
-                tracing::warn!(error = %chain(&abort), "abort after a bad record failed");
-            }
-            self.in_txn = false;
-        }
+        self.txn.abort_on_error();
         e
     }
 
@@ -253,8 +246,7 @@ impl Runner<'_> {
                 event: Some((ts, header)),
             } => {
                 let topic = self.repartition_topic.as_deref().unwrap_or_default();
-                begin_if_needed(&self.producer, &mut self.in_txn)?;
-                self.producer.send_event(
+                self.txn.send_event(
                     topic,
                     None,
                     key.as_deref(),
@@ -272,8 +264,7 @@ impl Runner<'_> {
                     Dest::Repartition => self.repartition_topic.as_deref().unwrap_or_default(),
                     Dest::Sink => &self.pipeline.sink.topic,
                 };
-                begin_if_needed(&self.producer, &mut self.in_txn)?;
-                self.producer.send(topic, key.as_deref(), &value)?;
+                self.txn.send(topic, key.as_deref(), &value)?;
             }
         }
         Ok(())
@@ -290,7 +281,7 @@ impl Runner<'_> {
                 + r.topic.len()
                 + 30
                 + 40;
-        self.producer
+        self.txn
             .check_size_with(
                 r.key.as_deref(),
                 r.value.as_deref().unwrap_or_default(),
@@ -315,8 +306,7 @@ impl Runner<'_> {
             ("flumen.source.partition", partition.as_bytes()),
             ("flumen.source.offset", offset.as_bytes()),
         ];
-        begin_if_needed(&self.producer, &mut self.in_txn)?;
-        self.producer
+        self.txn
             .send_with_headers(&topic, r.key.as_deref(), r.value.as_deref(), &headers)?;
         Ok(())
     }
@@ -335,9 +325,8 @@ impl Runner<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        begin_if_needed(&self.producer, &mut self.in_txn)?;
         for (key, value) in self.pending.drain() {
-            self.producer
+            self.txn
                 .send(&self.pipeline.sink.topic, Some(&key), &value)?;
         }
         Ok(())
@@ -412,7 +401,7 @@ impl Runner<'_> {
                         + wm.len()
                         + 20
                 });
-                self.producer
+                self.txn
                     .check_size_with(rec.key.as_deref(), &bytes, headers)
                     .map_err(|e| err("produce", e.to_string()))?;
                 effect.sends.push(Out {
@@ -424,7 +413,8 @@ impl Runner<'_> {
                 return Ok(effect);
             }
             (Some(rec), Some(agg)) => {
-                self.keyed(r, task, rec, agg, (event_time, from_source), &mut effect)?
+                self.keyed(r, task, rec, agg, (event_time, from_source), &mut effect)?;
+                None
             }
             (Some(rec), None) => Some(rec),
         };
@@ -438,7 +428,7 @@ impl Runner<'_> {
     pub(super) fn encode_out(&self, r: &consumer::Record, out: Record) -> Result<Out> {
         let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
             .map_err(|e| Self::record_error(r, "encode", e.to_string()))?;
-        self.producer
+        self.txn
             .check_size(out.key.as_deref(), &bytes)
             .map_err(|e| Self::record_error(r, "produce", e.to_string()))?;
         Ok(Out {
@@ -459,12 +449,4 @@ fn error_class(stage: &str) -> &'static str {
         "panic" => "panic",
         _ => "operator",
     }
-}
-
-pub(super) fn begin_if_needed(producer: &Producer, in_txn: &mut bool) -> crate::kafka::Result<()> {
-    if !*in_txn {
-        producer.begin()?;
-        *in_txn = true;
-    }
-    Ok(())
 }

@@ -371,8 +371,7 @@ impl Runner<'_> {
             return Ok(());
         };
         let id = r.id;
-        self.producer.begin()?;
-        self.in_txn = true;
+        self.txn.begin()?;
         if let Some(topic) = &self.repartition_topic {
             for (partition, record) in &r.pending {
                 let headers: Vec<(&str, &[u8])> = record
@@ -380,7 +379,7 @@ impl Runner<'_> {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_slice()))
                     .collect();
-                self.producer.send_event(
+                self.txn.send_event(
                     topic,
                     Some(*partition),
                     record.key.as_deref(),
@@ -389,10 +388,9 @@ impl Runner<'_> {
                 )?;
             }
         }
-        self.producer.flush()?;
+        self.txn.flush()?;
         let tag = self.commit_tag(id).encode();
-        self.producer
-            .send_offsets(&r.offsets, &tag, &self.consumer)?;
+        self.txn.send_offsets(&r.offsets, &tag, &self.consumer)?;
         self.commit(id)?;
         fail::fail_point!("restore::after_commit", |_| {
             tracing::warn!(
@@ -401,7 +399,6 @@ impl Runner<'_> {
             );
             std::process::abort()
         });
-        self.in_txn = false;
         let Some(r) = self.restore_txn.take() else {
             return Ok(());
         };

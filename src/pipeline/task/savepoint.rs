@@ -136,7 +136,7 @@ impl Runner<'_> {
                 .filter(|(p, _)| &p.topic == topic)
                 .map(|(p, t)| (p.partition, t.next_offset))
                 .collect();
-            let must_reach = self.producer.committed_max(topic);
+            let must_reach = self.txn.committed_max(topic);
             let records = reader::read_to_end(
                 &self.config.kafka,
                 topic,

@@ -7,16 +7,16 @@
 use serde_json::Value;
 
 use super::Runner;
-use super::record::begin_if_needed;
 use super::unmatched::Unmatched;
 use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
 use crate::config::{Aggregate, AggregateKind, StreamJoinMode};
 use crate::kafka::consumer;
+use crate::pipeline::keyed::Keyed;
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::stream_join::{self, Side};
 use crate::pipeline::{Result, timers, window};
-use crate::state::{TaskState, namespaced};
+use crate::state::namespaced;
 
 /// Cleanup work per task and checkpoint at most (the rest goes at the next ones).
 const MAX_EXPIRED_PER_CHECKPOINT: usize = 100_000;
@@ -30,12 +30,6 @@ fn other_idle_after(pipeline: &crate::config::PipelineConfig, task: &super::Task
 }
 
 type StreamJoinParts<'a> = (&'a Aggregate, &'a str, i64, &'a str, StreamJoinMode);
-
-/// What a record does to the join: state to write, and the pairs it completes.
-pub(super) struct Paired {
-    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
-    pub outputs: Vec<Value>,
-}
 
 impl<'a> Runner<'a> {
     /// The join's aggregate, other topic, bound and output field, for a stream-stream join.
@@ -82,79 +76,6 @@ impl<'a> Runner<'a> {
     /// Whether the other stream's partition of `task` has been quiet for the idle timeout.
     pub(super) fn other_idle(&self, task: &super::Task) -> bool {
         other_idle_after(self.pipeline, task)
-    }
-
-    fn out_of_orderness_ms(&self) -> i64 {
-        self.pipeline.source.event_time.as_ref().map_or(0, |et| {
-            i64::try_from(et.max_out_of_orderness.as_millis()).unwrap_or(i64::MAX)
-        })
-    }
-
-    /// Buffers the record of `side` (key `key`, event time `ts`, read at `at`) and pairs it
-    /// with the other side's; `None` when it is late (older than the cleanup has reached).
-    pub(super) fn pair_up(
-        &self,
-        state: &TaskState,
-        side: Side,
-        (key, ts, at): (&[u8], i64, (i32, i64)),
-        (value, this_wm, other_idle): (&Value, i64, bool),
-    ) -> Result<Option<Paired>> {
-        let Some((agg, _, within, into, mode)) = self.stream_join_mode() else {
-            return Ok(None);
-        };
-        let ns = |k: &[u8]| namespaced(&agg.id, k);
-        let other_max = state
-            .get(&ns(&stream_join::max_key(Side::Other)))?
-            .as_deref()
-            .and_then(stream_join::decode_time);
-        let ooo = self.out_of_orderness_ms();
-        if stream_join::late_before(this_wm, other_max, other_idle, ooo).is_some_and(|w| ts < w) {
-            return Ok(None);
-        }
-        let entry = stream_join::entry_key(side, key, ts, at.0, at.1);
-        let mut puts = vec![
-            (ns(&entry), value.to_string().into_bytes()),
-            (ns(&timers::timer_key(ts, &entry)), Vec::new()),
-        ];
-        if side == Side::Other && other_max.is_none_or(|m| ts > m) {
-            puts.push((ns(&stream_join::max_key(side)), ts.to_be_bytes().to_vec()));
-        }
-        let (lo, hi) = stream_join::partners(
-            side.opposite(),
-            key,
-            ts.saturating_sub(within),
-            ts.saturating_add(within),
-        );
-        let mut outputs = Vec::new();
-        let mut corrupt = None;
-        let mark_partners = stream_join::emits_unmatched(mode, side.opposite());
-        state.range(&ns(&lo), &ns(&hi), |k, v| {
-            match serde_json::from_slice::<Value>(v) {
-                Ok(other) => {
-                    let pair = match side {
-                        Side::This => stream_join::joined(value, &other, into),
-                        Side::Other => stream_join::joined(&other, value, into),
-                    };
-                    outputs.extend(pair);
-                    if mark_partners && let Some((_, partner)) = crate::state::split_namespaced(k) {
-                        puts.push((ns(&stream_join::matched_key(partner)), Vec::new()));
-                    }
-                }
-                Err(e) => corrupt = Some(e.to_string()),
-            }
-            Ok(true)
-        })?;
-        if !outputs.is_empty() && stream_join::emits_unmatched(mode, side) {
-            puts.push((ns(&stream_join::matched_key(&entry)), Vec::new()));
-        }
-        if let Some(e) = corrupt {
-            return Err(crate::state::Error::Corrupt {
-                path: std::path::PathBuf::from(&agg.id),
-                message: format!("a buffered join record is not JSON: {e}"),
-            }
-            .into());
-        }
-        Ok(Some(Paired { puts, outputs }))
     }
 
     /// A record of the other stream: into the state of the stateful task of its partition.
@@ -207,7 +128,10 @@ impl<'a> Runner<'a> {
         let this_wm = stateful
             .and_then(|t| t.windows.as_ref())
             .map_or(window::NO_WATERMARK, |w| w.watermarks.current());
-        let paired = self.pair_up(
+        let Some(join) = self.keyed.as_ref().and_then(Keyed::stream_join) else {
+            return Err(err("stream_join", "the pipeline has no stream join".into()));
+        };
+        let paired = join.pair_up(
             state,
             Side::Other,
             (key, ts, (r.partition, r.offset)),
@@ -227,7 +151,7 @@ impl<'a> Runner<'a> {
                     let bytes =
                         codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
                             .map_err(|e| err("encode", e.to_string()))?;
-                    self.producer
+                    self.txn
                         .check_size(out.key.as_deref(), &bytes)
                         .map_err(|e| err("produce", e.to_string()))?;
                     sends.push((out.key, bytes));
@@ -253,10 +177,8 @@ impl<'a> Runner<'a> {
         }
         self.dirty = true;
         if !sends.is_empty() {
-            begin_if_needed(&self.producer, &mut self.in_txn)?;
             for (k, v) in sends {
-                self.producer
-                    .send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
+                self.txn.send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
             }
         }
         Ok(())
@@ -269,7 +191,11 @@ impl<'a> Runner<'a> {
         let Some((agg, stream, within, into, mode)) = self.stream_join_mode() else {
             return Ok(());
         };
-        let ooo = self.out_of_orderness_ms();
+        let ooo = self
+            .keyed
+            .as_ref()
+            .and_then(Keyed::stream_join)
+            .map_or(0, |j| j.out_of_orderness_ms);
         let ns = |k: &[u8]| namespaced(&agg.id, k);
         let stateful_topic = self.stateful_topic.clone().unwrap_or_default();
         let mut outputs = Vec::new();

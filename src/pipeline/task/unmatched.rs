@@ -7,7 +7,6 @@
 use serde_json::Value;
 
 use super::Runner;
-use super::record::begin_if_needed;
 use crate::checkpoint::Partition;
 use crate::codec::{self, Payload};
 use crate::config::OnError;
@@ -65,10 +64,8 @@ impl Runner<'_> {
         if sends.is_empty() && letters.is_empty() {
             return Ok(());
         }
-        begin_if_needed(&self.producer, &mut self.in_txn)?;
         for (k, v) in sends {
-            self.producer
-                .send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
+            self.txn.send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
         }
         if let Some(topic) = self.pipeline.dead_letter_topic.as_deref() {
             for (u, message) in letters {
@@ -109,7 +106,7 @@ impl Runner<'_> {
         };
         let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
             .map_err(|e| (format!("encode: {e}"), None))?;
-        self.producer
+        self.txn
             .check_size(out.key.as_deref(), &bytes)
             .map_err(|e| (format!("produce: {e}"), None))?;
         Ok(Some((out.key, bytes)))

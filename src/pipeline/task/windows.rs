@@ -12,7 +12,6 @@
 use std::time::Instant;
 
 use super::Runner;
-use super::record::begin_if_needed;
 use crate::checkpoint::Partition;
 use crate::codec;
 use crate::config::{Aggregate, Emit, Window};
@@ -258,10 +257,9 @@ impl<'a> Runner<'a> {
         if outputs.is_empty() {
             return Ok(());
         }
-        begin_if_needed(&self.producer, &mut self.in_txn)?;
         for (key, bytes, window_key, start, end) in outputs {
             match self
-                .producer
+                .txn
                 .send(&self.pipeline.sink.topic, key.as_deref(), &bytes)
             {
                 Err(crate::kafka::Error::TooLarge { size, max }) => {
@@ -302,10 +300,9 @@ impl<'a> Runner<'a> {
             if wm <= task.marker_sent && !task.spoke {
                 continue;
             }
-            begin_if_needed(&self.producer, &mut self.in_txn)?;
             let header = format_watermark(p.partition, wm);
             for target in 0..partitions {
-                self.producer.send_event(
+                self.txn.send_event(
                     &topic,
                     Some(target),
                     None,

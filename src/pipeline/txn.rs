@@ -1,0 +1,140 @@
+//! The transaction every write of a pipeline goes through (exactly-once rule 4): the
+//! transactional producer and whether a transaction is open. A write opens one when none is;
+//! nothing else in the engine holds the producer, so no record, dead letter, marker or offset
+//! can leave outside a transaction.
+//!
+//! Its life: `send*` (opens) … `send_offsets` (opens) → `commit_within` (closes on success;
+//! an unknown outcome leaves it open for a retry, rule 3) or `abort` (closes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::checkpoint::{NextOffset, Partition};
+use crate::kafka::Result;
+use crate::kafka::consumer::Consumer;
+use crate::kafka::producer::Producer;
+
+pub struct Txn {
+    producer: Producer,
+    open: bool,
+}
+
+impl Txn {
+    /// A producer whose `init_transactions` has run (rule 2: it fenced the previous
+    /// incarnation).
+    pub fn new(producer: Producer) -> Self {
+        Self {
+            producer,
+            open: false,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Opens the transaction if none is open: a checkpoint commits one even when nothing was
+    /// written since the last (its offsets and tag still move).
+    pub fn begin(&mut self) -> Result<()> {
+        if !self.open {
+            self.producer.begin()?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    pub fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.begin()?;
+        self.producer.send(topic, key, value)
+    }
+
+    pub fn send_with_headers(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<()> {
+        self.begin()?;
+        self.producer.send_with_headers(topic, key, value, headers)
+    }
+
+    pub fn send_event(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<()> {
+        self.begin()?;
+        self.producer
+            .send_event(topic, partition, key, value, headers)
+    }
+
+    /// Whether a record fits the producer's limit (checked before any effect of its input).
+    pub fn check_size(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.producer.check_size(key, value)
+    }
+
+    /// [`Self::check_size`] with `headers` bytes of headers.
+    pub fn check_size_with(&self, key: Option<&[u8]>, value: &[u8], headers: usize) -> Result<()> {
+        self.producer.check_size_with(key, value, headers)
+    }
+
+    /// Waits until every record sent is acknowledged (or one failed).
+    pub fn flush(&self) -> Result<()> {
+        self.producer.flush()
+    }
+
+    /// The consumer group's offsets into the transaction, each tagged with `metadata`.
+    pub fn send_offsets(
+        &mut self,
+        offsets: &[(Partition, NextOffset)],
+        metadata: &str,
+        consumer: &Consumer,
+    ) -> Result<()> {
+        self.begin()?;
+        self.producer.send_offsets(offsets, metadata, consumer)
+    }
+
+    /// Commits, waiting at most `timeout`. On an error the transaction stays open: its outcome
+    /// may be unknown, and only the caller's rule decides between a retry and an abort.
+    pub fn commit_within(&mut self, timeout: Duration) -> Result<()> {
+        self.producer.commit_within(timeout)?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// [`Self::commit_within`] the transaction timeout (the offline tools).
+    pub fn commit(&mut self) -> Result<()> {
+        self.producer.commit()?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any. A failed abort leaves it open.
+    pub fn abort(&mut self) -> Result<()> {
+        if self.open {
+            self.producer.abort()?;
+            self.open = false;
+        }
+        Ok(())
+    }
+
+    /// Aborts on the way out after an error: a failed abort is only logged, since the next
+    /// start's `init_transactions` (or the broker's timeout) ends the transaction anyway.
+    pub fn abort_on_error(&mut self) {
+        if self.open {
+            if let Err(abort) = self.producer.abort() {
+                tracing::warn!(error = %crate::pipeline::chain(&abort), "abort after an error failed");
+            }
+            self.open = false;
+        }
+    }
+
+    /// Highest offset per partition of `topic` this producer's committed transactions wrote.
+    pub fn committed_max(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.producer.committed_max(topic)
+    }
+}
