@@ -157,6 +157,65 @@ pub fn on_commit_failure(failure: TxnFailure, attempt: u32, max_retries: u32) ->
     }
 }
 
+/// Where in a checkpoint's way a transactional call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before `commit_transaction`: the flush, the timers' and windows' outputs,
+    /// `send_offsets_to_transaction`. `written`: the checkpoint whose snapshot is on disk, if
+    /// it got that far.
+    BeforeCommit { written: Option<CheckpointId> },
+    /// `commit_transaction` of checkpoint `id`, attempt `attempt` of at most `retries` more.
+    Commit {
+        id: CheckpointId,
+        attempt: u32,
+        retries: u32,
+    },
+    /// `abort_transaction`: on a revoke, or after an abortable failure.
+    Abort,
+}
+
+/// What the runner does after a failed transactional call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Call `commit_transaction` again (its outcome is unknown; never abort then).
+    RetryCommit,
+    /// Abort; delete checkpoint `delete` (written, never committed: no restore may pick it);
+    /// restore every task from the checkpoint the group's commits name; seek there; go on.
+    AbortAndRewind { delete: Option<CheckpointId> },
+    /// Restart the incarnation. No commit was attempted, so the next `init_transactions`
+    /// aborting the open transaction loses nothing.
+    Restart,
+    /// Restart WITHOUT aborting: the commit's outcome is unknown; the next
+    /// `init_transactions` settles it and the group's commits name the winner (rule 3).
+    RestartWithoutAbort,
+    /// Exit non-zero: fenced or fatal, an in-process restart would be fenced again.
+    Exit,
+}
+
+/// The protocol's answer to a failure of `failure`'s class in `phase`.
+pub fn after_failure(phase: Phase, failure: TxnFailure) -> Action {
+    match (phase, failure) {
+        (_, TxnFailure::Fatal) => Action::Exit,
+        (
+            Phase::Commit {
+                id,
+                attempt,
+                retries,
+            },
+            failure,
+        ) => match on_commit_failure(failure, attempt, retries) {
+            CommitAction::Retry => Action::RetryCommit,
+            CommitAction::RestartWithoutAbort => Action::RestartWithoutAbort,
+            CommitAction::AbortAndRestore => Action::AbortAndRewind { delete: Some(id) },
+            CommitAction::Exit => Action::Exit,
+        },
+        (Phase::BeforeCommit { written }, TxnFailure::Abortable) => {
+            Action::AbortAndRewind { delete: written }
+        }
+        (Phase::BeforeCommit { .. } | Phase::Abort, _) => Action::Restart,
+    }
+}
+
 /// The id for the next checkpoint: above every id on disk, so a leftover of a crashed attempt
 /// is never overwritten or confused with a new one.
 pub fn next_id(existing: &[CheckpointId], restored: Option<CheckpointId>) -> CheckpointId {
@@ -191,6 +250,9 @@ pub fn to_delete(
     out.sort_unstable();
     out
 }
+
+#[cfg(test)]
+mod model;
 
 #[cfg(test)]
 mod tests {

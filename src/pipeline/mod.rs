@@ -20,6 +20,7 @@ pub mod reset;
 pub mod stream_join;
 mod task;
 pub mod timers;
+pub mod topology;
 pub mod txn;
 pub mod window;
 

@@ -4,6 +4,7 @@
 //! Stateful tasks own the keyed state of the keys arriving on their partition.
 //! Savepoints are written by [`savepoint`] and restored by [`restore`].
 
+mod checkpointer;
 mod commits;
 mod expiry;
 mod keyed;
@@ -22,22 +23,19 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Inputs, Options, Result, chain};
-use crate::checkpoint::protocol::{self, CommitAction, Restore, TxnFailure};
+use crate::checkpoint::protocol::{self, Action, Phase, Restore, TxnFailure};
 use crate::checkpoint::savepoint::Savepoint;
-use crate::checkpoint::store::Store;
-use crate::checkpoint::tag::CommitTag;
-use crate::checkpoint::{
-    CheckpointId, GroupCommit, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition,
-    PartitionOffset, TaskSnapshot,
-};
+use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, NextOffset, Partition};
 use crate::config::{Config, PipelineConfig};
 use crate::control::Command;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::{Consumer, Event};
 use crate::kafka::producer::Producer;
 use crate::pipeline::keyed::Keyed;
+use crate::pipeline::topology::{Role, Topology};
 use crate::pipeline::txn::Txn;
 use crate::state::{StateEnv, TaskState};
+use checkpointer::Checkpointer;
 
 /// Records taken per poll: enough to amortise the poll, few enough to check the clock often.
 const BATCH: usize = 2_000;
@@ -45,6 +43,8 @@ const BATCH: usize = 2_000;
 const COMMIT_RETRIES: u32 = 3;
 
 struct Task {
+    /// What it does, by the topic of its partition.
+    role: Role,
     /// Next offset to read, as reflected in `state`; `None` before the first record of a
     /// partition the group never committed.
     next_offset: Option<NextOffset>,
@@ -67,8 +67,9 @@ struct Task {
 }
 
 impl Task {
-    fn new(next_offset: Option<NextOffset>, state: Option<TaskState>) -> Self {
+    fn new(role: Role, next_offset: Option<NextOffset>, state: Option<TaskState>) -> Self {
         Self {
+            role,
             next_offset,
             state,
             max_event_time: crate::pipeline::window::NO_WATERMARK,
@@ -90,13 +91,11 @@ pub struct Runner<'a> {
     /// Every write goes through it (`pipeline/txn.rs`).
     txn: Txn,
     consumer: Consumer,
-    store: Store,
-    manifests: BTreeMap<CheckpointId, Manifest>,
+    /// The store, its manifests, checkpoint ids and the commit count.
+    checkpoints: Checkpointer,
     tasks: BTreeMap<Partition, Task>,
-    source_partitions: i32,
-    /// The topic whose partitions carry keyed state, if the plan has an aggregate.
-    stateful_topic: Option<String>,
-    repartition_topic: Option<String>,
+    /// Which topics it reads, and what each partition's task does.
+    topology: Topology,
     progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
     /// Records skipped and dead-lettered by the error policy in this incarnation.
     skipped: u64,
@@ -117,11 +116,6 @@ pub struct Runner<'a> {
     keyed: Option<Keyed<'a>>,
     last_table_refresh: Instant,
     last_checkpoint: Instant,
-    next_id: CheckpointId,
-    committed: u64,
-    /// The digest of the savepoint whose restore the current state descends from
-    /// (`Manifest::restored_from`), carried into every checkpoint.
-    lineage: Option<String>,
     /// Deletes repartition records every task has counted (`task/commits.rs`).
     purge: Option<commits::Purge>,
 }
@@ -181,16 +175,9 @@ impl<'a> Runner<'a> {
                 tracing::warn!(pipeline = %pipeline.name, "the group still has members; new partitions may wait for the next rebalance");
             }
         }
-        let mut topics = vec![pipeline.source.topic.as_str()];
-        if let Some(t) = &runner.repartition_topic {
-            topics.push(t);
-        }
-        if let Some((_, stream, ..)) = runner.stream_join() {
-            topics.push(stream);
-        }
-        runner.consumer.subscribe(&topics)?;
+        runner.consumer.subscribe(&runner.topology.topics())?;
         tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
-            repartition = ?runner.repartition_topic, checkpoints = runner.manifests.len(), "pipeline started");
+            repartition = ?runner.topology.repartition_topic(), checkpoints = runner.checkpoints.manifests.len(), "pipeline started");
         Ok(runner)
     }
 
@@ -238,28 +225,12 @@ impl<'a> Runner<'a> {
             }
             admin.ensure_internal_topic(t, partitions)?;
         }
-        let stateful_topic = pipeline.plan.aggregate.as_ref().map(|_| {
-            repartition_topic
-                .clone()
-                .unwrap_or_else(|| pipeline.source.topic.clone())
-        });
-        let store = Store::open(
+        let checkpoints = Checkpointer::open(
             &config.checkpoint.dir,
             &pipeline.name,
             &pipeline.transactional_id,
+            config.checkpoint.retain,
         )?;
-        let mut manifests = BTreeMap::new();
-        for id in store.list()? {
-            match store.manifest(id) {
-                Ok(m) => {
-                    manifests.insert(id, m);
-                }
-                Err(e) => {
-                    tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest; it cannot be restored")
-                }
-            }
-        }
-        let next_id = protocol::next_id(&manifests.keys().copied().collect::<Vec<_>>(), None);
         let consumer = Consumer::new(
             &config.kafka,
             &pipeline.group_id,
@@ -273,12 +244,9 @@ impl<'a> Runner<'a> {
             cancel: inputs.cancel.clone(),
             txn: Txn::new(producer),
             consumer,
-            store,
-            manifests,
+            checkpoints,
             tasks: BTreeMap::new(),
-            source_partitions: partitions,
-            stateful_topic,
-            repartition_topic,
+            topology: Topology::of(pipeline, partitions),
             progress: inputs.progress,
             skipped: 0,
             dead_lettered: 0,
@@ -291,9 +259,6 @@ impl<'a> Runner<'a> {
             keyed: None,
             last_table_refresh: Instant::now(),
             last_checkpoint: Instant::now(),
-            next_id,
-            committed: 0,
-            lineage: None,
             purge: None,
         };
         // joins read a topic co-partitioned with the keyed stream, which has the source's
@@ -334,14 +299,14 @@ impl<'a> Runner<'a> {
             Some(sp) => runner.restore_savepoint(sp, &admin)?,
             None => false,
         };
-        if runner.repartition_topic.is_some() {
+        if runner.topology.repartition_topic().is_some() {
             runner.purge = Some(commits::Purge::new(admin));
         }
         Ok((runner, grown))
     }
 
     pub fn committed_checkpoints(&self) -> u64 {
-        self.committed
+        self.checkpoints.committed
     }
 
     /// A `--from-savepoint` restore still waits for its commit.
@@ -357,7 +322,7 @@ impl<'a> Runner<'a> {
             if let Ok(command) = commands.try_recv()
                 && self.on_command(command)?
             {
-                tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, "pipeline stopped after its savepoint");
+                tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.checkpoints.committed, "pipeline stopped after its savepoint");
                 return Ok(());
             }
             if self.cancel.is_cancelled() {
@@ -403,7 +368,7 @@ impl<'a> Runner<'a> {
             tracing::info!(pipeline = %self.pipeline.name, "final checkpoint before stopping");
             self.checkpoint()?;
         }
-        tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.committed, skipped = self.skipped,
+        tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.checkpoints.committed, skipped = self.skipped,
             dead_lettered = self.dead_lettered, late = self.late, "pipeline stopped");
         Ok(())
     }
@@ -414,7 +379,7 @@ impl<'a> Runner<'a> {
     fn assign(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
         self.finish_restore()?;
-        self.store.forget_sums();
+        self.checkpoints.store.forget_sums();
         let (tasks, adopted) = self.restore_tasks(partitions)?;
         for (p, task) in tasks {
             self.tasks.insert(p, task);
@@ -439,28 +404,33 @@ impl<'a> Runner<'a> {
         committed: Option<NextOffset>,
         all: &BTreeMap<Partition, GroupCommit>,
     ) -> Result<Task> {
-        if self.stateful_topic.as_deref() != Some(p.topic.as_str()) {
-            return Ok(Task::new(committed, None));
+        let Some(role) = self.topology.role(&p.topic) else {
+            return Err(Error::StateChoice(format!(
+                "{p} was assigned, but the pipeline does not read its topic"
+            )));
+        };
+        if !role.holds_state() {
+            return Ok(Task::new(role, committed, None));
         }
         let live = self.live_dir(p);
-        let state = match crate::checkpoint::choose(&self.manifests, p, all) {
+        let state = match crate::checkpoint::choose(&self.checkpoints.manifests, p, all) {
             Restore::Fresh => self.env.open_empty(&live)?,
             Restore::From(id) => {
-                let snapshot = self.manifests.get(&id).and_then(|m| {
+                let snapshot = self.checkpoints.manifests.get(&id).and_then(|m| {
                     m.tasks
                         .iter()
                         .find(|t| t.topic == p.topic && t.partition == p.partition)
                 });
                 let Some(snapshot) = snapshot else {
                     return Err(crate::checkpoint::store::Error::Corrupt {
-                        path: self.store.dir_of(id),
+                        path: self.checkpoints.store.dir_of(id),
                         message: format!("no snapshot of {p}"),
                     }
                     .into());
                 };
                 // the recovery tests slow the restore down here (`restore::slow=sleep(ms)`)
                 fail::fail_point!("restore::slow");
-                let dir = self.store.verify(id, snapshot)?;
+                let dir = self.checkpoints.store.verify(id, snapshot)?;
                 let state = self.env.restore(&dir, &live)?;
                 tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
                 state
@@ -482,19 +452,19 @@ impl<'a> Runner<'a> {
                         || "none".to_string(),
                         |(id, off)| format!("checkpoint {id} at offset {off:?}"),
                     ),
-                    dir: self.store.root().display().to_string(),
+                    dir: self.checkpoints.store.root().display().to_string(),
                 });
             }
             Restore::Missing(refusal) => {
                 return Err(Error::named_checkpoint_missing(
                     p,
                     &refusal,
-                    self.store.root(),
+                    self.checkpoints.store.root(),
                 ));
             }
         };
         let windows = self.restore_windows(p, &state)?;
-        let mut task = Task::new(committed, Some(state));
+        let mut task = Task::new(role, committed, Some(state));
         task.windows = windows;
         Ok(task)
     }
@@ -535,7 +505,7 @@ impl<'a> Runner<'a> {
     fn rewind(&mut self) -> Result<()> {
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
         self.tasks.clear();
-        self.store.forget_sums();
+        self.checkpoints.store.forget_sums();
         let mut positions = Vec::with_capacity(partitions.len());
         for (p, task) in self.restore_tasks(&partitions)?.0 {
             positions.push((p.clone(), task.next_offset));
@@ -557,8 +527,9 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Checkpoint N (see `checkpoint::protocol`). An abortable failure aborts, rewinds and
-    /// lets the loop go on; anything else is returned.
+    /// Checkpoint N (see `checkpoint::protocol`). A failure is answered by the protocol
+    /// (`protocol::after_failure`): an abortable one aborts, rewinds and lets the loop go on;
+    /// anything else is returned.
     fn checkpoint(&mut self) -> Result<()> {
         let started = Instant::now();
         match self.try_checkpoint() {
@@ -566,53 +537,52 @@ impl<'a> Runner<'a> {
                 tracing::debug!(pipeline = %self.pipeline.name, checkpoint = %id, took = ?started.elapsed(), "checkpoint committed");
                 Ok(())
             }
-            Err(e) => self.after_failed_checkpoint(e),
+            Err(failed) => self.after_failed_checkpoint(failed.phase, failed.error),
         }
     }
 
-    /// An abortable failure aborts, rewinds and lets the loop go on; anything else is returned.
-    fn after_failed_checkpoint(&mut self, e: Error) -> Result<()> {
-        if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) {
-            tracing::warn!(pipeline = %self.pipeline.name, error = %chain(&e), "checkpoint aborted; rewinding to the last committed checkpoint");
-            self.abort_open_transaction()?;
-            self.rewind()?;
-            self.last_checkpoint = Instant::now();
-            Ok(())
-        } else {
-            Err(e)
+    /// What the protocol says to do after a transactional call failed in `phase`; errors that
+    /// are not a transactional call's (`phase` is `None`) are returned.
+    fn after_failed_checkpoint(&mut self, phase: Option<Phase>, e: Error) -> Result<()> {
+        let (Some(phase), Error::Kafka(k)) = (phase, &e) else {
+            return Err(e);
+        };
+        match protocol::after_failure(phase, k.txn_failure()) {
+            Action::AbortAndRewind { delete } => {
+                if let Some(id) = delete {
+                    self.checkpoints.discard(id);
+                }
+                tracing::warn!(pipeline = %self.pipeline.name, error = %chain(&e), "checkpoint aborted; rewinding to the last committed checkpoint");
+                self.abort_open_transaction()?;
+                self.rewind()?;
+                self.last_checkpoint = Instant::now();
+                Ok(())
+            }
+            Action::RetryCommit | Action::Restart | Action::RestartWithoutAbort | Action::Exit => {
+                Err(e)
+            }
         }
     }
 
-    fn try_checkpoint(&mut self) -> Result<CheckpointId> {
+    /// The protocol's steps in order: open the transaction, everything due at a checkpoint
+    /// into it (held outputs, closed windows, timers, join releases, watermark markers),
+    /// flush, snapshot, the offsets tagged with the checkpoint's name, commit, mark, clean up.
+    fn try_checkpoint(&mut self) -> std::result::Result<CheckpointId, Box<Failed>> {
         // checkpoints start every interval (fixed rate, as Flink triggers them and Kafka
         // Streams commits), not one interval after the previous one ended
         let begun = Instant::now();
-        self.txn.begin()?;
-        self.emit_pending()?;
-        self.close_all_windows()?;
-        if let Err(e) = self.fire_timers() {
-            return Err(match e {
-                e @ Error::Timer { .. } => self.abort_for(e),
-                other => other,
-            });
-        }
-        if let Err(e) = self.expire_join_buffers() {
-            return Err(match e {
-                e @ Error::Timer { .. } => self.abort_for(e),
-                other => other,
-            });
-        }
-        self.send_markers()?;
-        self.txn.flush()?;
+        let id = self.checkpoints.next_id;
+        let before_commit = |written| Some(Phase::BeforeCommit { written });
+        self.barrier().map_err(Failed::at(before_commit(None)))?;
         let flushed = begun.elapsed();
-        let id = self.next_id;
-        let manifest = self.snapshot(id)?;
+        let manifest = self.snapshot(id).map_err(Failed::at(before_commit(None)))?;
         let snapshotted = begun.elapsed();
         crash_point!("checkpoint::after_snapshot");
         // a checkpoint that moved no offset (timers, an idle join's release): its offsets are
         // its predecessor's, so only the commit's tag tells the two apart
         #[cfg(feature = "failpoints")]
         let unmoved = self
+            .checkpoints
             .manifests
             .range(..id)
             .next_back()
@@ -633,102 +603,87 @@ impl<'a> Runner<'a> {
                 )
             })
             .collect();
-        if let Err(e) = self.publish(id, &offsets, unmoved) {
-            if matches!(&e, Error::Kafka(k) if k.txn_failure() == TxnFailure::Abortable) {
-                // aborted, so never committed: it must not stay where a restore could pick it
-                if let Err(d) = self.store.delete(&[id]) {
-                    tracing::warn!(checkpoint = %id, error = %chain(&d), "cannot delete an aborted checkpoint");
-                }
-            }
-            return Err(e);
-        }
+        self.send_offsets(id, &offsets)
+            .map_err(Failed::at(before_commit(Some(id))))?;
+        crash_point!("checkpoint::before_commit");
+        crash_point!("checkpoint::before_unmoved_commit", unmoved);
+        let commit_phase = Phase::Commit {
+            id,
+            attempt: 0,
+            retries: 0,
+        };
+        self.commit(id).map_err(Failed::at(Some(commit_phase)))?;
         crash_point!("checkpoint::after_commit");
         let committed = begun.elapsed();
-        self.dirty = false;
-        self.committed += 1;
-        self.last_checkpoint = begun;
-        self.next_id = CheckpointId(id.0 + 1);
-        self.manifests.insert(id, manifest);
-        self.store.mark_committed(id)?;
-        self.purge_counted(&offsets);
-        let existing: Vec<CheckpointId> = self.manifests.keys().copied().collect();
-        let delete = protocol::to_delete(&existing, id, self.config.checkpoint.retain);
-        self.store.delete(&delete)?;
-        for d in delete {
-            self.manifests.remove(&d);
-        }
+        self.after_commit(id, manifest, &offsets, begun)
+            .map_err(Failed::at(None))?;
         tracing::debug!(pipeline = %self.pipeline.name, checkpoint = %id, flushed = ?flushed,
             snapshotted = ?snapshotted, committed = ?committed, cleaned = ?begun.elapsed(),
             "checkpoint phases (time since it began)");
         Ok(id)
     }
 
-    /// The offsets into the open transaction, each tagged with the checkpoint's name, then its
-    /// commit.
-    /// `unmoved`: the checkpoint moved no offset (only for a failpoint).
-    fn publish(
+    /// The barrier: the transaction opened, everything due at a checkpoint sent into it,
+    /// and flushed.
+    fn barrier(&mut self) -> Result<()> {
+        self.txn.begin()?;
+        self.emit_pending()?;
+        self.close_all_windows()?;
+        if let Err(e) = self.fire_timers() {
+            return Err(match e {
+                e @ Error::Timer { .. } => self.abort_for(e),
+                other => other,
+            });
+        }
+        if let Err(e) = self.expire_join_buffers() {
+            return Err(match e {
+                e @ Error::Timer { .. } => self.abort_for(e),
+                other => other,
+            });
+        }
+        self.send_markers()?;
+        self.txn.flush()?;
+        Ok(())
+    }
+
+    /// Checkpoint `id` committed: count it, mark it, delete what the repartition topic and the
+    /// store no longer need.
+    fn after_commit(
+        &mut self,
+        id: CheckpointId,
+        manifest: Manifest,
+        offsets: &[(Partition, NextOffset)],
+        begun: Instant,
+    ) -> Result<()> {
+        self.dirty = false;
+        self.last_checkpoint = begun;
+        self.checkpoints.committed(id, manifest)?;
+        self.purge_counted(offsets);
+        Ok(())
+    }
+
+    /// The offsets into the open transaction, each tagged with the checkpoint's name.
+    fn send_offsets(
         &mut self,
         id: CheckpointId,
         offsets: &[(Partition, NextOffset)],
-        unmoved: bool,
     ) -> Result<()> {
         if !offsets.is_empty() {
-            let tag = self.commit_tag(id).encode();
+            let tag = self.checkpoints.tag(id).encode();
             self.txn.send_offsets(offsets, &tag, &self.consumer)?;
         }
-        crash_point!("checkpoint::before_commit");
-        crash_point!("checkpoint::before_unmoved_commit", unmoved);
-        let _ = unmoved;
-        self.commit(id)
+        Ok(())
     }
 
     /// Snapshots every stateful task and makes checkpoint `id` durable on disk.
     fn snapshot(&mut self, id: CheckpointId) -> Result<Manifest> {
         self.persist_watermarks()?;
         self.expire_state()?;
-        let staging = self.store.begin(id)?;
-        let mut tasks = Vec::new();
-        let mut files = Vec::new();
-        let mut offsets = Vec::new();
-        for (p, task) in &mut self.tasks {
-            if let Some(o) = task.next_offset {
-                offsets.push(PartitionOffset {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    next_offset: o,
-                });
-            }
-            if let Some(state) = task.state.as_mut() {
-                let dir = format!("{}-{}", p.topic, p.partition);
-                files.push(state.snapshot(&staging.join(&dir))?);
-                tasks.push(TaskSnapshot {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    next_offset: task.next_offset,
-                    dir,
-                    files: Vec::new(),
-                });
-            }
-        }
-        let created_unix_ms = crate::checkpoint::now_unix_ms();
-        let manifest = Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            checkpoint: id,
-            pipeline: self.pipeline.name.clone(),
-            created_unix_ms,
-            writer: Some(self.pipeline.transactional_id.clone()),
-            restored_from: self.lineage.clone(),
-            offsets,
-            tasks,
-        };
-        self.store.finish(&staging, manifest.clone(), &files)?;
-        // the manifest as written, with checksums
-        Ok(self.store.manifest(id)?)
-    }
-
-    /// What checkpoint `id`'s commit says of it (`checkpoint::tag`).
-    fn commit_tag(&self, id: CheckpointId) -> CommitTag {
-        CommitTag::new(id, &self.pipeline.name, &self.pipeline.transactional_id)
+        let tasks = self
+            .tasks
+            .iter_mut()
+            .map(|(p, task)| (p, task.next_offset, task.state.as_mut()));
+        self.checkpoints.write(id, tasks)
     }
 
     /// Rule 3: retry while the outcome is unknown, never abort then. All attempts together
@@ -752,8 +707,13 @@ impl<'a> Runner<'a> {
             } else {
                 attempt
             };
-            match protocol::on_commit_failure(e.txn_failure(), attempt, attempts_left) {
-                CommitAction::Retry => {
+            let phase = Phase::Commit {
+                id,
+                attempt,
+                retries: attempts_left,
+            };
+            match protocol::after_failure(phase, e.txn_failure()) {
+                Action::RetryCommit => {
                     tracing::warn!(checkpoint = %id, attempt, error = %chain(&e), "commit outcome unknown; retrying the commit");
                     attempt += 1;
                     let pause = Duration::from_millis(200 << attempt.min(4));
@@ -761,9 +721,9 @@ impl<'a> Runner<'a> {
                         pause.min(deadline.saturating_duration_since(Instant::now())),
                     );
                 }
-                CommitAction::RestartWithoutAbort => return Err(Error::UnknownCommitOutcome(id)),
-                CommitAction::AbortAndRestore => return Err(e.into()),
-                CommitAction::Exit => return Err(Error::Fatal(e)),
+                Action::RestartWithoutAbort => return Err(Error::UnknownCommitOutcome(id)),
+                Action::AbortAndRewind { .. } | Action::Restart => return Err(e.into()),
+                Action::Exit => return Err(Error::Fatal(e)),
             }
         }
     }
@@ -774,5 +734,17 @@ fn fatal_or_transient(e: crate::kafka::Error) -> Error {
         Error::Fatal(e)
     } else {
         Error::Kafka(e)
+    }
+}
+
+/// A checkpoint that failed, and in which transactional call (`None`: not in one).
+pub(super) struct Failed {
+    pub(super) phase: Option<Phase>,
+    pub(super) error: Error,
+}
+
+impl Failed {
+    fn at(phase: Option<Phase>) -> impl FnOnce(Error) -> Box<Self> {
+        move |error| Box::new(Self { phase, error })
     }
 }

@@ -46,7 +46,7 @@ impl Runner<'_> {
         let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
         // the state restored descends from what its checkpoint descends from
         if let Some(lineage) = self.lineage_of(&commits) {
-            self.lineage = lineage;
+            self.checkpoints.lineage = lineage;
         }
         let mut plan = Vec::with_capacity(commits.len());
         for (p, commit) in &commits {
@@ -116,7 +116,8 @@ impl Runner<'_> {
 
     fn out_of_range(&self, p: &Partition, committed: NextOffset, log: (i64, i64)) -> Error {
         let name = &self.pipeline.name;
-        let remedy = if self.repartition_topic.as_deref() == Some(p.topic.as_str()) {
+        let remedy = if self.topology.role(&p.topic) == Some(crate::pipeline::topology::Role::Keyed)
+        {
             format!(
                 "Restore a savepoint (flumen offsets reset --config FILE --pipeline {name} --to-savepoint DIR --execute), \
                  or start the keyed state over (flumen offsets reset --config FILE --pipeline {name} --to-earliest --drop-state --execute)"
@@ -188,17 +189,18 @@ impl Runner<'_> {
     /// none if no checkpoint ever was (leftovers of attempts that never committed); refused if
     /// only an older one is marked, since the newer may have committed after all.
     fn newest_committed_checkpoint(&self) -> Result<Option<&Manifest>> {
-        let Some((newest, m)) = self.manifests.iter().next_back() else {
+        let Some((newest, m)) = self.checkpoints.manifests.iter().next_back() else {
             return Ok(None);
         };
-        if self.store.is_committed(*newest) {
+        if self.checkpoints.store.is_committed(*newest) {
             return Ok(Some(m));
         }
         let marked = self
+            .checkpoints
             .manifests
             .keys()
             .rev()
-            .find(|id| self.store.is_committed(**id));
+            .find(|id| self.checkpoints.store.is_committed(**id));
         match marked {
             None => Ok(None),
             Some(_) if self.options.allow_empty_state => Ok(None),
@@ -208,8 +210,8 @@ impl Runner<'_> {
                  it cannot be told which to resume from. Delete {} to resume from {marked} (what {newest} produced is produced again), \
                  or restore a savepoint (flumen offsets reset --to-savepoint), or pass --allow-empty-state to start empty from the earliest offsets",
                 self.pipeline.group_id,
-                self.store.root().display(),
-                self.store.dir_of(*newest).display(),
+                self.checkpoints.store.root().display(),
+                self.checkpoints.store.dir_of(*newest).display(),
             ))),
         }
     }
@@ -219,10 +221,11 @@ impl Runner<'_> {
     /// they name none (commits written without a tag); `None` without either.
     fn lineage_of(&self, commits: &[(Partition, GroupCommit)]) -> Option<Option<String>> {
         let m = self.named_checkpoint(commits).or_else(|| {
-            self.manifests
+            self.checkpoints
+                .manifests
                 .iter()
                 .rev()
-                .find(|(id, _)| self.store.is_committed(**id))
+                .find(|(id, _)| self.checkpoints.store.is_committed(**id))
                 .map(|(_, m)| m)
         })?;
         Some(m.restored_from.clone())
@@ -234,14 +237,14 @@ impl Runner<'_> {
         commits: &[(Partition, GroupCommit)],
     ) -> Option<&Manifest> {
         let newest = crate::checkpoint::named(commits, &self.pipeline.name)?;
-        self.manifests.get(&newest)
+        self.checkpoints.manifests.get(&newest)
     }
 
     /// `sp`, unless its restore already committed and the group's commits name a checkpoint
     /// descending from it: a service manager repeats `--from-savepoint` at every start, and
     /// applying it again would roll state and offsets back and produce everything since again.
     pub(super) fn unless_in_force<'s>(&self, sp: &'s Savepoint) -> Result<Option<&'s Savepoint>> {
-        let parts: Vec<Partition> = (0..self.source_partitions)
+        let parts: Vec<Partition> = (0..self.topology.source_partitions)
             .map(|partition| Partition {
                 topic: self.pipeline.source.topic.clone(),
                 partition,
@@ -265,7 +268,7 @@ impl Runner<'_> {
     /// task has counted them), at most every `PURGE_INTERVAL`. A failure is only logged: the
     /// records stay, and the next purge deletes them.
     pub(super) fn purge_counted(&mut self, committed: &[(Partition, NextOffset)]) {
-        let (Some(purge), Some(topic)) = (self.purge.as_mut(), self.repartition_topic.as_deref())
+        let (Some(purge), Some(topic)) = (self.purge.as_mut(), self.topology.repartition_topic())
         else {
             return;
         };

@@ -8,6 +8,7 @@ use crate::codec::{self, Payload};
 use crate::config::{Emit, Format, OnError};
 use crate::kafka::consumer;
 use crate::pipeline::operator::{self, Record, RecordError};
+use crate::pipeline::topology::Role;
 use crate::pipeline::window;
 use crate::pipeline::{Error, Result};
 
@@ -169,16 +170,13 @@ impl Runner<'_> {
             topic: r.topic.clone(),
             partition: r.partition,
         };
-        if self
-            .stream_join()
-            .is_some_and(|(_, stream, ..)| stream == r.topic)
-        {
-            return self.process_other(r);
-        }
         let Some(task) = self.tasks.get(&p) else {
             tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
             return Ok(());
         };
+        if task.role == Role::OtherStream {
+            return self.process_other(r);
+        }
         if task.next_offset.is_some_and(|n| r.offset < n.0) {
             return Ok(()); // already reflected in state
         }
@@ -245,7 +243,10 @@ impl Runner<'_> {
                 value,
                 event: Some((ts, header)),
             } => {
-                let topic = self.repartition_topic.as_deref().unwrap_or_default();
+                let topic = self
+                    .topology
+                    .repartition_topic()
+                    .ok_or_else(no_repartition_topic)?;
                 self.txn.send_event(
                     topic,
                     None,
@@ -261,7 +262,10 @@ impl Runner<'_> {
                 dest, key, value, ..
             } => {
                 let topic = match dest {
-                    Dest::Repartition => self.repartition_topic.as_deref().unwrap_or_default(),
+                    Dest::Repartition => self
+                        .topology
+                        .repartition_topic()
+                        .ok_or_else(no_repartition_topic)?,
                     Dest::Sink => &self.pipeline.sink.topic,
                 };
                 self.txn.send(topic, key.as_deref(), &value)?;
@@ -335,7 +339,7 @@ impl Runner<'_> {
     /// Everything that can fail about `r`, with no effect yet.
     fn decide(&self, r: &consumer::Record, task: &super::Task) -> Result<Effect> {
         let plan = &self.pipeline.plan;
-        let from_source = r.topic == self.pipeline.source.topic;
+        let from_source = task.role.reads_source();
         let format = if from_source {
             self.pipeline.source.format
         } else {
@@ -449,4 +453,10 @@ fn error_class(stage: &str) -> &'static str {
         "panic" => "panic",
         _ => "operator",
     }
+}
+
+/// `Dest::Repartition` in a pipeline without a repartition topic (only repartitioning
+/// pipelines make such outputs).
+fn no_repartition_topic() -> Error {
+    Error::StateChoice("an output for the repartition topic, but the pipeline has none".into())
 }

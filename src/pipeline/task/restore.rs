@@ -186,12 +186,12 @@ impl Runner<'_> {
             // the same partition count as the source (a count change is refused)
             offsets.extend(self.recorded_offsets(stream, &other.offsets, admin)?);
         }
-        if let Some(topic) = &self.repartition_topic {
+        if let Some(topic) = self.topology.repartition_topic() {
             for partition in 0..admin.partition_count(topic)? {
                 let end = admin.watermarks(topic, partition)?.1;
                 offsets.push((
                     Partition {
-                        topic: topic.clone(),
+                        topic: topic.to_string(),
                         partition,
                     },
                     NextOffset(end),
@@ -210,7 +210,7 @@ impl Runner<'_> {
         admin: &Admin,
     ) -> Result<Vec<(Partition, NextOffset)>> {
         let mut offsets = Vec::new();
-        for partition in 0..self.source_partitions {
+        for partition in 0..self.topology.source_partitions {
             let next = match recorded
                 .iter()
                 .find(|o| o.partition == partition)
@@ -228,21 +228,24 @@ impl Runner<'_> {
     /// Everything of a restore up to its transaction: offsets, state, checkpoint N. Returns
     /// whether a partition count changed since the savepoint.
     pub(super) fn restore_savepoint(&mut self, sp: &Savepoint, admin: &Admin) -> Result<bool> {
-        let mut grown = sp.manifest.source_partitions != self.source_partitions;
+        let mut grown = sp.manifest.source_partitions != self.topology.source_partitions;
         let offsets = self.restore_offsets(sp, admin)?;
-        let id = self.next_id;
-        let staging = self.store.begin(id)?;
+        let id = self.checkpoints.next_id;
+        let staging = self.checkpoints.store.begin(id)?;
         let mut tasks = Vec::new();
         let mut files = Vec::new();
         let mut keys = 0u64;
         let total = sp.manifest.keys();
-        if let (Some(agg), Some(topic)) = (&self.pipeline.plan.aggregate, &self.stateful_topic) {
+        if let (Some(agg), Some(topic)) = (
+            &self.pipeline.plan.aggregate,
+            self.topology.stateful_topic(),
+        ) {
             let count = admin.partition_count(topic)?;
             grown |= sp.manifest.state_partitions != count;
             let mut states = BTreeMap::new();
             for partition in 0..count {
                 let p = Partition {
-                    topic: topic.clone(),
+                    topic: topic.to_string(),
                     partition,
                 };
                 states.insert(partition, self.env.open_empty(&self.live_dir(&p))?);
@@ -305,10 +308,10 @@ impl Runner<'_> {
                 files.push(state.snapshot(&staging.join(&dir))?);
                 let next_offset = offsets
                     .iter()
-                    .find(|(p, _)| &p.topic == topic && p.partition == partition)
+                    .find(|(p, _)| p.topic == topic && p.partition == partition)
                     .map(|(_, o)| *o);
                 tasks.push(TaskSnapshot {
-                    topic: topic.clone(),
+                    topic: topic.to_string(),
                     partition,
                     next_offset,
                     dir,
@@ -324,12 +327,12 @@ impl Runner<'_> {
             tasks,
         );
         // later checkpoints carry it: the same --from-savepoint is not applied twice
-        self.lineage = Some(sp.digest());
-        manifest.restored_from.clone_from(&self.lineage);
-        self.store.finish(&staging, manifest, &files)?;
-        let manifest = self.store.manifest(id)?;
+        self.checkpoints.lineage = Some(sp.digest());
+        manifest.restored_from.clone_from(&self.checkpoints.lineage);
+        self.checkpoints.store.finish(&staging, manifest, &files)?;
+        let manifest = self.checkpoints.store.manifest(id)?;
         let mut pending = Vec::new();
-        if let Some(topic) = &self.repartition_topic {
+        if let Some(topic) = self.topology.repartition_topic() {
             let count = admin.partition_count(topic)?;
             let moved = sp.manifest.state_partitions != count;
             sp.read_pending(|recorded, record| {
@@ -347,7 +350,7 @@ impl Runner<'_> {
                 Ok(())
             })?;
         }
-        self.next_id = CheckpointId(id.0 + 1);
+        self.checkpoints.next_id = CheckpointId(id.0 + 1);
         // the first assignment starts here, whatever the group had committed before
         self.consumer.start_at(&offsets);
         self.restore_txn = Some(RestoreTxn {
@@ -372,7 +375,7 @@ impl Runner<'_> {
         };
         let id = r.id;
         self.txn.begin()?;
-        if let Some(topic) = &self.repartition_topic {
+        if let Some(topic) = self.topology.repartition_topic() {
             for (partition, record) in &r.pending {
                 let headers: Vec<(&str, &[u8])> = record
                     .headers
@@ -389,7 +392,7 @@ impl Runner<'_> {
             }
         }
         self.txn.flush()?;
-        let tag = self.commit_tag(id).encode();
+        let tag = self.checkpoints.tag(id).encode();
         self.txn.send_offsets(&r.offsets, &tag, &self.consumer)?;
         self.commit(id)?;
         fail::fail_point!("restore::after_commit", |_| {
@@ -402,9 +405,9 @@ impl Runner<'_> {
         let Some(r) = self.restore_txn.take() else {
             return Ok(());
         };
-        self.committed += 1;
-        self.manifests.insert(r.id, r.manifest);
-        self.store.mark_committed(r.id)?;
+        self.checkpoints.committed += 1;
+        self.checkpoints.manifests.insert(r.id, r.manifest);
+        self.checkpoints.store.mark_committed(r.id)?;
         tracing::info!(pipeline = %self.pipeline.name, savepoint = %r.savepoint.display(), checkpoint = %r.id,
             keys = r.keys, pending = r.pending.len(), from_partitions = r.from_partitions,
             "restored from savepoint");

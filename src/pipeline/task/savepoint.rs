@@ -14,6 +14,7 @@ use crate::checkpoint::savepoint::{
 use crate::config::AggregateKind;
 use crate::control::{Command, Taken};
 use crate::kafka::reader;
+use crate::pipeline::topology::Role;
 use crate::pipeline::{Error, Result, chain};
 use crate::state::split_namespaced;
 
@@ -35,9 +36,10 @@ impl Runner<'_> {
         }
         let id = match self.try_checkpoint() {
             Ok(id) => id,
-            Err(e) => {
-                drop(reply.send(Err(format!("checkpoint failed: {}", chain(&e)))));
-                self.after_failed_checkpoint(e)?;
+            Err(failed) => {
+                let message = format!("checkpoint failed: {}", chain(&failed.error));
+                drop(reply.send(Err(message)));
+                self.after_failed_checkpoint(failed.phase, failed.error)?;
                 return Ok(false);
             }
         };
@@ -59,24 +61,20 @@ impl Runner<'_> {
 
     /// Why a savepoint cannot be taken now (partitions not all assigned, a restore pending).
     fn not_ready(&self) -> Option<String> {
-        let source = &self.pipeline.source.topic;
-        let assigned = self.tasks.keys().filter(|p| &p.topic == source).count();
-        let other = self.stream_join().map(|(_, stream, ..)| stream);
-        let others = self
-            .tasks
-            .keys()
-            .filter(|p| Some(p.topic.as_str()) == other)
-            .count();
-        if other.is_some() && i32::try_from(others).ok() != Some(self.source_partitions) {
+        let count = |role: Role| self.tasks.values().filter(|t| t.role == role).count();
+        let assigned = count(Role::Source) + count(Role::KeyedSource);
+        let others = count(Role::OtherStream);
+        let partitions = self.topology.source_partitions;
+        if self.topology.other_stream.is_some() && i32::try_from(others).ok() != Some(partitions) {
             return Some(format!(
                 "only {others} of {} partitions of the joined stream are assigned yet; try again in a moment",
-                self.source_partitions
+                self.topology.source_partitions
             ));
         }
-        if i32::try_from(assigned).ok() != Some(self.source_partitions) {
+        if i32::try_from(assigned).ok() != Some(self.topology.source_partitions) {
             return Some(format!(
                 "only {assigned} of {} source partitions are assigned yet; try again in a moment",
-                self.source_partitions
+                self.topology.source_partitions
             ));
         }
         self.restore_txn
@@ -87,14 +85,15 @@ impl Runner<'_> {
     fn write_savepoint(&mut self, id: CheckpointId, dir: Option<PathBuf>) -> Result<Taken> {
         let name = &self.pipeline.name;
         let source = &self.pipeline.source.topic;
-        let manifest =
-            self.manifests
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| Error::SavepointMismatch {
-                    dir: self.store.dir_of(id),
-                    message: "the checkpoint just committed is not known".into(),
-                })?;
+        let manifest = self
+            .checkpoints
+            .manifests
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::SavepointMismatch {
+                dir: self.checkpoints.store.dir_of(id),
+                message: "the checkpoint just committed is not known".into(),
+            })?;
         let created_unix_ms = crate::checkpoint::now_unix_ms();
         let target = match dir {
             Some(d) => d.join(name),
@@ -129,11 +128,11 @@ impl Runner<'_> {
             })?;
         }
         let mut pending = 0;
-        if let Some(topic) = &self.repartition_topic {
+        if let Some(topic) = self.topology.repartition_topic() {
             let from: Vec<_> = self
                 .tasks
                 .iter()
-                .filter(|(p, _)| &p.topic == topic)
+                .filter(|(p, _)| p.topic == topic)
                 .map(|(p, t)| (p.partition, t.next_offset))
                 .collect();
             let must_reach = self.txn.committed_max(topic);
@@ -173,7 +172,7 @@ impl Runner<'_> {
             });
         }
         let offsets_of = |topic: &str| -> Vec<SourceOffset> {
-            (0..self.source_partitions)
+            (0..self.topology.source_partitions)
                 .map(|partition| SourceOffset {
                     partition,
                     next_offset: manifest
@@ -200,7 +199,7 @@ impl Runner<'_> {
             created_unix_ms,
             checkpoint: id,
             source_topic: source.clone(),
-            source_partitions: self.source_partitions,
+            source_partitions: self.topology.source_partitions,
             offsets,
             state_partitions,
             operators,

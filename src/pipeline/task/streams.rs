@@ -91,11 +91,13 @@ impl<'a> Runner<'a> {
         if task.next_offset.is_some_and(|n| r.offset < n.0) {
             return Ok(());
         }
-        let target = Partition {
-            topic: self.stateful_topic.clone().unwrap_or_default(),
-            partition: r.partition,
-        };
         let err = |stage, message: String| Self::record_error(r, stage, message);
+        let Some(target) = self.topology.stateful_partition(r.partition) else {
+            return Err(err(
+                "stream_join",
+                "the pipeline has no stateful task".into(),
+            ));
+        };
         let value = crate::pipeline::catch_panic(|| {
             codec::decode(
                 self.joined_format(),
@@ -197,7 +199,6 @@ impl<'a> Runner<'a> {
             .and_then(Keyed::stream_join)
             .map_or(0, |j| j.out_of_orderness_ms);
         let ns = |k: &[u8]| namespaced(&agg.id, k);
-        let stateful_topic = self.stateful_topic.clone().unwrap_or_default();
         let mut outputs = Vec::new();
         for (p, task) in &mut self.tasks {
             let idle = other_idle_after(self.pipeline, task);
@@ -246,7 +247,7 @@ impl<'a> Runner<'a> {
                             let (partition, offset) =
                                 stream_join::entry_origin(entry).unwrap_or((p.partition, -1));
                             let topic = match side {
-                                Side::This => stateful_topic.clone(),
+                                Side::This => p.topic.clone(),
                                 Side::Other => stream.to_string(),
                             };
                             outputs.push(Unmatched {

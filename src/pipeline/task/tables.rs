@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::Runner;
-use crate::checkpoint::{NextOffset, Partition};
+use crate::checkpoint::NextOffset;
 use crate::codec::{self, Payload};
 use crate::config::AggregateKind;
 use crate::pipeline::{Result, join};
@@ -55,12 +55,10 @@ impl Runner<'_> {
         if rows.is_empty() {
             return Ok(());
         }
-        let stateful = self.stateful_topic.clone().unwrap_or_default();
         let mut skipped = 0u64;
         for row in &rows {
-            let p = Partition {
-                topic: stateful.clone(),
-                partition: row.partition,
+            let Some(p) = self.topology.stateful_partition(row.partition) else {
+                continue;
             };
             let Some(state) = self.tasks.get_mut(&p).and_then(|t| t.state.as_mut()) else {
                 continue;

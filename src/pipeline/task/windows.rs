@@ -82,8 +82,8 @@ impl<'a> Runner<'a> {
             return Ok(None);
         };
         let now = Instant::now();
-        let inputs: Vec<i32> = if self.repartition_topic.is_some() {
-            (0..self.source_partitions).collect()
+        let inputs: Vec<i32> = if self.topology.repartition_topic().is_some() {
+            (0..self.topology.source_partitions).collect()
         } else {
             vec![p.partition]
         };
@@ -284,16 +284,15 @@ impl<'a> Runner<'a> {
     /// watermark moved since its last marker sends one to every repartition partition.
     pub(super) fn send_markers(&mut self) -> Result<()> {
         let (Some(topic), Some(et), true) = (
-            self.repartition_topic.clone(),
+            self.topology.repartition_topic().map(str::to_string),
             self.pipeline.source.event_time.clone(),
             self.timed().is_some(),
         ) else {
             return Ok(());
         };
-        let source = self.pipeline.source.topic.clone();
-        let partitions = self.source_partitions;
+        let partitions = self.topology.source_partitions;
         for (p, task) in &mut self.tasks {
-            if p.topic != source || task.max_event_time == NO_WATERMARK {
+            if !task.role.reads_source() || task.max_event_time == NO_WATERMARK {
                 continue;
             }
             let wm = window::watermark_after(&et, task.max_event_time);

@@ -1,0 +1,141 @@
+//! The checkpointer: the store, the manifests in it, the next checkpoint id, the count of
+//! committed checkpoints and the lineage they carry. The runner asks it to write checkpoint
+//! N's snapshot, to take note of N's commit (mark it, collect garbage), or to forget N
+//! (aborted, never committed). Which checkpoint a restore takes is `checkpoint::choose`'s.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::checkpoint::protocol;
+use crate::checkpoint::store::Store;
+use crate::checkpoint::tag::CommitTag;
+use crate::checkpoint::{
+    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
+    TaskSnapshot,
+};
+use crate::pipeline::{Result, chain};
+use crate::state::TaskState;
+
+pub(super) struct Checkpointer {
+    pub store: Store,
+    /// Every readable manifest in the store, by id.
+    pub manifests: BTreeMap<CheckpointId, Manifest>,
+    pub next_id: CheckpointId,
+    /// Checkpoints committed by this incarnation.
+    pub committed: u64,
+    /// The digest of the savepoint whose restore the current state descends from
+    /// (`Manifest::restored_from`), carried into every checkpoint.
+    pub lineage: Option<String>,
+    pipeline: String,
+    /// The transactional id: the writer a commit's tag names.
+    writer: String,
+    retain: usize,
+}
+
+/// One task's part of a checkpoint: its partition, the offset its state reflects, its state
+/// (stateful tasks only).
+pub(super) type TaskPart<'t> = (&'t Partition, Option<NextOffset>, Option<&'t mut TaskState>);
+
+impl Checkpointer {
+    /// The store of `pipeline` written by `writer` under `dir`, with the manifests it holds
+    /// (an unreadable one is logged and left out: it cannot be restored).
+    pub fn open(dir: &Path, pipeline: &str, writer: &str, retain: usize) -> Result<Self> {
+        let store = Store::open(dir, pipeline, writer)?;
+        let mut manifests = BTreeMap::new();
+        for id in store.list()? {
+            match store.manifest(id) {
+                Ok(m) => {
+                    manifests.insert(id, m);
+                }
+                Err(e) => {
+                    tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest; it cannot be restored")
+                }
+            }
+        }
+        let next_id = protocol::next_id(&manifests.keys().copied().collect::<Vec<_>>(), None);
+        Ok(Self {
+            store,
+            manifests,
+            next_id,
+            committed: 0,
+            lineage: None,
+            pipeline: pipeline.to_string(),
+            writer: writer.to_string(),
+            retain,
+        })
+    }
+
+    /// What checkpoint `id`'s commit says of it (`checkpoint::tag`).
+    pub fn tag(&self, id: CheckpointId) -> CommitTag {
+        CommitTag::new(id, &self.pipeline, &self.writer)
+    }
+
+    /// Writes checkpoint `id` durably (files, manifest, fsync, rename): every task's offset,
+    /// and every stateful task's snapshot. Returns the manifest as written, with checksums.
+    pub fn write<'t>(
+        &mut self,
+        id: CheckpointId,
+        tasks: impl IntoIterator<Item = TaskPart<'t>>,
+    ) -> Result<Manifest> {
+        let staging = self.store.begin(id)?;
+        let mut snapshots = Vec::new();
+        let mut files = Vec::new();
+        let mut offsets = Vec::new();
+        for (p, next_offset, state) in tasks {
+            if let Some(o) = next_offset {
+                offsets.push(PartitionOffset {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: o,
+                });
+            }
+            if let Some(state) = state {
+                let dir = format!("{}-{}", p.topic, p.partition);
+                files.push(state.snapshot(&staging.join(&dir))?);
+                snapshots.push(TaskSnapshot {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset,
+                    dir,
+                    files: Vec::new(),
+                });
+            }
+        }
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            checkpoint: id,
+            pipeline: self.pipeline.clone(),
+            created_unix_ms: crate::checkpoint::now_unix_ms(),
+            writer: Some(self.writer.clone()),
+            restored_from: self.lineage.clone(),
+            offsets,
+            tasks: snapshots,
+        };
+        self.store.finish(&staging, manifest, &files)?;
+        Ok(self.store.manifest(id)?)
+    }
+
+    /// Checkpoint `id` committed: count it, mark it, and delete all but the newest `retain`
+    /// (and anything newer than it: leftovers).
+    pub fn committed(&mut self, id: CheckpointId, manifest: Manifest) -> Result<()> {
+        self.committed += 1;
+        self.next_id = CheckpointId(id.0 + 1);
+        self.manifests.insert(id, manifest);
+        self.store.mark_committed(id)?;
+        let existing: Vec<CheckpointId> = self.manifests.keys().copied().collect();
+        let delete = protocol::to_delete(&existing, id, self.retain);
+        self.store.delete(&delete)?;
+        for d in delete {
+            self.manifests.remove(&d);
+        }
+        Ok(())
+    }
+
+    /// Checkpoint `id` was aborted, so never committed: it must not stay where a restore
+    /// could pick it. A failure is only logged (the tag-based restore ignores it anyway).
+    pub fn discard(&mut self, id: CheckpointId) {
+        if let Err(d) = self.store.delete(&[id]) {
+            tracing::warn!(checkpoint = %id, error = %chain(&d), "cannot delete an aborted checkpoint");
+        }
+    }
+}
