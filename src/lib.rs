@@ -14,9 +14,11 @@
 //! - [`config`]: TOML → raw serde mirror → validated, typed [`config::Config`] (all errors at
 //!   once, `key.path (line:col): message`).
 //! - [`pipeline`]: the engine: one thread per pipeline runs the consume → process → checkpoint
-//!   loop; [`pipeline::operator`] holds the record-level logic, free of I/O, and
-//!   [`pipeline::custom`] the API for operators written in Rust ([`KeyedOperator`],
-//!   [`register_operator`]).
+//!   loop (`pipeline/task/`); [`pipeline::txn`] is the transaction every write goes through,
+//!   [`pipeline::topology`] the pipeline's shape and each task's role, [`pipeline::keyed`] one
+//!   file per keyed operator kind (`step(state, input) -> Step`), [`pipeline::operator`] the
+//!   record-level logic, free of I/O, and [`pipeline::custom`] the API for operators written in
+//!   Rust ([`KeyedOperator`], [`register_operator`]).
 //! - [`kafka`]: everything that touches rdkafka: client settings, the transactional producer,
 //!   the consumer with its rebalance events, topic administration.
 //! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceProtocol};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message as _};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -16,9 +16,10 @@ use super::{Error, Result, client};
 use crate::checkpoint::{GroupCommit, NextOffset, Partition};
 use crate::config::KafkaConfig;
 
-/// A consumed record, copied out of librdkafka's buffer.
+/// A consumed Kafka message, copied out of librdkafka's buffer (the pipeline's own record,
+/// decoded, is `pipeline::operator::Record`).
 #[derive(Debug, Clone)]
-pub struct Record {
+pub struct Message {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -33,13 +34,13 @@ pub struct Record {
 /// What `poll_batch` observed, in order.
 #[derive(Debug)]
 pub enum Event {
-    Record(Record),
+    Message(Message),
     Assigned(Vec<Partition>),
     Revoked(Vec<Partition>),
 }
 
 #[derive(Default)]
-pub struct Context {
+pub struct RebalanceContext {
     // the mutexes are held only to push, drain or read; never across a call into librdkafka
     events: Mutex<VecDeque<Event>>,
     /// Where the next assignment starts instead of the committed offsets (a restore whose
@@ -47,9 +48,9 @@ pub struct Context {
     start_at: Mutex<HashMap<(String, i32), i64>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for RebalanceContext {}
 
-impl ConsumerContext for Context {
+impl ConsumerContext for RebalanceContext {
     /// The default rebalance handling, plus the restore's start offsets on assignment.
     fn rebalance(
         &self,
@@ -101,7 +102,7 @@ impl ConsumerContext for Context {
     }
 }
 
-impl Context {
+impl RebalanceContext {
     fn push(&self, event: Event) {
         if let Ok(mut q) = self.events.lock() {
             q.push_back(event);
@@ -122,7 +123,7 @@ impl Context {
     fn forget_records(&self, partitions: &[Partition]) {
         if let Ok(mut q) = self.events.lock() {
             q.retain(|e| match e {
-                Event::Record(r) => !partitions
+                Event::Message(r) => !partitions
                     .iter()
                     .any(|p| p.topic == r.topic && p.partition == r.partition),
                 _ => true,
@@ -154,7 +155,10 @@ impl Context {
 /// Partitions of `tpl` without a start offset that the group never committed start at their
 /// log start, explicitly: with `auto.offset.reset = error` librdkafka moves no position by
 /// itself, so that a committed offset the log no longer holds stops the pipeline.
-fn start_uncommitted_at_log_start(consumer: &BaseConsumer<Context>, tpl: &mut TopicPartitionList) {
+fn start_uncommitted_at_log_start(
+    consumer: &BaseConsumer<RebalanceContext>,
+    tpl: &mut TopicPartitionList,
+) {
     let mut ask = TopicPartitionList::new();
     for e in tpl.elements() {
         if e.offset() == Offset::Invalid {
@@ -188,8 +192,8 @@ fn tpl_of(partitions: &[Partition]) -> TopicPartitionList {
 }
 
 /// A consumed record, copied out of librdkafka's buffer.
-fn record_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
-    Record {
+fn record_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    Message {
         topic: m.topic().to_string(),
         partition: m.partition(),
         offset: m.offset(),
@@ -238,7 +242,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
 }
 
 pub struct Consumer {
-    inner: BaseConsumer<Context>,
+    inner: BaseConsumer<RebalanceContext>,
 }
 
 /// Time limit of the consumer's blocking coordinator calls.
@@ -249,7 +253,7 @@ impl Consumer {
     /// commits as a non-member, which the broker allows while the group is empty.
     pub fn new(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) -> Result<Self> {
         let inner = super::client::consumer(kafka, group_id, instance_id)
-            .create_with_context(Context::default())
+            .create_with_context(RebalanceContext::default())
             .map_err(client("create consumer"))?;
         Ok(Self { inner })
     }
@@ -284,7 +288,7 @@ impl Consumer {
             match polled {
                 Some(Ok(m)) => {
                     records += 1;
-                    out.push(Event::Record(record_of(&m)));
+                    out.push(Event::Message(record_of(&m)));
                 }
                 Some(Err(e)) => consumer_error(e)?,
                 None if records > 0 || Instant::now() >= deadline => break,
@@ -303,7 +307,7 @@ impl Consumer {
     /// [`Consumer::poll_batch`].
     pub fn keep_alive(&self, wait: Duration) -> Result<()> {
         match self.inner.poll(wait) {
-            Some(Ok(m)) => self.inner.context().push(Event::Record(record_of(&m))),
+            Some(Ok(m)) => self.inner.context().push(Event::Message(record_of(&m))),
             Some(Err(e)) => consumer_error(e)?,
             None => {}
         }

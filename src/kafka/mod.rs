@@ -13,7 +13,7 @@ pub mod reader;
 
 use rdkafka::error::KafkaError;
 
-pub use crate::checkpoint::protocol::TxnFailure;
+use crate::checkpoint::protocol::TxnFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

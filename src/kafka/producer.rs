@@ -71,16 +71,16 @@ impl Deliveries {
 }
 
 #[derive(Default)]
-pub struct Context {
+pub struct DeliveryContext {
     deliveries: Mutex<Deliveries>,
     /// The open transaction's generation, stamped on every record sent (read per record
     /// without the lock).
     generation: AtomicUsize,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for DeliveryContext {}
 
-impl ProducerContext for Context {
+impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
@@ -95,7 +95,7 @@ impl ProducerContext for Context {
 }
 
 pub struct Producer {
-    inner: ThreadedProducer<Context>,
+    inner: ThreadedProducer<DeliveryContext>,
     max_bytes: usize,
     timeout: Duration,
     /// Highest offset per partition written by a committed transaction of this producer.
@@ -105,7 +105,7 @@ pub struct Producer {
 impl Producer {
     pub fn new(kafka: &KafkaConfig, transactional_id: &str) -> Result<Self> {
         let inner = super::client::producer(kafka, transactional_id)
-            .create_with_context(Context::default())
+            .create_with_context(DeliveryContext::default())
             .map_err(client("create producer"))?;
         Ok(Self {
             inner,

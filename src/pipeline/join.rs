@@ -7,9 +7,10 @@ use serde_json::Value;
 
 use super::operator::{Record, RecordError};
 use crate::codec::Payload;
+use crate::pipeline::state_keys::KeyTag;
 
-const TAG_ROW: u8 = 0;
-const TAG_OFFSET: u8 = 1;
+const TAG_ROW: u8 = KeyTag::TableRow.byte();
+const TAG_OFFSET: u8 = KeyTag::TableOffset.byte();
 
 pub fn row_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + key.len());

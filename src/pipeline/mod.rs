@@ -4,6 +4,9 @@
 //! trivial: while the thread checkpoints, it takes no input.
 //!
 //! - [`task`]: the consume → process → checkpoint loop of one pipeline incarnation.
+//! - [`txn`]: the transaction every write goes through.
+//! - [`topology`]: which topics the pipeline reads and each task's role.
+//! - [`keyed`]: the keyed step of a record, one file per operator kind, free of I/O.
 //! - [`operator`]: what each built-in operator does to a record, free of I/O.
 //! - [`run`] (here): the restart strategy around incarnations.
 
@@ -17,6 +20,7 @@ pub mod keyed;
 pub mod operator;
 pub mod rescale;
 pub mod reset;
+pub mod state_keys;
 pub mod stream_join;
 mod task;
 pub mod timers;
@@ -190,7 +194,9 @@ impl Error {
             | Self::Panicked(_)
             | Self::PipelineRunning(_)
             | Self::SinkSchema { .. } => ErrorKind::Fatal,
-            Self::Kafka(e) if e.txn_failure() == kafka::TxnFailure::Fatal => ErrorKind::Fatal,
+            Self::Kafka(e) if e.txn_failure() == checkpoint::protocol::TxnFailure::Fatal => {
+                ErrorKind::Fatal
+            }
             Self::Kafka(_)
             | Self::State(_)
             | Self::Checkpoint(_)

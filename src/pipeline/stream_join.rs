@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::window::sortable;
 use crate::config::StreamJoinMode;
+use crate::pipeline::state_keys::KeyTag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -31,8 +32,8 @@ pub enum Side {
 impl Side {
     fn tag(self) -> u8 {
         match self {
-            Self::This => 4,
-            Self::Other => 5,
+            Self::This => KeyTag::ThisEntry.byte(),
+            Self::Other => KeyTag::OtherEntry.byte(),
         }
     }
 
@@ -44,8 +45,8 @@ impl Side {
     }
 }
 
-const TAG_MAX: u8 = 7;
-const TAG_MATCHED: u8 = 6;
+const TAG_MAX: u8 = KeyTag::OtherMax.byte();
+const TAG_MATCHED: u8 = KeyTag::Matched.byte();
 
 fn prefix(side: Side, key: &[u8]) -> Vec<u8> {
     let len = u32::try_from(key.len()).unwrap_or(u32::MAX);

@@ -5,15 +5,16 @@
 //! time-bucketed keys, never a full scan of the state.
 
 use super::window::sortable;
+use crate::pipeline::state_keys::KeyTag;
 
 /// Processing time now, in ms since the epoch (the clock of TTLs and custom timers).
 pub fn now_ms() -> i64 {
     i64::try_from(crate::checkpoint::now_unix_ms()).unwrap_or(i64::MAX)
 }
 
-const TAG_VALUE: u8 = 0;
-const TAG_TIMER: u8 = 1;
-const TAG_EVENT_TIMER: u8 = 2;
+const TAG_VALUE: u8 = KeyTag::Value.byte();
+const TAG_TIMER: u8 = KeyTag::Timer.byte();
+const TAG_EVENT_TIMER: u8 = KeyTag::EventTimer.byte();
 
 /// Where `key`'s value lives.
 pub fn value_key(key: &[u8]) -> Vec<u8> {

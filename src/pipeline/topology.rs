@@ -34,6 +34,10 @@ pub enum Role {
     /// Reads a stream join's other stream into the state of the stateful task of its
     /// partition.
     OtherStream,
+    /// A partition of a topic the pipeline does not read (a static member gets its previous
+    /// assignment back before the group rebalances to the new subscription, e.g. an operator
+    /// renamed with its repartition topic): its records are ignored, its offset kept.
+    Stray,
 }
 
 impl Role {

@@ -14,16 +14,17 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::config::{EventTime, TimeFormat, Window};
+use crate::pipeline::state_keys::KeyTag;
 
 /// Before the first event: every window is open.
 pub const NO_WATERMARK: i64 = i64::MIN;
 
 /// Tag bytes inside an aggregate's namespace: windows, then its persisted watermarks.
-const TAG_WINDOW: u8 = 0;
+const TAG_WINDOW: u8 = KeyTag::Window.byte();
 /// Off the tags of `pipeline::timers` (0, 1): a stream-stream join keeps both its buffers'
 /// time index and its watermarks in one namespace.
-const TAG_INPUT_WATERMARK: u8 = 8;
-const TAG_TASK_WATERMARK: u8 = 9;
+const TAG_INPUT_WATERMARK: u8 = KeyTag::InputWatermark.byte();
+const TAG_TASK_WATERMARK: u8 = KeyTag::TaskWatermark.byte();
 
 /// The starts and ends of the windows holding `ts`, oldest first.
 pub fn windows_of(w: &Window, ts: i64) -> Vec<(i64, i64)> {

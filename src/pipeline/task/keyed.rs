@@ -16,7 +16,7 @@ impl Runner<'_> {
     /// `rec`'s keyed step, its outputs (through the `after` steps, encoded) into `effect`.
     pub(super) fn keyed(
         &self,
-        r: &consumer::Record,
+        r: &consumer::Message,
         task: &Task,
         rec: Record,
         agg: &Aggregate,
@@ -87,7 +87,7 @@ impl Runner<'_> {
     /// one its source task sent along through the repartition topic.
     fn input_watermark(
         &self,
-        r: &consumer::Record,
+        r: &consumer::Message,
         ts: i64,
         from_source: bool,
     ) -> Option<(i32, i64)> {

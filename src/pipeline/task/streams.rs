@@ -79,7 +79,7 @@ impl<'a> Runner<'a> {
     }
 
     /// A record of the other stream: into the state of the stateful task of its partition.
-    pub(super) fn process_other(&mut self, r: &consumer::Record) -> Result<()> {
+    pub(super) fn process_other(&mut self, r: &consumer::Message) -> Result<()> {
         let p = Partition {
             topic: r.topic.clone(),
             partition: r.partition,

@@ -6,8 +6,9 @@
 //! index `tag 3 ‖ len(key) ‖ key ‖ start → end` that finds a key's open sessions.
 
 use super::sortable;
+use crate::pipeline::state_keys::KeyTag;
 
-const TAG_SESSION_INDEX: u8 = 3;
+const TAG_SESSION_INDEX: u8 = KeyTag::SessionIndex.byte();
 
 fn index_prefix(key: &[u8]) -> Vec<u8> {
     let len = u32::try_from(key.len()).unwrap_or(u32::MAX);

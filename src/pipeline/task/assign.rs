@@ -1,0 +1,175 @@
+//! Partitions assigned and revoked: each task restored from the checkpoint the group's commits
+//! name (`checkpoint::choose`), and a rewind of every task to it after an abort.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{Runner, Task};
+use crate::checkpoint::protocol::{Restore, TxnFailure};
+use crate::checkpoint::{GroupCommit, NextOffset, Partition};
+use crate::pipeline::topology::Role;
+use crate::pipeline::{Error, Result};
+
+impl Runner<'_> {
+    /// New partitions: restore each stateful one from the checkpoint the group's commit names
+    /// (`checkpoint::choose`). The consumer starts fetching at that same committed offset.
+    /// Returns the partitions whose position was moved (commits taken from the checkpoint).
+    pub(super) fn assign(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
+        // a restore commits now; its offsets are where the consumer starts (`start_at`)
+        self.finish_restore()?;
+        self.checkpoints.store.forget_sums();
+        let (tasks, adopted) = self.restore_tasks(partitions)?;
+        for (p, task) in tasks {
+            self.tasks.insert(p, task);
+        }
+        // positions of commits the group lost, taken from the checkpoint instead
+        if !adopted.is_empty() {
+            self.consumer.seek(&adopted)?;
+        }
+        self.hear_other_stream_anew();
+        // a join's table is current before the first stream record of its tasks
+        self.refresh_tables()?;
+        tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
+        Ok(adopted.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// The task of `p` at the group's `committed` offset; `all` holds the commits of every
+    /// assigned partition (for commits without a tag, only checkpoints whose every offset is
+    /// committed are candidates).
+    pub(super) fn restore_task(
+        &self,
+        p: &Partition,
+        committed: Option<NextOffset>,
+        all: &BTreeMap<Partition, GroupCommit>,
+    ) -> Result<Task> {
+        let role = self.topology.role(&p.topic).unwrap_or_else(|| {
+            tracing::warn!(partition = %p, "assigned a partition of a topic this pipeline does not read; its records are ignored until the group rebalances");
+            Role::Stray
+        });
+        if !role.holds_state() {
+            return Ok(Task::new(role, committed, None));
+        }
+        let live = self.live_dir(p);
+        let state = match crate::checkpoint::choose(&self.checkpoints.manifests, p, all) {
+            Restore::Fresh => self.env.open_empty(&live)?,
+            Restore::From(id) => {
+                let snapshot = self.checkpoints.manifests.get(&id).and_then(|m| {
+                    m.tasks
+                        .iter()
+                        .find(|t| t.topic == p.topic && t.partition == p.partition)
+                });
+                let Some(snapshot) = snapshot else {
+                    return Err(crate::checkpoint::store::Error::Corrupt {
+                        path: self.checkpoints.store.dir_of(id),
+                        message: format!("no snapshot of {p}"),
+                    }
+                    .into());
+                };
+                // the recovery tests slow the restore down here (`restore::slow=sleep(ms)`)
+                fail::fail_point!("restore::slow");
+                let dir = self.checkpoints.store.verify(id, snapshot)?;
+                let state = self.env.restore(&dir, &live)?;
+                tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
+                state
+            }
+            refused @ (Restore::NoMatch { .. } | Restore::Missing(_))
+                if self.options.allow_empty_state =>
+            {
+                tracing::warn!(partition = %p, ?refused, "no snapshot matches the group's commit; starting EMPTY (--allow-empty-state)");
+                self.env.open_empty(&live)?
+            }
+            Restore::NoMatch {
+                committed,
+                newest_available,
+            } => {
+                return Err(Error::NoMatchingSnapshot {
+                    partition: p.clone(),
+                    committed,
+                    newest: newest_available.map_or_else(
+                        || "none".to_string(),
+                        |(id, off)| format!("checkpoint {id} at offset {off:?}"),
+                    ),
+                    dir: self.checkpoints.store.root().display().to_string(),
+                });
+            }
+            Restore::Missing(refusal) => {
+                return Err(Error::named_checkpoint_missing(
+                    p,
+                    &refusal,
+                    self.checkpoints.store.root(),
+                ));
+            }
+        };
+        let windows = self.restore_windows(p, &state)?;
+        let mut task = Task::new(role, committed, Some(state));
+        task.windows = windows;
+        Ok(task)
+    }
+
+    pub(super) fn live_dir(&self, p: &Partition) -> PathBuf {
+        self.config
+            .state
+            .dir
+            .join(&self.pipeline.name)
+            .join(format!("{}-{}", p.topic, p.partition))
+    }
+
+    /// Partitions taken away: their uncommitted work is dropped with the open transaction
+    /// (the group generation changed, so it could not commit anyway); partitions kept are
+    /// rewound to the last checkpoint.
+    /// Returns the partitions kept, whose position the rewind moved.
+    pub(super) fn revoke(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
+        self.abort_open_transaction()?;
+        for p in partitions {
+            self.tasks.remove(p);
+        }
+        if !self.tasks.is_empty() {
+            self.rewind()?;
+        }
+        tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions revoked");
+        Ok(self.tasks.keys().cloned().collect())
+    }
+
+    pub(super) fn abort_open_transaction(&mut self) -> Result<()> {
+        self.txn.abort().map_err(fatal_or_transient)?;
+        // outputs of work the rewind redoes
+        self.pending.clear();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Restores every task from the checkpoint the group's commits name and seeks there.
+    pub(super) fn rewind(&mut self) -> Result<()> {
+        let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
+        self.tasks.clear();
+        self.checkpoints.store.forget_sums();
+        let mut positions = Vec::with_capacity(partitions.len());
+        for (p, task) in self.restore_tasks(&partitions)?.0 {
+            positions.push((p.clone(), task.next_offset));
+            self.tasks.insert(p, task);
+        }
+        self.hear_other_stream_anew();
+        self.refresh_tables()?;
+        self.consumer.seek(&positions)?;
+        Ok(())
+    }
+
+    /// Every task's other stream gets a full idle timeout from now: restoring the tasks one by
+    /// one may itself take longer than that, and nothing has been read yet.
+    pub(super) fn hear_other_stream_anew(&mut self) {
+        let now = Instant::now();
+        for task in self.tasks.values_mut() {
+            task.other_heard = now;
+            task.other_idle_handled = false;
+        }
+    }
+}
+
+fn fatal_or_transient(e: crate::kafka::Error) -> Error {
+    if e.txn_failure() == TxnFailure::Fatal {
+        Error::Fatal(e)
+    } else {
+        Error::Kafka(e)
+    }
+}

@@ -1,0 +1,185 @@
+//! Starting an incarnation: the producer's `init_transactions` first (rule 2), the topics, the
+//! checkpoint store, the consumer, the keyed operator; with a savepoint, its restore.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use super::checkpointer::Checkpointer;
+use super::{Runner, commits};
+use crate::checkpoint::savepoint::Savepoint;
+use crate::kafka::admin::Admin;
+use crate::kafka::consumer::Consumer;
+use crate::kafka::producer::Producer;
+use crate::pipeline::keyed::Keyed;
+use crate::pipeline::topology::Topology;
+use crate::pipeline::txn::Txn;
+use crate::pipeline::{Error, Inputs, Result};
+
+impl<'a> Runner<'a> {
+    /// Rule 2: `init_transactions` first (fencing the previous incarnation and settling its
+    /// transaction), then the topics, then the consumer. State is restored on assignment.
+    /// With `restore`, the savepoint's state and offsets become a new checkpoint, durable
+    /// before the consumer subscribes and committed on the first assignment.
+    pub fn start(inputs: &Inputs<'a>, restore: Option<&Savepoint>) -> Result<Self> {
+        let sink = &inputs.pipeline.sink;
+        if let crate::config::Format::Avro { schema_id } = sink.format {
+            // TopicNameStrategy, the Confluent serializers' default subject
+            let subject = format!("{}-value", sink.topic);
+            inputs
+                .config
+                .schemas
+                .register(&subject, schema_id)
+                .map_err(|e| {
+                    Error::decode(e, |message| Error::SinkSchema {
+                        topic: sink.topic.clone(),
+                        message,
+                    })
+                })?;
+        }
+        let (runner, grown) = Self::prepare(inputs, restore, true)?;
+        let (config, pipeline) = (inputs.config, inputs.pipeline);
+        if grown {
+            // This instance's static membership outlives a stop by a session timeout, and a
+            // static member that rejoins gets its old assignment back without a rebalance:
+            // with grown topics that would leave the new partitions unassigned. Join only once
+            // the group has emptied, so the assignment is computed anew.
+            let wait =
+                crate::kafka::client::session_timeout(&config.kafka) + Duration::from_secs(10);
+            tracing::info!(pipeline = %pipeline.name, ?wait, "partition counts changed since the savepoint: waiting for the group to empty before joining");
+            if !runner
+                .consumer
+                .wait_for_empty_group(&pipeline.group_id, wait)?
+            {
+                tracing::warn!(pipeline = %pipeline.name, "the group still has members; new partitions may wait for the next rebalance");
+            }
+        }
+        runner.consumer.subscribe(&runner.topology.topics())?;
+        tracing::info!(pipeline = %pipeline.name, source = %pipeline.source.topic, sink = %pipeline.sink.topic,
+            repartition = ?runner.topology.repartition_topic(), checkpoints = runner.checkpoints.manifests.len(), "pipeline started");
+        Ok(runner)
+    }
+
+    /// `flumen offsets reset --to-savepoint`: the restore of `--from-savepoint`, done by a
+    /// tool while the pipeline is stopped (the group must be empty: the commit is a
+    /// non-member's).
+    pub fn restore_offline(inputs: &Inputs<'a>, savepoint: &Savepoint) -> Result<()> {
+        let (mut runner, _) = Self::prepare(inputs, Some(savepoint), false)?;
+        runner.finish_restore()
+    }
+
+    /// Everything of `start` but joining the group; with `restore`, everything of it up to
+    /// its transaction. Returns whether a restore found grown partition counts.
+    pub(super) fn prepare(
+        inputs: &Inputs<'a>,
+        restore: Option<&Savepoint>,
+        static_member: bool,
+    ) -> Result<(Self, bool)> {
+        let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
+        let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
+        producer.init()?;
+        let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
+        let partitions = admin.partition_count(&pipeline.source.topic)?;
+        admin.partition_count(&pipeline.sink.topic)?;
+        if let Some(topic) = &pipeline.dead_letter_topic {
+            admin.partition_count(topic)?;
+        }
+        let late_topic = pipeline
+            .plan
+            .aggregate
+            .as_ref()
+            .and_then(|a| a.window.as_ref()?.late_topic.as_ref());
+        if let Some(topic) = late_topic {
+            admin.partition_count(topic)?;
+        }
+        if let Some(sp) = restore {
+            // before any topic is created or changed
+            Self::check_fit(pipeline, inputs.options, partitions, sp)?;
+        }
+        let repartition_topic = pipeline.repartition_topic();
+        if let Some(t) = &repartition_topic {
+            if restore.is_some() && admin.partition_count(t).is_ok() {
+                // restoring into more source partitions: the keyed state follows the keys
+                admin.grow_partitions(t, partitions)?;
+            }
+            admin.ensure_internal_topic(t, partitions)?;
+        }
+        let checkpoints = Checkpointer::open(
+            &config.checkpoint.dir,
+            &pipeline.name,
+            &pipeline.transactional_id,
+            config.checkpoint.retain,
+        )?;
+        let consumer = Consumer::new(
+            &config.kafka,
+            &pipeline.group_id,
+            static_member.then_some(pipeline.transactional_id.as_str()),
+        )?;
+        let mut runner = Self {
+            config,
+            pipeline,
+            env,
+            options: inputs.options,
+            cancel: inputs.cancel.clone(),
+            txn: Txn::new(producer),
+            consumer,
+            checkpoints,
+            tasks: BTreeMap::new(),
+            topology: Topology::of(pipeline, partitions),
+            progress: inputs.progress,
+            skipped: 0,
+            dead_lettered: 0,
+            late: 0,
+            restore_txn: None,
+            dirty: false,
+            pending: HashMap::new(),
+            table_reader: None,
+            custom: None,
+            keyed: None,
+            last_table_refresh: Instant::now(),
+            last_checkpoint: Instant::now(),
+            purge: None,
+        };
+        // joins read a topic co-partitioned with the keyed stream, which has the source's
+        // partition count (the repartition topic is created with it), as Kafka Streams requires
+        let joined = runner
+            .stream_join()
+            .map(|(_, stream, ..)| stream)
+            .or(runner.joined_table().map(|(_, table)| table));
+        if let Some(topic) = joined {
+            let count = admin.partition_count(topic)?;
+            if count != partitions {
+                return Err(Error::StateChoice(format!(
+                    "join topic {topic:?} has {count} partitions and the keyed stream {partitions}; a join needs both partitioned alike"
+                )));
+            }
+        }
+        if runner.joined_table().is_some() {
+            runner.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
+        }
+        if let Some(crate::config::AggregateKind::Custom { name }) =
+            pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
+        {
+            runner.custom = Some(crate::pipeline::custom::lookup(name).ok_or_else(|| {
+                Error::StateChoice(format!("no operator is registered as {name:?}"))
+            })?);
+        }
+        if let Some(agg) = &pipeline.plan.aggregate {
+            let event_time = pipeline.source.event_time.as_ref();
+            runner.keyed = Keyed::new(agg, event_time, runner.custom.clone());
+        }
+        let restore = match restore {
+            Some(sp) if static_member && !inputs.options.restore_again => {
+                runner.unless_in_force(sp)?
+            }
+            other => other,
+        };
+        let grown = match restore {
+            Some(sp) => runner.restore_savepoint(sp, &admin)?,
+            None => false,
+        };
+        if runner.topology.repartition_topic().is_some() {
+            runner.purge = Some(commits::Purge::new(admin));
+        }
+        Ok((runner, grown))
+    }
+}
