@@ -93,7 +93,8 @@ impl KeyedOperator for FirstHour {
 }
 
 fn main() -> ExitCode {
-    flumen::register_operator("spend_alert", SpendAlert);
-    flumen::register_operator("first_hour", FirstHour);
-    flumen::cli::main()
+    let operators = flumen::Operators::new()
+        .with("spend_alert", SpendAlert)
+        .with("first_hour", FirstHour);
+    flumen::cli::main_with(&operators)
 }

@@ -27,19 +27,24 @@
 //!   savepoint format ([`checkpoint::savepoint`]).
 //! - [`codec`]: record formats (json, string, bytes, Avro with `[schemas]` and a schema registry)
 //!   between Kafka bytes and records; the only user of apache-avro and the HTTP client.
+//! - [`daemon`]: the daemon: a thread per pipeline, the control socket, shutdown with a
+//!   deadline; [`cli`] runs it.
 //! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint).
 //! - [`shutdown`]: signals → `CancellationToken`.
 //! - [`telemetry`]: tracing set-up.
+//! - [`tools`]: the offline tools (`offsets show|reset`, `doctor`), outside the engine.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod kafka;
 pub mod pipeline;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
+pub mod tools;
 
-pub use pipeline::custom::{Context, KeyedOperator, register_operator};
+pub use pipeline::custom::{Context, KeyedOperator, Operators, register_operator};

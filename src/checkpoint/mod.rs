@@ -9,7 +9,6 @@
 //! broker's committed offsets, read after `init_transactions`, decide which one is current.
 
 pub mod protocol;
-pub mod reset;
 pub mod savepoint;
 pub mod store;
 pub mod tag;

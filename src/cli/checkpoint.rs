@@ -1,5 +1,6 @@
 //! `flumen checkpoint list|inspect`: read-only views of the checkpoint store.
 
+use crate::pipeline::custom::Operators;
 use std::path::Path;
 
 use serde_json::json;
@@ -13,8 +14,8 @@ fn bytes_of(m: &Manifest) -> u64 {
     m.tasks.iter().flat_map(|t| &t.files).map(|f| f.len).sum()
 }
 
-pub fn list(config: &Path, pipeline: Option<&str>, output: Output) -> u8 {
-    let cfg = match load_config(config) {
+pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Output) -> u8 {
+    let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -80,8 +81,14 @@ pub fn list(config: &Path, pipeline: Option<&str>, output: Output) -> u8 {
     exit::OK
 }
 
-pub fn inspect(config: &Path, pipeline: &str, id: Option<u64>, output: Output) -> u8 {
-    let cfg = match load_config(config) {
+pub fn inspect(
+    ops: &Operators,
+    config: &Path,
+    pipeline: &str,
+    id: Option<u64>,
+    output: Output,
+) -> u8 {
+    let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -1,20 +1,21 @@
 //! `flumen doctor --config FILE [--abort-hanging]`.
 
+use crate::pipeline::custom::Operators;
 use std::path::Path;
 
 use super::offsets::with_inputs;
 use super::{Output, exit, load_config, print_json};
 use crate::kafka::admin::Admin;
-use crate::pipeline::doctor::{self, Finding, Level};
+use crate::tools::doctor::{self, Finding, Level};
 
-pub fn run(config: &Path, abort_hanging: bool, output: Output) -> u8 {
-    let cfg = match load_config(config) {
+pub fn run(ops: &Operators, config: &Path, abort_hanging: bool, output: Output) -> u8 {
+    let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let mut findings: Vec<Finding> = Vec::new();
     for (i, p) in cfg.pipelines.iter().enumerate() {
-        let result = with_inputs(&cfg, &p.name, |inputs| {
+        let result = with_inputs(&cfg, ops, &p.name, |inputs| {
             let admin = Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
             let mut out = Vec::new();
             if i == 0 {

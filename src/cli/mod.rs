@@ -8,6 +8,7 @@ mod run;
 mod savepoint;
 mod validate;
 
+use crate::pipeline::custom::Operators;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -213,16 +214,27 @@ enum CheckpointCommand {
     },
 }
 
-/// The whole `flumen` program: parses the command line, sets up logging, runs. A binary with
-/// its own operators registers them ([`crate::register_operator`]) and then calls this.
+/// The whole `flumen` program with the operators registered by
+/// [`crate::register_operator`] (none in the `flumen` binary itself).
 pub fn main() -> ExitCode {
+    main_with(&Operators::registered())
+}
+
+/// The whole `flumen` program: parses the command line, sets up logging, runs, with the custom
+/// operators a binary of its own offers (`Operators::new().with("name", operator)`).
+pub fn main_with(operators: &Operators) -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     crate::telemetry::init(cli.log_format());
-    run(cli)
+    run_with(cli, operators)
+}
+
+/// Runs the parsed command line with the operators of [`crate::register_operator`].
+pub fn run(cli: Cli) -> ExitCode {
+    run_with(cli, &Operators::registered())
 }
 
 /// Runs the parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
     let code = match cli.command {
         Command::Run {
             config,
@@ -231,6 +243,7 @@ pub fn run(cli: Cli) -> ExitCode {
             allow_non_restored_state,
             restore_again,
         } => run::run(
+            ops,
             &config,
             crate::pipeline::Options {
                 allow_empty_state,
@@ -239,23 +252,23 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             from_savepoint.as_deref(),
         ),
-        Command::Validate { config } => validate::run(&config),
+        Command::Validate { config } => validate::run(ops, &config),
         Command::Stop {
             config,
             savepoint: dir,
             timeout,
-        } => savepoint::trigger(&config, dir, true, timeout),
+        } => savepoint::trigger(ops, &config, dir, true, timeout),
         Command::Savepoint(c) => match c {
             SavepointCommand::Trigger {
                 config,
                 dir,
                 timeout,
-            } => savepoint::trigger(&config, dir, false, timeout),
+            } => savepoint::trigger(ops, &config, dir, false, timeout),
             SavepointCommand::List {
                 config,
                 dir,
                 output,
-            } => savepoint::list(config.as_deref(), dir.as_deref(), output),
+            } => savepoint::list(ops, config.as_deref(), dir.as_deref(), output),
             SavepointCommand::Inspect { path, key, output } => {
                 savepoint::inspect(&path, key.as_deref(), output)
             }
@@ -265,7 +278,7 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             pipeline,
             output,
-        }) => offsets::show(&config, &pipeline, output),
+        }) => offsets::show(ops, &config, &pipeline, output),
         Command::Offsets(OffsetsCommand::Reset {
             config,
             pipeline,
@@ -275,6 +288,7 @@ pub fn run(cli: Cli) -> ExitCode {
             execute,
             output,
         }) => offsets::reset(&offsets::ResetArgs {
+            ops,
             config: &config,
             pipeline: &pipeline,
             topic: topic.as_deref(),
@@ -287,27 +301,27 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             abort_hanging,
             output,
-        } => doctor::run(&config, abort_hanging, output),
+        } => doctor::run(ops, &config, abort_hanging, output),
         Command::Checkpoint(c) => match c {
             CheckpointCommand::List {
                 config,
                 pipeline,
                 output,
-            } => checkpoint::list(&config, pipeline.as_deref(), output),
+            } => checkpoint::list(ops, &config, pipeline.as_deref(), output),
             CheckpointCommand::Inspect {
                 config,
                 pipeline,
                 id,
                 output,
-            } => checkpoint::inspect(&config, &pipeline, id, output),
+            } => checkpoint::inspect(ops, &config, &pipeline, id, output),
         },
     };
     ExitCode::from(code)
 }
 
 /// Loads a config for a command that needs only its paths, printing problems on failure.
-fn load_config(path: &std::path::Path) -> Result<crate::config::Config, u8> {
-    crate::config::load(path).map_err(|e| report_config_error(&e))
+fn load_config(ops: &Operators, path: &std::path::Path) -> Result<crate::config::Config, u8> {
+    crate::config::load(path, &ops.names()).map_err(|e| report_config_error(&e))
 }
 
 /// Prints `value` as pretty JSON on stdout.

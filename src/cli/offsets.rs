@@ -1,6 +1,7 @@
 //! `flumen offsets show|reset`, in the conventions of `kafka-consumer-groups --reset-offsets`:
 //! a dry run prints the plan unless `--execute`.
 
+use crate::pipeline::custom::Operators;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,11 +9,11 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::json;
 
 use super::{Output, exit, load_config, print_json};
-use crate::checkpoint::reset::{Scenario, parse_offsets_file};
 use crate::checkpoint::savepoint::Savepoint;
 use crate::config::Config;
 use crate::pipeline::{self, ErrorKind, Inputs, Options, Runner, chain};
 use crate::state::StateEnv;
+use crate::tools::reset::plan::{Scenario, parse_offsets_file};
 
 /// Which scenario `reset` was given (exactly one, enforced by clap).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -131,6 +132,7 @@ fn scenario(args: &ScenarioArgs, source: &str) -> anyhow::Result<Scenario> {
 /// Runs `f` with the inputs of one pipeline of `config` and a runtime for the admin client.
 pub(super) fn with_inputs<T>(
     config: &Config,
+    operators: &Operators,
     pipeline: &str,
     f: impl FnOnce(&Inputs<'_>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
@@ -155,6 +157,7 @@ pub(super) fn with_inputs<T>(
         runtime: handle,
         savepoint: None,
         progress: None,
+        operators,
     };
     std::thread::scope(|s| {
         let driver = s.spawn(|| runtime.block_on(inputs.cancel.cancelled()));
@@ -175,12 +178,12 @@ fn code_of(e: &anyhow::Error) -> u8 {
     }
 }
 
-pub fn show(config: &Path, pipeline: &str, output: Output) -> u8 {
-    let cfg = match load_config(config) {
+pub fn show(ops: &Operators, config: &Path, pipeline: &str, output: Output) -> u8 {
+    let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let report = match with_inputs(&cfg, pipeline, |i| Ok(pipeline::reset::show(i)?)) {
+    let report = match with_inputs(&cfg, ops, pipeline, |i| Ok(crate::tools::reset::show(i)?)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -216,6 +219,7 @@ pub fn show(config: &Path, pipeline: &str, output: Output) -> u8 {
 }
 
 pub struct ResetArgs<'a> {
+    pub ops: &'a Operators,
     pub config: &'a Path,
     pub pipeline: &'a str,
     pub topic: Option<&'a str>,
@@ -226,18 +230,18 @@ pub struct ResetArgs<'a> {
 }
 
 pub fn reset(a: &ResetArgs<'_>) -> u8 {
-    let cfg = match load_config(a.config) {
+    let cfg = match load_config(a.ops, a.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let result = with_inputs(&cfg, a.pipeline, |inputs| {
+    let result = with_inputs(&cfg, a.ops, a.pipeline, |inputs| {
         if let Some(dir) = &a.scenario.to_savepoint {
             return to_savepoint(inputs, dir, a.execute, a.output);
         }
         let source = &inputs.pipeline.source.topic;
         let scenario = scenario(a.scenario, source)?;
         let only = selection(a.topic, source)?;
-        let plan = pipeline::reset::plan(inputs, &scenario, only.as_deref(), a.drop_state)?;
+        let plan = crate::tools::reset::plan(inputs, &scenario, only.as_deref(), a.drop_state)?;
         if a.output == Output::Json {
             print_json(&json!({"plan": plan, "executed": a.execute}));
         } else {
@@ -258,11 +262,11 @@ pub fn reset(a: &ResetArgs<'_>) -> u8 {
         }
         if !a.execute {
             // the refusals a real run would meet are checked in the dry run too
-            pipeline::reset::ensure_stopped(inputs)?;
+            crate::tools::reset::ensure_stopped(inputs)?;
             eprintln!("dry run: nothing changed; add --execute to apply");
             return Ok(());
         }
-        let written = pipeline::reset::execute(inputs, &plan)?;
+        let written = crate::tools::reset::execute(inputs, &plan)?;
         eprintln!(
             "offsets of group {} reset{}",
             plan.group,
@@ -287,7 +291,7 @@ fn to_savepoint(
 ) -> anyhow::Result<()> {
     let sp = Savepoint::open(dir, Some(&inputs.pipeline.name)).map_err(|e| anyhow!(chain(&e)))?;
     sp.verify().map_err(|e| anyhow!(chain(&e)))?;
-    let report = pipeline::reset::show(inputs)?;
+    let report = crate::tools::reset::show(inputs)?;
     let rows: Vec<_> = sp
         .manifest
         .offsets
@@ -333,7 +337,7 @@ fn to_savepoint(
             sp.manifest.keys()
         );
     }
-    pipeline::reset::ensure_stopped(inputs)?;
+    crate::tools::reset::ensure_stopped(inputs)?;
     if !execute {
         eprintln!("dry run: nothing changed; add --execute to apply");
         return Ok(());

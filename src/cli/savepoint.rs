@@ -1,5 +1,6 @@
 //! `flumen stop`, `flumen savepoint trigger|list|inspect|delete`.
 
+use crate::pipeline::custom::Operators;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,8 +13,14 @@ use crate::pipeline::chain;
 use crate::pipeline::operator::state_to_json;
 
 /// Asks the daemon of `config` for a savepoint of every pipeline (and to stop after it).
-pub fn trigger(config: &Path, dir: Option<PathBuf>, stop: bool, timeout: Duration) -> u8 {
-    let cfg = match load_config(config) {
+pub fn trigger(
+    ops: &Operators,
+    config: &Path,
+    dir: Option<PathBuf>,
+    stop: bool,
+    timeout: Duration,
+) -> u8 {
+    let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -54,10 +61,10 @@ pub fn trigger(config: &Path, dir: Option<PathBuf>, stop: bool, timeout: Duratio
     exit::OK
 }
 
-pub fn list(config: Option<&Path>, dir: Option<&Path>, output: Output) -> u8 {
+pub fn list(ops: &Operators, config: Option<&Path>, dir: Option<&Path>, output: Output) -> u8 {
     let root = match (dir, config) {
         (Some(d), _) => d.to_path_buf(),
-        (None, Some(c)) => match load_config(c) {
+        (None, Some(c)) => match load_config(ops, c) {
             Ok(cfg) => cfg.checkpoint.savepoint_dir,
             Err(code) => return code,
         },

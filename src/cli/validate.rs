@@ -1,11 +1,12 @@
 //! `flumen validate --config FILE`: parse and validate, no network, every problem at once.
 
+use crate::pipeline::custom::Operators;
 use std::path::Path;
 
 use super::{exit, report_config_error};
 
-pub fn run(path: &Path) -> u8 {
-    match crate::config::load(path) {
+pub fn run(ops: &Operators, path: &Path) -> u8 {
+    match crate::config::load(path, &ops.names()) {
         Ok(config) => {
             println!(
                 "{}: ok ({} pipeline(s))",

@@ -49,13 +49,14 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Config> {
+/// Reads and validates a config file; `operators` are the names of the custom operators the
+/// binary offers (what `{ type = "custom", name }` may name).
+pub fn load(path: &Path, operators: &[String]) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    from_str(&text).map_err(|problems| Error::Invalid {
+    validate::from_str_with(&text, operators).map_err(|problems| Error::Invalid {
         path: path.to_path_buf(),
         problems,
     })

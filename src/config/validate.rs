@@ -76,7 +76,13 @@ const MONTH: Duration = Duration::from_secs(31 * 24 * 3_600);
 const YEAR: Duration = Duration::from_secs(366 * 24 * 3_600);
 
 /// Parses and validates config text, returning every problem found.
+/// [`from_str_with`] for a binary without custom operators.
 pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
+    from_str_with(text, &[])
+}
+
+/// Parses and validates a config; `operators` names the custom operators it may use.
+pub fn from_str_with(text: &str, operators: &[String]) -> Result<Config, Vec<Problem>> {
     let raw: raw::Root = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -94,6 +100,7 @@ pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
         text,
         problems: Vec::new(),
         schemas: crate::codec::avro::Registry::default(),
+        operators,
     };
     let config = cx.root(raw);
     if cx.problems.is_empty() {
@@ -108,6 +115,8 @@ struct Cx<'a> {
     problems: Vec<Problem>,
     /// `[schemas]`, read before the pipelines that refer to them.
     schemas: crate::codec::avro::Registry,
+    /// The custom operators' names the binary offers.
+    operators: &'a [String],
 }
 
 impl Cx<'_> {

@@ -166,6 +166,44 @@ impl Context {
     }
 }
 
+/// The custom operators a binary offers, by the name a config's `{ type = "custom", name }`
+/// gives: a value handed to `cli::main_with` (validation checks the names against it; the
+/// runner takes the operator from it).
+#[derive(Clone, Default)]
+pub struct Operators {
+    by_name: BTreeMap<String, Arc<dyn KeyedOperator>>,
+}
+
+impl Operators {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `operator` as `name` (a second registration of a name replaces the first).
+    #[must_use]
+    pub fn with(mut self, name: &str, operator: impl KeyedOperator) -> Self {
+        self.by_name.insert(name.to_string(), Arc::new(operator));
+        self
+    }
+
+    /// Those registered with [`register_operator`] (how binaries registered them before
+    /// `cli::main_with`; `cli::main` still takes these).
+    pub fn registered() -> Self {
+        let by_name = registry().read().map(|r| r.clone()).unwrap_or_default();
+        Self { by_name }
+    }
+
+    /// The operator registered as `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn KeyedOperator>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// The registered names (for validation and its messages).
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+}
+
 type Registry = RwLock<BTreeMap<String, Arc<dyn KeyedOperator>>>;
 
 fn registry() -> &'static Registry {
@@ -173,20 +211,21 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| RwLock::new(BTreeMap::new()))
 }
 
-/// Makes `operator` usable as `{ type = "custom", name = "<name>" }`. Call it before
-/// `flumen::cli::main()`; a second registration of a name replaces the first.
+/// Makes `operator` usable as `{ type = "custom", name = "<name>" }` by `flumen::cli::main()`;
+/// call it before. A second registration of a name replaces the first. New binaries may build
+/// an [`Operators`] value and call `flumen::cli::main_with` instead.
 pub fn register_operator(name: &str, operator: impl KeyedOperator) {
     if let Ok(mut r) = registry().write() {
         r.insert(name.to_string(), Arc::new(operator));
     }
 }
 
-/// The operator registered as `name`.
+/// The operator registered with [`register_operator`] as `name`.
 pub fn lookup(name: &str) -> Option<Arc<dyn KeyedOperator>> {
     registry().read().ok()?.get(name).cloned()
 }
 
-/// The registered names (for error messages).
+/// The names registered with [`register_operator`].
 pub fn registered() -> Vec<String> {
     registry()
         .read()

@@ -13,13 +13,11 @@
 pub mod aggregates;
 pub mod custom;
 pub mod dedupe;
-pub mod doctor;
 pub mod expr;
 pub mod join;
 pub mod keyed;
 pub mod operator;
 pub mod rescale;
-pub mod reset;
 pub mod state_keys;
 pub mod stream_join;
 mod task;
@@ -244,6 +242,8 @@ pub struct Inputs<'a> {
     /// Told (keys done, keys in all) while a savepoint's state is restored and redistributed
     /// (the CLI draws a progress bar; the daemon logs instead).
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+    /// The custom operators the binary offers (`cli::main_with`).
+    pub operators: &'a custom::Operators,
 }
 
 /// Runs one pipeline until `cancel` (or a stop command), restarting it after transient

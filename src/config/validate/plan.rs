@@ -258,10 +258,10 @@ impl Cx<'_> {
                 name: String::new(),
             };
         };
-        if crate::pipeline::custom::lookup(name.get_ref()).is_none() {
-            let known = crate::pipeline::custom::registered();
+        if !self.operators.contains(name.get_ref()) {
+            let known = self.operators;
             let hint = if known.is_empty() {
-                "this binary registers none: build your own binary that calls flumen::register_operator, then flumen::cli::main".to_string()
+                "this binary registers none: build your own binary that calls flumen::cli::main_with(Operators::new().with(name, operator))".to_string()
             } else {
                 format!("this binary registers {known:?}")
             };

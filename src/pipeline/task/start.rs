@@ -159,7 +159,7 @@ impl<'a> Runner<'a> {
         if let Some(crate::config::AggregateKind::Custom { name }) =
             pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
         {
-            runner.custom = Some(crate::pipeline::custom::lookup(name).ok_or_else(|| {
+            runner.custom = Some(inputs.operators.get(name).ok_or_else(|| {
                 Error::StateChoice(format!("no operator is registered as {name:?}"))
             })?);
         }

@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use super::{Inputs, Result};
 use crate::checkpoint::store::Store;
 use crate::kafka::admin::Admin;
 use crate::kafka::producer::Producer;
+use crate::pipeline::{Inputs, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,7 +171,7 @@ pub fn hanging_transactions(inputs: &Inputs<'_>, abort: bool) -> Result<Finding>
             Some("to list every open transaction of the cluster: kafka-transactions.sh --bootstrap-server … list (librdkafka offers no such API)".into()),
         ));
     }
-    super::reset::ensure_stopped(inputs)?;
+    crate::tools::reset::ensure_stopped(inputs)?;
     let producer = Producer::new(&inputs.config.kafka, &p.transactional_id)?;
     producer.init()?;
     Ok(finding(

@@ -1,5 +1,5 @@
 //! `flumen offsets show|reset`: the group's offsets of a stopped pipeline, and moving them
-//! with state kept consistent. Decisions are in `checkpoint::reset`; this is the I/O.
+//! with state kept consistent. Decisions are in [`plan`]; this is the I/O.
 //!
 //! A reset that moves stateful offsets writes a checkpoint first (empty state for what
 //! `--drop-state` drops, the current snapshot for the rest, at the new offsets), then commits
@@ -9,9 +9,11 @@
 
 use serde::Serialize;
 
-use super::{Error, Inputs, Result};
 use crate::checkpoint::protocol::{self, Restore};
-use crate::checkpoint::reset::{self, PartitionView, PlanRow, Scenario, StateAction, StateShape};
+use crate::pipeline::{Error, Inputs, Result};
+pub mod plan;
+
+use self::plan::{PartitionView, PlanRow, Scenario, StateAction, StateShape};
 use crate::checkpoint::store::Store;
 use crate::checkpoint::tag::CommitTag;
 use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, NextOffset, Partition, TaskSnapshot};
@@ -195,9 +197,9 @@ pub fn plan(
             at_time: at_time.iter().find(|(q, _)| q == p).and_then(|(_, o)| *o),
         })
         .collect();
-    let rows = reset::plan(scenario, &views);
+    let rows = plan::plan(scenario, &views);
     let action =
-        reset::state_action(shape(inputs), &rows, drop_state).map_err(Error::StateChoice)?;
+        plan::state_action(shape(inputs), &rows, drop_state).map_err(Error::StateChoice)?;
     Ok(Plan {
         group: pipeline.group_id.clone(),
         topic: topic.clone(),

@@ -1,0 +1,185 @@
+//! The daemon, as mini-redis's `server::run(listener, shutdown)` and Vector's topology have
+//! one: a thread per pipeline, the control socket, and a shutdown with a deadline. `cli/run.rs`
+//! loads the config and the savepoints, calls [`run`], and turns what it returns into an exit
+//! code and messages.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::savepoint::Savepoint;
+use crate::config::Config;
+use crate::pipeline::custom::Operators;
+use crate::pipeline::{self, Inputs, Options};
+use crate::state::StateEnv;
+
+/// How long pipelines get to finish their final checkpoint once shutdown began.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Control(#[from] crate::control::Error),
+    #[error("spawn the thread of pipeline {pipeline}: {source}")]
+    Spawn {
+        pipeline: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the daemon ended.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// The pipelines that failed, in the order they did, each with its error (also handed to
+    /// `on_failure` as it happened). The first failure stops the others.
+    pub failed: Vec<(String, pipeline::Error)>,
+    /// Pipelines still running [`SHUTDOWN_DEADLINE`] after shutdown began (their threads are
+    /// left behind).
+    pub stuck: usize,
+}
+
+/// Runs every pipeline of `config` until `shutdown` (also cancelled by SIGTERM and SIGINT), a
+/// `flumen stop`, or a pipeline's failure; then waits, at most [`SHUTDOWN_DEADLINE`], for the
+/// others to finish their final checkpoint. `on_failure` hears of each pipeline's failure as
+/// it happens.
+pub fn run(
+    config: Arc<Config>,
+    operators: &Operators,
+    options: Options,
+    mut savepoints: BTreeMap<String, Savepoint>,
+    shutdown: CancellationToken,
+    on_failure: impl FnMut(&str, &pipeline::Error) + Send,
+) -> Result<Stopped, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("flumen-runtime")
+        .build()
+        .map_err(Error::Runtime)?;
+    let listener = {
+        let _guard = runtime.enter();
+        crate::control::bind(&config.state.dir)?
+    };
+    // one daemon per pipeline and writer: a second would fence this one and share its state
+    let _locks = config
+        .pipelines
+        .iter()
+        .map(|p| crate::control::lock_pipeline(&config.state.dir, &p.name, &p.transactional_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = Arc::new(StateEnv::new(&config.state));
+    // one message per pipeline, so the capacity is the pipeline count
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel(config.pipelines.len().max(1));
+    let mut threads = Vec::with_capacity(config.pipelines.len());
+    let mut control = Vec::with_capacity(config.pipelines.len());
+    for (index, pipeline) in config.pipelines.iter().enumerate() {
+        // one control request at a time per pipeline
+        let (command_tx, mut commands) = tokio::sync::mpsc::channel(1);
+        control.push((pipeline.name.clone(), command_tx));
+        let savepoint = savepoints.remove(&pipeline.name);
+        let operators = operators.clone();
+        let (config, env, cancel, handle, tx) = (
+            config.clone(),
+            env.clone(),
+            shutdown.clone(),
+            runtime.handle().clone(),
+            done_tx.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("pipeline-{}", pipeline.name))
+            .spawn(move || {
+                let pipeline = &config.pipelines[index];
+                let inputs = Inputs {
+                    config: &config,
+                    pipeline,
+                    env: &env,
+                    options,
+                    cancel,
+                    runtime: handle,
+                    savepoint,
+                    progress: None,
+                    operators: &operators,
+                };
+                // a panic not caught at a record ends the daemon non-zero, naming the pipeline
+                let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))
+                    .unwrap_or_else(|m| Err(pipeline::Error::Panicked(m)));
+                // the receiver only goes away when the daemon is already exiting
+                drop(tx.blocking_send((pipeline.name.clone(), result)));
+            })
+            .map_err(|source| Error::Spawn {
+                pipeline: pipeline.name.clone(),
+                source,
+            })?;
+        threads.push(thread);
+    }
+    drop(done_tx);
+    let control_stop = CancellationToken::new();
+    let server = runtime.spawn(crate::control::serve(
+        listener,
+        control,
+        control_stop.clone(),
+    ));
+    let pipelines = config.pipelines.len();
+    let stopped = runtime.block_on(async move {
+        tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
+        let stopped = wait_for_pipelines(pipelines, done_rx, &shutdown, on_failure).await;
+        // let a `flumen stop` in progress receive its answer
+        control_stop.cancel();
+        drop(tokio::time::timeout(Duration::from_secs(5), server).await);
+        stopped
+    });
+    std::fs::remove_file(crate::control::socket_path(&config.state.dir)).ok();
+    if stopped.stuck == 0 {
+        // Every pipeline has reported; wait until its thread has also dropped what it holds
+        // (its RocksDB stores, clients and its share of `env`), so that nothing native is
+        // still being torn down while the process runs its exit handlers.
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("a pipeline thread panicked while stopping");
+            }
+        }
+        drop(env);
+    }
+    Ok(stopped)
+}
+
+/// Collects every pipeline's end; the first failure cancels the others, and once shutdown
+/// began they have [`SHUTDOWN_DEADLINE`].
+async fn wait_for_pipelines(
+    pipelines: usize,
+    mut done: tokio::sync::mpsc::Receiver<(String, pipeline::Result<()>)>,
+    shutdown: &CancellationToken,
+    mut on_failure: impl FnMut(&str, &pipeline::Error),
+) -> Stopped {
+    let mut stopped = Stopped::default();
+    let mut finished = 0;
+    let deadline = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
+    tokio::pin!(deadline);
+    let mut deadline_armed = false;
+    while finished < pipelines {
+        tokio::select! {
+            end = done.recv() => {
+                let Some((name, result)) = end else { break };
+                finished += 1;
+                if let Err(e) = result {
+                    on_failure(&name, &e);
+                    stopped.failed.push((name, e));
+                    shutdown.cancel();
+                }
+            }
+            () = shutdown.cancelled(), if !deadline_armed => {
+                deadline_armed = true;
+                deadline.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_DEADLINE);
+            }
+            () = &mut deadline, if deadline_armed => {
+                stopped.stuck = pipelines - finished;
+                break;
+            }
+        }
+    }
+    stopped
+}
