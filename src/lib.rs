@@ -29,6 +29,8 @@
 //!   between Kafka bytes and records; the only user of apache-avro and the HTTP client.
 //! - [`daemon`]: the daemon: a thread per pipeline, the control socket, shutdown with a
 //!   deadline; [`cli`] runs it.
+//! - [`expr`]: jq expressions (`jaq`): checked where the config is validated, run by the
+//!   operators; the only user of jaq.
 //! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint).
 //! - [`shutdown`]: signals → `CancellationToken`.
 //! - [`telemetry`]: tracing set-up.
@@ -40,6 +42,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod expr;
 pub mod kafka;
 pub mod pipeline;
 pub mod shutdown;

@@ -41,6 +41,19 @@ impl Registry {
         Ok(())
     }
 
+    /// The schemas of `sources`: each file read and parsed, and the registry's client (no
+    /// request is made here). The error names the file.
+    pub fn load(sources: &crate::config::SchemaSources) -> Result<Self, String> {
+        let mut registry = Self::default();
+        for (id, path) in &sources.files {
+            registry.add(*id, path)?;
+        }
+        if let Some(c) = &sources.registry {
+            registry.set_remote(Remote::new(&c.url, c.timeout, &c.cache_dir, c.auth.clone()));
+        }
+        Ok(registry)
+    }
+
     /// Writer ids missing from `[schemas]` are then fetched from this registry.
     pub fn set_remote(&mut self, remote: Remote) {
         self.remote = Some(remote);

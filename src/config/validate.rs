@@ -100,6 +100,7 @@ pub fn from_str_with(text: &str, operators: &[String]) -> Result<Config, Vec<Pro
         text,
         problems: Vec::new(),
         schemas: crate::codec::avro::Registry::default(),
+        sources: crate::config::SchemaSources::default(),
         operators,
     };
     let config = cx.root(raw);
@@ -113,8 +114,10 @@ pub fn from_str_with(text: &str, operators: &[String]) -> Result<Config, Vec<Pro
 struct Cx<'a> {
     text: &'a str,
     problems: Vec<Problem>,
-    /// `[schemas]`, read before the pipelines that refer to them.
+    /// `[schemas]`, read (and parsed, to check them) before the pipelines that refer to them.
     schemas: crate::codec::avro::Registry,
+    /// `[schemas]` and `[schema_registry]` as written, for the config.
+    sources: crate::config::SchemaSources,
     /// The custom operators' names the binary offers.
     operators: &'a [String],
 }
@@ -264,8 +267,12 @@ impl Cx<'_> {
                     "a schema id is a number (the Confluent schema id)",
                 ),
                 Ok(n) => {
-                    if let Err(e) = self.schemas.add(n, std::path::Path::new(file.get_ref())) {
-                        self.problem(path, file.span(), e);
+                    let file_path = std::path::PathBuf::from(file.get_ref());
+                    match self.schemas.add(n, &file_path) {
+                        Ok(()) => {
+                            self.sources.files.insert(n, file_path);
+                        }
+                        Err(e) => self.problem(path, file.span(), e),
                     }
                 }
             }
@@ -327,7 +334,7 @@ impl Cx<'_> {
             state,
             restart,
             instance_id,
-            schemas: std::sync::Arc::new(std::mem::take(&mut self.schemas)),
+            schemas: std::mem::take(&mut self.sources),
             pipelines,
         }
     }

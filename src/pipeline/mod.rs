@@ -13,7 +13,6 @@
 pub mod aggregates;
 pub mod custom;
 pub mod dedupe;
-pub mod expr;
 pub mod join;
 pub mod keyed;
 pub mod operator;

@@ -112,8 +112,8 @@ fn apply_step(step: &Step, mut record: Record) -> Result<Option<Record>, RecordE
         Step::Select { expr } => {
             let input = json_value("filter", &record.value)?;
             let out =
-                super::expr::run(expr, input, 1).map_err(|m| err("filter", format!("jq: {m}")))?;
-            if !out.first().is_some_and(super::expr::truthy) {
+                crate::expr::run(expr, input, 1).map_err(|m| err("filter", format!("jq: {m}")))?;
+            if !out.first().is_some_and(crate::expr::truthy) {
                 return Ok(None);
             }
         }
@@ -121,7 +121,7 @@ fn apply_step(step: &Step, mut record: Record) -> Result<Option<Record>, RecordE
             let input = json_value("map", &record.value)?;
             // two are enough to tell "more than one"
             let mut out =
-                super::expr::run(expr, input, 2).map_err(|m| err("map", format!("jq: {m}")))?;
+                crate::expr::run(expr, input, 2).map_err(|m| err("map", format!("jq: {m}")))?;
             match out.len() {
                 0 => return Ok(None),
                 1 => record.value = Payload::Json(out.swap_remove(0)),

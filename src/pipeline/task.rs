@@ -111,6 +111,8 @@ pub struct Runner<'a> {
     table_reader: Option<crate::kafka::reader::TableReader>,
     /// A `custom` step's operator, looked up once.
     custom: Option<std::sync::Arc<dyn crate::pipeline::custom::KeyedOperator>>,
+    /// The Avro schemas and the registry's client, loaded from `config.schemas`.
+    schemas: std::sync::Arc<crate::codec::avro::Registry>,
     /// The keyed operator of the stateful tasks (`pipeline/keyed/`).
     keyed: Option<Keyed<'a>>,
     last_table_refresh: Instant,

@@ -175,7 +175,7 @@ impl Cx<'_> {
         cfg
     }
 
-    /// `[schema_registry]`: checked and handed to the schemas (no request is made here).
+    /// `[schema_registry]`: checked and kept for the runtime (no request is made here).
     pub(super) fn schema_registry(
         &mut self,
         raw: &raw::SchemaRegistry,
@@ -214,9 +214,12 @@ impl Cx<'_> {
             |d| std::path::PathBuf::from(d.get_ref()),
         );
         let auth = self.registry_auth(raw);
-        self.schemas.set_remote(crate::codec::remote::Remote::new(
-            url, timeout, &cache, auth,
-        ));
+        self.sources.registry = Some(crate::config::SchemaRegistryConfig {
+            url: url.to_string(),
+            timeout,
+            cache_dir: cache,
+            auth,
+        });
     }
 
     /// `username` with `password` or `password_env` (read now, so a missing variable is

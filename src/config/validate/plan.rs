@@ -226,7 +226,7 @@ impl Cx<'_> {
             }
         }
         let code = expr.get_ref();
-        if let Err(errs) = crate::pipeline::expr::check(code) {
+        if let Err(errs) = crate::expr::check(code) {
             for e in errs {
                 // inside the TOML string: after its opening quote (exact for strings without
                 // escapes, which jq programs seldom need)

@@ -184,9 +184,8 @@ impl Runner<'_> {
                     else {
                         continue;
                     };
-                    let bytes =
-                        codec::encode(pipeline.sink.format, &out.value, &self.config.schemas)
-                            .map_err(|e| fail(e.to_string()))?;
+                    let bytes = codec::encode(pipeline.sink.format, &out.value, &self.schemas)
+                        .map_err(|e| fail(e.to_string()))?;
                     self.txn
                         .check_size(out.key.as_deref(), &bytes)
                         .map_err(|e| fail(e.to_string()))?;

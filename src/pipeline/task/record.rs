@@ -233,7 +233,7 @@ impl Runner<'_> {
             Format::Json
         };
         let err = |stage, message: String| Self::record_error(r, stage, message);
-        let value = codec::decode(format, r.value.as_deref(), &self.config.schemas)
+        let value = codec::decode(format, r.value.as_deref(), &self.schemas)
             .map_err(|e| Error::decode(e, |m| err("decode", m)))?;
         let timed = self.timed().is_some();
         let event_time = match (timed, &self.pipeline.source.event_time) {
@@ -275,7 +275,7 @@ impl Runner<'_> {
         let output = match (record, &plan.aggregate) {
             (None, _) => None,
             (Some(rec), Some(_)) if from_source && plan.repartition => {
-                let bytes = codec::encode(Format::Json, &rec.value, &self.config.schemas)
+                let bytes = codec::encode(Format::Json, &rec.value, &self.schemas)
                     .map_err(|e| err("repartition", e.to_string()))?;
                 let event = match (event_time, &self.pipeline.source.event_time) {
                     (Some(ts), Some(et)) => {
@@ -317,7 +317,7 @@ impl Runner<'_> {
 
     /// An output for the sink: encoded and size-checked.
     pub(super) fn encode_out(&self, r: &consumer::Message, out: Record) -> Result<Out> {
-        let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+        let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
             .map_err(|e| Self::record_error(r, "encode", e.to_string()))?;
         self.txn
             .check_size(out.key.as_deref(), &bytes)

@@ -2,11 +2,13 @@
 //! checkpoint store, the consumer, the keyed operator; with a savepoint, its restore.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checkpointer::Checkpointer;
 use super::{Runner, commits};
 use crate::checkpoint::savepoint::Savepoint;
+use crate::codec::avro::Registry;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
@@ -21,22 +23,19 @@ impl<'a> Runner<'a> {
     /// With `restore`, the savepoint's state and offsets become a new checkpoint, durable
     /// before the consumer subscribes and committed on the first assignment.
     pub fn start(inputs: &Inputs<'a>, restore: Option<&Savepoint>) -> Result<Self> {
+        let schemas = load_schemas(inputs)?;
         let sink = &inputs.pipeline.sink;
         if let crate::config::Format::Avro { schema_id } = sink.format {
             // TopicNameStrategy, the Confluent serializers' default subject
             let subject = format!("{}-value", sink.topic);
-            inputs
-                .config
-                .schemas
-                .register(&subject, schema_id)
-                .map_err(|e| {
-                    Error::decode(e, |message| Error::SinkSchema {
-                        topic: sink.topic.clone(),
-                        message,
-                    })
-                })?;
+            schemas.register(&subject, schema_id).map_err(|e| {
+                Error::decode(e, |message| Error::SinkSchema {
+                    topic: sink.topic.clone(),
+                    message,
+                })
+            })?;
         }
-        let (runner, grown) = Self::prepare(inputs, restore, true)?;
+        let (runner, grown) = Self::prepare(inputs, restore, true, schemas)?;
         let (config, pipeline) = (inputs.config, inputs.pipeline);
         if grown {
             // This instance's static membership outlives a stop by a session timeout, and a
@@ -63,7 +62,7 @@ impl<'a> Runner<'a> {
     /// tool while the pipeline is stopped (the group must be empty: the commit is a
     /// non-member's).
     pub fn restore_offline(inputs: &Inputs<'a>, savepoint: &Savepoint) -> Result<()> {
-        let (mut runner, _) = Self::prepare(inputs, Some(savepoint), false)?;
+        let (mut runner, _) = Self::prepare(inputs, Some(savepoint), false, load_schemas(inputs)?)?;
         runner.finish_restore()
     }
 
@@ -73,6 +72,7 @@ impl<'a> Runner<'a> {
         inputs: &Inputs<'a>,
         restore: Option<&Savepoint>,
         static_member: bool,
+        schemas: Arc<Registry>,
     ) -> Result<(Self, bool)> {
         let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
         let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
@@ -134,6 +134,7 @@ impl<'a> Runner<'a> {
             pending: HashMap::new(),
             table_reader: None,
             custom: None,
+            schemas,
             keyed: None,
             last_table_refresh: Instant::now(),
             last_checkpoint: Instant::now(),
@@ -182,4 +183,11 @@ impl<'a> Runner<'a> {
         }
         Ok((runner, grown))
     }
+}
+
+/// The config's schemas, loaded: its files read and parsed, the registry's client made.
+fn load_schemas(inputs: &Inputs<'_>) -> Result<Arc<Registry>> {
+    Registry::load(&inputs.config.schemas)
+        .map(Arc::new)
+        .map_err(|m| Error::SchemaRegistry(format!("cannot load the schemas: {m}")))
 }

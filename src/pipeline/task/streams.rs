@@ -99,11 +99,7 @@ impl<'a> Runner<'a> {
             ));
         };
         let value = crate::pipeline::catch_panic(|| {
-            codec::decode(
-                self.joined_format(),
-                r.value.as_deref(),
-                &self.config.schemas,
-            )
+            codec::decode(self.joined_format(), r.value.as_deref(), &self.schemas)
         })
         .map_err(|m| err("panic", format!("panicked: {m}")))?
         .map_err(|e| crate::pipeline::Error::decode(e, |m| err("decode", m)))?;
@@ -150,9 +146,8 @@ impl<'a> Runner<'a> {
                 if let Some(out) = operator::apply_steps(&self.pipeline.plan.after, out)
                     .map_err(|e| Self::step_error(r, e, &self.pipeline.plan.after_on_error))?
                 {
-                    let bytes =
-                        codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
-                            .map_err(|e| err("encode", e.to_string()))?;
+                    let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
+                        .map_err(|e| err("encode", e.to_string()))?;
                     self.txn
                         .check_size(out.key.as_deref(), &bytes)
                         .map_err(|e| err("produce", e.to_string()))?;

@@ -71,7 +71,7 @@ impl Runner<'_> {
             let value = (!row.value.is_empty()).then_some(row.value.as_slice());
             let outage = std::cell::Cell::new(None);
             let decoded = join::table_value(value, |bytes| {
-                match codec::decode(format, Some(bytes), &self.config.schemas) {
+                match codec::decode(format, Some(bytes), &self.schemas) {
                     Ok(Payload::Json(v)) => Ok(v),
                     Ok(_) => Err("not a record with fields".to_string()),
                     Err(codec::Error::Registry(m)) => {

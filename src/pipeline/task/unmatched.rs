@@ -104,7 +104,7 @@ impl Runner<'_> {
                 return Err((format!("{}: {}", e.step, e.message), policy));
             }
         };
-        let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+        let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
             .map_err(|e| (format!("encode: {e}"), None))?;
         self.txn
             .check_size(out.key.as_deref(), &bytes)

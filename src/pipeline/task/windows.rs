@@ -243,7 +243,7 @@ impl<'a> Runner<'a> {
             else {
                 continue;
             };
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.config.schemas)
+            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
                 .map_err(|e| fail(e.to_string()))?;
             outputs.push((
                 out.key,
