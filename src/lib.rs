@@ -32,6 +32,8 @@
 //! - [`expr`]: jq expressions (`jaq`): checked where the config is validated, run by the
 //!   operators; the only user of jaq.
 //! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint).
+//! - [`position`]: `Partition`, `NextOffset`, `PartitionOffset`: positions in Kafka, one
+//!   vocabulary for every module (a leaf).
 //! - [`shutdown`]: signals → `CancellationToken`.
 //! - [`telemetry`]: tracing set-up.
 //! - [`tools`]: the offline tools (`offsets show|reset`, `doctor`), outside the engine.
@@ -45,6 +47,7 @@ pub mod daemon;
 pub mod expr;
 pub mod kafka;
 pub mod pipeline;
+pub mod position;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;

@@ -17,6 +17,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::position::{NextOffset, Partition, PartitionOffset};
+
 /// The number of a checkpoint within one pipeline; strictly increasing, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -25,31 +27,6 @@ pub struct CheckpointId(pub u64);
 impl fmt::Display for CheckpointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
-    }
-}
-
-/// An offset always means the next offset to read: the value `send_offsets_to_transaction`
-/// takes and the consumer group stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NextOffset(pub i64);
-
-impl fmt::Display for NextOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Partition {
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl fmt::Display for Partition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.topic, self.partition)
     }
 }
 
@@ -181,14 +158,6 @@ pub fn choose<'a>(
         .filter_map(|(id, m)| m.task_offset(partition).map(|o| (*id, o)))
         .collect();
     protocol::choose_restore(commit.offset, &candidates)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartitionOffset {
-    pub topic: String,
-    pub partition: i32,
-    pub next_offset: NextOffset,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::tag::CommitTag;
-use super::{CheckpointId, Manifest, NextOffset, Partition, PartitionOffset};
+use super::{CheckpointId, Manifest};
+use crate::position::{NextOffset, Partition, PartitionOffset};
 
 /// What to restore for one stateful partition at start or on assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]

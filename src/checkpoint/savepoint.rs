@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::CheckpointId;
 use super::store::{check_file, crc_of, fsync};
-use super::{CheckpointId, NextOffset};
+use crate::position::NextOffset;
 use crate::state::kvfile;
 
 pub const FORMAT_VERSION: u32 = 2;

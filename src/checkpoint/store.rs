@@ -322,7 +322,7 @@ pub(super) fn fsync(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{NextOffset, PartitionOffset};
+    use crate::position::{NextOffset, PartitionOffset};
 
     fn manifest(id: u64) -> Manifest {
         Manifest {

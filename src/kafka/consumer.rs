@@ -13,8 +13,9 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Error, Result, client};
-use crate::checkpoint::{GroupCommit, NextOffset, Partition};
+use crate::checkpoint::GroupCommit;
 use crate::config::KafkaConfig;
+use crate::position::{NextOffset, Partition};
 
 /// A consumed Kafka message, copied out of librdkafka's buffer (the pipeline's own record,
 /// decoded, is `pipeline::operator::Record`).

@@ -16,8 +16,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::consumer::Consumer;
 use super::{Error, Result, client};
-use crate::checkpoint::{NextOffset, Partition};
 use crate::config::KafkaConfig;
+use crate::position::{NextOffset, Partition};
 
 /// What a record costs in a batch beyond its key and value (record and batch headers, as
 /// librdkafka counts them against `message.max.bytes`), rounded up.

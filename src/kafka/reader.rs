@@ -11,8 +11,8 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Error, Result, client};
-use crate::checkpoint::NextOffset;
 use crate::config::KafkaConfig;
+use crate::position::NextOffset;
 
 /// A record read back, in offset order per partition.
 #[derive(Debug, Clone, PartialEq, Eq)]

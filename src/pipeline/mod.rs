@@ -29,10 +29,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint;
 use crate::checkpoint::savepoint::{self, Savepoint};
-use crate::checkpoint::{self, NextOffset, Partition};
 use crate::config::{Config, PipelineConfig};
 use crate::kafka;
+use crate::position::{NextOffset, Partition};
 use crate::state::{self, StateEnv};
 
 pub use task::Runner;

@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Options, Result};
-use crate::checkpoint::{NextOffset, Partition};
 use crate::config::{Config, PipelineConfig};
 use crate::control::Command;
 use crate::kafka::consumer::{Consumer, Event};
 use crate::pipeline::keyed::Keyed;
 use crate::pipeline::topology::{Role, Topology};
 use crate::pipeline::txn::Txn;
+use crate::position::{NextOffset, Partition};
 use crate::state::{StateEnv, TaskState};
 use checkpointer::Checkpointer;
 

@@ -9,8 +9,8 @@
 //!                                      of its partition
 //! ```
 
-use crate::checkpoint::Partition;
 use crate::config::{AggregateKind, PipelineConfig};
+use crate::position::Partition;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {

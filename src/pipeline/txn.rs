@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::checkpoint::{NextOffset, Partition};
 use crate::kafka::Result;
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
+use crate::position::{NextOffset, Partition};
 
 pub struct Txn {
     producer: Producer,

@@ -16,9 +16,10 @@ pub mod plan;
 use self::plan::{PartitionView, PlanRow, Scenario, StateAction, StateShape};
 use crate::checkpoint::store::Store;
 use crate::checkpoint::tag::CommitTag;
-use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, NextOffset, Partition, TaskSnapshot};
+use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, TaskSnapshot};
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
+use crate::position::{NextOffset, Partition};
 
 /// One partition as `offsets show` prints it.
 #[derive(Debug, Clone, Serialize)]

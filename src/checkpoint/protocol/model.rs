@@ -19,9 +19,9 @@ use super::{
 };
 use crate::checkpoint::tag::CommitTag;
 use crate::checkpoint::{
-    CheckpointId, GroupCommit, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition,
-    PartitionOffset, TaskSnapshot,
+    CheckpointId, GroupCommit, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapshot,
 };
+use crate::position::{NextOffset, Partition, PartitionOffset};
 
 const PIPELINE: &str = "model";
 const WRITER: &str = "model-0";

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{Runner, Task};
+use crate::checkpoint::GroupCommit;
 use crate::checkpoint::protocol::{Restore, TxnFailure};
-use crate::checkpoint::{GroupCommit, NextOffset, Partition};
 use crate::pipeline::topology::Role;
 use crate::pipeline::{Error, Result};
+use crate::position::{NextOffset, Partition};
 
 impl Runner<'_> {
     /// New partitions: restore each stateful one from the checkpoint the group's commit names

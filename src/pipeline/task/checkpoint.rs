@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::{COMMIT_RETRIES, Runner};
 use crate::checkpoint::protocol::{self, Action, Phase};
-use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition};
+use crate::checkpoint::{CheckpointId, Manifest};
 use crate::pipeline::{Error, Result, chain};
+use crate::position::{NextOffset, Partition};
 
 /// Crash points for the recovery tests (`--features failpoints`, `FAILPOINTS=name=return`):
 /// the process aborts on the spot, as a SIGKILL there would.
@@ -92,15 +93,7 @@ impl Runner<'_> {
         let offsets: Vec<(Partition, NextOffset)> = manifest
             .offsets
             .iter()
-            .map(|o| {
-                (
-                    Partition {
-                        topic: o.topic.clone(),
-                        partition: o.partition,
-                    },
-                    o.next_offset,
-                )
-            })
+            .map(|o| (o.partition(), o.next_offset))
             .collect();
         self.send_offsets(id, &offsets)
             .map_err(Failed::at(before_commit(Some(id))))?;

@@ -9,11 +9,9 @@ use std::path::Path;
 use crate::checkpoint::protocol;
 use crate::checkpoint::store::Store;
 use crate::checkpoint::tag::CommitTag;
-use crate::checkpoint::{
-    CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, NextOffset, Partition, PartitionOffset,
-    TaskSnapshot,
-};
+use crate::checkpoint::{CheckpointId, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapshot};
 use crate::pipeline::{Result, chain};
+use crate::position::{NextOffset, Partition, PartitionOffset};
 use crate::state::TaskState;
 
 pub(super) struct Checkpointer {
@@ -83,11 +81,7 @@ impl Checkpointer {
         let mut offsets = Vec::new();
         for (p, next_offset, state) in tasks {
             if let Some(o) = next_offset {
-                offsets.push(PartitionOffset {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    next_offset: o,
-                });
+                offsets.push(PartitionOffset::new(p, o));
             }
             if let Some(state) = state {
                 let dir = format!("{}-{}", p.topic, p.partition);

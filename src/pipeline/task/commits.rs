@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use super::{Runner, Task};
 use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::tag::CommitTag;
-use crate::checkpoint::{GroupCommit, Manifest, NextOffset, Partition};
+use crate::checkpoint::{GroupCommit, Manifest};
 use crate::kafka::admin::Admin;
 use crate::pipeline::{Error, Result, chain};
+use crate::position::{NextOffset, Partition};
 
 /// How often counted repartition records are deleted (Kafka Streams' `repartition.purge.interval.ms`).
 const PURGE_INTERVAL: Duration = Duration::from_secs(30);
@@ -168,10 +169,7 @@ impl Runner<'_> {
         let tag = CommitTag::new(m.checkpoint, &m.pipeline, writer);
         let mut adopted = Vec::new();
         for (p, c) in commits.iter_mut().filter(|(_, c)| c.offset.is_none()) {
-            let recorded = m
-                .offsets
-                .iter()
-                .find(|o| o.topic == p.topic && o.partition == p.partition);
+            let recorded = m.offsets.iter().find(|o| o.is_in(p));
             if let Some(o) = recorded {
                 c.offset = Some(o.next_offset);
                 c.tag = Some(tag.clone());

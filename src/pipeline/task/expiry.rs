@@ -3,12 +3,12 @@
 //! task (`pipeline/timers.rs` has the layout).
 
 use super::Runner;
-use crate::checkpoint::Partition;
 use crate::codec::{self, Payload};
 use crate::config::{AggregateKind, TimeDomain};
 use crate::pipeline::custom::{Context, Timer};
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::{Error, Result, dedupe, timers};
+use crate::position::Partition;
 use crate::state::{namespaced, split_namespaced};
 
 /// Keys forgotten per task and checkpoint at most, so one checkpoint's pause stays bounded;

@@ -3,11 +3,11 @@
 //! failed), each within the open transaction; the error's place is its topic/partition/offset.
 
 use super::Runner;
-use crate::checkpoint::{NextOffset, Partition};
 use crate::config::OnError;
 use crate::kafka::consumer;
 use crate::pipeline::operator::RecordError;
 use crate::pipeline::{Error, Result};
+use crate::position::{NextOffset, Partition};
 
 impl Runner<'_> {
     pub(super) fn record_error(

@@ -3,7 +3,6 @@
 //! policy can skip or dead-letter a record without leaving half of its effect behind.
 
 use super::{Runner, windows};
-use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
 use crate::config::{Emit, Format};
 use crate::kafka::consumer;
@@ -11,6 +10,7 @@ use crate::pipeline::operator::{self, Record};
 use crate::pipeline::topology::Role;
 use crate::pipeline::window;
 use crate::pipeline::{Error, Result};
+use crate::position::{NextOffset, Partition};
 
 /// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
 const PENDING_MAX: usize = 100_000;
@@ -235,29 +235,7 @@ impl Runner<'_> {
         let err = |stage, message: String| Self::record_error(r, stage, message);
         let value = codec::decode(format, r.value.as_deref(), &self.schemas)
             .map_err(|e| Error::decode(e, |m| err("decode", m)))?;
-        let timed = self.timed().is_some();
-        let event_time = match (timed, &self.pipeline.source.event_time) {
-            (true, Some(et)) if from_source => {
-                // the Kafka timestamp needs no fields (string and bytes sources too)
-                let fields = match (&et.field, &value) {
-                    (None, _) => &serde_json::Value::Null,
-                    (Some(_), Payload::Json(v)) => v,
-                    (Some(_), _) => {
-                        return Err(err("event_time", "the record has no fields".into()));
-                    }
-                };
-                Some(
-                    window::event_time(et, fields, r.timestamp)
-                        .map_err(|m| err("event_time", m))?,
-                )
-            }
-            (true, _) => Some(
-                windows::parse_event_time(&r.headers)
-                    .or(r.timestamp)
-                    .ok_or_else(|| err("event_time", "the record has no event time".into()))?,
-            ),
-            (false, _) => None,
-        };
+        let event_time = self.event_time_of(r, from_source, &value)?;
         let record = Record {
             key: r.key.clone(),
             value,
@@ -275,32 +253,9 @@ impl Runner<'_> {
         let output = match (record, &plan.aggregate) {
             (None, _) => None,
             (Some(rec), Some(_)) if from_source && plan.repartition => {
-                let bytes = codec::encode(Format::Json, &rec.value, &self.schemas)
-                    .map_err(|e| err("repartition", e.to_string()))?;
-                let event = match (event_time, &self.pipeline.source.event_time) {
-                    (Some(ts), Some(et)) => {
-                        let wm = window::watermark_after(et, task.max_event_time.max(ts));
-                        Some((ts.to_string(), windows::format_watermark(r.partition, wm)))
-                    }
-                    _ => None,
-                };
-                // the headers `send_out` adds, counted as the producer counts them
-                let headers = event.as_ref().map_or(0, |(ts, wm)| {
-                    windows::EVENT_TIME_HEADER.len()
-                        + ts.len()
-                        + windows::WATERMARK_HEADER.len()
-                        + wm.len()
-                        + 20
-                });
-                self.txn
-                    .check_size_with(rec.key.as_deref(), &bytes, headers)
-                    .map_err(|e| err("produce", e.to_string()))?;
-                effect.sends.push(Out {
-                    dest: Dest::Repartition,
-                    key: rec.key,
-                    value: bytes,
-                    event,
-                });
+                effect
+                    .sends
+                    .push(self.to_repartition(r, task, rec, event_time)?);
                 return Ok(effect);
             }
             (Some(rec), Some(agg)) => {
@@ -313,6 +268,77 @@ impl Runner<'_> {
             effect.sends.push(self.encode_out(r, out)?);
         }
         Ok(effect)
+    }
+
+    /// The record's event time when the pipeline follows event time: a source record's from
+    /// its field or Kafka timestamp, a repartition record's from its header.
+    fn event_time_of(
+        &self,
+        r: &consumer::Message,
+        from_source: bool,
+        value: &Payload,
+    ) -> Result<Option<i64>> {
+        let err = |stage, message: String| Self::record_error(r, stage, message);
+        if self.timed().is_none() {
+            return Ok(None);
+        }
+        match &self.pipeline.source.event_time {
+            Some(et) if from_source => {
+                // the Kafka timestamp needs no fields (string and bytes sources too)
+                let fields = match (&et.field, value) {
+                    (None, _) => &serde_json::Value::Null,
+                    (Some(_), Payload::Json(v)) => v,
+                    (Some(_), _) => {
+                        return Err(err("event_time", "the record has no fields".into()));
+                    }
+                };
+                window::event_time(et, fields, r.timestamp)
+                    .map(Some)
+                    .map_err(|m| err("event_time", m))
+            }
+            _ => windows::parse_event_time(&r.headers)
+                .or(r.timestamp)
+                .map(Some)
+                .ok_or_else(|| err("event_time", "the record has no event time".into())),
+        }
+    }
+
+    /// A source record re-keyed for the repartition topic: encoded, with its event time and
+    /// its partition's watermark in headers, size-checked.
+    fn to_repartition(
+        &self,
+        r: &consumer::Message,
+        task: &super::Task,
+        rec: Record,
+        event_time: Option<i64>,
+    ) -> Result<Out> {
+        let err = |stage, message: String| Self::record_error(r, stage, message);
+        let bytes = codec::encode(Format::Json, &rec.value, &self.schemas)
+            .map_err(|e| err("repartition", e.to_string()))?;
+        let event = match (event_time, &self.pipeline.source.event_time) {
+            (Some(ts), Some(et)) => {
+                let wm = window::watermark_after(et, task.max_event_time.max(ts));
+                Some((ts.to_string(), windows::format_watermark(r.partition, wm)))
+            }
+            _ => None,
+        };
+        // the headers `send_out` adds, counted as the producer counts them
+        let headers = event.as_ref().map_or(0, |(ts, wm)| {
+            windows::EVENT_TIME_HEADER.len()
+                + ts.len()
+                + windows::WATERMARK_HEADER.len()
+                + wm.len()
+                + 20
+        });
+        self.txn
+            .check_size_with(rec.key.as_deref(), &bytes, headers)
+            .map_err(|e| err("produce", e.to_string()))?;
+        Ok(Out {
+            dest: Dest::Repartition,
+            key: rec.key,
+            value: bytes,
+            event,
+        })
     }
 
     /// An output for the sink: encoded and size-checked.

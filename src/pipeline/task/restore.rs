@@ -19,10 +19,11 @@ use std::path::PathBuf;
 use super::Runner;
 use super::savepoint::kind_name;
 use crate::checkpoint::savepoint::{Savepoint, SourceOffset, target_partition};
-use crate::checkpoint::{CheckpointId, Manifest, NextOffset, Partition, TaskSnapshot};
+use crate::checkpoint::{CheckpointId, Manifest, TaskSnapshot};
 use crate::config::PipelineConfig;
 use crate::kafka::admin::Admin;
 use crate::pipeline::{Error, Options, Result, rescale};
+use crate::position::{NextOffset, Partition};
 use crate::state::namespaced;
 
 /// A restore whose checkpoint is durable and whose transaction waits for the assignment.

@@ -78,31 +78,7 @@ impl<'a> Runner<'a> {
         let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
         producer.init()?;
         let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
-        let partitions = admin.partition_count(&pipeline.source.topic)?;
-        admin.partition_count(&pipeline.sink.topic)?;
-        if let Some(topic) = &pipeline.dead_letter_topic {
-            admin.partition_count(topic)?;
-        }
-        let late_topic = pipeline
-            .plan
-            .aggregate
-            .as_ref()
-            .and_then(|a| a.window.as_ref()?.late_topic.as_ref());
-        if let Some(topic) = late_topic {
-            admin.partition_count(topic)?;
-        }
-        if let Some(sp) = restore {
-            // before any topic is created or changed
-            Self::check_fit(pipeline, inputs.options, partitions, sp)?;
-        }
-        let repartition_topic = pipeline.repartition_topic();
-        if let Some(t) = &repartition_topic {
-            if restore.is_some() && admin.partition_count(t).is_ok() {
-                // restoring into more source partitions: the keyed state follows the keys
-                admin.grow_partitions(t, partitions)?;
-            }
-            admin.ensure_internal_topic(t, partitions)?;
-        }
+        let partitions = Self::check_topics(inputs, restore, &admin)?;
         let checkpoints = Checkpointer::open(
             &config.checkpoint.dir,
             &pipeline.name,
@@ -140,34 +116,7 @@ impl<'a> Runner<'a> {
             last_checkpoint: Instant::now(),
             purge: None,
         };
-        // joins read a topic co-partitioned with the keyed stream, which has the source's
-        // partition count (the repartition topic is created with it), as Kafka Streams requires
-        let joined = runner
-            .stream_join()
-            .map(|(_, stream, ..)| stream)
-            .or(runner.joined_table().map(|(_, table)| table));
-        if let Some(topic) = joined {
-            let count = admin.partition_count(topic)?;
-            if count != partitions {
-                return Err(Error::StateChoice(format!(
-                    "join topic {topic:?} has {count} partitions and the keyed stream {partitions}; a join needs both partitioned alike"
-                )));
-            }
-        }
-        if runner.joined_table().is_some() {
-            runner.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
-        }
-        if let Some(crate::config::AggregateKind::Custom { name }) =
-            pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
-        {
-            runner.custom = Some(inputs.operators.get(name).ok_or_else(|| {
-                Error::StateChoice(format!("no operator is registered as {name:?}"))
-            })?);
-        }
-        if let Some(agg) = &pipeline.plan.aggregate {
-            let event_time = pipeline.source.event_time.as_ref();
-            runner.keyed = Keyed::new(agg, event_time, runner.custom.clone());
-        }
+        runner.attach_operators(inputs, &admin, partitions)?;
         let restore = match restore {
             Some(sp) if static_member && !inputs.options.restore_again => {
                 runner.unless_in_force(sp)?
@@ -182,6 +131,83 @@ impl<'a> Runner<'a> {
             runner.purge = Some(commits::Purge::new(admin));
         }
         Ok((runner, grown))
+    }
+
+    /// The topics an incarnation needs: the source's partition count (returned), the sink
+    /// and the error topics exist, a savepoint fits, and the repartition topic is there
+    /// (grown with the source when restoring into more partitions).
+    fn check_topics(
+        inputs: &Inputs<'a>,
+        restore: Option<&Savepoint>,
+        admin: &Admin,
+    ) -> Result<i32> {
+        let pipeline = inputs.pipeline;
+        let partitions = admin.partition_count(&pipeline.source.topic)?;
+        admin.partition_count(&pipeline.sink.topic)?;
+        if let Some(topic) = &pipeline.dead_letter_topic {
+            admin.partition_count(topic)?;
+        }
+        let late_topic = pipeline
+            .plan
+            .aggregate
+            .as_ref()
+            .and_then(|a| a.window.as_ref()?.late_topic.as_ref());
+        if let Some(topic) = late_topic {
+            admin.partition_count(topic)?;
+        }
+        if let Some(sp) = restore {
+            // before any topic is created or changed
+            Self::check_fit(pipeline, inputs.options, partitions, sp)?;
+        }
+        let repartition_topic = pipeline.repartition_topic();
+        if let Some(t) = &repartition_topic {
+            if restore.is_some() && admin.partition_count(t).is_ok() {
+                // restoring into more source partitions: the keyed state follows the keys
+                admin.grow_partitions(t, partitions)?;
+            }
+            admin.ensure_internal_topic(t, partitions)?;
+        }
+        Ok(partitions)
+    }
+
+    /// The keyed operator and what it reads besides the stream: a join's topic is checked
+    /// co-partitioned, a table gets its reader, a custom step its operator.
+    fn attach_operators(
+        &mut self,
+        inputs: &Inputs<'a>,
+        admin: &Admin,
+        partitions: i32,
+    ) -> Result<()> {
+        let (config, pipeline) = (inputs.config, inputs.pipeline);
+        // joins read a topic co-partitioned with the keyed stream, which has the source's
+        // partition count (the repartition topic is created with it), as Kafka Streams requires
+        let joined = self
+            .stream_join()
+            .map(|(_, stream, ..)| stream)
+            .or(self.joined_table().map(|(_, table)| table));
+        if let Some(topic) = joined {
+            let count = admin.partition_count(topic)?;
+            if count != partitions {
+                return Err(Error::StateChoice(format!(
+                    "join topic {topic:?} has {count} partitions and the keyed stream {partitions}; a join needs both partitioned alike"
+                )));
+            }
+        }
+        if self.joined_table().is_some() {
+            self.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
+        }
+        if let Some(crate::config::AggregateKind::Custom { name }) =
+            pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
+        {
+            self.custom = Some(inputs.operators.get(name).ok_or_else(|| {
+                Error::StateChoice(format!("no operator is registered as {name:?}"))
+            })?);
+        }
+        if let Some(agg) = &pipeline.plan.aggregate {
+            let event_time = pipeline.source.event_time.as_ref();
+            self.keyed = Keyed::new(agg, event_time, self.custom.clone());
+        }
+        Ok(())
     }
 }
 

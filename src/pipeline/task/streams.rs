@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::Runner;
 use super::unmatched::Unmatched;
-use crate::checkpoint::{NextOffset, Partition};
 use crate::codec::{self, Payload};
 use crate::config::{Aggregate, AggregateKind, StreamJoinMode};
 use crate::kafka::consumer;
@@ -16,6 +15,7 @@ use crate::pipeline::keyed::Keyed;
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::stream_join::{self, Side};
 use crate::pipeline::{Result, timers, window};
+use crate::position::{NextOffset, Partition};
 use crate::state::namespaced;
 
 /// Cleanup work per task and checkpoint at most (the rest goes at the next ones).

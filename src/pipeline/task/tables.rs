@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use super::Runner;
-use crate::checkpoint::NextOffset;
 use crate::codec::{self, Payload};
 use crate::config::AggregateKind;
 use crate::pipeline::{Result, join};
+use crate::position::NextOffset;
 use crate::state::namespaced;
 
 /// How long reading a table partition to its end may take before the pipeline restarts.

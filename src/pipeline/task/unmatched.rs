@@ -7,11 +7,11 @@
 use serde_json::Value;
 
 use super::Runner;
-use crate::checkpoint::Partition;
 use crate::codec::{self, Payload};
 use crate::config::OnError;
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::{Error, Result};
+use crate::position::Partition;
 
 /// An output ready to produce: message key, value.
 type Encoded = (Option<Vec<u8>>, Vec<u8>);

@@ -12,12 +12,12 @@
 use std::time::Instant;
 
 use super::Runner;
-use crate::checkpoint::Partition;
 use crate::codec;
 use crate::config::{Aggregate, Emit, Window};
 use crate::pipeline::operator;
 use crate::pipeline::window::{self, NO_WATERMARK, Watermarks};
 use crate::pipeline::{Error, Result};
+use crate::position::Partition;
 use crate::state::{TaskState, namespaced};
 
 /// The header with a source partition's watermark: `"{partition}:{watermark ms}"`.
