@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::{Input, Step, StepError, record_error};
 use crate::codec::Payload;
 use crate::config::Aggregate;
@@ -47,6 +49,59 @@ impl<'a> Custom<'a> {
             })
         })?;
         let (next, timer_list, outputs) = ctx.finish();
+        Ok(self.effects(key, skey, (next, timer_list, outputs)))
+    }
+
+    /// A timer of `key` at `at` fired (`event_time`: one of event time): what the operator's
+    /// `on_timer` or `on_event_timer` does. Deleting the fired timer is the caller's.
+    pub fn fire(
+        &self,
+        state: &TaskState,
+        key: &[u8],
+        (at, event_time): (i64, bool),
+        (now_ms, watermark): (i64, Option<i64>),
+    ) -> Result<Step, StepError> {
+        let fail = |message: String| {
+            StepError::Operator(RecordError {
+                step: "custom",
+                message,
+                index: None,
+            })
+        };
+        let skey = namespaced(&self.agg.id, &timers::value_key(key));
+        let previous = match state.get(&skey)? {
+            None => None,
+            Some(b) => Some(
+                serde_json::from_slice(&b)
+                    .map_err(|e| fail(format!("stored state is corrupt: {e}")))?,
+            ),
+        };
+        let mut ctx = Context::new(key, previous, now_ms);
+        if let Some(wm) = watermark {
+            ctx = ctx.with_event_time(None, wm);
+        }
+        let fired = crate::pipeline::catch_panic(|| {
+            if event_time {
+                self.operator.on_event_timer(&mut ctx, at)
+            } else {
+                self.operator.on_timer(&mut ctx, at)
+            }
+        });
+        fired
+            .map_err(|m| format!("panicked: {m}"))
+            .and_then(|r| r)
+            .map_err(fail)?;
+        Ok(self.effects(key, skey, ctx.finish()))
+    }
+
+    /// What the operator did through its context: the key's state set or cleared, timers
+    /// set, records emitted.
+    fn effects(
+        &self,
+        key: &[u8],
+        skey: Vec<u8>,
+        (next, timer_list, outputs): (Option<Option<Value>>, Vec<Timer>, Vec<Value>),
+    ) -> Step {
         let mut step = Step::default();
         match next {
             Some(Some(v)) => step.puts.push((skey, v.to_string().into_bytes())),
@@ -68,7 +123,7 @@ impl<'a> Custom<'a> {
                 value: Payload::Json(v),
             })
             .collect();
-        Ok(step)
+        step
     }
 }
 
@@ -122,5 +177,52 @@ mod tests {
             matches!(e, Some(super::StepError::Operator(ref r)) if r.message == "no n"),
             "{e:?}"
         );
+    }
+
+    /// Sums `n` per key; a timer ten ms on sends the sum out and clears it.
+    struct Flush;
+
+    impl KeyedOperator for Flush {
+        fn process(&self, ctx: &mut Context, record: &Value) -> Result<(), String> {
+            let sum = ctx.state().and_then(Value::as_i64).unwrap_or(0)
+                + record["n"].as_i64().unwrap_or(0);
+            ctx.set_state(json!(sum));
+            ctx.set_timer(ctx.now_ms() + 10);
+            Ok(())
+        }
+
+        fn on_timer(&self, ctx: &mut Context, at_ms: i64) -> Result<(), String> {
+            let sum = ctx.state().cloned().unwrap_or(Value::Null);
+            ctx.emit(json!({"key": ctx.key_text(), "sum": sum, "at": at_ms}));
+            ctx.clear_state();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_fired_timer_is_the_operators_on_timer() {
+        let agg = aggregate(AggregateKind::Custom {
+            name: "flush".into(),
+        });
+        let Some(keyed) = Keyed::new(&agg, None, Some(Arc::new(Flush))) else {
+            panic!("no operator");
+        };
+        let mut h = Harness::with(keyed);
+        h.now_ms = 5;
+        h.run("a", json!({"n": 3}));
+        h.run("a", json!({"n": 4}));
+        let Some(op) = h.keyed().custom() else {
+            panic!("not a custom operator");
+        };
+        let step = op.fire(h.state(), b"a", (15, false), (15, None));
+        let Ok(step) = step else {
+            panic!("{step:?}");
+        };
+        assert_eq!(
+            json_of(&step.outputs),
+            [json!({"key": "a", "sum": 7, "at": 15})]
+        );
+        assert_eq!(step.deletes.len(), 1, "the state is cleared");
+        assert!(step.puts.is_empty(), "no new timer");
     }
 }

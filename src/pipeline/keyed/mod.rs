@@ -19,7 +19,7 @@
 //! | custom | `custom.rs` | `0 ‖ key` → JSON, timers |
 
 mod aggregate;
-mod custom;
+pub mod custom;
 mod dedupe;
 mod session;
 mod stream_join;
@@ -191,6 +191,14 @@ impl<'a> Keyed<'a> {
             Self::TableJoin(op) => op.step(state, input),
             Self::StreamJoin(op) => op.step(state, input),
             Self::Custom(op) => op.step(state, input),
+        }
+    }
+
+    /// The custom operator, for its timers.
+    pub fn custom(&self) -> Option<&custom::Custom<'a>> {
+        match self {
+            Self::Custom(c) => Some(c),
+            _ => None,
         }
     }
 

@@ -3,10 +3,10 @@
 //! task (`pipeline/timers.rs` has the layout).
 
 use super::Runner;
-use crate::codec::{self, Payload};
+use crate::codec;
 use crate::config::{AggregateKind, TimeDomain};
-use crate::pipeline::custom::{Context, Timer};
-use crate::pipeline::operator::{self, Record};
+use crate::pipeline::keyed::{Keyed, StepError};
+use crate::pipeline::operator;
 use crate::pipeline::{Error, Result, dedupe, timers};
 use crate::position::Partition;
 use crate::state::{namespaced, split_namespaced};
@@ -97,7 +97,10 @@ impl Runner<'_> {
     /// transaction), and the timer deleted. At most `MAX_EXPIRED_PER_CHECKPOINT` of each per task.
     pub(super) fn fire_timers(&mut self) -> Result<()> {
         let pipeline = self.pipeline;
-        let (Some(agg), Some(op)) = (pipeline.plan.aggregate.as_ref(), self.custom.clone()) else {
+        let (Some(agg), Some(op)) = (
+            pipeline.plan.aggregate.as_ref(),
+            self.keyed.as_ref().and_then(Keyed::custom),
+        ) else {
             return Ok(());
         };
         let now = timers::now_ms();
@@ -137,48 +140,20 @@ impl Runner<'_> {
                     at,
                     message,
                 };
-                let skey = namespaced(&agg.id, &timers::value_key(&key));
-                let previous = match state.get(&skey)? {
-                    None => None,
-                    Some(b) => Some(
-                        serde_json::from_slice(&b)
-                            .map_err(|e| fail(format!("stored state is corrupt: {e}")))?,
-                    ),
+                let step = match op.fire(state, &key, (at, event_time), (now, watermark)) {
+                    Ok(step) => step,
+                    Err(StepError::State(e)) => return Err(e.into()),
+                    Err(StepError::Operator(e)) => return Err(fail(e.message)),
+                    Err(StepError::Record { message, .. }) => return Err(fail(message)),
                 };
-                let mut ctx = Context::new(&key, previous, now);
-                if let Some(wm) = watermark {
-                    ctx = ctx.with_event_time(None, wm);
-                }
-                let fired = crate::pipeline::catch_panic(|| {
-                    if event_time {
-                        op.on_event_timer(&mut ctx, at)
-                    } else {
-                        op.on_timer(&mut ctx, at)
-                    }
-                });
-                fired
-                    .map_err(|m| format!("panicked: {m}"))
-                    .and_then(|r| r)
-                    .map_err(&fail)?;
-                let (next, new_timers, emitted) = ctx.finish();
-                match next {
-                    Some(Some(v)) => state.put(&skey, v.to_string().as_bytes())?,
-                    Some(None) => state.delete(&skey)?,
-                    None => {}
-                }
                 state.delete(&timer)?;
-                for t in new_timers {
-                    let tkey = match t {
-                        Timer::Processing(at) => timers::timer_key(at, &key),
-                        Timer::Event(at) => timers::event_timer_key(at, &key),
-                    };
-                    state.put(&namespaced(&agg.id, &tkey), &[])?;
+                for k in &step.deletes {
+                    state.delete(k)?;
                 }
-                for v in emitted {
-                    let out = Record {
-                        key: Some(key.clone()),
-                        value: Payload::Json(v),
-                    };
+                for (k, v) in &step.puts {
+                    state.put(k, v)?;
+                }
+                for out in step.outputs {
                     let Some(out) = operator::apply_steps(&pipeline.plan.after, out)
                         .map_err(|e| fail(e.to_string()))?
                     else {
@@ -193,11 +168,9 @@ impl Runner<'_> {
                 }
             }
         }
-        if !outputs.is_empty() {
-            for (key, bytes) in outputs {
-                self.txn
-                    .send(&pipeline.sink.topic, key.as_deref(), &bytes)?;
-            }
+        for (key, bytes) in outputs {
+            self.txn
+                .send(&pipeline.sink.topic, key.as_deref(), &bytes)?;
         }
         Ok(())
     }

@@ -98,24 +98,7 @@ impl<'a> Runner<'a> {
                 "the pipeline has no stateful task".into(),
             ));
         };
-        let value = crate::pipeline::catch_panic(|| {
-            codec::decode(self.joined_format(), r.value.as_deref(), &self.schemas)
-        })
-        .map_err(|m| err("panic", format!("panicked: {m}")))?
-        .map_err(|e| crate::pipeline::Error::decode(e, |m| err("decode", m)))?;
-        let Payload::Json(value) = value else {
-            return Err(err("decode", "expected a JSON record".into()));
-        };
-        let key = r
-            .key
-            .as_deref()
-            .ok_or_else(|| err("stream_join", "record has no key to join by".into()))?;
-        let ts = match &self.pipeline.source.event_time {
-            Some(et) => {
-                window::event_time(et, &value, r.timestamp).map_err(|m| err("event_time", m))?
-            }
-            None => return Err(err("event_time", "no event time is configured".into())),
-        };
+        let (value, key, ts) = self.read_other(r)?;
         let stateful = self.tasks.get(&target);
         let state = stateful.and_then(|t| t.state.as_ref()).ok_or_else(|| {
             err(
@@ -136,25 +119,10 @@ impl<'a> Runner<'a> {
             (&value, this_wm, false),
         )?;
         // every output checked before anything is written
-        let mut sends = Vec::new();
-        if let Some(paired) = &paired {
-            for v in &paired.outputs {
-                let out = Record {
-                    key: Some(key.to_vec()),
-                    value: Payload::Json(v.clone()),
-                };
-                if let Some(out) = operator::apply_steps(&self.pipeline.plan.after, out)
-                    .map_err(|e| Self::step_error(r, e, &self.pipeline.plan.after_on_error))?
-                {
-                    let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
-                        .map_err(|e| err("encode", e.to_string()))?;
-                    self.txn
-                        .check_size(out.key.as_deref(), &bytes)
-                        .map_err(|e| err("produce", e.to_string()))?;
-                    sends.push((out.key, bytes));
-                }
-            }
-        }
+        let sends = match &paired {
+            Some(paired) => self.encode_pairs(r, key, &paired.outputs)?,
+            None => Vec::new(),
+        };
         if let Some(t) = self.tasks.get_mut(&target) {
             t.other_heard = std::time::Instant::now();
             t.other_idle_handled = false;
@@ -173,12 +141,59 @@ impl<'a> Runner<'a> {
             task.next_offset = Some(NextOffset(r.offset + 1));
         }
         self.dirty = true;
-        if !sends.is_empty() {
-            for (k, v) in sends {
-                self.txn.send(&self.pipeline.sink.topic, k.as_deref(), &v)?;
-            }
+        for out in sends {
+            self.txn
+                .send(&self.pipeline.sink.topic, out.key.as_deref(), &out.value)?;
         }
         Ok(())
+    }
+
+    /// A record of the other stream, decoded: its fields, key and event time.
+    fn read_other<'r>(&self, r: &'r consumer::Message) -> Result<(Value, &'r [u8], i64)> {
+        let err = |stage, message: String| Self::record_error(r, stage, message);
+        let value = crate::pipeline::catch_panic(|| {
+            codec::decode(self.joined_format(), r.value.as_deref(), &self.schemas)
+        })
+        .map_err(|m| err("panic", format!("panicked: {m}")))?
+        .map_err(|e| crate::pipeline::Error::decode(e, |m| err("decode", m)))?;
+        let Payload::Json(value) = value else {
+            return Err(err("decode", "expected a JSON record".into()));
+        };
+        let key = r
+            .key
+            .as_deref()
+            .ok_or_else(|| err("stream_join", "record has no key to join by".into()))?;
+        let ts = match &self.pipeline.source.event_time {
+            Some(et) => {
+                window::event_time(et, &value, r.timestamp).map_err(|m| err("event_time", m))?
+            }
+            None => return Err(err("event_time", "no event time is configured".into())),
+        };
+        Ok((value, key, ts))
+    }
+
+    /// The pairs a record of the other stream completed, through the `after` steps, encoded
+    /// and size-checked.
+    fn encode_pairs(
+        &self,
+        r: &consumer::Message,
+        key: &[u8],
+        outputs: &[Value],
+    ) -> Result<Vec<super::record::Out>> {
+        let plan = &self.pipeline.plan;
+        let mut sends = Vec::new();
+        for v in outputs {
+            let out = Record {
+                key: Some(key.to_vec()),
+                value: Payload::Json(v.clone()),
+            };
+            if let Some(out) = operator::apply_steps(&plan.after, out)
+                .map_err(|e| Self::step_error(r, e, &plan.after_on_error))?
+            {
+                sends.push(self.encode_out(r, out)?);
+            }
+        }
+        Ok(sends)
     }
 
     /// Deletes buffered records no future record that is not late can join, and sends out
