@@ -51,7 +51,7 @@ pub fn run(
     config: Arc<Config>,
     operators: &Operators,
     options: Options,
-    mut savepoints: BTreeMap<String, Savepoint>,
+    savepoints: BTreeMap<String, Savepoint>,
     shutdown: CancellationToken,
     on_failure: impl FnMut(&str, &pipeline::Error) + Send,
 ) -> Result<Stopped, Error> {
@@ -72,51 +72,14 @@ pub fn run(
         .map(|p| crate::control::lock_pipeline(&config.state.dir, &p.name, &p.transactional_id))
         .collect::<Result<Vec<_>, _>>()?;
     let env = Arc::new(StateEnv::new(&config.state));
-    // one message per pipeline, so the capacity is the pipeline count
-    let (done_tx, done_rx) = tokio::sync::mpsc::channel(config.pipelines.len().max(1));
-    let mut threads = Vec::with_capacity(config.pipelines.len());
-    let mut control = Vec::with_capacity(config.pipelines.len());
-    for (index, pipeline) in config.pipelines.iter().enumerate() {
-        // one control request at a time per pipeline
-        let (command_tx, mut commands) = tokio::sync::mpsc::channel(1);
-        control.push((pipeline.name.clone(), command_tx));
-        let savepoint = savepoints.remove(&pipeline.name);
-        let operators = operators.clone();
-        let (config, env, cancel, handle, tx) = (
-            config.clone(),
-            env.clone(),
-            shutdown.clone(),
-            runtime.handle().clone(),
-            done_tx.clone(),
-        );
-        let thread = std::thread::Builder::new()
-            .name(format!("pipeline-{}", pipeline.name))
-            .spawn(move || {
-                let pipeline = &config.pipelines[index];
-                let inputs = Inputs {
-                    config: &config,
-                    pipeline,
-                    env: &env,
-                    options,
-                    cancel,
-                    runtime: handle,
-                    savepoint,
-                    progress: None,
-                    operators: &operators,
-                };
-                // a panic not caught at a record ends the daemon non-zero, naming the pipeline
-                let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))
-                    .unwrap_or_else(|m| Err(pipeline::Error::Panicked(m)));
-                // the receiver only goes away when the daemon is already exiting
-                drop(tx.blocking_send((pipeline.name.clone(), result)));
-            })
-            .map_err(|source| Error::Spawn {
-                pipeline: pipeline.name.clone(),
-                source,
-            })?;
-        threads.push(thread);
-    }
-    drop(done_tx);
+    let pipelines = Pipelines::spawn(
+        &config, &env, operators, options, savepoints, &shutdown, &runtime,
+    )?;
+    let Pipelines {
+        threads,
+        control,
+        done: done_rx,
+    } = pipelines;
     let control_stop = CancellationToken::new();
     let server = runtime.spawn(crate::control::serve(
         listener,
@@ -145,6 +108,78 @@ pub fn run(
         drop(env);
     }
     Ok(stopped)
+}
+
+/// The pipelines' threads, their control channels, and where they report their end.
+struct Pipelines {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    control: Vec<(String, tokio::sync::mpsc::Sender<crate::control::Command>)>,
+    done: tokio::sync::mpsc::Receiver<(String, pipeline::Result<()>)>,
+}
+
+impl Pipelines {
+    /// One thread per pipeline (`pipeline-<name>`), each running `pipeline::run` with its
+    /// savepoint, if any, and reporting its end.
+    fn spawn(
+        config: &Arc<Config>,
+        env: &Arc<StateEnv>,
+        operators: &Operators,
+        options: Options,
+        mut savepoints: BTreeMap<String, Savepoint>,
+        shutdown: &CancellationToken,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Self, Error> {
+        // one message per pipeline, so the capacity is the pipeline count
+        let (done_tx, done) = tokio::sync::mpsc::channel(config.pipelines.len().max(1));
+        let mut threads = Vec::with_capacity(config.pipelines.len());
+        let mut control = Vec::with_capacity(config.pipelines.len());
+        for (index, pipeline) in config.pipelines.iter().enumerate() {
+            // one control request at a time per pipeline
+            let (command_tx, mut commands) = tokio::sync::mpsc::channel(1);
+            control.push((pipeline.name.clone(), command_tx));
+            let savepoint = savepoints.remove(&pipeline.name);
+            let operators = operators.clone();
+            let (config, env, cancel, handle, tx) = (
+                config.clone(),
+                env.clone(),
+                shutdown.clone(),
+                runtime.handle().clone(),
+                done_tx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("pipeline-{}", pipeline.name))
+                .spawn(move || {
+                    let pipeline = &config.pipelines[index];
+                    let inputs = Inputs {
+                        config: &config,
+                        pipeline,
+                        env: &env,
+                        options,
+                        cancel,
+                        runtime: handle,
+                        savepoint,
+                        progress: None,
+                        operators: &operators,
+                    };
+                    // a panic not caught at a record ends the daemon non-zero, naming the pipeline
+                    let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))
+                        .unwrap_or_else(|m| Err(pipeline::Error::Panicked(m)));
+                    // the receiver only goes away when the daemon is already exiting
+                    drop(tx.blocking_send((pipeline.name.clone(), result)));
+                })
+                .map_err(|source| Error::Spawn {
+                    pipeline: pipeline.name.clone(),
+                    source,
+                })?;
+            threads.push(thread);
+        }
+        drop(done_tx);
+        Ok(Self {
+            threads,
+            control,
+            done,
+        })
+    }
 }
 
 /// Collects every pipeline's end; the first failure cancels the others, and once shutdown

@@ -229,34 +229,25 @@ impl<'a> Runner<'a> {
             if agg.emit != Emit::OnWindowClose {
                 continue;
             }
-            let fail = |message: String| Error::Window {
-                partition: p.clone(),
-                key: String::from_utf8_lossy(key).into_owned(),
-                start,
-                end,
-                message,
-            };
-            let result = operator::result_of(&agg.kind, v).map_err(|e| fail(e.to_string()))?;
-            let out = operator::window_output(agg, key, start, end, result);
-            let Some(out) = operator::apply_steps(&pipeline.plan.after, out)
-                .map_err(|e| fail(e.to_string()))?
-            else {
-                continue;
-            };
-            let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
-                .map_err(|e| fail(e.to_string()))?;
-            outputs.push((
-                out.key,
-                bytes,
-                String::from_utf8_lossy(key).into_owned(),
-                start,
-                end,
-            ));
+            if let Some((out_key, bytes)) =
+                window_result(pipeline, &self.schemas, p, (key, start, end), v)?
+            {
+                let window_key = String::from_utf8_lossy(key).into_owned();
+                outputs.push((out_key, bytes, window_key, start, end));
+            }
         }
         tracing::debug!(partition = %p, windows = due.len(), below, "windows closed");
         if outputs.is_empty() {
             return Ok(());
         }
+        self.send_window_results(p, outputs)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Closed windows' results into the transaction; one over the producer's limit stops the
+    /// pipeline, naming the window.
+    fn send_window_results(&mut self, p: &Partition, outputs: Vec<WindowOut>) -> Result<()> {
         for (key, bytes, window_key, start, end) in outputs {
             match self
                 .txn
@@ -276,7 +267,6 @@ impl<'a> Runner<'a> {
                 other => other?,
             }
         }
-        self.dirty = true;
         Ok(())
     }
 
@@ -315,4 +305,41 @@ impl<'a> Runner<'a> {
         }
         Ok(())
     }
+}
+
+/// An output ready to produce: message key, value.
+type Encoded = (Option<Vec<u8>>, Vec<u8>);
+
+/// A closed window's output: message key, value, and the window (key text, start, end).
+type WindowOut = (Option<Vec<u8>>, Vec<u8>, String, i64, i64);
+
+/// The result of the window `(key, start, end)` of `p` whose accumulator is `state`: through
+/// the `after` steps and encoded (`None`: a step dropped it).
+fn window_result(
+    pipeline: &crate::config::PipelineConfig,
+    schemas: &crate::codec::avro::Registry,
+    p: &Partition,
+    (key, start, end): (&[u8], i64, i64),
+    state: &[u8],
+) -> Result<Option<Encoded>> {
+    let fail = |message: String| Error::Window {
+        partition: p.clone(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        start,
+        end,
+        message,
+    };
+    let Some(agg) = pipeline.plan.aggregate.as_ref() else {
+        return Ok(None);
+    };
+    let result = operator::result_of(&agg.kind, state).map_err(|e| fail(e.to_string()))?;
+    let out = operator::window_output(agg, key, start, end, result);
+    let Some(out) =
+        operator::apply_steps(&pipeline.plan.after, out).map_err(|e| fail(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let bytes = codec::encode(pipeline.sink.format, &out.value, schemas)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Some((out.key, bytes)))
 }
