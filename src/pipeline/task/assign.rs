@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Runner, Task};
 use crate::checkpoint::GroupCommit;
-use crate::checkpoint::protocol::{Restore, TxnFailure};
+use crate::checkpoint::protocol::{self, Action, Phase, Restore};
 use crate::pipeline::topology::Role;
 use crate::pipeline::{Error, Result};
 use crate::position::{NextOffset, Partition};
@@ -133,7 +133,7 @@ impl Runner<'_> {
     }
 
     pub(super) fn abort_open_transaction(&mut self) -> Result<()> {
-        self.txn.abort().map_err(fatal_or_transient)?;
+        self.txn.abort().map_err(failed_abort)?;
         // outputs of work the rewind redoes
         self.pending.clear();
         self.dirty = false;
@@ -167,10 +167,14 @@ impl Runner<'_> {
     }
 }
 
-fn fatal_or_transient(e: crate::kafka::Error) -> Error {
-    if e.txn_failure() == TxnFailure::Fatal {
-        Error::Fatal(e)
-    } else {
-        Error::Kafka(e)
+/// A failed `abort_transaction`, as the protocol answers it: fatal exits, anything else
+/// restarts the incarnation (whose `init_transactions` ends the transaction).
+fn failed_abort(e: crate::kafka::Error) -> Error {
+    match protocol::after_failure(Phase::Abort, e.txn_failure()) {
+        Action::Exit => Error::Fatal(e),
+        Action::RetryCommit
+        | Action::AbortAndRewind { .. }
+        | Action::Restart
+        | Action::RestartWithoutAbort => Error::Kafka(e),
     }
 }

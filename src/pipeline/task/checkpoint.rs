@@ -99,6 +99,7 @@ impl Runner<'_> {
             .map_err(Failed::at(before_commit(Some(id))))?;
         crash_point!("checkpoint::before_commit");
         crash_point!("checkpoint::before_unmoved_commit", unmoved);
+        let _ = unmoved; // read only by the failpoints
         let commit_phase = Phase::Commit {
             id,
             attempt: 0,

@@ -47,6 +47,17 @@ impl Runner<'_> {
         source_partitions: i32,
         sp: &Savepoint,
     ) -> Result<()> {
+        Self::check_partitions(pipeline, source_partitions, sp)?;
+        Self::check_operators(pipeline, options, sp)
+    }
+
+    /// The savepoint's source topic and partitions fit: the same topic, no more partitions
+    /// than it has now, and state that can follow its keys into more.
+    fn check_partitions(
+        pipeline: &PipelineConfig,
+        source_partitions: i32,
+        sp: &Savepoint,
+    ) -> Result<()> {
         let m = &sp.manifest;
         if m.source_topic != pipeline.source.topic {
             return Err(Self::mismatch(
@@ -118,6 +129,13 @@ impl Runner<'_> {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The savepoint's operators fit: each is this pipeline's of the same kind (or dropped
+    /// with `--allow-non-restored-state`), and in-flight records have a repartition topic.
+    fn check_operators(pipeline: &PipelineConfig, options: Options, sp: &Savepoint) -> Result<()> {
+        let m = &sp.manifest;
         let current = pipeline.plan.aggregate.as_ref();
         for op in &m.operators {
             match current {
@@ -236,74 +254,14 @@ impl Runner<'_> {
         let mut tasks = Vec::new();
         let mut files = Vec::new();
         let mut keys = 0u64;
-        let total = sp.manifest.keys();
         if let (Some(agg), Some(topic)) = (
             &self.pipeline.plan.aggregate,
             self.topology.stateful_topic(),
         ) {
             let count = admin.partition_count(topic)?;
             grown |= sp.manifest.state_partitions != count;
-            let mut states = BTreeMap::new();
-            for partition in 0..count {
-                let p = Partition {
-                    topic: topic.to_string(),
-                    partition,
-                };
-                states.insert(partition, self.env.open_empty(&self.live_dir(&p))?);
-            }
-            let moved = sp.manifest.state_partitions != count;
-            // checked by `check_fit`: only movable layouts reach here with another count
-            let layout = rescale::layout(agg).unwrap_or(rescale::Layout::Plain);
-            let mut every_task: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-            sp.read_state(&agg.id, |recorded, key, value| {
-                let corrupt = |message: String| crate::state::Error::Corrupt {
-                    path: sp.dir.clone(),
-                    message,
-                };
-                let target = match rescale::route(layout, key) {
-                    _ if !moved => recorded,
-                    Some(rescale::Route::Key(k)) => {
-                        target_partition(recorded, k, sp.manifest.state_partitions, count)
-                    }
-                    Some(rescale::Route::EveryTask) => {
-                        let merged = match every_task.get(key) {
-                            Some(old) => rescale::merge(old, value).ok_or_else(|| {
-                                corrupt(format!("task entry {key:?} of {:?} is not a time", agg.id))
-                            })?,
-                            None => value.to_vec(),
-                        };
-                        every_task.insert(key.to_vec(), merged);
-                        return Ok(());
-                    }
-                    None => {
-                        return Err(corrupt(format!(
-                            "state key {key:?} of {:?} has no record key to move it by",
-                            agg.id
-                        ))
-                        .into());
-                    }
-                };
-                let state = states.get_mut(&target).ok_or_else(|| {
-                    corrupt(format!("key state for partition {target} of {count}"))
-                })?;
-                state.put(&namespaced(&agg.id, key), value)?;
-                keys += 1;
-                if keys.is_multiple_of(10_000) {
-                    match self.progress {
-                        Some(report) => report(keys, total),
-                        None => tracing::info!(keys, total, "restoring savepoint state"),
-                    }
-                }
-                Ok(())
-            })?;
-            if let Some(report) = self.progress {
-                report(keys, total);
-            }
-            for state in states.values_mut() {
-                for (k, v) in &every_task {
-                    state.put(&namespaced(&agg.id, k), v)?;
-                }
-            }
+            let (states, restored) = self.redistribute(sp, agg, topic, count)?;
+            keys = restored;
             for (partition, mut state) in states {
                 let dir = format!("{topic}-{partition}");
                 files.push(state.snapshot(&staging.join(&dir))?);
@@ -332,25 +290,7 @@ impl Runner<'_> {
         manifest.restored_from.clone_from(&self.checkpoints.lineage);
         self.checkpoints.store.finish(&staging, manifest, &files)?;
         let manifest = self.checkpoints.store.manifest(id)?;
-        let mut pending = Vec::new();
-        if let Some(topic) = self.topology.repartition_topic() {
-            let count = admin.partition_count(topic)?;
-            let moved = sp.manifest.state_partitions != count;
-            sp.read_pending(|recorded, record| {
-                // a watermark marker was sent to each partition of the old count; the moved
-                // tasks start from the merged watermarks, and new markers follow
-                if moved
-                    && record.value.is_empty()
-                    && super::windows::parse_watermark(&record.headers).is_some()
-                {
-                    return Ok(());
-                }
-                let key = record.key.as_deref().unwrap_or_default();
-                let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
-                pending.push((target, record));
-                Ok(())
-            })?;
-        }
+        let pending = pending_records(sp, admin, self.topology.repartition_topic())?;
         self.checkpoints.next_id = CheckpointId(id.0 + 1);
         // the first assignment starts here, whatever the group had committed before
         self.consumer.start_at(&offsets);
@@ -364,6 +304,82 @@ impl Runner<'_> {
             from_partitions: sp.manifest.state_partitions,
         });
         Ok(grown)
+    }
+
+    /// The savepoint's keyed state of `agg`, each key in the task of the partition of `topic`
+    /// (of `count`) its key hashes to now; entries every task holds (watermarks) merged and
+    /// given to each. Returns the tasks' states and the keys restored.
+    fn redistribute(
+        &self,
+        sp: &Savepoint,
+        agg: &crate::config::Aggregate,
+        topic: &str,
+        count: i32,
+    ) -> Result<(BTreeMap<i32, crate::state::TaskState>, u64)> {
+        let total = sp.manifest.keys();
+        let mut keys = 0u64;
+        let mut states = BTreeMap::new();
+        for partition in 0..count {
+            let p = Partition {
+                topic: topic.to_string(),
+                partition,
+            };
+            states.insert(partition, self.env.open_empty(&self.live_dir(&p))?);
+        }
+        let moved = sp.manifest.state_partitions != count;
+        // checked by `check_fit`: only movable layouts reach here with another count
+        let layout = rescale::layout(agg).unwrap_or(rescale::Layout::Plain);
+        let mut every_task: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        sp.read_state(&agg.id, |recorded, key, value| {
+            let corrupt = |message: String| crate::state::Error::Corrupt {
+                path: sp.dir.clone(),
+                message,
+            };
+            let target = match rescale::route(layout, key) {
+                _ if !moved => recorded,
+                Some(rescale::Route::Key(k)) => {
+                    target_partition(recorded, k, sp.manifest.state_partitions, count)
+                }
+                Some(rescale::Route::EveryTask) => {
+                    let merged = match every_task.get(key) {
+                        Some(old) => rescale::merge(old, value).ok_or_else(|| {
+                            corrupt(format!("task entry {key:?} of {:?} is not a time", agg.id))
+                        })?,
+                        None => value.to_vec(),
+                    };
+                    every_task.insert(key.to_vec(), merged);
+                    return Ok(());
+                }
+                None => {
+                    return Err(corrupt(format!(
+                        "state key {key:?} of {:?} has no record key to move it by",
+                        agg.id
+                    ))
+                    .into());
+                }
+            };
+            let state = states
+                .get_mut(&target)
+                .ok_or_else(|| corrupt(format!("key state for partition {target} of {count}")))?;
+            state.put(&namespaced(&agg.id, key), value)?;
+            keys += 1;
+            if keys.is_multiple_of(10_000) {
+                match self.progress {
+                    Some(report) => report(keys, total),
+                    None => tracing::info!(keys, total, "restoring savepoint state"),
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(report) = self.progress {
+            report(keys, total);
+        }
+        for state in states.values_mut() {
+            for (k, v) in &every_task {
+                state.put(&namespaced(&agg.id, k), v)?;
+            }
+        }
+        Ok((states, keys))
     }
 
     /// The restore's transaction, run on the first assignment (before its offsets are read):
@@ -414,4 +430,33 @@ impl Runner<'_> {
             "restored from savepoint");
         Ok(())
     }
+}
+
+/// The savepoint's in-flight repartition records, each for the partition of `topic` its key
+/// hashes to now (markers of a moved layout dropped: new ones follow).
+fn pending_records(
+    sp: &Savepoint,
+    admin: &Admin,
+    topic: Option<&str>,
+) -> Result<Vec<(i32, crate::checkpoint::savepoint::PendingRecord)>> {
+    let mut pending = Vec::new();
+    if let Some(topic) = topic {
+        let count = admin.partition_count(topic)?;
+        let moved = sp.manifest.state_partitions != count;
+        sp.read_pending(|recorded, record| {
+            // a watermark marker was sent to each partition of the old count; the moved
+            // tasks start from the merged watermarks, and new markers follow
+            if moved
+                && record.value.is_empty()
+                && super::windows::parse_watermark(&record.headers).is_some()
+            {
+                return Ok(());
+            }
+            let key = record.key.as_deref().unwrap_or_default();
+            let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
+            pending.push((target, record));
+            Ok(())
+        })?;
+    }
+    Ok(pending)
 }

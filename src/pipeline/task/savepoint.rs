@@ -105,54 +105,8 @@ impl Runner<'_> {
                 .join(format!("sp-{:06}-{created_unix_ms}", id.0)),
         };
         let mut builder = Builder::begin(&target)?;
-        let mut seen_ops = BTreeSet::new();
-        let mut state_partitions = 0;
-        for (p, task) in &self.tasks {
-            let Some(state) = &task.state else { continue };
-            state_partitions += 1;
-            state.for_each(|key, value| {
-                let (op, key) =
-                    split_namespaced(key).ok_or_else(|| crate::state::Error::Corrupt {
-                        path: self.live_dir(p),
-                        message: "a key outside every operator namespace".into(),
-                    })?;
-                if !seen_ops.contains(op) {
-                    seen_ops.insert(op.to_string());
-                }
-                builder.put_state(op, p.partition, key, value).map_err(|e| {
-                    crate::state::Error::Corrupt {
-                        path: target.clone(),
-                        message: chain(&e),
-                    }
-                })
-            })?;
-        }
-        let mut pending = 0;
-        if let Some(topic) = self.topology.repartition_topic() {
-            let from: Vec<_> = self
-                .tasks
-                .iter()
-                .filter(|(p, _)| p.topic == topic)
-                .map(|(p, t)| (p.partition, t.next_offset))
-                .collect();
-            let must_reach = self.txn.committed_max(topic);
-            let records = reader::read_to_end(
-                &self.config.kafka,
-                topic,
-                &from,
-                &must_reach,
-                PENDING_TIMEOUT,
-            )?;
-            for r in records {
-                let record = PendingRecord {
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
-                };
-                builder.put_pending(r.partition, &record)?;
-                pending += 1;
-            }
-        }
+        let (mut seen_ops, state_partitions) = self.write_state(&mut builder, &target)?;
+        let pending = self.write_pending(&mut builder)?;
         let mut operators = Vec::new();
         if let Some(agg) = &self.pipeline.plan.aggregate {
             seen_ops.remove(&agg.id);
@@ -214,5 +168,69 @@ impl Runner<'_> {
             keys: written.keys(),
             pending,
         })
+    }
+
+    /// Every stateful task's state into the savepoint, by operator; returns the operators
+    /// seen and the number of stateful tasks.
+    fn write_state(
+        &self,
+        builder: &mut Builder,
+        target: &std::path::Path,
+    ) -> Result<(BTreeSet<String>, i32)> {
+        let mut seen_ops = BTreeSet::new();
+        let mut state_partitions = 0;
+        for (p, task) in &self.tasks {
+            let Some(state) = &task.state else { continue };
+            state_partitions += 1;
+            state.for_each(|key, value| {
+                let (op, key) =
+                    split_namespaced(key).ok_or_else(|| crate::state::Error::Corrupt {
+                        path: self.live_dir(p),
+                        message: "a key outside every operator namespace".into(),
+                    })?;
+                if !seen_ops.contains(op) {
+                    seen_ops.insert(op.to_string());
+                }
+                builder.put_state(op, p.partition, key, value).map_err(|e| {
+                    crate::state::Error::Corrupt {
+                        path: target.to_path_buf(),
+                        message: chain(&e),
+                    }
+                })
+            })?;
+        }
+        Ok((seen_ops, state_partitions))
+    }
+
+    /// The repartition records committed but not yet counted by their stateful task (read up
+    /// to what this producer committed); returns how many.
+    fn write_pending(&self, builder: &mut Builder) -> Result<u64> {
+        let mut pending = 0;
+        if let Some(topic) = self.topology.repartition_topic() {
+            let from: Vec<_> = self
+                .tasks
+                .iter()
+                .filter(|(p, _)| p.topic == topic)
+                .map(|(p, t)| (p.partition, t.next_offset))
+                .collect();
+            let must_reach = self.txn.committed_max(topic);
+            let records = reader::read_to_end(
+                &self.config.kafka,
+                topic,
+                &from,
+                &must_reach,
+                PENDING_TIMEOUT,
+            )?;
+            for r in records {
+                let record = PendingRecord {
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                };
+                builder.put_pending(r.partition, &record)?;
+                pending += 1;
+            }
+        }
+        Ok(pending)
     }
 }
