@@ -9,6 +9,7 @@ mod checkpoint;
 mod checkpointer;
 mod commits;
 mod expiry;
+mod fit;
 mod keyed;
 mod policy;
 mod record;
@@ -109,8 +110,6 @@ pub struct Runner<'a> {
     pending: HashMap<Vec<u8>, Vec<u8>>,
     /// A join's table topic reader, and when the tables were last read (`task/tables.rs`).
     table_reader: Option<crate::kafka::reader::TableReader>,
-    /// A `custom` step's operator, looked up once.
-    custom: Option<std::sync::Arc<dyn crate::pipeline::custom::KeyedOperator>>,
     /// The Avro schemas and the registry's client, loaded from `config.schemas`.
     schemas: std::sync::Arc<crate::codec::avro::Registry>,
     /// The keyed operator of the stateful tasks (`pipeline/keyed/`).
@@ -150,7 +149,11 @@ impl<'a> Runner<'a> {
                 self.last_table_refresh = Instant::now();
             }
             let due = self.last_checkpoint.elapsed() >= interval;
-            if due && !self.dirty && self.custom.is_some() && self.timer_due()? {
+            if due
+                && !self.dirty
+                && self.keyed.as_ref().and_then(Keyed::custom).is_some()
+                && self.timer_due()?
+            {
                 self.dirty = true;
             }
             if due && !self.dirty && self.join_went_idle() {

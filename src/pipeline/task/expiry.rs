@@ -71,7 +71,10 @@ impl Runner<'_> {
     /// Whether a custom operator has a timer due (so an idle pipeline still checkpoints, and
     /// the timer fires within an interval of its time).
     pub(super) fn timer_due(&self) -> Result<bool> {
-        let (Some(agg), Some(_)) = (self.pipeline.plan.aggregate.as_ref(), &self.custom) else {
+        let (Some(agg), Some(_)) = (
+            self.pipeline.plan.aggregate.as_ref(),
+            self.keyed.as_ref().and_then(Keyed::custom),
+        ) else {
             return Ok(false);
         };
         let now = timers::now_ms();

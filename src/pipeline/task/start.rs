@@ -109,7 +109,6 @@ impl<'a> Runner<'a> {
             dirty: false,
             pending: HashMap::new(),
             table_reader: None,
-            custom: None,
             schemas,
             keyed: None,
             last_table_refresh: Instant::now(),
@@ -196,16 +195,17 @@ impl<'a> Runner<'a> {
         if self.joined_table().is_some() {
             self.table_reader = Some(crate::kafka::reader::TableReader::new(&config.kafka)?);
         }
-        if let Some(crate::config::AggregateKind::Custom { name }) =
-            pipeline.plan.aggregate.as_ref().map(|a| &a.kind)
-        {
-            self.custom = Some(inputs.operators.get(name).ok_or_else(|| {
-                Error::StateChoice(format!("no operator is registered as {name:?}"))
-            })?);
-        }
+        let operator = match pipeline.plan.aggregate.as_ref().map(|a| &a.kind) {
+            Some(crate::config::AggregateKind::Custom { name }) => {
+                Some(inputs.operators.get(name).ok_or_else(|| {
+                    Error::StateChoice(format!("no operator is registered as {name:?}"))
+                })?)
+            }
+            _ => None,
+        };
         if let Some(agg) = &pipeline.plan.aggregate {
             let event_time = pipeline.source.event_time.as_ref();
-            self.keyed = Keyed::new(agg, event_time, self.custom.clone());
+            self.keyed = Keyed::new(agg, event_time, operator);
         }
         Ok(())
     }
