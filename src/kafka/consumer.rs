@@ -17,19 +17,55 @@ use crate::checkpoint::GroupCommit;
 use crate::config::KafkaConfig;
 use crate::position::{NextOffset, Partition};
 
-/// A consumed Kafka message, copied out of librdkafka's buffer (the pipeline's own record,
-/// decoded, is `pipeline::operator::Record`).
+/// A consumed Kafka message (the pipeline's own record, decoded, is
+/// `pipeline::operator::Record`). Its bytes are read only through borrowing accessors, so the
+/// runner never owns them: today they are copied out of librdkafka's buffer; the performance
+/// work (#18) can let a batch borrow that buffer instead by changing this type alone.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    /// The record's Kafka timestamp (create or log-append time), in ms since the epoch.
-    pub timestamp: Option<i64>,
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: Option<i64>,
     /// The record's headers (empty for most records, so no allocation).
-    pub headers: Vec<(String, Vec<u8>)>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Message {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// The record's Kafka timestamp (create or log-append time), in ms since the epoch.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The value of the first header named `name` (a header without a value reads as empty).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Its topic and partition, as a task is named.
+    pub fn topic_partition(&self) -> Partition {
+        Partition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
 }
 
 /// What `poll_batch` observed, in order.

@@ -10,15 +10,15 @@
 //! - [`operator`]: what each built-in operator does to a record, free of I/O.
 //! - [`run`] (here): the restart strategy around incarnations.
 
-pub mod aggregates;
+pub mod aggregate;
 pub mod custom;
 pub mod dedupe;
-pub mod join;
 pub mod keyed;
 pub mod operator;
 pub mod rescale;
 pub mod state_keys;
 pub mod stream_join;
+pub mod table_join;
 mod task;
 pub mod timers;
 pub mod topology;

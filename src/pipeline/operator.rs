@@ -185,7 +185,7 @@ pub fn aggregate(
             let v = object(name, &record.value)?
                 .get(field)
                 .ok_or_else(|| err(name, format!("field {field:?} is missing")))?;
-            super::aggregates::update(other, previous, v)
+            super::aggregate::update(other, previous, v)
                 .map_err(|m| err(name, format!("field {field:?}: {m}")))?
         }
         AggregateKind::Dedupe { .. }

@@ -28,7 +28,7 @@ pub enum KeyTag {
     /// A timed task's watermark per input, and its own: `pipeline/window.rs`.
     InputWatermark,
     TaskWatermark,
-    /// `key` → a table row, and → the next offset of the table's partition: `pipeline/join.rs`.
+    /// `key` → a table row, and → the next offset of the table's partition: `pipeline/table_join.rs`.
     TableRow,
     TableOffset,
 }

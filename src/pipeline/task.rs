@@ -8,7 +8,6 @@ mod assign;
 mod checkpoint;
 mod checkpointer;
 mod commits;
-mod expiry;
 mod fit;
 mod keyed;
 mod policy;
@@ -16,10 +15,10 @@ mod record;
 mod restore;
 mod savepoint;
 mod start;
-mod streams;
-mod tables;
-mod unmatched;
-mod windows;
+mod stream_join;
+mod table_join;
+mod timers;
+mod window;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -50,14 +49,14 @@ struct Task {
     next_offset: Option<NextOffset>,
     state: Option<TaskState>,
     /// Source tasks of a windowed pipeline: the highest event time processed (its partition's
-    /// watermark follows it), and the watermark of its last marker (`task/windows.rs`).
+    /// watermark follows it), and the watermark of its last marker (`task/window.rs`).
     max_event_time: i64,
     marker_sent: i64,
     /// It processed a record since its last marker (so it sends one even if its watermark
     /// stood still: stateful tasks must hear from it within their idle timeout).
     spoke: bool,
     /// Stateful tasks of a windowed aggregate.
-    windows: Option<windows::WindowTask>,
+    windows: Option<window::WindowTask>,
     /// Stateful tasks of a stream join: when the other stream's partition last had a record
     /// (from the task's start, so it has a full idle timeout to speak).
     other_heard: Instant,
@@ -108,7 +107,7 @@ pub struct Runner<'a> {
     /// `emit = "on_checkpoint"`: each key's latest output (key → encoded value), produced at the
     /// next checkpoint, inside its transaction (`task/record.rs`).
     pending: HashMap<Vec<u8>, Vec<u8>>,
-    /// A join's table topic reader, and when the tables were last read (`task/tables.rs`).
+    /// A join's table topic reader, and when the tables were last read (`task/table_join.rs`).
     table_reader: Option<crate::kafka::reader::TableReader>,
     /// The Avro schemas and the registry's client, loaded from `config.schemas`.
     schemas: std::sync::Arc<crate::codec::avro::Registry>,
@@ -173,7 +172,7 @@ impl<'a> Runner<'a> {
                     Event::Message(r)
                         if moved
                             .iter()
-                            .any(|p| p.topic == r.topic && p.partition == r.partition) => {}
+                            .any(|p| p.topic == r.topic() && p.partition == r.partition) => {}
                     Event::Message(r) => self.handle_record(&r)?,
                     Event::Assigned(ps) => moved.extend(self.assign(&ps)?),
                     Event::Revoked(ps) => moved.extend(self.revoke(&ps)?),

@@ -8,18 +8,48 @@
 //!                                    ▲ a stream join's other stream joins the stateful task
 //!                                      of its partition
 //! ```
+//!
+//! A pipeline is a source and a list of stateful [`Stage`]s (none, or one today:
+//! `config/validate/plan.rs` refuses a second). Each stage says whether it re-keys through its
+//! own repartition topic and which other stream it reads, so pipelines of several stateful
+//! steps (#19) add stages rather than change the runner's questions: the role of a topic's
+//! task, the topics to subscribe to, the topic whose partitions hold a stage's state.
 
 use crate::config::{AggregateKind, PipelineConfig};
 use crate::position::Partition;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the pipeline's keyed state relates to its source partitions (the first stateful stage's
+/// keying); the offset-reset tool decides by it which state an offset move invalidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// No keyed operator: source tasks write to the sink.
+    /// No keyed operator: source tasks write to the sink, and offsets move freely.
     Stateless,
-    /// The source is keyed as the operator needs: source tasks hold the keyed state.
+    /// The source is keyed as the operator needs: source tasks hold the keyed state, per
+    /// source partition.
     Direct,
-    /// Source tasks re-key into this internal topic, whose tasks hold the keyed state.
-    Repartitioned(String),
+    /// Source tasks re-key into a repartition topic, whose tasks hold the keyed state: it is
+    /// partitioned by key, not by source partition.
+    Repartitioned,
+}
+
+impl Shape {
+    pub fn of(pipeline: &PipelineConfig) -> Self {
+        match (&pipeline.plan.aggregate, pipeline.plan.repartition) {
+            (None, _) => Self::Stateless,
+            (Some(_), false) => Self::Direct,
+            (Some(_), true) => Self::Repartitioned,
+        }
+    }
+}
+
+/// One stateful step of the pipeline: its keyed operator's state lives in the tasks of
+/// [`Stage::repartition`]'s partitions, or of its input's when it needs no re-keying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// The internal topic the previous step re-keys into for this stage.
+    pub repartition: Option<String>,
+    /// A stream join's other stream.
+    pub other_stream: Option<String>,
 }
 
 /// What the task of one partition does.
@@ -57,58 +87,77 @@ pub struct Topology {
     pub source: String,
     /// The source's partition count (the repartition topic and joined topics have as many).
     pub source_partitions: i32,
-    pub shape: Shape,
-    /// A stream join's other stream.
-    pub other_stream: Option<String>,
+    /// The stateful steps, in order.
+    pub stages: Vec<Stage>,
 }
 
 impl Topology {
     pub fn of(pipeline: &PipelineConfig, source_partitions: i32) -> Self {
-        let shape = match (&pipeline.plan.aggregate, pipeline.repartition_topic()) {
-            (None, _) => Shape::Stateless,
-            (Some(_), None) => Shape::Direct,
-            (Some(_), Some(topic)) => Shape::Repartitioned(topic),
-        };
-        let other_stream = match pipeline.plan.aggregate.as_ref().map(|a| &a.kind) {
-            Some(AggregateKind::StreamJoin { stream, .. }) => Some(stream.clone()),
-            _ => None,
-        };
+        let stages = pipeline
+            .plan
+            .aggregate
+            .iter()
+            .map(|agg| Stage {
+                repartition: pipeline.repartition_topic(),
+                other_stream: match &agg.kind {
+                    AggregateKind::StreamJoin { stream, .. } => Some(stream.clone()),
+                    _ => None,
+                },
+            })
+            .collect();
         Self {
             source: pipeline.source.topic.clone(),
             source_partitions,
-            shape,
-            other_stream,
+            stages,
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        match self.stages.first() {
+            None => Shape::Stateless,
+            Some(Stage {
+                repartition: None, ..
+            }) => Shape::Direct,
+            Some(Stage {
+                repartition: Some(_),
+                ..
+            }) => Shape::Repartitioned,
         }
     }
 
     /// The role of a partition of `topic`; `None` for a topic the pipeline does not read.
     pub fn role(&self, topic: &str) -> Option<Role> {
         if topic == self.source {
-            return Some(match self.shape {
+            return Some(match self.shape() {
                 Shape::Direct => Role::KeyedSource,
-                Shape::Stateless | Shape::Repartitioned(_) => Role::Source,
+                Shape::Stateless | Shape::Repartitioned => Role::Source,
             });
         }
-        if self.repartition_topic() == Some(topic) {
-            return Some(Role::Keyed);
+        for stage in &self.stages {
+            if stage.repartition.as_deref() == Some(topic) {
+                return Some(Role::Keyed);
+            }
+            if stage.other_stream.as_deref() == Some(topic) {
+                return Some(Role::OtherStream);
+            }
         }
-        (self.other_stream.as_deref() == Some(topic)).then_some(Role::OtherStream)
+        None
     }
 
+    /// The first stage's repartition topic.
     pub fn repartition_topic(&self) -> Option<&str> {
-        match &self.shape {
-            Shape::Repartitioned(topic) => Some(topic),
-            Shape::Stateless | Shape::Direct => None,
-        }
+        self.stages.first()?.repartition.as_deref()
     }
 
-    /// The topic whose partitions hold the keyed state.
+    /// The first stage's other stream.
+    pub fn other_stream(&self) -> Option<&str> {
+        self.stages.first()?.other_stream.as_deref()
+    }
+
+    /// The topic whose partitions hold the (first stage's) keyed state.
     pub fn stateful_topic(&self) -> Option<&str> {
-        match &self.shape {
-            Shape::Stateless => None,
-            Shape::Direct => Some(&self.source),
-            Shape::Repartitioned(topic) => Some(topic),
-        }
+        let stage = self.stages.first()?;
+        Some(stage.repartition.as_deref().unwrap_or(&self.source))
     }
 
     /// The stateful partition that a co-partitioned topic's `partition` joins (the other
@@ -123,8 +172,10 @@ impl Topology {
     /// The topics the consumer subscribes to.
     pub fn topics(&self) -> Vec<&str> {
         let mut topics = vec![self.source.as_str()];
-        topics.extend(self.repartition_topic());
-        topics.extend(self.other_stream.as_deref());
+        for stage in &self.stages {
+            topics.extend(stage.repartition.as_deref());
+            topics.extend(stage.other_stream.as_deref());
+        }
         topics
     }
 }
@@ -133,21 +184,26 @@ impl Topology {
 mod tests {
     use super::*;
 
+    /// A topology of `shape` (`Repartitioned` through `g-count-repartition`).
     fn topology(shape: Shape, other_stream: Option<&str>) -> Topology {
+        let stage = Stage {
+            repartition: (shape == Shape::Repartitioned).then(|| "g-count-repartition".into()),
+            other_stream: other_stream.map(Into::into),
+        };
         Topology {
             source: "in".into(),
             source_partitions: 3,
-            shape,
-            other_stream: other_stream.map(Into::into),
+            stages: if shape == Shape::Stateless {
+                vec![]
+            } else {
+                vec![stage]
+            },
         }
     }
 
     #[test]
     fn each_topic_has_its_role() {
-        let t = topology(
-            Shape::Repartitioned("g-count-repartition".into()),
-            Some("clicks"),
-        );
+        let t = topology(Shape::Repartitioned, Some("clicks"));
         assert_eq!(t.role("in"), Some(Role::Source));
         assert_eq!(t.role("g-count-repartition"), Some(Role::Keyed));
         assert_eq!(t.role("clicks"), Some(Role::OtherStream));

@@ -246,5 +246,28 @@ pub fn event_time(et: &EventTime, value: &Value, timestamp: Option<i64>) -> Resu
 
 pub mod session;
 
+/// The header with a source partition's watermark: `"{partition}:{watermark ms}"`.
+pub const WATERMARK_HEADER: &str = "flumen.watermark";
+
+/// The header with a repartition record's event time in ms (not the Kafka timestamp: brokers
+/// refuse timestamps over `log.message.timestamp.after.max.ms` ahead of their clock, one hour by
+/// default, and event times need not be near the wall clock).
+pub const EVENT_TIME_HEADER: &str = "flumen.event_time";
+
+/// The event time in an [`EVENT_TIME_HEADER`]'s value.
+pub fn parse_event_time(v: &[u8]) -> Option<i64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The (source partition, watermark) in a [`WATERMARK_HEADER`]'s value.
+pub fn parse_watermark(v: &[u8]) -> Option<(i32, i64)> {
+    let (p, w) = std::str::from_utf8(v).ok()?.split_once(':')?;
+    Some((p.parse().ok()?, w.parse().ok()?))
+}
+
+pub fn format_watermark(partition: i32, watermark: i64) -> String {
+    format!("{partition}:{watermark}")
+}
+
 #[cfg(test)]
 mod tests;

@@ -9,16 +9,16 @@
 
 use serde::Serialize;
 
-use crate::checkpoint::protocol::{self, Restore};
 use crate::pipeline::{Error, Inputs, Result};
 pub mod plan;
+mod rewrite;
 
-use self::plan::{PartitionView, PlanRow, Scenario, StateAction, StateShape};
-use crate::checkpoint::store::Store;
+use self::plan::{PartitionView, PlanRow, Scenario, StateAction};
+use crate::checkpoint::CheckpointId;
 use crate::checkpoint::tag::CommitTag;
-use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, TaskSnapshot};
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
+use crate::pipeline::topology::Shape;
 use crate::position::{NextOffset, Partition};
 
 /// One partition as `offsets show` prints it.
@@ -49,17 +49,6 @@ pub struct Plan {
     pub drops_state: bool,
     #[serde(skip)]
     action: StateAction,
-}
-
-fn shape(inputs: &Inputs<'_>) -> StateShape {
-    match (
-        &inputs.pipeline.plan.aggregate,
-        inputs.pipeline.plan.repartition,
-    ) {
-        (None, _) => StateShape::Stateless,
-        (Some(_), true) => StateShape::Repartitioned,
-        (Some(_), false) => StateShape::PerSourcePartition,
-    }
 }
 
 fn consumer(inputs: &Inputs<'_>) -> Result<Consumer> {
@@ -199,8 +188,8 @@ pub fn plan(
         })
         .collect();
     let rows = plan::plan(scenario, &views);
-    let action =
-        plan::state_action(shape(inputs), &rows, drop_state).map_err(Error::StateChoice)?;
+    let action = plan::state_action(Shape::of(inputs.pipeline), &rows, drop_state)
+        .map_err(Error::StateChoice)?;
     Ok(Plan {
         group: pipeline.group_id.clone(),
         topic: topic.clone(),
@@ -239,7 +228,7 @@ pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>>
         StateAction::Drop {
             all_repartition,
             source_partitions,
-        } => Some(drop_state(
+        } => Some(rewrite::drop_state(
             inputs,
             &consumer,
             plan,
@@ -264,157 +253,4 @@ pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>>
     }
     tracing::info!(group = %plan.group, partitions = offsets.len(), checkpoint = ?written.as_ref().map(|(_, id)| *id), "offsets reset");
     Ok(written.map(|(_, id)| id))
-}
-
-/// Writes checkpoint N: empty state for the dropped stateful partitions (the repartition
-/// topic's, at its end; or the moved source partitions, at their new offsets), the current
-/// snapshot for the others. Adds the repartition offsets to `offsets`.
-fn drop_state(
-    inputs: &Inputs<'_>,
-    consumer: &Consumer,
-    plan: &Plan,
-    all_repartition: bool,
-    dropped_source: &[i32],
-    offsets: &mut Vec<(Partition, NextOffset)>,
-) -> Result<(Store, CheckpointId)> {
-    let pipeline = inputs.pipeline;
-    let admin = crate::kafka::admin::Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
-    let stateful = pipeline
-        .repartition_topic()
-        .unwrap_or_else(|| pipeline.source.topic.clone());
-    let count = admin.partition_count(&stateful)?;
-    let mut store = Store::open(
-        &inputs.config.checkpoint.dir,
-        &pipeline.name,
-        &pipeline.transactional_id,
-    )?;
-    let mut manifests = Vec::new();
-    for id in store.list()? {
-        manifests.push((id, store.manifest(id)?));
-    }
-    let id = protocol::next_id(
-        &manifests.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        None,
-    );
-    let staging = store.begin(id)?;
-    let parts: Vec<Partition> = (0..count)
-        .map(|partition| Partition {
-            topic: stateful.clone(),
-            partition,
-        })
-        .collect();
-    let commits = consumer.commits(&parts)?;
-    // N descends from the savepoint its predecessor descends from: the checkpoint the commits
-    // name, or else the newest marked committed
-    let lineage = crate::checkpoint::named(&commits, &pipeline.name)
-        .or_else(|| {
-            manifests
-                .iter()
-                .rev()
-                .map(|(id, _)| *id)
-                .find(|id| store.is_committed(*id))
-        })
-        .and_then(|id| manifests.iter().find(|(m, _)| *m == id))
-        .and_then(|(_, m)| m.restored_from.clone());
-    let all: std::collections::BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
-    let by_id: std::collections::BTreeMap<CheckpointId, Manifest> = manifests.into_iter().collect();
-    let mut tasks = Vec::new();
-    let mut files = Vec::new();
-    for (p, commit) in commits {
-        let current = commit.offset;
-        let dir = format!("{}-{}", p.topic, p.partition);
-        let dropped = all_repartition || dropped_source.contains(&p.partition);
-        let next_offset = if dropped {
-            let new = if all_repartition {
-                NextOffset(consumer.watermarks(&p.topic, p.partition)?.1)
-            } else {
-                let row = plan.rows.iter().find(|r| r.partition == p.partition);
-                NextOffset(row.map_or(0, |r| r.new))
-            };
-            if all_repartition {
-                offsets.push((p.clone(), new));
-            }
-            let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);
-            let mut state = inputs.env.open_empty(&live)?;
-            files.push(state.snapshot(&staging.join(&dir))?);
-            Some(new)
-        } else {
-            // N names it too: its commit carries every stateful partition's offset
-            if let Some(o) = current
-                && !offsets.iter().any(|(q, _)| *q == p)
-            {
-                offsets.push((p.clone(), o));
-            }
-            match crate::checkpoint::choose(&by_id, &p, &all) {
-                Restore::Fresh => {
-                    let live = inputs.config.state.dir.join(&pipeline.name).join(&dir);
-                    let mut state = inputs.env.open_empty(&live)?;
-                    files.push(state.snapshot(&staging.join(&dir))?);
-                }
-                Restore::From(from) => {
-                    let task = by_id
-                        .get(&from)
-                        .and_then(|m| {
-                            m.tasks
-                                .iter()
-                                .find(|t| t.topic == p.topic && t.partition == p.partition)
-                        })
-                        .cloned();
-                    let Some(task) = task else { continue };
-                    let src = store.verify(from, &task)?;
-                    files.push(link_dir(&src, &staging.join(&dir))?);
-                }
-                Restore::NoMatch { committed, .. } => {
-                    return Err(Error::NoMatchingSnapshot {
-                        partition: p,
-                        committed,
-                        newest: "none matching".into(),
-                        dir: store.root().display().to_string(),
-                    });
-                }
-                Restore::Missing(refusal) => {
-                    return Err(Error::named_checkpoint_missing(&p, &refusal, store.root()));
-                }
-            }
-            current
-        };
-        tasks.push(TaskSnapshot {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            next_offset,
-            dir,
-            files: Vec::new(),
-        });
-    }
-    let mut manifest = Manifest::new(
-        id,
-        &pipeline.name,
-        &pipeline.transactional_id,
-        offsets,
-        tasks,
-    );
-    manifest.restored_from = lineage;
-    store.finish(&staging, manifest, &files)?;
-    Ok((store, id))
-}
-
-/// Hard-links (or copies) every file of a snapshot directory; returns the file names.
-fn link_dir(from: &std::path::Path, to: &std::path::Path) -> Result<Vec<String>> {
-    let io = |op: &'static str, path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| crate::state::Error::Io { op, path, source }
-    };
-    std::fs::create_dir_all(to).map_err(io("create snapshot dir", to))?;
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(from).map_err(io("list snapshot", from))? {
-        let entry = entry.map_err(io("list snapshot", from))?;
-        let target = to.join(entry.file_name());
-        if std::fs::hard_link(entry.path(), &target).is_err() {
-            std::fs::copy(entry.path(), &target)
-                .map_err(io("copy snapshot file", &entry.path()))?;
-        }
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
 }

@@ -1,5 +1,5 @@
 //! A custom operator (`pipeline/custom.rs` has its API): the key's JSON state at `0 ‖ key`,
-//! its timers in the layout of `pipeline/timers.rs` (fired by `task/expiry.rs`), and what it
+//! its timers in the layout of `pipeline/timers.rs` (fired by `task/timers.rs`), and what it
 //! emits.
 
 use std::sync::Arc;

@@ -3,9 +3,11 @@
 //! record does (state to put and delete, outputs, lateness) is its [`Step`], which the runner
 //! applies only once everything of the record has succeeded (`task/record.rs`).
 //!
-//! The rule for names: `pipeline/<kind>.rs` holds a kind's state layout and pure functions
-//! (`window`, `dedupe`, `join`, `stream_join`, `custom`, `timers`); `pipeline/keyed/<kind>.rs`
-//! its step; `pipeline/task/` what runs at checkpoints and on timers.
+//! The rule for names, one name in three places: `pipeline/<kind>.rs` holds a kind's state
+//! layout and pure functions (`window`, `dedupe`, `table_join`, `stream_join`, `aggregate`,
+//! `custom`, `timers`); `pipeline/keyed/<kind>.rs` its step; `pipeline/task/<kind>.rs` what the
+//! runner does for it outside a record's step (closing windows, expiring keys and buffers,
+//! firing timers, reading a table).
 //!
 //! | kind | file | state (in the operator's namespace) |
 //! |---|---|---|

@@ -1,7 +1,7 @@
 //! The windowed stream-stream join (`pipeline/stream_join.rs` has the layout): a record of
 //! either stream is buffered in its key's state and paired with the other stream's buffered
 //! records of the key within the bound. This stream's records come through [`StreamJoin::step`],
-//! the other's through `task/streams.rs`, both by [`StreamJoin::pair_up`].
+//! the other's through `task/stream_join.rs`, both by [`StreamJoin::pair_up`].
 
 use serde_json::Value;
 
@@ -171,7 +171,7 @@ mod tests {
         let Some(join) = h.keyed().stream_join() else {
             panic!("not a stream join");
         };
-        // the other stream's record, as task/streams.rs buffers it
+        // the other stream's record, as task/stream_join.rs buffers it
         let state = h.state();
         let paired = join
             .pair_up(

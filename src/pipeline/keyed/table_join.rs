@@ -1,9 +1,9 @@
-//! The stream-table join (`pipeline/join.rs` has the layout): the record gets its key's row,
-//! which `task/tables.rs` reads from the table topic into the same state.
+//! The stream-table join (`pipeline/table_join.rs` has the layout): the record gets its key's row,
+//! which `task/table_join.rs` reads from the table topic into the same state.
 
 use super::{Input, Step, StepError};
 use crate::config::Aggregate;
-use crate::pipeline::join;
+use crate::pipeline::table_join;
 use crate::state::{TaskState, namespaced};
 
 pub struct TableJoin<'a> {
@@ -18,8 +18,8 @@ impl<'a> TableJoin<'a> {
     }
 
     pub fn step(&self, state: &TaskState, input: Input) -> Result<Step, StepError> {
-        let row = state.get(&namespaced(&self.agg.id, &join::row_key(input.key())))?;
-        let joined = join::enrich(input.record, self.into, row.as_deref(), self.inner)?;
+        let row = state.get(&namespaced(&self.agg.id, &table_join::row_key(input.key())))?;
+        let joined = table_join::enrich(input.record, self.into, row.as_deref(), self.inner)?;
         Ok(Step {
             outputs: joined.into_iter().collect(),
             ..Step::default()
@@ -33,7 +33,7 @@ mod tests {
 
     use super::super::tests::{Harness, aggregate, json_of};
     use crate::config::{AggregateKind, Format};
-    use crate::pipeline::join;
+    use crate::pipeline::table_join;
     use crate::state::namespaced;
 
     fn join_agg(inner: bool) -> crate::config::Aggregate {
@@ -50,7 +50,7 @@ mod tests {
         let agg = join_agg(false);
         let mut h = Harness::new(&agg);
         h.put(
-            &namespaced(&agg.id, &join::row_key(b"a")),
+            &namespaced(&agg.id, &table_join::row_key(b"a")),
             br#"{"name":"Ann"}"#,
         );
         assert_eq!(

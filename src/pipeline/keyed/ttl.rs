@@ -1,6 +1,6 @@
 //! A running aggregate with a state TTL (Flink's `StateTtlConfig`: update on write, never
 //! return expired): `0 ‖ key → expiry ‖ state`, and one timer per key (`pipeline/timers.rs`)
-//! by which `task/expiry.rs` deletes the expired.
+//! by which `task/timers.rs` deletes the expired.
 
 use super::{Input, Step, StepError, ttl_now};
 use crate::config::{Aggregate, TimeDomain};

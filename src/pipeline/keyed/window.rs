@@ -1,6 +1,6 @@
 //! A tumbling or hopping window aggregate (`pipeline/window.rs` has the layout): the record
 //! updates every window holding its event time that the watermark has not closed, `end ‖ key
-//! → state`; with none left open it is late. `task/windows.rs` closes and emits windows as the
+//! → state`; with none left open it is late. `task/window.rs` closes and emits windows as the
 //! watermark passes them.
 
 use super::{Input, Step, StepError, record_error};

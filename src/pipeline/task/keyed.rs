@@ -5,7 +5,7 @@
 //! here: the [`Effect`] is applied by `task/record.rs` once all of the record has succeeded.
 
 use super::record::Effect;
-use super::{Runner, Task, windows};
+use super::{Runner, Task};
 use crate::config::Aggregate;
 use crate::kafka::consumer;
 use crate::pipeline::keyed::{Input, StepError};
@@ -95,7 +95,8 @@ impl Runner<'_> {
             let et = self.pipeline.source.event_time.as_ref()?;
             Some((r.partition, window::watermark_after(et, ts)))
         } else {
-            windows::parse_watermark(&r.headers)
+            r.header(window::WATERMARK_HEADER)
+                .and_then(window::parse_watermark)
         }
     }
 }

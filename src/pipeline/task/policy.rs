@@ -7,7 +7,7 @@ use crate::config::OnError;
 use crate::kafka::consumer;
 use crate::pipeline::operator::RecordError;
 use crate::pipeline::{Error, Result};
-use crate::position::{NextOffset, Partition};
+use crate::position::NextOffset;
 
 impl Runner<'_> {
     pub(super) fn record_error(
@@ -16,7 +16,7 @@ impl Runner<'_> {
         message: impl ToString,
     ) -> Error {
         Error::Record {
-            topic: r.topic.clone(),
+            topic: r.topic().to_string(),
             partition: r.partition,
             offset: r.offset,
             stage,
@@ -33,7 +33,7 @@ impl Runner<'_> {
     ) -> Error {
         let policy = e.index.and_then(|i| overrides.get(i).cloned().flatten());
         Error::Record {
-            topic: r.topic.clone(),
+            topic: r.topic().to_string(),
             partition: r.partition,
             offset: r.offset,
             stage: e.step,
@@ -66,21 +66,21 @@ impl Runner<'_> {
         match (policy, dead_letter_topic) {
             (OnError::Fail, _) | (OnError::DeadLetter, None) => Err(self.abort_for(e)),
             (OnError::Skip, _) => {
-                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, stage, error = %message, "record skipped (on_error = \"skip\")");
+                tracing::warn!(topic = %r.topic(), partition = r.partition, offset = r.offset, stage, error = %message, "record skipped (on_error = \"skip\")");
                 self.skipped += 1;
                 self.mark_done(r);
                 Ok(())
             }
             (OnError::DeadLetter, Some(topic)) => {
-                let origin = (r.topic.as_str(), r.partition, r.offset);
-                let record = (r.key.as_deref(), r.value.as_deref());
+                let origin = (r.topic(), r.partition, r.offset);
+                let record = (r.key(), r.value());
                 match self.send_dead_letter(topic, origin, (stage, &message), record) {
                     Ok(()) => {}
                     // the dead letter itself is too large: nothing can take it
                     Err(crate::kafka::Error::TooLarge { .. }) => return Err(self.abort_for(e)),
                     Err(other) => return Err(Error::Kafka(other)),
                 }
-                tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, stage, "record dead-lettered");
+                tracing::debug!(topic = %r.topic(), partition = r.partition, offset = r.offset, stage, "record dead-lettered");
                 self.dead_lettered += 1;
                 self.mark_done(r);
                 Ok(())
@@ -119,10 +119,7 @@ impl Runner<'_> {
 
     /// The record's offset is consumed without an effect (skipped or dead-lettered).
     pub(super) fn mark_done(&mut self, r: &consumer::Message) {
-        let p = Partition {
-            topic: r.topic.clone(),
-            partition: r.partition,
-        };
+        let p = r.topic_partition();
         if let Some(task) = self.tasks.get_mut(&p) {
             task.next_offset = Some(NextOffset(r.offset + 1));
             self.dirty = true;

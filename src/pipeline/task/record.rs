@@ -2,7 +2,7 @@
 //! encode, the size check) runs before state is written or anything is produced, so the error
 //! policy can skip or dead-letter a record without leaving half of its effect behind.
 
-use super::{Runner, windows};
+use super::Runner;
 use crate::codec::{self, Payload};
 use crate::config::{Emit, Format};
 use crate::kafka::consumer;
@@ -10,7 +10,7 @@ use crate::pipeline::operator::{self, Record};
 use crate::pipeline::topology::Role;
 use crate::pipeline::window;
 use crate::pipeline::{Error, Result};
-use crate::position::{NextOffset, Partition};
+use crate::position::NextOffset;
 
 /// Keys held for `emit = "on_checkpoint"` before they are produced early (memory bound).
 const PENDING_MAX: usize = 100_000;
@@ -47,10 +47,7 @@ pub(super) struct Out {
 
 impl Runner<'_> {
     pub(super) fn process(&mut self, r: &consumer::Message) -> Result<()> {
-        let p = Partition {
-            topic: r.topic.clone(),
-            partition: r.partition,
-        };
+        let p = r.topic_partition();
         let Some(task) = self.tasks.get(&p) else {
             tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
             return Ok(());
@@ -64,8 +61,10 @@ impl Runner<'_> {
             return Ok(()); // already reflected in state
         }
         if task.windows.is_some()
-            && r.value.as_deref().is_none_or(<[u8]>::is_empty)
-            && let Some((input, wm)) = windows::parse_watermark(&r.headers)
+            && r.value().is_none_or(<[u8]>::is_empty)
+            && let Some((input, wm)) = r
+                .header(window::WATERMARK_HEADER)
+                .and_then(window::parse_watermark)
         {
             // a watermark marker from the repartition topic
             if let Some(task) = self.tasks.get_mut(&p) {
@@ -136,8 +135,8 @@ impl Runner<'_> {
                     key.as_deref(),
                     &value,
                     &[
-                        (windows::EVENT_TIME_HEADER, ts.as_bytes()),
-                        (windows::WATERMARK_HEADER, header.as_bytes()),
+                        (window::EVENT_TIME_HEADER, ts.as_bytes()),
+                        (window::WATERMARK_HEADER, header.as_bytes()),
                     ],
                 )?;
             }
@@ -169,15 +168,11 @@ impl Runner<'_> {
         let headers =
             "flumen.pipelineflumen.source.topicflumen.source.partitionflumen.source.offset".len()
                 + self.pipeline.name.len()
-                + r.topic.len()
+                + r.topic().len()
                 + 30
                 + 40;
         self.txn
-            .check_size_with(
-                r.key.as_deref(),
-                r.value.as_deref().unwrap_or_default(),
-                headers,
-            )
+            .check_size_with(r.key(), r.value().unwrap_or_default(), headers)
             .map_err(|e| Self::record_error(r, "produce", e.to_string()))
     }
 
@@ -187,18 +182,18 @@ impl Runner<'_> {
         self.late += 1;
         let late_topic = self.windowed().and_then(|(_, w)| w.late_topic.clone());
         let Some(topic) = late_topic else {
-            tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset, "late record dropped");
+            tracing::debug!(topic = %r.topic(), partition = r.partition, offset = r.offset, "late record dropped");
             return Ok(());
         };
         let (partition, offset) = (r.partition.to_string(), r.offset.to_string());
         let headers: [(&str, &[u8]); 4] = [
             ("flumen.pipeline", self.pipeline.name.as_bytes()),
-            ("flumen.source.topic", r.topic.as_bytes()),
+            ("flumen.source.topic", r.topic().as_bytes()),
             ("flumen.source.partition", partition.as_bytes()),
             ("flumen.source.offset", offset.as_bytes()),
         ];
         self.txn
-            .send_with_headers(&topic, r.key.as_deref(), r.value.as_deref(), &headers)?;
+            .send_with_headers(&topic, r.key(), r.value(), &headers)?;
         Ok(())
     }
 
@@ -233,11 +228,11 @@ impl Runner<'_> {
             Format::Json
         };
         let err = |stage, message: String| Self::record_error(r, stage, message);
-        let value = codec::decode(format, r.value.as_deref(), &self.schemas)
+        let value = codec::decode(format, r.value(), &self.schemas)
             .map_err(|e| Error::decode(e, |m| err("decode", m)))?;
         let event_time = self.event_time_of(r, from_source, &value)?;
         let record = Record {
-            key: r.key.clone(),
+            key: r.key().map(<[u8]>::to_vec),
             value,
         };
         let record = if from_source {
@@ -292,12 +287,14 @@ impl Runner<'_> {
                         return Err(err("event_time", "the record has no fields".into()));
                     }
                 };
-                window::event_time(et, fields, r.timestamp)
+                window::event_time(et, fields, r.timestamp())
                     .map(Some)
                     .map_err(|m| err("event_time", m))
             }
-            _ => windows::parse_event_time(&r.headers)
-                .or(r.timestamp)
+            _ => r
+                .header(window::EVENT_TIME_HEADER)
+                .and_then(window::parse_event_time)
+                .or(r.timestamp())
                 .map(Some)
                 .ok_or_else(|| err("event_time", "the record has no event time".into())),
         }
@@ -318,15 +315,15 @@ impl Runner<'_> {
         let event = match (event_time, &self.pipeline.source.event_time) {
             (Some(ts), Some(et)) => {
                 let wm = window::watermark_after(et, task.max_event_time.max(ts));
-                Some((ts.to_string(), windows::format_watermark(r.partition, wm)))
+                Some((ts.to_string(), window::format_watermark(r.partition, wm)))
             }
             _ => None,
         };
         // the headers `send_out` adds, counted as the producer counts them
         let headers = event.as_ref().map_or(0, |(ts, wm)| {
-            windows::EVENT_TIME_HEADER.len()
+            window::EVENT_TIME_HEADER.len()
                 + ts.len()
-                + windows::WATERMARK_HEADER.len()
+                + window::WATERMARK_HEADER.len()
                 + wm.len()
                 + 20
         });

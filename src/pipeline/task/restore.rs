@@ -303,7 +303,10 @@ fn pending_records(
             // tasks start from the merged watermarks, and new markers follow
             if moved
                 && record.value.is_empty()
-                && super::windows::parse_watermark(&record.headers).is_some()
+                && record.headers.iter().any(|(k, v)| {
+                    k == crate::pipeline::window::WATERMARK_HEADER
+                        && crate::pipeline::window::parse_watermark(v).is_some()
+                })
             {
                 return Ok(());
             }

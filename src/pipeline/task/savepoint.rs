@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Runner;
-use crate::checkpoint::CheckpointId;
 use crate::checkpoint::savepoint::{
     Builder, FORMAT_VERSION, OperatorState, PendingRecord, SavepointManifest, SourceOffset,
 };
+use crate::checkpoint::{CheckpointId, Manifest};
 use crate::config::AggregateKind;
 use crate::control::{Command, Taken};
 use crate::kafka::reader;
@@ -65,7 +65,8 @@ impl Runner<'_> {
         let assigned = count(Role::Source) + count(Role::KeyedSource);
         let others = count(Role::OtherStream);
         let partitions = self.topology.source_partitions;
-        if self.topology.other_stream.is_some() && i32::try_from(others).ok() != Some(partitions) {
+        if self.topology.other_stream().is_some() && i32::try_from(others).ok() != Some(partitions)
+        {
             return Some(format!(
                 "only {others} of {} partitions of the joined stream are assigned yet; try again in a moment",
                 self.topology.source_partitions
@@ -105,38 +106,11 @@ impl Runner<'_> {
                 .join(format!("sp-{:06}-{created_unix_ms}", id.0)),
         };
         let mut builder = Builder::begin(&target)?;
-        let (mut seen_ops, state_partitions) = self.write_state(&mut builder, &target)?;
+        let (seen_ops, state_partitions) = self.write_state(&mut builder, &target)?;
         let pending = self.write_pending(&mut builder)?;
-        let mut operators = Vec::new();
-        if let Some(agg) = &self.pipeline.plan.aggregate {
-            seen_ops.remove(&agg.id);
-            operators.push(OperatorState {
-                id: agg.id.clone(),
-                kind: kind_name(&agg.kind).to_string(),
-                files: Vec::new(),
-            });
-        }
-        // a namespace no configured operator owns (not expected: restores skip such state)
-        // is kept and declared, never silently dropped
-        for op in seen_ops {
-            operators.push(OperatorState {
-                id: op,
-                kind: "unknown".into(),
-                files: Vec::new(),
-            });
-        }
-        let offsets_of = |topic: &str| -> Vec<SourceOffset> {
-            (0..self.topology.source_partitions)
-                .map(|partition| SourceOffset {
-                    partition,
-                    next_offset: manifest
-                        .offsets
-                        .iter()
-                        .find(|o| o.topic == topic && o.partition == partition)
-                        .map(|o| o.next_offset),
-                })
-                .collect()
-        };
+        let operators = self.operators_of(seen_ops);
+        let partitions = self.topology.source_partitions;
+        let offsets_of = |topic: &str| source_offsets(&manifest, topic, partitions);
         let offsets = offsets_of(source);
         // co-partitioned with the source (checked at start): the same partition numbers
         let other_stream =
@@ -168,6 +142,29 @@ impl Runner<'_> {
             keys: written.keys(),
             pending,
         })
+    }
+
+    /// The operators whose state the savepoint holds: the pipeline's, and any namespace no
+    /// configured operator owns (not expected: restores skip such state), kept and declared,
+    /// never silently dropped.
+    fn operators_of(&self, mut seen: BTreeSet<String>) -> Vec<OperatorState> {
+        let mut operators = Vec::new();
+        if let Some(agg) = &self.pipeline.plan.aggregate {
+            seen.remove(&agg.id);
+            operators.push(OperatorState {
+                id: agg.id.clone(),
+                kind: kind_name(&agg.kind).to_string(),
+                files: Vec::new(),
+            });
+        }
+        for op in seen {
+            operators.push(OperatorState {
+                id: op,
+                kind: "unknown".into(),
+                files: Vec::new(),
+            });
+        }
+        operators
     }
 
     /// Every stateful task's state into the savepoint, by operator; returns the operators
@@ -233,4 +230,18 @@ impl Runner<'_> {
         }
         Ok(pending)
     }
+}
+
+/// The next offset checkpoint `manifest` holds for each partition of `topic`.
+fn source_offsets(manifest: &Manifest, topic: &str, partitions: i32) -> Vec<SourceOffset> {
+    (0..partitions)
+        .map(|partition| SourceOffset {
+            partition,
+            next_offset: manifest
+                .offsets
+                .iter()
+                .find(|o| o.topic == topic && o.partition == partition)
+                .map(|o| o.next_offset),
+        })
+        .collect()
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::pipeline::topology::Shape;
+
 /// Where to move each selected partition's committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
@@ -70,18 +72,6 @@ pub fn plan(scenario: &Scenario, views: &[PartitionView]) -> Vec<PlanRow> {
         .collect()
 }
 
-/// How the pipeline's keyed state relates to its source partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateShape {
-    /// No aggregate: offsets move freely.
-    Stateless,
-    /// State lives on the source's own partitions (source already keyed).
-    PerSourcePartition,
-    /// State lives on the repartition topic: every key's state may hold effects of every
-    /// source partition.
-    Repartitioned,
-}
-
 /// What a reset does to state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateAction {
@@ -97,7 +87,7 @@ pub enum StateAction {
 /// The rule: offsets that move away from the latest snapshot need `--drop-state` (a savepoint
 /// restore is the other way and is handled by `--to-savepoint`).
 pub fn state_action(
-    shape: StateShape,
+    shape: Shape,
     rows: &[PlanRow],
     drop_state: bool,
 ) -> Result<StateAction, String> {
@@ -106,12 +96,12 @@ pub fn state_action(
         .filter(|r| r.changes())
         .map(|r| r.partition)
         .collect();
-    if moved.is_empty() || shape == StateShape::Stateless {
+    if moved.is_empty() || shape == Shape::Stateless {
         return Ok(StateAction::Keep);
     }
     if !drop_state {
         let which = match shape {
-            StateShape::Repartitioned => {
+            Shape::Repartitioned => {
                 "all keyed state (it is partitioned by key, not by source partition)".to_string()
             }
             _ => format!("the state of source partitions {moved:?}"),
@@ -122,8 +112,8 @@ pub fn state_action(
         ));
     }
     Ok(StateAction::Drop {
-        all_repartition: shape == StateShape::Repartitioned,
-        source_partitions: if shape == StateShape::PerSourcePartition {
+        all_repartition: shape == Shape::Repartitioned,
+        source_partitions: if shape == Shape::Direct {
             moved
         } else {
             Vec::new()
@@ -205,20 +195,20 @@ mod tests {
             &[view(0, Some(50), 0, 100), view(1, Some(0), 0, 9)],
         );
         assert_eq!(
-            state_action(StateShape::Stateless, &rows, false),
+            state_action(Shape::Stateless, &rows, false),
             Ok(StateAction::Keep)
         );
-        let err = state_action(StateShape::Repartitioned, &rows, false).unwrap_err();
+        let err = state_action(Shape::Repartitioned, &rows, false).unwrap_err();
         assert!(err.contains("--drop-state") && err.contains("[0]"), "{err}");
         assert_eq!(
-            state_action(StateShape::PerSourcePartition, &rows, true),
+            state_action(Shape::Direct, &rows, true),
             Ok(StateAction::Drop {
                 all_repartition: false,
                 source_partitions: vec![0]
             })
         );
         assert_eq!(
-            state_action(StateShape::Repartitioned, &rows, true),
+            state_action(Shape::Repartitioned, &rows, true),
             Ok(StateAction::Drop {
                 all_repartition: true,
                 source_partitions: vec![]
@@ -227,7 +217,7 @@ mod tests {
         // nothing moves: nothing to choose
         let still = plan(&Scenario::ShiftBy(0), &[view(0, Some(5), 0, 9)]);
         assert_eq!(
-            state_action(StateShape::Repartitioned, &still, false),
+            state_action(Shape::Repartitioned, &still, false),
             Ok(StateAction::Keep)
         );
     }

@@ -20,34 +20,11 @@ use crate::pipeline::{Error, Result};
 use crate::position::Partition;
 use crate::state::{TaskState, namespaced};
 
-/// The header with a source partition's watermark: `"{partition}:{watermark ms}"`.
-pub(super) const WATERMARK_HEADER: &str = "flumen.watermark";
-
 /// A windowed aggregate's task: its watermark, and how far windows were closed.
 pub(super) struct WindowTask {
     pub watermarks: Watermarks,
     /// Windows ending below this have been emitted and deleted.
     pub fired_below: i64,
-}
-
-/// The header with a repartition record's event time in ms (not the Kafka timestamp: brokers
-/// refuse timestamps over `log.message.timestamp.after.max.ms` ahead of their clock, one hour by
-/// default, and event times need not be near the wall clock).
-pub(super) const EVENT_TIME_HEADER: &str = "flumen.event_time";
-
-pub(super) fn parse_event_time(headers: &[(String, Vec<u8>)]) -> Option<i64> {
-    let (_, v) = headers.iter().find(|(k, _)| k == EVENT_TIME_HEADER)?;
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-pub(super) fn parse_watermark(headers: &[(String, Vec<u8>)]) -> Option<(i32, i64)> {
-    let (_, v) = headers.iter().find(|(k, _)| k == WATERMARK_HEADER)?;
-    let (p, w) = std::str::from_utf8(v).ok()?.split_once(':')?;
-    Some((p.parse().ok()?, w.parse().ok()?))
-}
-
-pub(super) fn format_watermark(partition: i32, watermark: i64) -> String {
-    format!("{partition}:{watermark}")
 }
 
 impl<'a> Runner<'a> {
@@ -289,14 +266,14 @@ impl<'a> Runner<'a> {
             if wm <= task.marker_sent && !task.spoke {
                 continue;
             }
-            let header = format_watermark(p.partition, wm);
+            let header = window::format_watermark(p.partition, wm);
             for target in 0..partitions {
                 self.txn.send_event(
                     &topic,
                     Some(target),
                     None,
                     &[],
-                    &[(WATERMARK_HEADER, header.as_bytes())],
+                    &[(window::WATERMARK_HEADER, header.as_bytes())],
                 )?;
             }
             task.marker_sent = wm;

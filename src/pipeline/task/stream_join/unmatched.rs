@@ -1,4 +1,4 @@
-//! The records a left or outer stream join sends out alone (`task/streams.rs` finds them as
+//! The records a left or outer stream join sends out alone (`task/stream_join.rs` finds them as
 //! the checkpoint expires the join buffers): the `after` steps, encoding and the size check,
 //! and for one that cannot be written the pipeline's error policy, as for an input record. A
 //! dead letter carries the buffered record (as JSON: its original bytes are not kept) with

@@ -24,68 +24,16 @@ pub fn update(
             .ok_or_else(|| format!("{} is not a number", super::operator::kind(value)))
     };
     let (state, out) = match kind {
-        AggregateKind::Min { .. } | AggregateKind::Max { .. } => {
-            let n = number()?;
-            let keep_prev = prev.as_ref().and_then(Value::as_f64).is_some_and(|p| {
-                if matches!(kind, AggregateKind::Min { .. }) {
-                    p <= n
-                } else {
-                    p >= n
-                }
-            });
-            let v = if keep_prev {
-                prev.unwrap_or(Value::Null)
-            } else {
-                value.clone()
-            };
-            (v.clone(), v)
-        }
-        AggregateKind::Avg { .. } => {
-            let n = number()?;
-            let (sum, count) = prev.as_ref().map_or((0.0, 0u64), |p| {
-                (
-                    p["sum"].as_f64().unwrap_or(0.0),
-                    p["count"].as_u64().unwrap_or(0),
-                )
-            });
-            let (sum, count) = (sum + n, count + 1);
-            (
-                json!({"sum": sum, "count": count}),
-                json!(sum / count as f64),
-            )
-        }
+        AggregateKind::Min { .. } => extreme(prev, value, number()?, |p, n| p <= n),
+        AggregateKind::Max { .. } => extreme(prev, value, number()?, |p, n| p >= n),
+        AggregateKind::Avg { .. } => avg(prev.as_ref(), number()?),
         AggregateKind::First { .. } => {
             let v = prev.unwrap_or_else(|| value.clone());
             (v.clone(), v)
         }
         AggregateKind::Last { .. } => (value.clone(), value.clone()),
-        AggregateKind::CountDistinct { .. } => {
-            let mut seen: Vec<Value> = match prev {
-                Some(Value::Array(a)) => a,
-                _ => Vec::new(),
-            };
-            let text = canonical(value);
-            if let Err(at) =
-                seen.binary_search_by(|s| s.as_str().unwrap_or_default().cmp(text.as_str()))
-            {
-                seen.insert(at, Value::String(text));
-            }
-            let n = seen.len();
-            (Value::Array(seen), json!(n))
-        }
-        AggregateKind::Collect { max, .. } => {
-            let mut items: Vec<Value> = match prev {
-                Some(Value::Array(a)) => a,
-                _ => Vec::new(),
-            };
-            items.push(value.clone());
-            if items.len() > *max {
-                let excess = items.len() - max;
-                items.drain(..excess);
-            }
-            let v = Value::Array(items);
-            (v.clone(), v)
-        }
+        AggregateKind::CountDistinct { .. } => count_distinct(prev, value),
+        AggregateKind::Collect { max, .. } => collect(prev, value, *max),
         AggregateKind::Count
         | AggregateKind::Sum { .. }
         | AggregateKind::Dedupe { .. }
@@ -97,6 +45,69 @@ pub fn update(
     };
     let bytes = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
     Ok((bytes, out))
+}
+
+/// (state, output) of min or max: the previous value stays while `keep(previous, n)`.
+fn extreme(
+    prev: Option<Value>,
+    value: &Value,
+    n: f64,
+    keep: fn(f64, f64) -> bool,
+) -> (Value, Value) {
+    let keep_prev = prev
+        .as_ref()
+        .and_then(Value::as_f64)
+        .is_some_and(|p| keep(p, n));
+    let v = if keep_prev {
+        prev.unwrap_or(Value::Null)
+    } else {
+        value.clone()
+    };
+    (v.clone(), v)
+}
+
+/// (state, output) of avg: the state is the sum and the count.
+fn avg(prev: Option<&Value>, n: f64) -> (Value, Value) {
+    let (sum, count) = prev.map_or((0.0, 0u64), |p| {
+        (
+            p["sum"].as_f64().unwrap_or(0.0),
+            p["count"].as_u64().unwrap_or(0),
+        )
+    });
+    let (sum, count) = (sum + n, count + 1);
+    (
+        json!({"sum": sum, "count": count}),
+        json!(sum / count as f64),
+    )
+}
+
+/// (state, output) of count_distinct: the state is the sorted canonical texts seen.
+fn count_distinct(prev: Option<Value>, value: &Value) -> (Value, Value) {
+    let mut seen: Vec<Value> = match prev {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    let text = canonical(value);
+    if let Err(at) = seen.binary_search_by(|s| s.as_str().unwrap_or_default().cmp(text.as_str())) {
+        seen.insert(at, Value::String(text));
+    }
+    let n = seen.len();
+    (Value::Array(seen), json!(n))
+}
+
+/// (state, output) of collect: the last `max` values, oldest first.
+fn collect(prev: Option<Value>, value: &Value, max: usize) -> (Value, Value) {
+    let mut items: Vec<Value> = match prev {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    items.push(value.clone());
+    if items.len() > max {
+        let excess = items.len() - max;
+        items.drain(..excess);
+    }
+    let v = Value::Array(items);
+    (v.clone(), v)
 }
 
 /// One text per distinct JSON value (object keys keep their order, as received).

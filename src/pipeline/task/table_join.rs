@@ -1,5 +1,5 @@
 //! A join's table at run time: each stateful task reads its partition of the table topic into
-//! its state, from the offset its state records (`pipeline/join.rs`), to the topic's end: when
+//! its state, from the offset its state records (`pipeline/table_join.rs`), to the topic's end: when
 //! the task is assigned or rewound (before any stream record of it), and then every checkpoint
 //! interval. A stream record joins with the table as far as it was read then.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Runner;
 use crate::codec::{self, Payload};
 use crate::config::AggregateKind;
-use crate::pipeline::{Result, join};
+use crate::pipeline::{Result, table_join};
 use crate::position::NextOffset;
 use crate::state::namespaced;
 
@@ -36,14 +36,14 @@ impl Runner<'_> {
             return Ok(());
         };
         let format = *format;
-        let offset_key = namespaced(&agg.id, &join::offset_key());
+        let offset_key = namespaced(&agg.id, &table_join::offset_key());
         let mut from = Vec::new();
         for (p, task) in &self.tasks {
             if let Some(state) = &task.state {
                 let next = state
                     .get(&offset_key)?
                     .as_deref()
-                    .and_then(join::decode_offset)
+                    .and_then(table_join::decode_offset)
                     .map(NextOffset);
                 from.push((p.partition, next));
             }
@@ -65,12 +65,12 @@ impl Runner<'_> {
             };
             let key = namespaced(
                 &agg.id,
-                &join::row_key(row.key.as_deref().unwrap_or_default()),
+                &table_join::row_key(row.key.as_deref().unwrap_or_default()),
             );
             // an empty value is how the reader hands over a tombstone
             let value = (!row.value.is_empty()).then_some(row.value.as_slice());
             let outage = std::cell::Cell::new(None);
-            let decoded = join::table_value(value, |bytes| {
+            let decoded = table_join::table_value(value, |bytes| {
                 match codec::decode(format, Some(bytes), &self.schemas) {
                     Ok(Payload::Json(v)) => Ok(v),
                     Ok(_) => Err("not a record with fields".to_string()),

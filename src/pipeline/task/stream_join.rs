@@ -4,10 +4,11 @@
 //! The other stream's topic is consumed by the group like the source, so its offsets commit
 //! in the checkpoint's transaction with the state that buffered it.
 
+mod unmatched;
+
 use serde_json::Value;
 
 use super::Runner;
-use super::unmatched::Unmatched;
 use crate::codec::{self, Payload};
 use crate::config::{Aggregate, AggregateKind, StreamJoinMode};
 use crate::kafka::consumer;
@@ -15,8 +16,9 @@ use crate::pipeline::keyed::Keyed;
 use crate::pipeline::operator::{self, Record};
 use crate::pipeline::stream_join::{self, Side};
 use crate::pipeline::{Result, timers, window};
-use crate::position::{NextOffset, Partition};
+use crate::position::NextOffset;
 use crate::state::namespaced;
+use unmatched::Unmatched;
 
 /// Cleanup work per task and checkpoint at most (the rest goes at the next ones).
 const MAX_EXPIRED_PER_CHECKPOINT: usize = 100_000;
@@ -80,10 +82,7 @@ impl<'a> Runner<'a> {
 
     /// A record of the other stream: into the state of the stateful task of its partition.
     pub(super) fn process_other(&mut self, r: &consumer::Message) -> Result<()> {
-        let p = Partition {
-            topic: r.topic.clone(),
-            partition: r.partition,
-        };
+        let p = r.topic_partition();
         let Some(task) = self.tasks.get(&p) else {
             tracing::warn!(partition = %p, offset = r.offset, "record of an unassigned partition ignored");
             return Ok(());
@@ -152,7 +151,7 @@ impl<'a> Runner<'a> {
     fn read_other<'r>(&self, r: &'r consumer::Message) -> Result<(Value, &'r [u8], i64)> {
         let err = |stage, message: String| Self::record_error(r, stage, message);
         let value = crate::pipeline::catch_panic(|| {
-            codec::decode(self.joined_format(), r.value.as_deref(), &self.schemas)
+            codec::decode(self.joined_format(), r.value(), &self.schemas)
         })
         .map_err(|m| err("panic", format!("panicked: {m}")))?
         .map_err(|e| crate::pipeline::Error::decode(e, |m| err("decode", m)))?;
@@ -160,12 +159,11 @@ impl<'a> Runner<'a> {
             return Err(err("decode", "expected a JSON record".into()));
         };
         let key = r
-            .key
-            .as_deref()
+            .key()
             .ok_or_else(|| err("stream_join", "record has no key to join by".into()))?;
         let ts = match &self.pipeline.source.event_time {
             Some(et) => {
-                window::event_time(et, &value, r.timestamp).map_err(|m| err("event_time", m))?
+                window::event_time(et, &value, r.timestamp()).map_err(|m| err("event_time", m))?
             }
             None => return Err(err("event_time", "no event time is configured".into())),
         };
