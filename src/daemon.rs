@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::savepoint::Savepoint;
-use crate::config::Config;
+use crate::config::{Config, PipelineConfig};
 use crate::pipeline::custom::Operators;
 use crate::pipeline::{self, Inputs, Options};
 use crate::state::StateEnv;
@@ -24,6 +24,12 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Control(#[from] crate::control::Error),
+    #[error(
+        "pipeline {pipeline}: restoring a savepoint into parallelism = {parallelism} is not supported yet; \
+         restore it with parallelism = 1, then raise parallelism (the threads take their partitions \
+         from the checkpoints)"
+    )]
+    SavepointIntoThreads { pipeline: String, parallelism: u32 },
     #[error("spawn the thread of pipeline {pipeline}: {source}")]
     Spawn {
         pipeline: String,
@@ -65,10 +71,21 @@ pub fn run(
         let _guard = runtime.enter();
         crate::control::bind(&config.state.dir)?
     };
-    // one daemon per pipeline and writer: a second would fence this one and share its state
+    if let Some(p) = config
+        .pipelines
+        .iter()
+        .find(|p| p.parallelism > 1 && savepoints.contains_key(&p.name))
+    {
+        return Err(Error::SavepointIntoThreads {
+            pipeline: p.name.clone(),
+            parallelism: p.parallelism,
+        });
+    }
+    // one daemon per pipeline thread's writer: a second would fence it and share its state
     let _locks = config
         .pipelines
         .iter()
+        .flat_map(PipelineConfig::threads)
         .map(|p| crate::control::lock_pipeline(&config.state.dir, &p.name, &p.transactional_id))
         .collect::<Result<Vec<_>, _>>()?;
     let env = Arc::new(StateEnv::new(&config.state));
@@ -86,7 +103,7 @@ pub fn run(
         control,
         control_stop.clone(),
     ));
-    let pipelines = config.pipelines.len();
+    let pipelines = threads.len();
     let stopped = runtime.block_on(async move {
         tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
         let stopped = wait_for_pipelines(pipelines, done_rx, &shutdown, on_failure).await;
@@ -118,8 +135,8 @@ struct Pipelines {
 }
 
 impl Pipelines {
-    /// One thread per pipeline (`pipeline-<name>`), each running `pipeline::run` with its
-    /// savepoint, if any, and reporting its end.
+    /// One thread per pipeline thread (`pipeline-<name>`, `pipeline-<name>-<k>`), each running
+    /// `pipeline::run` (thread 0 with the pipeline's savepoint, if any) and reporting its end.
     fn spawn(
         config: &Arc<Config>,
         env: &Arc<StateEnv>,
@@ -129,15 +146,28 @@ impl Pipelines {
         shutdown: &CancellationToken,
         runtime: &tokio::runtime::Runtime,
     ) -> Result<Self, Error> {
-        // one message per pipeline, so the capacity is the pipeline count
-        let (done_tx, done) = tokio::sync::mpsc::channel(config.pipelines.len().max(1));
-        let mut threads = Vec::with_capacity(config.pipelines.len());
+        let all: Vec<PipelineConfig> = config
+            .pipelines
+            .iter()
+            .flat_map(PipelineConfig::threads)
+            .collect();
+        // one message per thread, so the capacity is the thread count
+        let (done_tx, done) = tokio::sync::mpsc::channel(all.len().max(1));
+        let mut threads = Vec::with_capacity(all.len());
         let mut control = Vec::with_capacity(config.pipelines.len());
-        for (index, pipeline) in config.pipelines.iter().enumerate() {
-            // one control request at a time per pipeline
+        for pipeline in all {
+            // one control request at a time per pipeline, heard by its thread 0 (savepoints
+            // of several threads are refused there)
             let (command_tx, mut commands) = tokio::sync::mpsc::channel(1);
-            control.push((pipeline.name.clone(), command_tx));
+            let name = match pipeline.thread {
+                0 => {
+                    control.push((pipeline.name.clone(), command_tx));
+                    format!("pipeline-{}", pipeline.name)
+                }
+                k => format!("pipeline-{}-{k}", pipeline.name),
+            };
             let savepoint = savepoints.remove(&pipeline.name);
+            let label = format!("{} (thread {})", pipeline.name, pipeline.thread);
             let operators = operators.clone();
             let (config, env, cancel, handle, tx) = (
                 config.clone(),
@@ -146,32 +176,28 @@ impl Pipelines {
                 runtime.handle().clone(),
                 done_tx.clone(),
             );
-            let thread = std::thread::Builder::new()
-                .name(format!("pipeline-{}", pipeline.name))
-                .spawn(move || {
-                    let pipeline = &config.pipelines[index];
-                    let inputs = Inputs {
-                        config: &config,
-                        pipeline,
-                        env: &env,
-                        options,
-                        cancel,
-                        runtime: handle,
-                        savepoint,
-                        progress: None,
-                        operators: &operators,
-                    };
-                    // a panic not caught at a record ends the daemon non-zero, naming the pipeline
-                    let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))
-                        .unwrap_or_else(|m| Err(pipeline::Error::Panicked(m)));
-                    // the receiver only goes away when the daemon is already exiting
-                    drop(tx.blocking_send((pipeline.name.clone(), result)));
-                })
-                .map_err(|source| Error::Spawn {
-                    pipeline: pipeline.name.clone(),
-                    source,
-                })?;
-            threads.push(thread);
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                let inputs = Inputs {
+                    config: &config,
+                    pipeline: &pipeline,
+                    env: &env,
+                    options,
+                    cancel,
+                    runtime: handle,
+                    savepoint,
+                    progress: None,
+                    operators: &operators,
+                };
+                // a panic not caught at a record ends the daemon non-zero, naming the pipeline
+                let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))
+                    .unwrap_or_else(|m| Err(pipeline::Error::Panicked(m)));
+                // the receiver only goes away when the daemon is already exiting
+                drop(tx.blocking_send((pipeline.name.clone(), result)));
+            });
+            threads.push(spawned.map_err(|source| Error::Spawn {
+                pipeline: label,
+                source,
+            })?);
         }
         drop(done_tx);
         Ok(Self {

@@ -41,6 +41,8 @@ pub struct Programs {
     pub java: PathBuf,
     pub ks_threads: u32,
     pub ks_heap: String,
+    /// Flumen's `parallelism`.
+    pub flumen_threads: u32,
 }
 
 /// One engine run's inputs.
@@ -66,7 +68,7 @@ pub fn start(p: &Programs, s: &Spec<'_>) -> Result<Child> {
     let mut cmd = match s.engine {
         Engine::Flumen => {
             let config = s.dir.join("pipeline.toml");
-            std::fs::write(&config, flumen_config(s))?;
+            std::fs::write(&config, flumen_config(s, p.flumen_threads))?;
             let mut c = Command::new(&p.flumen);
             c.arg("run").arg("--config").arg(&config);
             // the debug line of each committed checkpoint carries its duration (`took=`)
@@ -124,7 +126,7 @@ pub fn start(p: &Programs, s: &Spec<'_>) -> Result<Child> {
         .with_context(|| format!("starting {} ({:?})", s.engine.name(), cmd.get_program()))
 }
 
-fn flumen_config(s: &Spec<'_>) -> String {
+fn flumen_config(s: &Spec<'_>, threads: u32) -> String {
     format!(
         r#"instance_id = "0"
 
@@ -143,6 +145,7 @@ dir = "{dir}/state"
 name = "bench"
 group_id = "{id}"
 transactional_id_prefix = "{id}"
+parallelism = {threads}
 source = {{ topic = "{input}", format = "json"{source_extra} }}
 sink = {{ topic = "{output}", format = "json" }}
 operators = {ops}

@@ -206,6 +206,7 @@ pub struct Facts<'a> {
     pub reps: u32,
     pub ks_threads: u32,
     pub ks_heap: &'a str,
+    pub flumen_threads: u32,
     pub flumen: &'a Path,
     pub java: &'a Path,
 }
@@ -246,6 +247,7 @@ pub fn write(dir: &Path, quick: bool, table: &str, f: &Facts<'_>) -> Result<Path
          - flumen {flumen} (git {git}), {java}, Kafka Streams and broker {kafka}\n\
          - machine: {cores} cores ({cpu}), {mem}; the broker, the engine and the harness share it\n\
          - {records} records of 100 B (a quarter as many of 1 KB), {reps} repetition(s), seed {seed}; \
+           Flumen: parallelism {flumen_threads}; \
            Kafka Streams: {threads} stream threads, heap {heap}, exactly_once_v2\n\n{table}",
         kind = if quick { "--quick" } else { "full run" },
         flumen = out(&f.flumen.to_string_lossy(), &["--version"]),
@@ -258,6 +260,7 @@ pub fn write(dir: &Path, quick: bool, table: &str, f: &Facts<'_>) -> Result<Path
         reps = f.reps,
         seed = f.seed,
         threads = f.ks_threads,
+        flumen_threads = f.flumen_threads,
         heap = f.ks_heap,
     );
     std::fs::write(&path, body)?;

@@ -58,6 +58,9 @@ pub struct Args {
     ks_threads: u32,
     #[arg(long, default_value = "2g")]
     ks_heap: String,
+    /// Flumen's `parallelism` (pipeline threads); the topics' partitions are shared among them.
+    #[arg(long, default_value_t = 1)]
+    flumen_threads: u32,
     /// The broker's pid, to report its CPU apart.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -123,6 +126,7 @@ pub fn main(mut a: Args) -> Result<()> {
         java: a.java.clone(),
         ks_threads: a.ks_threads,
         ks_heap: a.ks_heap.clone(),
+        flumen_threads: a.flumen_threads,
     };
     let ticks = engine::ticks_per_s();
     let run_id = format!("{:06x}", seed & 0xff_ffff);
@@ -206,6 +210,7 @@ pub fn main(mut a: Args) -> Result<()> {
             reps,
             ks_threads: a.ks_threads,
             ks_heap: &a.ks_heap,
+            flumen_threads: a.flumen_threads,
             flumen: &programs.flumen,
             java: &programs.java,
         },

@@ -160,6 +160,36 @@ pub fn choose<'a>(
     protocol::choose_restore(commit.offset, &candidates)
 }
 
+/// Other writers' checkpoints that commits name, by (writer, id): a partition that moved from
+/// one instance to another restores from the checkpoint of the writer that committed it last.
+pub type Foreign = std::collections::BTreeMap<(String, CheckpointId), Manifest>;
+
+/// The other writer whose checkpoint `commit` names, if it names one (`writer` is this one).
+pub fn foreign_writer<'c>(commit: Option<&'c GroupCommit>, writer: &str) -> Option<&'c str> {
+    let tag = commit?.tag.as_ref()?;
+    (tag.writer != writer).then_some(tag.writer.as_str())
+}
+
+/// [`choose`] among writers sharing a checkpoint directory: a commit that names another
+/// writer's checkpoint is answered from `foreign` (the caller loaded the checkpoints commits
+/// name), any other from this `writer`'s own manifests.
+pub fn choose_shared<'a>(
+    writer: &str,
+    own: impl IntoIterator<Item = (&'a CheckpointId, &'a Manifest)>,
+    foreign: &Foreign,
+    partition: &Partition,
+    commits: &std::collections::BTreeMap<Partition, GroupCommit>,
+) -> protocol::Restore {
+    let commit = commits.get(partition);
+    if let (Some(other), Some(c)) = (foreign_writer(commit, writer), commit)
+        && let (Some(tag), Some(offset)) = (&c.tag, c.offset)
+    {
+        let named = foreign.get(&(other.to_string(), tag.checkpoint));
+        return protocol::restore_named(tag, offset, named.map(|m| (m, m.task_offset(partition))));
+    }
+    choose(own, partition, commits)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSnapshot {
@@ -228,6 +258,39 @@ mod tests {
         assert_eq!(
             choose(&manifests, &part(0), &commit(10, None)),
             Restore::From(CheckpointId(3))
+        );
+    }
+
+    #[test]
+    fn a_commit_of_another_writer_restores_that_writers_checkpoint() {
+        // this writer ("w") has a checkpoint 2 at offset 10 too: ids are per writer
+        let own = BTreeMap::from([manifest(2, 10)]);
+        let theirs = |at: i64| {
+            let (id, mut m) = manifest(2, at);
+            m.writer = Some("v".into());
+            Foreign::from([(("v".to_string(), id), m)])
+        };
+        let mut commits = commit(12, None);
+        commits.insert(
+            part(0),
+            GroupCommit::read(
+                Some(NextOffset(12)),
+                &CommitTag::new(CheckpointId(2), "p", "v").encode(),
+            ),
+        );
+        assert_eq!(
+            choose_shared("w", &own, &theirs(12), &part(0), &commits),
+            Restore::From(CheckpointId(2))
+        );
+        // not loaded (or gone): refused, never this writer's checkpoint of the same id
+        let refused = choose_shared("w", &own, &Foreign::new(), &part(0), &commits);
+        assert!(matches!(refused, Restore::Missing(_)), "{refused:?}");
+        let stale = choose_shared("w", &own, &theirs(10), &part(0), &commits);
+        assert!(matches!(stale, Restore::Missing(_)), "{stale:?}");
+        // this writer's own commit is answered from its own manifests
+        assert_eq!(
+            choose_shared("w", &own, &theirs(12), &part(0), &commit(10, Some(2))),
+            Restore::From(CheckpointId(2))
         );
     }
 

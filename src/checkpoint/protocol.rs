@@ -230,11 +230,14 @@ pub fn next_id(existing: &[CheckpointId], restored: Option<CheckpointId>) -> Che
 }
 
 /// Which checkpoints to delete after `latest` committed: all but the newest `retain` at or
-/// below it. Anything newer than `latest` is a leftover and goes too.
+/// below it, and but those the group's commits still `named` (partitions that moved to
+/// another writer restore from them until it commits). Anything newer than `latest` is a
+/// leftover and goes too.
 pub fn to_delete(
     existing: &[CheckpointId],
     latest: CheckpointId,
     retain: usize,
+    named: &[CheckpointId],
 ) -> Vec<CheckpointId> {
     let mut kept: Vec<CheckpointId> = existing
         .iter()
@@ -246,7 +249,7 @@ pub fn to_delete(
     let mut out: Vec<CheckpointId> = existing
         .iter()
         .copied()
-        .filter(|id| !keep.contains(id))
+        .filter(|id| !(keep.contains(id) || (named.contains(id) && *id <= latest)))
         .collect();
     out.sort_unstable();
     out
@@ -332,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn gc_keeps_what_a_commit_elsewhere_still_names() {
+        let ids: Vec<_> = (1..=6).map(CheckpointId).collect();
+        // a partition that moved to another writer still names 2 until that writer commits
+        assert_eq!(
+            to_delete(&ids, CheckpointId(5), 2, &[CheckpointId(2)]),
+            [1, 3, 6].map(CheckpointId)
+        );
+        assert_eq!(
+            to_delete(&ids, CheckpointId(5), 2, &[]),
+            [1, 2, 3, 6].map(CheckpointId)
+        );
+    }
+
+    #[test]
     fn an_unknown_commit_outcome_is_never_aborted() {
         for attempt in 0..10 {
             let a = on_commit_failure(TxnFailure::Retriable, attempt, 3);
@@ -387,7 +404,7 @@ mod tests {
         fn gc_keeps_the_latest_and_retain_many(ids in proptest::collection::btree_set(0u64..100, 1..20), retain in 1usize..5) {
             let ids: Vec<_> = ids.into_iter().map(CheckpointId).collect();
             let latest = *ids.iter().max().unwrap();
-            let deleted = to_delete(&ids, latest, retain);
+            let deleted = to_delete(&ids, latest, retain, &[]);
             prop_assert!(!deleted.contains(&latest));
             prop_assert_eq!(ids.len() - deleted.len(), retain.min(ids.len()));
         }

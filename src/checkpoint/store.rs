@@ -1,13 +1,20 @@
-//! On-disk checkpoint store of one pipeline.
+//! On-disk checkpoint store of one pipeline's writer (a transactional id: one per instance).
 //!
-//! Layout under `checkpoint.dir/<pipeline>/`:
+//! Layout under `checkpoint.dir/<pipeline>/writers/<writer>/` (the writer `%XX`-escaped):
 //! ```text
 //! chk-00000000000000000007/          one checkpoint, complete once renamed from .tmp
 //!   manifest.json                    offsets, task list, per-file length and CRC32C
 //!   <topic>-<partition>/...          each stateful task's snapshot files
 //!   COMMITTED                        local hint, written after the Kafka commit
-//! chk-00000000000000000008.<writer>.tmp/  being written by that writer; deleted on its next start
+//! chk-00000000000000000008.<writer>.tmp/  being written; deleted on the writer's next start
 //! ```
+//! Each writer has its own ids and directory, so writers sharing `checkpoint.dir` (several
+//! instances on a shared file system) never collide, and any of them can read another's
+//! checkpoint (a partition that moved restores from the checkpoint its commit names, whoever
+//! wrote it: [`Store::reader`]). Versions before writers had directories kept their
+//! checkpoints in `<pipeline>/` itself; the writer that wrote them moves them into its own
+//! directory when it opens the store.
+//!
 //! Durability: every file and directory is fsynced before the rename, and the parent after it,
 //! so a checkpoint that exists under its final name is complete on disk.
 
@@ -43,6 +50,8 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
 }
 
 const MANIFEST: &str = "manifest.json";
+/// The directory of writers' stores inside a pipeline's.
+const WRITERS: &str = "writers";
 const COMMITTED: &str = "COMMITTED";
 
 pub struct Store {
@@ -56,28 +65,73 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating, mode 0700) the store of `pipeline` for `writer` (its transactional id)
-    /// and deletes that writer's unfinished checkpoints; another writer's staging directories
-    /// are its own (a checkpoint directory may be shared).
+    /// Opens (creating, mode 0700) the store of `pipeline` for `writer` (its transactional id),
+    /// deletes that writer's unfinished checkpoints and moves its checkpoints of the old layout
+    /// into its directory. Other writers' files are theirs (a checkpoint directory may be
+    /// shared).
     pub fn open(dir: &Path, pipeline: &str, writer: &str) -> Result<Self> {
-        let root = dir.join(pipeline);
-        private_dir(&root).map_err(io("create checkpoint dir", &root))?;
+        let pipeline_root = dir.join(pipeline);
         let writer = super::tag::file_safe(writer);
-        let own = format!(".{writer}.tmp");
+        let root = pipeline_root.join(WRITERS).join(&writer);
+        private_dir(&pipeline_root).map_err(io("create checkpoint dir", &pipeline_root))?;
+        private_dir(&root).map_err(io("create checkpoint dir", &root))?;
         for entry in std::fs::read_dir(&root).map_err(io("list", &root))? {
             let path = entry.map_err(io("list", &root))?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            // and `chk-N.tmp` of versions before writers were named
-            let legacy = |n: &str| {
-                n.strip_prefix("chk-")
-                    .and_then(|n| n.strip_suffix(".tmp"))
-                    .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
-            };
-            if name.is_some_and(|n| n.starts_with("chk-") && (n.ends_with(&own) || legacy(&n))) {
+            if path.extension().is_some_and(|e| e == "tmp") {
                 std::fs::remove_dir_all(&path)
                     .map_err(io("remove unfinished checkpoint", &path))?;
             }
         }
+        let store = Self {
+            root,
+            writer,
+            sums: HashMap::new(),
+        };
+        store.adopt_old_layout(&pipeline_root)?;
+        Ok(store)
+    }
+
+    /// Checkpoints of the layout before writers had directories, in `<pipeline>/`: this
+    /// writer's (its manifest names it, or names no writer: format 1) move into its directory,
+    /// and its unfinished ones (`chk-N.<writer>.tmp`, `chk-N.tmp`) are deleted.
+    fn adopt_old_layout(&self, pipeline_root: &Path) -> Result<()> {
+        let own_tmp = format!(".{}.tmp", self.writer);
+        for entry in std::fs::read_dir(pipeline_root).map_err(io("list", pipeline_root))? {
+            let path = entry.map_err(io("list", pipeline_root))?.path();
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix("chk-") else {
+                continue;
+            };
+            let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            if name.ends_with(&own_tmp) || rest.strip_suffix(".tmp").is_some_and(digits) {
+                std::fs::remove_dir_all(&path)
+                    .map_err(io("remove unfinished checkpoint", &path))?;
+            } else if digits(rest) {
+                let bytes = std::fs::read(path.join(MANIFEST)).unwrap_or_default();
+                let writer = serde_json::from_slice::<Manifest>(&bytes)
+                    .ok()
+                    .map(|m| m.writer.map(|w| super::tag::file_safe(&w)));
+                let ours = writer.is_some_and(|w| w.is_none_or(|w| w == self.writer));
+                let to = self.root.join(&name);
+                let taken = to.try_exists().map_err(io("stat", &to))?;
+                if ours && !taken {
+                    std::fs::rename(&path, &to).map_err(io("move checkpoint", &path))?;
+                    fsync(&self.root)?;
+                    fsync(pipeline_root)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `writer`'s store of `pipeline` for reading only (a restore of a partition that
+    /// moved, the CLI): creates and deletes nothing.
+    pub fn reader(dir: &Path, pipeline: &str, writer: &str) -> Result<Self> {
+        let writer = super::tag::file_safe(writer);
+        let root = dir.join(pipeline).join(WRITERS).join(&writer);
+        std::fs::metadata(&root).map_err(io("open checkpoint dir", &root))?;
         Ok(Self {
             root,
             writer,
@@ -85,15 +139,23 @@ impl Store {
         })
     }
 
-    /// Opens the store of `pipeline` for reading only (the CLI): creates and deletes nothing.
-    pub fn open_existing(dir: &Path, pipeline: &str) -> Result<Self> {
-        let root = dir.join(pipeline);
-        std::fs::metadata(&root).map_err(io("open checkpoint dir", &root))?;
-        Ok(Self {
-            root,
-            writer: String::new(),
-            sums: HashMap::new(),
-        })
+    /// The writers with a store of `pipeline` under `dir` (transactional ids), sorted.
+    pub fn writers(dir: &Path, pipeline: &str) -> Result<Vec<String>> {
+        let root = dir.join(pipeline).join(WRITERS);
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &root)(e)),
+        };
+        let mut writers = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(io("list", &root))?.file_name();
+            if let Some(w) = super::tag::from_file_safe(&name.to_string_lossy()) {
+                writers.push(w);
+            }
+        }
+        writers.sort();
+        Ok(writers)
     }
 
     pub fn root(&self) -> &Path {
@@ -320,113 +382,4 @@ pub(super) fn fsync(path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::position::{NextOffset, PartitionOffset};
-
-    fn manifest(id: u64) -> Manifest {
-        Manifest {
-            format_version: MANIFEST_FORMAT_VERSION,
-            checkpoint: CheckpointId(id),
-            pipeline: "p".into(),
-            created_unix_ms: 0,
-            writer: Some("w".into()),
-            restored_from: None,
-            offsets: vec![PartitionOffset {
-                topic: "t".into(),
-                partition: 0,
-                next_offset: NextOffset(5),
-            }],
-            tasks: vec![TaskSnapshot {
-                topic: "t".into(),
-                partition: 0,
-                next_offset: Some(NextOffset(5)),
-                dir: "t-0".into(),
-                files: vec![],
-            }],
-        }
-    }
-
-    #[test]
-    fn a_finished_checkpoint_verifies_and_a_flipped_byte_is_caught() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut store = Store::open(tmp.path(), "p", "w").unwrap();
-        let staging = store.begin(CheckpointId(1)).unwrap();
-        std::fs::create_dir(staging.join("t-0")).unwrap();
-        std::fs::write(staging.join("t-0/state.kv"), b"hello state").unwrap();
-        store
-            .finish(&staging, manifest(1), &[vec!["state.kv".into()]])
-            .unwrap();
-        assert_eq!(store.list().unwrap(), vec![CheckpointId(1)]);
-        let m = store.manifest(CheckpointId(1)).unwrap();
-        assert_eq!(m.tasks[0].files[0].len, 11);
-        store.verify(CheckpointId(1), &m.tasks[0]).unwrap();
-
-        let file = store.dir_of(CheckpointId(1)).join("t-0/state.kv");
-        std::fs::write(&file, b"hellO state").unwrap();
-        let err = store.verify(CheckpointId(1), &m.tasks[0]).unwrap_err();
-        assert!(err.to_string().contains("state.kv"), "{err}");
-    }
-
-    #[test]
-    fn unfinished_checkpoints_are_not_listed_and_are_cleaned_on_open() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path(), "p", "w").unwrap();
-        store.begin(CheckpointId(4)).unwrap();
-        assert!(store.list().unwrap().is_empty());
-        drop(store);
-        Store::open(tmp.path(), "p", "w").unwrap();
-        assert_eq!(std::fs::read_dir(tmp.path().join("p")).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn a_writer_cleans_only_its_own_unfinished_checkpoints() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let tmp = tempfile::tempdir().unwrap();
-        let other = Store::open(tmp.path(), "p", "flumen-p-1").unwrap();
-        let theirs = other.begin(CheckpointId(7)).unwrap();
-        let ours = Store::open(tmp.path(), "p", "flumen-p-0").unwrap();
-        let mine = ours.begin(CheckpointId(7)).unwrap();
-        assert_ne!(theirs, mine);
-        Store::open(tmp.path(), "p", "flumen-p-0").unwrap();
-        assert!(
-            theirs.try_exists().unwrap(),
-            "another writer's staging directory was deleted"
-        );
-        assert!(!mine.try_exists().unwrap());
-        let mode = std::fs::metadata(tmp.path().join("p"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700);
-    }
-
-    /// Two tasks' DBs each have a `000042.sst` of the same length but other bytes (file
-    /// numbers are per DB): each must get its own checksum, in this and the next checkpoint.
-    #[test]
-    fn same_named_ssts_of_different_tasks_keep_their_own_checksums() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut store = Store::open(tmp.path(), "p", "w").unwrap();
-        let two_tasks = |id: u64| {
-            let mut m = manifest(id);
-            let mut second = m.tasks[0].clone();
-            second.partition = 1;
-            second.dir = "t-1".into();
-            m.tasks.push(second);
-            m
-        };
-        for id in [1, 2] {
-            let staging = store.begin(CheckpointId(id)).unwrap();
-            for (dir, bytes) in [("t-0", b"sst of task zero"), ("t-1", b"SST OF TASK ONE!")] {
-                std::fs::create_dir(staging.join(dir)).unwrap();
-                std::fs::write(staging.join(dir).join("000042.sst"), bytes).unwrap();
-            }
-            let files = vec![vec!["000042.sst".to_string()]; 2];
-            store.finish(&staging, two_tasks(id), &files).unwrap();
-            let m = store.manifest(CheckpointId(id)).unwrap();
-            for task in &m.tasks {
-                store.verify(CheckpointId(id), task).unwrap();
-            }
-        }
-    }
-}
+mod tests;

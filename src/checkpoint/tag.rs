@@ -67,6 +67,11 @@ pub fn file_safe(name: &str) -> String {
     out
 }
 
+/// The name [`file_safe`] wrote; `None` for text it cannot have written.
+pub fn from_file_safe(text: &str) -> Option<String> {
+    unescape(text)
+}
+
 fn escape(name: &str, out: &mut String) {
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {

@@ -14,6 +14,15 @@ fn bytes_of(m: &Manifest) -> u64 {
     m.tasks.iter().flat_map(|t| &t.files).map(|f| f.len).sum()
 }
 
+/// One checkpoint as `checkpoint list` shows it.
+struct Row {
+    pipeline: String,
+    writer: String,
+    id: CheckpointId,
+    committed: bool,
+    manifest: crate::checkpoint::store::Result<Manifest>,
+}
+
 pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Output) -> u8 {
     let cfg = match load_config(ops, config) {
         Ok(c) => c,
@@ -25,31 +34,36 @@ pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Outp
         .iter()
         .filter(|p| pipeline.is_none_or(|n| n == p.name))
     {
-        let Ok(store) = Store::open_existing(&cfg.checkpoint.dir, &p.name) else {
-            continue;
-        };
-        let ids = match store.list() {
-            Ok(ids) => ids,
+        let listed = Store::writers(&cfg.checkpoint.dir, &p.name).and_then(|writers| {
+            let mut found = Vec::new();
+            for writer in writers {
+                let store = Store::reader(&cfg.checkpoint.dir, &p.name, &writer)?;
+                for id in store.list()? {
+                    found.push(Row {
+                        pipeline: p.name.clone(),
+                        writer: writer.clone(),
+                        id,
+                        committed: store.is_committed(id),
+                        manifest: store.manifest(id),
+                    });
+                }
+            }
+            Ok(found)
+        });
+        match listed {
+            Ok(found) => rows.extend(found),
             Err(e) => {
                 eprintln!("error: {}", chain(&e));
                 return exit::FAILURE;
             }
-        };
-        for id in ids {
-            rows.push((
-                p.name.clone(),
-                id,
-                store.is_committed(id),
-                store.manifest(id),
-            ));
         }
     }
     if output == Output::Json {
         let items: Vec<_> = rows
             .iter()
-            .map(|(p, id, committed, m)| match m {
-                Ok(m) => json!({"pipeline": p, "checkpoint": id, "committed_hint": committed, "bytes": bytes_of(m), "manifest": m}),
-                Err(e) => json!({"pipeline": p, "checkpoint": id, "error": chain(e)}),
+            .map(|r| match &r.manifest {
+                Ok(m) => json!({"pipeline": r.pipeline, "writer": r.writer, "checkpoint": r.id, "committed_hint": r.committed, "bytes": bytes_of(m), "manifest": m}),
+                Err(e) => json!({"pipeline": r.pipeline, "writer": r.writer, "checkpoint": r.id, "error": chain(e)}),
             })
             .collect();
         return print_json(&items);
@@ -59,20 +73,21 @@ pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Outp
         return exit::OK;
     }
     println!(
-        "{:<16}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
-        "PIPELINE", "CHECKPOINT", "CREATED", "COMMITTED", "TASKS", "BYTES"
+        "{:<16}  {:<20}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
+        "PIPELINE", "WRITER", "CHECKPOINT", "CREATED", "COMMITTED", "TASKS", "BYTES"
     );
-    for (p, id, committed, m) in &rows {
-        match m {
+    for r in &rows {
+        let (p, w) = (&r.pipeline, &r.writer);
+        match &r.manifest {
             Ok(m) => println!(
-                "{p:<16}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
-                id.0,
+                "{p:<16}  {w:<20}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
+                r.id.0,
                 time_of(m.created_unix_ms),
-                if *committed { "yes" } else { "unknown" },
+                if r.committed { "yes" } else { "unknown" },
                 m.tasks.len(),
                 bytes_of(m)
             ),
-            Err(e) => println!("{p:<16}  {:>10}  unreadable: {}", id.0, chain(e)),
+            Err(e) => println!("{p:<16}  {w:<20}  {:>10}  unreadable: {}", r.id.0, chain(e)),
         }
     }
     println!(
@@ -85,6 +100,7 @@ pub fn inspect(
     ops: &Operators,
     config: &Path,
     pipeline: &str,
+    writer: Option<&str>,
     id: Option<u64>,
     output: Output,
 ) -> u8 {
@@ -92,7 +108,17 @@ pub fn inspect(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let loaded = Store::open_existing(&cfg.checkpoint.dir, pipeline).and_then(|store| {
+    // by default the writer of this config (its instance's transactional id)
+    let own = cfg
+        .pipelines
+        .iter()
+        .find(|p| p.name == pipeline)
+        .map(|p| p.transactional_id.as_str());
+    let Some(writer) = writer.or(own) else {
+        eprintln!("error: no pipeline {pipeline:?} in {}", config.display());
+        return exit::FAILURE;
+    };
+    let loaded = Store::reader(&cfg.checkpoint.dir, pipeline, writer).and_then(|store| {
         let id = match id {
             Some(n) => CheckpointId(n),
             None => match store.list()?.last() {
@@ -134,6 +160,7 @@ pub fn inspect(
         return printed.max(code);
     }
     println!("checkpoint  {} of {pipeline}", m.checkpoint);
+    println!("writer      {writer}");
     println!("path        {}", dir.display());
     println!("created     {}", time_of(m.created_unix_ms));
     println!(

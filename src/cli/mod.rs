@@ -207,6 +207,9 @@ enum CheckpointCommand {
         config: PathBuf,
         #[arg(long)]
         pipeline: String,
+        /// Whose checkpoint: a transactional id (default: this config's instance).
+        #[arg(long)]
+        writer: Option<String>,
         #[arg(long)]
         id: Option<u64>,
         #[arg(long, value_enum, default_value = "text")]
@@ -311,9 +314,10 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             CheckpointCommand::Inspect {
                 config,
                 pipeline,
+                writer,
                 id,
                 output,
-            } => checkpoint::inspect(ops, &config, &pipeline, id, output),
+            } => checkpoint::inspect(ops, &config, &pipeline, writer.as_deref(), id, output),
         },
     };
     ExitCode::from(code)

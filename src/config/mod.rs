@@ -140,7 +140,14 @@ impl Format {
 pub struct PipelineConfig {
     pub name: String,
     pub group_id: String,
+    /// The transactional id of this thread of the pipeline (see [`PipelineConfig::thread`]):
+    /// the writer of its checkpoints and its static member id.
     pub transactional_id: String,
+    /// Pipeline threads in this instance, each a member of the group with its own consumer,
+    /// producer, transactional id and tasks.
+    pub parallelism: u32,
+    /// Which of them this is (0 as written; [`PipelineConfig::thread`] gives the others).
+    pub thread: u32,
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub plan: Plan,
@@ -423,6 +430,23 @@ impl AggregateKind {
 }
 
 impl PipelineConfig {
+    /// Thread `k` of this pipeline: thread 0's transactional id is the instance's,
+    /// `<prefix>-<instance>`, as before threads existed; thread `k > 0` has
+    /// `<prefix>-<instance>-thread-<k>`. Bounded by `parallelism` and stable across restarts.
+    pub fn thread(&self, k: u32) -> Self {
+        let mut thread = self.clone();
+        thread.thread = k;
+        if k > 0 {
+            thread.transactional_id = format!("{}-thread-{k}", self.transactional_id);
+        }
+        thread
+    }
+
+    /// Every thread of this pipeline.
+    pub fn threads(&self) -> impl Iterator<Item = Self> + '_ {
+        (0..self.parallelism).map(|k| self.thread(k))
+    }
+
     /// The internal topic between re-keying and keyed state, when the plan needs one.
     pub fn repartition_topic(&self) -> Option<String> {
         let agg = self.plan.aggregate.as_ref()?;

@@ -17,6 +17,9 @@ pub struct Root {
     /// Names this daemon instance inside each pipeline's consumer group (static membership) and
     /// its transactional id; stable across restarts. Default "0".
     pub instance_id: Option<Spanned<String>>,
+    /// The environment variable holding `instance_id` (a pod's name, a host name), so that one
+    /// config file serves every instance.
+    pub instance_id_env: Option<Spanned<String>>,
     /// Avro schemas by Confluent schema id: `1 = "schemas/purchase-v1.avsc"`.
     pub schemas: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     /// A Confluent-compatible schema registry for writer ids `[schemas]` lacks.
@@ -80,6 +83,8 @@ pub struct Pipeline {
     pub name: Spanned<String>,
     pub group_id: Option<Spanned<String>>,
     pub transactional_id_prefix: Option<Spanned<String>>,
+    /// Pipeline threads in this instance (default 1), as Kafka Streams' stream threads.
+    pub parallelism: Option<Spanned<i64>>,
     pub source: Spanned<Source>,
     pub sink: Spanned<Sink>,
     #[serde(default)]

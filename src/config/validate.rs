@@ -254,10 +254,7 @@ impl Cx<'_> {
         let kafka = self.kafka(raw.kafka.get_ref(), checkpoint.interval);
         let state = self.state(raw.state.as_ref().map(Spanned::get_ref));
         let restart = self.restart(raw.restart.as_ref().map(Spanned::get_ref));
-        let instance_id = match &raw.instance_id {
-            Some(id) => self.name("instance_id", id),
-            None => "0".to_string(),
-        };
+        let instance_id = self.instance_id(&raw);
         for (id, file) in raw.schemas.iter().flatten() {
             let path = format!("schemas.{}", id.get_ref());
             match id.get_ref().parse::<u32>() {
@@ -300,15 +297,17 @@ impl Cx<'_> {
                     format!("pipeline name {:?} is used twice", pipeline.name),
                 );
             }
-            if !txn_ids.insert(pipeline.transactional_id.clone()) {
-                self.problem(
-                    format!("{path}.transactional_id_prefix"),
-                    p.span(),
-                    format!(
-                        "transactional id {:?} is used twice; pipelines would fence each other",
-                        pipeline.transactional_id
-                    ),
-                );
+            for thread in pipeline.threads() {
+                if !txn_ids.insert(thread.transactional_id.clone()) {
+                    self.problem(
+                        format!("{path}.transactional_id_prefix"),
+                        p.span(),
+                        format!(
+                            "transactional id {:?} is used twice; pipelines would fence each other",
+                            thread.transactional_id
+                        ),
+                    );
+                }
             }
             if let (Some(et), Some(raw_et)) = (
                 &pipeline.source.event_time,
@@ -404,6 +403,8 @@ impl Cx<'_> {
             name,
             group_id,
             transactional_id: format!("{prefix}-{instance_id}"),
+            parallelism: self.parallelism(path, raw),
+            thread: 0,
             source,
             sink,
             plan,

@@ -110,19 +110,20 @@ pub fn partition_counts(inputs: &Inputs<'_>, admin: &Admin) -> Result<Finding> {
             None,
         ));
     };
-    let store = match Store::open_existing(&inputs.config.checkpoint.dir, &p.name) {
-        Ok(s) => s,
-        Err(_) => {
-            return Ok(finding(
-                Level::Ok,
-                Some(&p.name),
-                check,
-                "no checkpoints yet".into(),
-                None,
-            ));
+    // every writer's newest checkpoint (instances sharing the checkpoint directory each hold
+    // the partitions they were assigned): the stateful partitions they hold together
+    let dir = &inputs.config.checkpoint.dir;
+    let mut held = std::collections::BTreeSet::new();
+    let mut latest = Vec::new();
+    for writer in Store::writers(dir, &p.name)? {
+        let store = Store::reader(dir, &p.name, &writer)?;
+        if let Some(id) = store.list()?.last().copied() {
+            let m = store.manifest(id)?;
+            held.extend(m.tasks.iter().map(|t| t.partition));
+            latest.push(format!("{writer}:{id}"));
         }
-    };
-    let Some(latest) = store.list()?.last().copied() else {
+    }
+    if latest.is_empty() {
         return Ok(finding(
             Level::Ok,
             Some(&p.name),
@@ -130,8 +131,8 @@ pub fn partition_counts(inputs: &Inputs<'_>, admin: &Admin) -> Result<Finding> {
             "no checkpoints yet".into(),
             None,
         ));
-    };
-    let snapshot = store.manifest(latest)?.tasks.len();
+    }
+    let (snapshot, latest) = (held.len(), latest.join(", "));
     let now = admin.partition_count(&stateful).unwrap_or(source);
     let expected = usize::try_from(if p.plan.repartition { source } else { now }).unwrap_or(0);
     Ok(
@@ -140,7 +141,7 @@ pub fn partition_counts(inputs: &Inputs<'_>, admin: &Admin) -> Result<Finding> {
             Level::Problem,
             Some(&p.name),
             check,
-            format!("checkpoint {latest} holds state for {snapshot} partitions of {stateful}; the source {} has {source} partitions now", p.source.topic),
+            format!("the newest checkpoints ({latest}) hold state for {snapshot} partitions of {stateful}; the source {} has {source} partitions now", p.source.topic),
             Some("take a savepoint with the old layout (or use an existing one) and restore it: flumen run --from-savepoint DIR redistributes keyed state by key".into()),
         )
         } else {
@@ -172,15 +173,18 @@ pub fn hanging_transactions(inputs: &Inputs<'_>, abort: bool) -> Result<Finding>
         ));
     }
     crate::tools::reset::ensure_stopped(inputs)?;
-    let producer = Producer::new(&inputs.config.kafka, &p.transactional_id)?;
-    producer.init()?;
+    let mut ids = Vec::new();
+    for thread in p.threads() {
+        Producer::new(&inputs.config.kafka, &thread.transactional_id)?.init()?;
+        ids.push(thread.transactional_id);
+    }
     Ok(finding(
         Level::Ok,
         Some(&p.name),
         check,
         format!(
-            "transactional id {} re-registered: any transaction it left open is aborted",
-            p.transactional_id
+            "transactional ids {} re-registered: any transaction they left open is aborted",
+            ids.join(", ")
         ),
         None,
     ))

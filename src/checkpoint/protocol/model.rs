@@ -266,7 +266,7 @@ impl<'a> World<'a> {
                     return self.restart();
                 }
                 let ids: Vec<CheckpointId> = self.manifests.keys().copied().collect();
-                for old in to_delete(&ids, id, self.retain) {
+                for old in to_delete(&ids, id, self.retain, &[]) {
                     self.manifests.remove(&old);
                     self.snapshots.remove(&old);
                 }

@@ -1,8 +1,11 @@
 //! The engine-wide tables: `[kafka]` (with its pass-through properties), `[checkpoint]`,
-//! `[state]`, `[restart]` and `[schema_registry]`; the pipelines are `plan.rs` and `validate.rs`.
+//! `[state]`, `[restart]` and `[schema_registry]`, and who runs a pipeline (`instance_id`, a
+//! pipeline's `parallelism`); the pipelines are `plan.rs` and `validate.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use toml::Spanned;
 
 use super::super::raw;
 use super::super::{Backend, CheckpointConfig, KafkaConfig, RestartConfig, StateConfig};
@@ -268,6 +271,57 @@ impl Cx<'_> {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// `instance_id`, or the value of the environment variable `instance_id_env` names (read
+    /// now, so a missing variable is reported with the config's other problems); "0" without
+    /// either.
+    pub(super) fn instance_id(&mut self, raw: &raw::Root) -> String {
+        match (&raw.instance_id, &raw.instance_id_env) {
+            (Some(_), Some(env)) => {
+                self.problem(
+                    "instance_id_env",
+                    env.span(),
+                    "give instance_id or instance_id_env, not both",
+                );
+                String::new()
+            }
+            (Some(id), None) => self.name("instance_id", id),
+            (None, Some(env)) => match std::env::var(env.get_ref()) {
+                Ok(id) => {
+                    let value = Spanned::new(env.span(), id);
+                    let path = format!("instance_id_env ({})", env.get_ref());
+                    self.name(&path, &value)
+                }
+                Err(_) => {
+                    self.problem(
+                        "instance_id_env",
+                        env.span(),
+                        format!("environment variable {} is not set", env.get_ref()),
+                    );
+                    String::new()
+                }
+            },
+            (None, None) => "0".to_string(),
+        }
+    }
+
+    /// `parallelism`: 1 to 64 threads (default 1).
+    pub(super) fn parallelism(&mut self, path: &str, raw: &raw::Pipeline) -> u32 {
+        match &raw.parallelism {
+            None => 1,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(n @ 1..=64) => n,
+                _ => {
+                    self.problem(
+                        format!("{path}.parallelism"),
+                        n.span(),
+                        "must be between 1 and 64 (threads of this pipeline in this instance)",
+                    );
+                    1
+                }
+            },
         }
     }
 }

@@ -770,3 +770,27 @@ fn secrets_are_never_printed_and_urls_carry_no_credentials() {
     );
     assert!(p.iter().all(|m| !m.contains("canary-0453")), "{p:?}");
 }
+
+#[test]
+fn the_instance_id_may_come_from_the_environment() {
+    let with = |line: &str| format!("{line}\n{EXAMPLE}");
+    let p = problems(&with(
+        "instance_id_env = \"FLUMEN_TEST_SURELY_UNSET_VARIABLE\"",
+    ));
+    assert!(
+        p.iter().any(|m| m.starts_with("instance_id_env (1:")
+            && m.contains("FLUMEN_TEST_SURELY_UNSET_VARIABLE is not set")),
+        "{p:?}"
+    );
+    let p = problems(&with("instance_id = \"a\"\ninstance_id_env = \"X\""));
+    assert!(p.iter().any(|m| m.contains("not both")), "{p:?}");
+    // a value that cannot be part of a transactional id is named with its variable
+    let p = problems(&with("instance_id_env = \"PATH\""));
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("instance_id_env (PATH) (") && m.contains("[A-Za-z0-9._-]")),
+        "{p:?}"
+    );
+    let c = from_str(&with("instance_id = \"pod-7\"")).unwrap();
+    assert_eq!(c.pipelines[0].transactional_id, "flumen-counts-pod-7");
+}

@@ -52,26 +52,25 @@ impl Runner<'_> {
             return Ok(Task::new(role, committed, None));
         }
         let live = self.live_dir(p);
-        let state = match crate::checkpoint::choose(&self.checkpoints.manifests, p, all) {
+        let writer = &self.pipeline.transactional_id;
+        let (own, foreign) = (&self.checkpoints.manifests, &self.checkpoints.foreign);
+        let state = match crate::checkpoint::choose_shared(writer, own, foreign, p, all) {
             Restore::Fresh => self.env.open_empty(&live)?,
             Restore::From(id) => {
-                let snapshot = self.checkpoints.manifests.get(&id).and_then(|m| {
-                    m.tasks
-                        .iter()
-                        .find(|t| t.topic == p.topic && t.partition == p.partition)
-                });
-                let Some(snapshot) = snapshot else {
+                // another writer's, when the partition moved here from another instance
+                let from = crate::checkpoint::foreign_writer(all.get(p), writer);
+                let Some(snapshot) = self.checkpoints.snapshot_of(from, id, p) else {
                     return Err(crate::checkpoint::store::Error::Corrupt {
-                        path: self.checkpoints.store.dir_of(id),
+                        path: self.checkpoints.dir_of(from, id),
                         message: format!("no snapshot of {p}"),
                     }
                     .into());
                 };
                 // the recovery tests slow the restore down here (`restore::slow=sleep(ms)`)
                 fail::fail_point!("restore::slow");
-                let dir = self.checkpoints.store.verify(id, snapshot)?;
+                let dir = self.checkpoints.verify(from, id, snapshot)?;
                 let state = self.env.restore(&dir, &live)?;
-                tracing::info!(partition = %p, checkpoint = %id, offset = ?committed, keys = state.approximate_keys(), "state restored");
+                tracing::info!(partition = %p, checkpoint = %id, writer = %from.unwrap_or(writer), offset = ?committed, keys = state.approximate_keys(), "state restored");
                 state
             }
             refused @ (Restore::NoMatch { .. } | Restore::Missing(_))
@@ -108,12 +107,15 @@ impl Runner<'_> {
         Ok(task)
     }
 
+    /// Where the live state of `p` is while this thread holds it: thread 0 of a pipeline in
+    /// `<state.dir>/<pipeline>/`, thread `k` in `thread-<k>/` under it, so that a partition
+    /// moving between the threads of one instance never has two stores in one directory.
     pub(super) fn live_dir(&self, p: &Partition) -> PathBuf {
-        self.config
-            .state
-            .dir
-            .join(&self.pipeline.name)
-            .join(format!("{}-{}", p.topic, p.partition))
+        let mut dir = self.config.state.dir.join(&self.pipeline.name);
+        if self.pipeline.thread > 0 {
+            dir = dir.join(format!("thread-{}", self.pipeline.thread));
+        }
+        dir.join(format!("{}-{}", p.topic, p.partition))
     }
 
     /// Partitions taken away: their uncommitted work is dropped with the open transaction

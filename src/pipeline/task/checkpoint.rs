@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{COMMIT_RETRIES, Runner};
 use crate::checkpoint::protocol::{self, Action, Phase};
-use crate::checkpoint::{CheckpointId, Manifest};
+use crate::checkpoint::{CheckpointId, GroupCommit, Manifest};
 use crate::pipeline::{Error, Result, chain};
 use crate::position::{NextOffset, Partition};
 
@@ -150,9 +150,24 @@ impl Runner<'_> {
     ) -> Result<()> {
         self.dirty = false;
         self.last_checkpoint = begun;
-        self.checkpoints.committed(id, manifest)?;
+        let elsewhere = self.commits_elsewhere()?;
+        self.checkpoints.committed(id, manifest, &elsewhere)?;
         self.purge_counted(offsets);
         Ok(())
+    }
+
+    /// The group's commits of the stateful partitions this incarnation does not hold (they are
+    /// another instance's, or nobody's yet): they may still name a checkpoint of this writer,
+    /// which garbage collection keeps. None to ask for when every one is held here.
+    fn commits_elsewhere(&self) -> Result<Vec<(Partition, GroupCommit)>> {
+        let elsewhere: Vec<Partition> = (0..self.topology.source_partitions)
+            .filter_map(|n| self.topology.stateful_partition(n))
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        if elsewhere.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.consumer.commits(&elsewhere)?)
     }
 
     /// The offsets into the open transaction, each tagged with the checkpoint's name.

@@ -43,6 +43,7 @@ impl Runner<'_> {
     /// offset below the log start (records deleted before they were processed) refuses.
     pub(super) fn restore_tasks(&mut self, partitions: &[Partition]) -> Result<Restored> {
         let mut commits = self.consumer.commits(partitions)?;
+        self.checkpoints.load_foreign(&commits);
         let adopted = self.adopt_lost_commits(&mut commits)?;
         let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
         // the state restored descends from what its checkpoint descends from
@@ -229,13 +230,31 @@ impl Runner<'_> {
         Some(m.restored_from.clone())
     }
 
-    /// The newest checkpoint of this pipeline that one of `commits` names, if this store has it.
+    /// The newest checkpoint of this writer that one of `commits` names, if this store has
+    /// it; else one of another writer's that they name (loaded by `load_foreign`).
     pub(super) fn named_checkpoint(
         &self,
         commits: &[(Partition, GroupCommit)],
     ) -> Option<&Manifest> {
-        let newest = crate::checkpoint::named(commits, &self.pipeline.name)?;
-        self.checkpoints.manifests.get(&newest)
+        let writer = &self.pipeline.transactional_id;
+        let tags = || {
+            commits
+                .iter()
+                .filter_map(|(_, c)| c.tag.as_ref())
+                .filter(|t| t.pipeline == self.pipeline.name)
+        };
+        let own = tags()
+            .filter(|t| t.writer == *writer)
+            .map(|t| t.checkpoint)
+            .max()
+            .and_then(|id| self.checkpoints.manifests.get(&id));
+        own.or_else(|| {
+            tags().find_map(|t| {
+                self.checkpoints
+                    .foreign
+                    .get(&(t.writer.clone(), t.checkpoint))
+            })
+        })
     }
 
     /// `sp`, unless its restore already committed and the group's commits name a checkpoint

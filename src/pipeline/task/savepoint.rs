@@ -61,6 +61,14 @@ impl Runner<'_> {
 
     /// Why a savepoint cannot be taken now (partitions not all assigned, a restore pending).
     fn not_ready(&self) -> Option<String> {
+        if self.pipeline.parallelism > 1 {
+            return Some(format!(
+                "savepoints of a pipeline with parallelism > 1 are not supported yet: its threads \
+                 each hold some partitions, and a savepoint must be one cut of all of them; set \
+                 parallelism = 1 for pipeline {:?} to take one",
+                self.pipeline.name
+            ));
+        }
         let count = |role: Role| self.tasks.values().filter(|t| t.role == role).count();
         let assigned = count(Role::Source) + count(Role::KeyedSource);
         let others = count(Role::OtherStream);

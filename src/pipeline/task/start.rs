@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::checkpointer::Checkpointer;
 use super::{Runner, commits};
 use crate::checkpoint::savepoint::Savepoint;
+use crate::checkpoint::store::Store;
 use crate::codec::avro::Registry;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::Consumer;
@@ -77,6 +78,9 @@ impl<'a> Runner<'a> {
         let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
         let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
         producer.init()?;
+        if pipeline.thread == 0 {
+            fence_removed_threads(inputs)?;
+        }
         let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = Self::check_topics(inputs, restore, &admin)?;
         let checkpoints = Checkpointer::open(
@@ -216,4 +220,24 @@ fn load_schemas(inputs: &Inputs<'_>) -> Result<Arc<Registry>> {
     Registry::load(&inputs.config.schemas)
         .map(Arc::new)
         .map_err(|m| Error::SchemaRegistry(format!("cannot load the schemas: {m}")))
+}
+
+/// Threads of this instance that a lower `parallelism` removed (their writers are in the
+/// checkpoint directory): `init_transactions` on each transactional id aborts whatever it
+/// left open, so that no transaction of a thread that will never run again holds back
+/// read_committed readers of the partitions its successors now own.
+fn fence_removed_threads(inputs: &Inputs<'_>) -> Result<()> {
+    let (config, pipeline) = (inputs.config, inputs.pipeline);
+    let prefix = format!("{}-thread-", pipeline.transactional_id);
+    for writer in Store::writers(&config.checkpoint.dir, &pipeline.name)? {
+        let removed = writer
+            .strip_prefix(&prefix)
+            .and_then(|k| k.parse::<u32>().ok())
+            .is_some_and(|k| k >= pipeline.parallelism);
+        if removed {
+            Producer::new(&config.kafka, &writer)?.init()?;
+            tracing::info!(pipeline = %pipeline.name, transactional_id = %writer, "fenced the transactional id of a removed thread");
+        }
+    }
+    Ok(())
 }

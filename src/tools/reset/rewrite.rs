@@ -2,13 +2,13 @@
 //! empty state for the stateful partitions whose state the move invalidates, and the state the
 //! group's commits name, hard-linked, for the others.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::Plan;
 use crate::checkpoint::protocol::{self, Restore};
 use crate::checkpoint::store::Store;
-use crate::checkpoint::{CheckpointId, GroupCommit, Manifest, TaskSnapshot};
+use crate::checkpoint::{CheckpointId, Foreign, GroupCommit, Manifest, TaskSnapshot};
 use crate::kafka::consumer::Consumer;
 use crate::pipeline::{Error, Inputs, Result};
 use crate::position::{NextOffset, Partition};
@@ -84,6 +84,10 @@ struct Rewrite<'i> {
     id: CheckpointId,
     staging: PathBuf,
     manifests: BTreeMap<CheckpointId, Manifest>,
+    /// Other writers' checkpoints the commits name, and their stores (instances sharing the
+    /// checkpoint directory).
+    foreign: Foreign,
+    readers: HashMap<String, Store>,
     commits: BTreeMap<Partition, GroupCommit>,
     /// The checkpoint N descends from: its predecessor's (the checkpoint the commits name, or
     /// else the newest marked committed).
@@ -106,6 +110,7 @@ impl<'i> Rewrite<'i> {
         let ids: Vec<CheckpointId> = manifests.keys().copied().collect();
         let id = protocol::next_id(&ids, None);
         let staging = store.begin(id)?;
+        let (foreign, readers) = foreign_of(inputs, commits)?;
         let lineage = crate::checkpoint::named(commits, &pipeline.name)
             .or_else(|| ids.iter().rev().copied().find(|id| store.is_committed(*id)))
             .and_then(|id| manifests.get(&id))
@@ -116,6 +121,8 @@ impl<'i> Rewrite<'i> {
             id,
             staging,
             manifests,
+            foreign,
+            readers,
             commits: commits.iter().cloned().collect(),
             lineage,
             files: Vec::new(),
@@ -139,16 +146,28 @@ impl<'i> Rewrite<'i> {
     /// The state of `p` as the checkpoint its commit names holds it (hard-linked), or empty
     /// when nothing was committed; `false` when that checkpoint has no task of `p`.
     fn keep(&mut self, p: &Partition, dir: &str) -> Result<bool> {
-        match crate::checkpoint::choose(&self.manifests, p, &self.commits) {
+        let writer = &self.inputs.pipeline.transactional_id;
+        let (own, foreign) = (&self.manifests, &self.foreign);
+        match crate::checkpoint::choose_shared(writer, own, foreign, p, &self.commits) {
             Restore::Fresh => self.empty(dir)?,
             Restore::From(from) => {
-                let task = self.manifests.get(&from).and_then(|m| {
+                let other = crate::checkpoint::foreign_writer(self.commits.get(p), writer);
+                let (manifest, store) = match other {
+                    None => (self.manifests.get(&from), Some(&self.store)),
+                    Some(w) => (
+                        self.foreign.get(&(w.to_string(), from)),
+                        self.readers.get(w),
+                    ),
+                };
+                let task = manifest.and_then(|m| {
                     m.tasks
                         .iter()
                         .find(|t| t.topic == p.topic && t.partition == p.partition)
                 });
-                let Some(task) = task else { return Ok(false) };
-                let src = self.store.verify(from, task)?;
+                let (Some(task), Some(store)) = (task, store) else {
+                    return Ok(false);
+                };
+                let src = store.verify(from, task)?;
                 self.files.push(link_dir(&src, &self.staging.join(dir))?);
             }
             Restore::NoMatch { committed, .. } => {
@@ -188,6 +207,34 @@ impl<'i> Rewrite<'i> {
         self.store.finish(&self.staging, manifest, &self.files)?;
         Ok((self.store, self.id))
     }
+}
+
+/// The other writers' checkpoints that `commits` name, with their stores: a partition whose
+/// commit names one keeps that state.
+fn foreign_of(
+    inputs: &Inputs<'_>,
+    commits: &[(Partition, GroupCommit)],
+) -> Result<(Foreign, HashMap<String, Store>)> {
+    let (dir, pipeline) = (&inputs.config.checkpoint.dir, inputs.pipeline);
+    let (mut foreign, mut readers) = (Foreign::new(), HashMap::new());
+    for (_, c) in commits {
+        let Some(w) = crate::checkpoint::foreign_writer(Some(c), &pipeline.transactional_id) else {
+            continue;
+        };
+        let Some(tag) = c.tag.as_ref().filter(|t| t.pipeline == pipeline.name) else {
+            continue;
+        };
+        if !readers.contains_key(w) {
+            readers.insert(w.to_string(), Store::reader(dir, &pipeline.name, w)?);
+        }
+        if let Some(store) = readers.get(w) {
+            foreign.insert(
+                (w.to_string(), tag.checkpoint),
+                store.manifest(tag.checkpoint)?,
+            );
+        }
+    }
+    Ok((foreign, readers))
 }
 
 /// Hard-links (or copies) every file of a snapshot directory; returns the file names.
