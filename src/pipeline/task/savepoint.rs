@@ -82,7 +82,9 @@ impl Runner<'_> {
         }
         if i32::try_from(assigned).ok() != Some(self.topology.source_partitions) {
             return Some(format!(
-                "only {assigned} of {} source partitions are assigned yet; try again in a moment",
+                "only {assigned} of {} source partitions are assigned to this instance yet; try \
+                 again in a moment (a savepoint needs every partition in one instance: savepoints \
+                 of a pipeline running on several instances are not supported yet)",
                 self.topology.source_partitions
             ));
         }
