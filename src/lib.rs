@@ -13,8 +13,8 @@
 //!   the only place with `anyhow`.
 //! - [`config`]: TOML → raw serde mirror → validated, typed [`config::Config`] (all errors at
 //!   once, `key.path (line:col): message`).
-//! - [`pipeline`]: the engine: one thread per pipeline runs the consume → process → checkpoint
-//!   loop (`pipeline/task/`); [`pipeline::txn`] is the transaction every write goes through,
+//! - [`pipeline`]: the engine: each pipeline thread (`parallelism` per pipeline) runs the
+//!   consume → process → checkpoint loop (`pipeline/task/`); [`pipeline::txn`] is the transaction every write goes through,
 //!   [`pipeline::topology`] the pipeline's shape and each task's role, [`pipeline::keyed`] one
 //!   file per keyed operator kind (`step(state, input) -> Step`), [`pipeline::operator`] the
 //!   record-level logic, free of I/O, and [`pipeline::custom`] the API for operators written in
@@ -23,11 +23,12 @@
 //!   the consumer with its rebalance events, topic administration.
 //! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.
 //! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]), the on-disk
-//!   snapshot store (manifest, checksums, fsync, garbage collection) and the portable
-//!   savepoint format ([`checkpoint::savepoint`]).
+//!   snapshot store (manifest, checksums, fsync, garbage collection; a directory per writer,
+//!   shared by a pipeline's threads and instances) and the portable savepoint format
+//!   ([`checkpoint::savepoint`]).
 //! - [`codec`]: record formats (json, string, bytes, Avro with `[schemas]` and a schema registry)
 //!   between Kafka bytes and records; the only user of apache-avro and the HTTP client.
-//! - [`daemon`]: the daemon: a thread per pipeline, the control socket, shutdown with a
+//! - [`daemon`]: the daemon: a thread per pipeline thread, the control socket, shutdown with a
 //!   deadline; [`cli`] runs it.
 //! - [`expr`]: jq expressions (`jaq`): checked where the config is validated, run by the
 //!   operators; the only user of jaq.

@@ -45,6 +45,20 @@ fn share(cp: &CountPipeline) -> (std::path::PathBuf, String) {
     (shared, config)
 }
 
+/// Waits until the daemon's current run has had partitions assigned (a member that joins gets
+/// its share only once the group has rebalanced, which may take seconds under load).
+fn wait_assigned(d: &mut Daemon) {
+    let began = std::time::Instant::now();
+    while !d.last_log().contains("partitions assigned") {
+        assert!(
+            began.elapsed() < Duration::from_secs(90) && d.is_running(),
+            "no partitions assigned\n{}",
+            d.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Lines of `log` saying a partition's state was restored from another writer's checkpoint.
 fn restored_from(log: &str, writer: &str) -> usize {
     log.lines()
@@ -74,6 +88,7 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
 
     // b joins: a's partitions are shared, b restores its share from a's checkpoints
     b.start_with(&[("FLUMEN_INSTANCE", "b")]);
+    wait_assigned(&mut b);
     let batch = count_input(2_000, 60);
     cp.produce(&batch);
     input.extend(batch);
@@ -99,6 +114,7 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
 
     // a comes back (its live state is stale): its partitions come back restored from b's
     cp.daemon.start_with(&[("FLUMEN_INSTANCE", "a")]);
+    wait_assigned(&mut cp.daemon);
     let batch = count_input(2_000, 60);
     cp.produce(&batch);
     input.extend(batch);
@@ -110,7 +126,8 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
     );
     assert!(b.is_running(), "{}", b.all_logs());
 
-    // each writer keeps its own checkpoints in the shared directory
+    // each writer keeps its own checkpoints in the shared directory, which the CLI lists and
+    // verifies (run as instance a: its config reads the instance id from the environment)
     for writer in [&writer_a, &writer_b] {
         let dir = shared.join(&cp.name).join("writers").join(writer);
         let checkpoints = std::fs::read_dir(&dir)
@@ -118,6 +135,53 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
             .count();
         assert!(checkpoints > 0, "{} is empty", dir.display());
     }
+    let config = cp.daemon.config.display().to_string();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
+            .args(args)
+            .env("FLUMEN_INSTANCE", "a")
+            .output()
+            .unwrap()
+    };
+    let list = cli(&[
+        "checkpoint",
+        "list",
+        "--config",
+        &config,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    for writer in [&writer_a, &writer_b] {
+        assert!(
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["writer"] == **writer),
+            "{writer} not listed: {rows}"
+        );
+    }
+    let inspect = cli(&[
+        "checkpoint",
+        "inspect",
+        "--config",
+        &config,
+        "--pipeline",
+        &cp.name,
+        "--writer",
+        &writer_b,
+    ]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success() && text.contains("checksums   ok") && text.contains(&writer_b),
+        "{text}{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
 }
 
 /// `parallelism = 3`: three pipeline threads in one process, each a member of the group with

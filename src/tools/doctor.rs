@@ -156,9 +156,9 @@ pub fn partition_counts(inputs: &Inputs<'_>, admin: &Admin) -> Result<Finding> {
     )
 }
 
-/// Flumen's transactional ids are a known, bounded set (one per pipeline and instance), so a
-/// hanging transaction of ours is ended by registering the id again: `init_transactions`
-/// aborts what the id left open. Transactions of other ids cannot be listed through
+/// Flumen's transactional ids are a known, bounded set (one per pipeline, instance and
+/// thread), so a hanging transaction of ours is ended by registering the id again:
+/// `init_transactions` aborts what the id left open. Transactions of other ids cannot be listed through
 /// librdkafka (no ListTransactions/DescribeTransactions API).
 pub fn hanging_transactions(inputs: &Inputs<'_>, abort: bool) -> Result<Finding> {
     let p = inputs.pipeline;
