@@ -116,12 +116,64 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
     let Some(bootstrap) = common::bootstrap() else {
         return;
     };
+    // The test keeps time with the wall clock: "busy" is sent every second, within its 5 s TTL.
+    // A run in which the outputs of "busy" (stamped as the daemon produced them) are 4 s or
+    // more apart did not keep that time (once in CI, a freshly started broker stalled 13 s),
+    // and cannot judge the TTL either way: it is run again, at most twice.
+    for attempt in 1..=3 {
+        let (per_user, gap, mut daemon, _dir) = ttl_run(&bootstrap);
+        let busy = &per_user["busy"];
+        if *busy != (1..=11).collect::<Vec<u64>>() && gap >= 4_000 {
+            eprintln!(
+                "attempt {attempt}: outputs of busy {gap} ms apart, the run did not keep time; again"
+            );
+            daemon.kill9();
+            continue;
+        }
+        assert!(
+            daemon.terminate(Duration::from_secs(30)).success(),
+            "{}",
+            daemon.all_logs()
+        );
+        assert_eq!(
+            *busy,
+            (1..=11).collect::<Vec<u64>>(),
+            "{per_user:?} (outputs of busy at most {gap} ms apart)\n{}",
+            daemon.all_logs()
+        );
+        assert_eq!(
+            per_user["idle"],
+            [1, 2, 3, 1, 2, 3],
+            "{per_user:?}\n{}",
+            daemon.all_logs()
+        );
+        assert!(
+            daemon.all_logs().contains("expired keys forgotten"),
+            "{}",
+            daemon.all_logs()
+        );
+        return;
+    }
+    panic!("three runs in a row did not keep time: the machine or the broker stalls");
+}
+
+/// One run of the TTL scenario: each user's outputs in order, the largest gap between two
+/// outputs of "busy" (ms, by their Kafka timestamps), and the daemon, still running, with its
+/// directory.
+type TtlRun = (
+    std::collections::BTreeMap<String, Vec<u64>>,
+    i64,
+    common::Daemon,
+    tempfile::TempDir,
+);
+
+fn ttl_run(bootstrap: &str) -> TtlRun {
     let name = common::rand_name("ttl");
     let (source, sink) = (format!("{name}-in"), format!("{name}-out"));
-    common::create_topic(&bootstrap, &source, 1);
-    common::create_topic(&bootstrap, &sink, 1);
+    common::create_topic(bootstrap, &source, 1);
+    common::create_topic(bootstrap, &sink, 1);
     let config = common::pipeline_config(
-        &bootstrap,
+        bootstrap,
         &name,
         (&source, &sink),
         "",
@@ -138,10 +190,10 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
     // fresh broker may take seconds to load its transaction coordinator, and a first batch
     // processed then would be committed, and seen here, seconds later than its TTL started);
     // then the first batch, then "busy" every second and "idle" once more 10 s later (twice
-    // the TTL: it expired; busy, updated every second, did not)
-    common::produce_all(&bootstrap, &source, &[rec("warm-up", 0)]);
+    // the TTL: it expired; busy, updated every second, did not); all read back at the end
+    common::produce_all(bootstrap, &source, &[rec("warm-up", 0)]);
     let warm = common::read_all(
-        &bootstrap,
+        bootstrap,
         &sink,
         "read_committed",
         1,
@@ -149,7 +201,7 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
     );
     assert_eq!(warm.len(), 1, "{}", daemon.all_logs());
     common::produce_all(
-        &bootstrap,
+        bootstrap,
         &source,
         &[
             rec("busy", 1),
@@ -158,14 +210,8 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
             rec("idle", 4),
         ],
     );
-    let first = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        5,
-        Duration::from_secs(60),
-    );
-    assert_eq!(first.len(), 5, "{}", daemon.all_logs());
+    // no read back here: the TTL of "busy" runs from when the daemon processed it, and a read
+    // that took seconds on a loaded broker (once in CI: 13 s) delayed the next "busy" past it
     let mut i = 5;
     for second in 1..11 {
         std::thread::sleep(Duration::from_secs(1));
@@ -175,10 +221,10 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
             batch.extend((0..3).map(|n| rec("idle", i + n)));
             i += 3;
         }
-        common::produce_all(&bootstrap, &source, &batch);
+        common::produce_all(bootstrap, &source, &batch);
     }
     let out = common::read_all(
-        &bootstrap,
+        bootstrap,
         &sink,
         "read_committed",
         18,
@@ -192,26 +238,11 @@ fn an_aggregate_with_ttl_forgets_idle_keys() {
             .or_default()
             .push(v["count"].as_u64().unwrap());
     }
-    assert!(
-        daemon.terminate(Duration::from_secs(30)).success(),
-        "{}",
-        daemon.all_logs()
-    );
-    assert_eq!(
-        per_user["busy"],
-        (1..=11).collect::<Vec<u64>>(),
-        "{per_user:?}\n{}",
-        daemon.all_logs()
-    );
-    assert_eq!(
-        per_user["idle"],
-        [1, 2, 3, 1, 2, 3],
-        "{per_user:?}\n{}",
-        daemon.all_logs()
-    );
-    assert!(
-        daemon.all_logs().contains("expired keys forgotten"),
-        "{}",
-        daemon.all_logs()
-    );
+    let busy: Vec<i64> = out
+        .iter()
+        .filter(|r| r.value.as_deref().is_some_and(|v| v.contains("\"busy\"")))
+        .filter_map(|r| r.timestamp)
+        .collect();
+    let gap = busy.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    (per_user, gap, daemon, dir)
 }

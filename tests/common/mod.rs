@@ -137,6 +137,8 @@ pub struct Read {
     pub value: Option<String>,
     /// The value's bytes as read (binary formats).
     pub raw: Option<Vec<u8>>,
+    /// The record's Kafka timestamp (ms): for a daemon's output, about when it was processed.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads every record of `topic` from the beginning until its end offsets (the last stable
@@ -179,6 +181,7 @@ pub fn read_all(
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
                 raw: m.payload().map(<[u8]>::to_vec),
+                timestamp: m.timestamp().to_millis(),
             });
         }
         if out.len() >= min_records && caught_up(&consumer, topic, &partitions, &positions) {
