@@ -150,8 +150,13 @@ impl Runner<'_> {
     ) -> Result<()> {
         self.dirty = false;
         self.last_checkpoint = begun;
-        let elsewhere = self.commits_elsewhere()?;
-        self.checkpoints.committed(id, manifest, &elsewhere)?;
+        // a failed look-up only postpones garbage collection: the commit has happened
+        let elsewhere = self
+            .commits_elsewhere()
+            .inspect_err(|e| tracing::warn!(pipeline = %self.pipeline.name, error = %chain(e), "cannot read the group's commits of partitions held elsewhere; this checkpoint deletes none"))
+            .ok();
+        self.checkpoints
+            .committed(id, manifest, elsewhere.as_deref())?;
         self.purge_counted(offsets);
         Ok(())
     }

@@ -212,17 +212,21 @@ impl Checkpointer {
     /// Checkpoint `id` committed: count it, mark it, and delete all but the newest `retain`
     /// (and anything newer than it: leftovers), keeping those of this writer that `elsewhere`
     /// still name (the group's commits of partitions that moved to another writer, which
-    /// restores from them until it commits).
+    /// restores from them until it commits). Without `elsewhere` (it could not be read),
+    /// nothing is deleted this time.
     pub fn committed(
         &mut self,
         id: CheckpointId,
         manifest: Manifest,
-        elsewhere: &[(Partition, GroupCommit)],
+        elsewhere: Option<&[(Partition, GroupCommit)]>,
     ) -> Result<()> {
         self.committed += 1;
         self.next_id = CheckpointId(id.0 + 1);
         self.manifests.insert(id, manifest);
         self.store.mark_committed(id)?;
+        let Some(elsewhere) = elsewhere else {
+            return Ok(());
+        };
         let existing: Vec<CheckpointId> = self.manifests.keys().copied().collect();
         let named: Vec<CheckpointId> = elsewhere
             .iter()
