@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# scripts/quickstart.sh — the README's Quickstart: starts a local Kafka broker and a Flumen
-# pipeline (config/examples/quickstart.toml: NL purchases summed per customer), produces a few
-# purchases, prints the exactly-once output, and leaves both running.
+# scripts/quickstart.sh — the README's Quickstart: starts a local Kafka broker, a local
+# S3-compatible object store for the checkpoints (scripts/s3.sh) and a Flumen pipeline
+# (config/examples/quickstart.toml: NL purchases summed per customer), produces a few purchases,
+# prints the exactly-once output, and leaves them running.
 #   scripts/quickstart.sh        start (idempotent) and show the output
-#   scripts/quickstart.sh stop   stop the pipeline (SIGTERM: final checkpoint) and the broker
+#   scripts/quickstart.sh stop   stop the pipeline (SIGTERM: final checkpoint), the broker and
+#                                the object store
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # one persistent build cache for every clone: RocksDB and librdkafka take many minutes to build
@@ -22,6 +24,7 @@ stop() {
   fi
   rm -f "$pid_file"
   scripts/kafka.sh stop
+  scripts/s3.sh stop
 }
 
 if [[ "${1:-}" == "stop" ]]; then stop; exit 0; fi
@@ -30,9 +33,13 @@ scripts/setup.sh
 echo "quickstart: building flumen (the first build compiles RocksDB and librdkafka: many minutes)"
 cargo build --bin flumen
 bootstrap="$(scripts/kafka.sh start)"
+endpoint="$(scripts/s3.sh start)"
+# the object store's test credentials (scripts/s3.sh), as the AWS tools take them
+export AWS_ACCESS_KEY_ID=flumen-test AWS_SECRET_ACCESS_KEY=flumen-s3-canary
 
 mkdir -p "$work"
-sed "s/127.0.0.1:19092/$bootstrap/" config/examples/quickstart.toml > "$work/pipeline.toml"
+sed -e "s/127.0.0.1:19092/$bootstrap/" -e "s|http://127.0.0.1:19300|$endpoint|" \
+  config/examples/quickstart.toml > "$work/pipeline.toml"
 "$target/debug/flumen" validate --config "$work/pipeline.toml"
 
 scripts/kafka.sh topic purchases 3

@@ -10,9 +10,11 @@ set -euo pipefail
 #   libssl-dev, libsasl2-dev            librdkafka's ssl and sasl features
 #   zlib1g-dev                          librdkafka's libz feature
 #   libcurl4-openssl-dev                librdkafka OAUTHBEARER OIDC (its ssl+sasl build includes curl)
-#   openjdk-17-jre-headless, maven      the Kafka broker of scripts/kafka.sh, fetched from Maven Central
+#   openjdk-17-jre-headless, maven      the Kafka broker of scripts/kafka.sh and the S3Proxy object store
+#                                       of scripts/s3.sh, fetched from Maven Central
+#   curl                                scripts/s3.sh's readiness probe
 packages=(build-essential cmake pkg-config libclang-dev libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
-          openjdk-17-jre-headless maven)
+          openjdk-17-jre-headless maven curl)
 
 missing=()
 for p in "${packages[@]}"; do

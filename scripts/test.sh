@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the one test command: installs what is missing (as root), checks format and
-# lints, starts the local Kafka broker, runs every test against it, and stops the broker.
+# lints, starts the local Kafka broker and the S3-compatible object store (S3Proxy), runs every
+# test against them, and stops them.
 #
-# Integration tests need the broker; they FAIL when it does not answer. This script never sets
+# Integration tests need the broker (and the object-store tests, the store); they FAIL when it
+# does not answer. This script never sets
 # FLUMEN_SKIP_KAFKA_TESTS. Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,9 +33,13 @@ step "starting Kafka (scripts/kafka.sh start)"
 source scripts/broker-session.sh
 broker_session test.sh
 export FLUMEN_TEST_BOOTSTRAP="$BROKER_BOOTSTRAP"
+
+step "starting the object store (scripts/s3.sh start)"
+object_store_session test.sh
+export FLUMEN_TEST_S3="$S3_ENDPOINT"
 unset FLUMEN_SKIP_KAFKA_TESTS
 
-step "cargo test --all-features (broker at $FLUMEN_TEST_BOOTSTRAP)"
+step "cargo test --all-features (broker at $FLUMEN_TEST_BOOTSTRAP, object store at $FLUMEN_TEST_S3)"
 if ! cargo test --all-features -- "$@"; then
   echo
   echo "test.sh: tests failed; the broker's log: $(dirname "$0")/kafka.sh log 200" >&2

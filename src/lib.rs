@@ -24,7 +24,8 @@
 //! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.
 //! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]), the on-disk
 //!   snapshot store (manifest, checksums, fsync, garbage collection; a directory per writer,
-//!   shared by a pipeline's threads and instances) and the portable savepoint format
+//!   shared by a pipeline's threads and instances), its copy in an object store
+//!   ([`checkpoint::remote`], the only user of object_store) and the portable savepoint format
 //!   ([`checkpoint::savepoint`]).
 //! - [`codec`]: record formats (json, string, bytes, Avro with `[schemas]` and a schema registry)
 //!   between Kafka bytes and records; the only user of apache-avro and the HTTP client.

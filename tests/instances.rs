@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use common::{CountPipeline, Daemon, count_input, expected_counts};
 
-/// The keyed count's config with the instance id read from `FLUMEN_INSTANCE`, a 6 s session
-/// (the broker's minimum: a killed static member's partitions move after it) and checkpoints
-/// in `checkpoints` (shared) rather than under the daemon's own directory.
+/// The keyed count's config for several instances (`common::for_instances`) with checkpoints in
+/// `checkpoints` (shared) rather than under the daemon's own directory.
 fn shared_config(cp: &CountPipeline, checkpoints: &std::path::Path) -> String {
     let text = common::count_config(
         &cp.bootstrap,
@@ -21,15 +20,10 @@ fn shared_config(cp: &CountPipeline, checkpoints: &std::path::Path) -> String {
         "rocksdb",
         "300ms",
     );
-    let text = text.replace(
+    common::for_instances(&text.replace(
         "dir = \"{DIR}/checkpoints\"",
         &format!("dir = \"{}\"", checkpoints.display()),
-    );
-    let text = text.replace(
-        "[checkpoint]",
-        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[checkpoint]",
-    );
-    format!("instance_id_env = \"FLUMEN_INSTANCE\"\n{text}")
+    ))
 }
 
 /// Makes the pipeline's own daemon an instance of `shared_config` with checkpoints in its
@@ -43,20 +37,6 @@ fn share(cp: &CountPipeline) -> (std::path::PathBuf, String) {
     )
     .expect("write config");
     (shared, config)
-}
-
-/// Waits until the daemon's current run has had partitions assigned (a member that joins gets
-/// its share only once the group has rebalanced, which may take seconds under load).
-fn wait_assigned(d: &mut Daemon) {
-    let began = std::time::Instant::now();
-    while !d.last_log().contains("partitions assigned") {
-        assert!(
-            began.elapsed() < Duration::from_secs(90) && d.is_running(),
-            "no partitions assigned\n{}",
-            d.all_logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Lines of `log` saying a partition's state was restored from another writer's checkpoint.
@@ -88,7 +68,7 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
 
     // b joins: a's partitions are shared, b restores its share from a's checkpoints
     b.start_with(&[("FLUMEN_INSTANCE", "b")]);
-    wait_assigned(&mut b);
+    b.wait_assigned();
     let batch = count_input(2_000, 60);
     cp.produce(&batch);
     input.extend(batch);
@@ -114,7 +94,7 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
 
     // a comes back (its live state is stale): its partitions come back restored from b's
     cp.daemon.start_with(&[("FLUMEN_INSTANCE", "a")]);
-    wait_assigned(&mut cp.daemon);
+    cp.daemon.wait_assigned();
     let batch = count_input(2_000, 60);
     cp.produce(&batch);
     input.extend(batch);
@@ -143,20 +123,7 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
             .output()
             .unwrap()
     };
-    let list = cli(&[
-        "checkpoint",
-        "list",
-        "--config",
-        &config,
-        "--output",
-        "json",
-    ]);
-    assert!(
-        list.status.success(),
-        "{}",
-        String::from_utf8_lossy(&list.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let rows = common::checkpoint_list(&config, &[("FLUMEN_INSTANCE", "a")]);
     for writer in [&writer_a, &writer_b] {
         assert!(
             rows.as_array()
@@ -205,15 +172,7 @@ fn three_threads_in_one_process_survive_kills_and_can_be_removed() {
     let input = count_input(6_000, 120);
     let (first, rest) = input.split_at(3_000);
     cp.produce(first);
-    let producer = {
-        let (bootstrap, source, rest) = (cp.bootstrap.clone(), cp.source.clone(), rest.to_vec());
-        std::thread::spawn(move || {
-            for chunk in rest.chunks(300) {
-                common::produce_all(&bootstrap, &source, chunk);
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        })
-    };
+    let producer = cp.produce_slowly(rest, 300, Duration::from_millis(150));
     cp.daemon.kill_randomly(4, 700..2_000);
     producer.join().unwrap();
     cp.assert_exact(&expected_counts(&input), Duration::from_secs(120));
@@ -257,52 +216,25 @@ fn three_threads_in_one_process_survive_kills_and_can_be_removed() {
 /// rescheduled without its volume): per-key counts exact, nothing lost, nothing twice.
 #[test]
 fn three_instances_survive_twenty_random_kills() {
-    use rand::Rng as _;
     let Some(mut cp) = CountPipeline::new("inst3", 6, "rocksdb", "300ms") else {
         return;
     };
     let (_, config) = share(&cp);
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut others: Vec<Daemon> = dirs
-        .iter()
-        .map(|d| Daemon::new(d.path(), &config))
-        .collect();
+    let (_dirs, mut others) = common::more_daemons(&config, 2);
     let ids = ["a", "b", "c"];
     cp.daemon.start_with(&[("FLUMEN_INSTANCE", ids[0])]);
     for (d, id) in others.iter_mut().zip(&ids[1..]) {
         d.start_with(&[("FLUMEN_INSTANCE", id)]);
     }
     let input = count_input(12_000, 200);
-    let producer = {
-        let (bootstrap, source, input) = (cp.bootstrap.clone(), cp.source.clone(), input.clone());
-        std::thread::spawn(move || {
-            for chunk in input.chunks(400) {
-                common::produce_all(&bootstrap, &source, chunk);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
-    let mut rng = rand::rng();
-    for kill in 0..20 {
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1_500)));
-        let i = rng.random_range(0..3);
-        let daemon = if i == 0 {
-            &mut cp.daemon
-        } else {
-            &mut others[i - 1]
+    let producer = cp.produce_slowly(&input, 400, Duration::from_millis(100));
+    {
+        let [b, c] = others.as_mut_slice() else {
+            unreachable!("two other instances")
         };
-        assert!(
-            daemon.is_running(),
-            "instance {} exited on its own before kill {kill}\n{}",
-            ids[i],
-            daemon.all_logs()
-        );
-        daemon.kill9();
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..2_000)));
-        if kill % 3 == 2 {
-            std::fs::remove_dir_all(daemon.dir.join("state")).unwrap();
-        }
-        daemon.start_with(&[("FLUMEN_INSTANCE", ids[i])]);
+        let env = |id: &str| vec![("FLUMEN_INSTANCE", id.to_string())];
+        let wipe = |dir: &std::path::Path| std::fs::remove_dir_all(dir.join("state")).unwrap();
+        common::kill_instances_randomly(&mut [&mut cp.daemon, b, c], &ids, 20, env, wipe);
     }
     producer.join().unwrap();
     cp.assert_exact(&expected_counts(&input), Duration::from_secs(180));

@@ -172,20 +172,7 @@ fn restoring_an_older_savepoint_reproduces_the_outputs_after_it() {
 
     // the checkpoints behind it, listed and verified
     let config = cp.daemon.config.display().to_string();
-    let list = flumen(&[
-        "checkpoint",
-        "list",
-        "--config",
-        &config,
-        "--output",
-        "json",
-    ]);
-    assert!(
-        list.status.success(),
-        "{}",
-        String::from_utf8_lossy(&list.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let v = common::checkpoint_list(&config, &[]);
     assert!(!v.as_array().unwrap().is_empty(), "{v}");
     let inspect = flumen(&[
         "checkpoint",

@@ -43,7 +43,15 @@ pub struct Programs {
     pub ks_heap: String,
     /// Flumen's `parallelism`.
     pub flumen_threads: u32,
+    /// Flumen's checkpoints in this S3-compatible store (its endpoint), not on local disk.
+    pub object_store: Option<String>,
 }
+
+/// The test credentials of `scripts/s3.sh`'s store.
+const S3_CREDENTIALS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "flumen-test"),
+    ("AWS_SECRET_ACCESS_KEY", "flumen-s3-canary"),
+];
 
 /// One engine run's inputs.
 pub struct Spec<'a> {
@@ -68,9 +76,21 @@ pub fn start(p: &Programs, s: &Spec<'_>) -> Result<Child> {
     let mut cmd = match s.engine {
         Engine::Flumen => {
             let config = s.dir.join("pipeline.toml");
-            std::fs::write(&config, flumen_config(s, p.flumen_threads))?;
+            let mut text = flumen_config(s, p.flumen_threads);
+            if let Some(endpoint) = &p.object_store {
+                text = text.replace(
+                    &format!("dir = \"{}/checkpoints\"", s.dir.display()),
+                    &format!(
+                        "dir = \"s3://flumen/bench-{}\"\nlocal_dir = \"{}/checkpoints\"\n\n[checkpoint.s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"",
+                        s.id,
+                        s.dir.display()
+                    ),
+                );
+            }
+            std::fs::write(&config, text)?;
             let mut c = Command::new(&p.flumen);
             c.arg("run").arg("--config").arg(&config);
+            c.envs(S3_CREDENTIALS);
             // the debug line of each committed checkpoint carries its duration (`took=`)
             c.env("RUST_LOG", "warn,flumen::pipeline::task=debug");
             c

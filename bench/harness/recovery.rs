@@ -1,8 +1,10 @@
 //! Recovery after SIGKILL at a given state size: the `count` workload over `keys` distinct keys
 //! (so the state holds `keys` entries), run to the end; then the engine is killed with SIGKILL,
-//! restarted at once on the same local state, and one new record is sent. The figure is the
-//! time from the restart to that record's committed output. The output must still pass the
-//! gate: every key counted exactly once, the new record included.
+//! restarted at once on the same local state (or, with `wipe`, on a wiped disk: a partition
+//! moved to a new instance; Flumen restores from its object store, Kafka Streams replays its
+//! changelog), and one new record is sent. The figure is the time from the restart to that
+//! record's committed output. The output must still pass the gate: every key counted exactly
+//! once, the new record included.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ pub struct Plan<'a> {
     pub interval: Duration,
     pub tag: &'a str,
     pub work_dir: &'a std::path::Path,
+    /// Restart on a wiped disk.
+    pub wipe: bool,
 }
 
 pub struct RecoveryOutcome {
@@ -32,6 +36,10 @@ pub struct RecoveryOutcome {
     pub fill_s: f64,
     /// From the restart after SIGKILL to the new record's committed output.
     pub recovery_s: f64,
+    /// Whether the restart was on a wiped disk.
+    pub wiped: bool,
+    /// The engine's local state directory's size at the kill (bytes).
+    pub state_bytes: u64,
     pub verdict: Result<(), String>,
 }
 
@@ -65,10 +73,20 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<RecoveryOutcome> {
     let mut problem = wait_for(&reader, |progress| progress >= p.keys, &mut child);
     let fill_s = started.elapsed().as_secs_f64();
 
-    let mut recovery_s = 0.0;
+    let (mut recovery_s, mut state_bytes) = (0.0, 0);
     if problem.is_none() {
         child.kill()?;
         child.wait()?;
+        state_bytes = size_of(&dir.join("state"));
+        if p.wipe {
+            for sub in ["state", "checkpoints"] {
+                match std::fs::remove_dir_all(dir.join(sub)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let restarted = Instant::now();
         child = engine::start(programs, &spec)?;
         let producer: BaseProducer = ClientConfig::new()
@@ -102,8 +120,25 @@ pub fn measure(programs: &Programs, p: &Plan<'_>) -> Result<RecoveryOutcome> {
         interval: p.interval,
         fill_s,
         recovery_s,
+        wiped: p.wipe,
+        state_bytes,
         verdict,
     })
+}
+
+/// Bytes of the files under `dir` (0 if it is missing).
+fn size_of(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => size_of(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Waits until the gate is complete or `enough(progress)`; returns what went wrong instead.

@@ -349,9 +349,11 @@ pub fn latency_table(ls: &[LatencyOutcome]) -> Result<String, std::fmt::Error> {
 
 pub fn recovery_line(r: &RecoveryOutcome) -> String {
     format!(
-        "recovery {:<14} {:>8} keys: filled in {:.1} s, SIGKILL → next committed output {:.2} s; {}",
+        "recovery {:<14} {:>8} keys ({:.1} MB of local state{}): filled in {:.1} s, SIGKILL → next committed output {:.2} s; {}",
         r.engine.name(),
         r.keys,
+        r.state_bytes as f64 / 1e6,
+        if r.wiped { ", wiped" } else { "" },
         r.fill_s,
         r.recovery_s,
         verdict_text(&r.verdict),
@@ -367,8 +369,14 @@ pub fn recovery_table(rs: &[RecoveryOutcome]) -> Result<String, std::fmt::Error>
     for r in rs {
         groups.entry((r.keys, r.engine)).or_default().push(r);
     }
-    let mut t = String::from(
-        "\n| recovery after SIGKILL, count | keys in state | valid runs | s to next committed output | ≤ 5 s + interval |\n|---|---|---|---|---|\n",
+    let wiped = rs.iter().any(|r| r.wiped);
+    let mut t = format!(
+        "\n| recovery after SIGKILL{}, count | keys in state | local state, MB | valid runs | s to next committed output | ≤ 5 s + interval |\n|---|---|---|---|---|---|\n",
+        if wiped {
+            " on a wiped disk (Flumen: from the object store; Kafka Streams: from its changelog)"
+        } else {
+            ""
+        }
     );
     for ((keys, engine), runs) in &groups {
         let valid: Vec<&&RecoveryOutcome> = runs.iter().filter(|r| r.verdict.is_ok()).collect();
@@ -389,8 +397,9 @@ pub fn recovery_table(rs: &[RecoveryOutcome]) -> Result<String, std::fmt::Error>
         };
         writeln!(
             t,
-            "| {} | {keys} | {}/{} | {} | {ok} |",
+            "| {} | {keys} | {:.1} | {}/{} | {} | {ok} |",
             engine.name(),
+            runs.iter().map(|r| r.state_bytes).max().unwrap_or(0) as f64 / 1e6,
             valid.len(),
             runs.len(),
             cell(&s, 1.0),

@@ -70,6 +70,9 @@ pub struct Args {
     /// Where the results table is written.
     #[arg(long, default_value = "bench/results")]
     results_dir: PathBuf,
+    /// Skip the throughput runs (a recovery-only run: with --no-latency).
+    #[arg(long, requires = "no_latency")]
+    no_throughput: bool,
     /// Skip the latency runs.
     #[arg(long)]
     no_latency: bool,
@@ -86,6 +89,15 @@ pub struct Args {
     /// Skip the recovery runs.
     #[arg(long)]
     no_recovery: bool,
+    /// Recovery runs restart on a wiped disk (live state and local checkpoints deleted after
+    /// the kill), as a partition moved to a new instance: Flumen restores from the object
+    /// store (needs --object-store), Kafka Streams from its changelog topic.
+    #[arg(long, requires = "object_store")]
+    recovery_wipe: bool,
+    /// Flumen's checkpoints in this S3-compatible store (scripts/s3.sh's endpoint, bucket
+    /// `flumen`, its test credentials) instead of a local directory.
+    #[arg(long)]
+    object_store: Option<String>,
     /// State sizes (distinct keys) of the recovery runs. Default 10000,100000 with --quick,
     /// else 100000,1000000.
     #[arg(long, value_delimiter = ',')]
@@ -127,6 +139,7 @@ pub fn main(mut a: Args) -> Result<()> {
         ks_threads: a.ks_threads,
         ks_heap: a.ks_heap.clone(),
         flumen_threads: a.flumen_threads,
+        object_store: a.object_store.clone(),
     };
     let ticks = engine::ticks_per_s();
     let run_id = format!("{:06x}", seed & 0xff_ffff);
@@ -134,7 +147,12 @@ pub fn main(mut a: Args) -> Result<()> {
 
     let mut rng = seed;
     let mut outcomes = Vec::new();
-    for &size in &a.sizes {
+    let sizes = if a.no_throughput {
+        &[][..]
+    } else {
+        &a.sizes[..]
+    };
+    for &size in sizes {
         let n = if size >= 500 { records / 4 } else { records };
         let input = format!("bench-in-{size}b-{run_id}");
         topics::create(&a.bootstrap, &[&input])?;
@@ -326,6 +344,7 @@ fn recovery_runs(
                         interval,
                         tag: &tag,
                         work_dir: &a.work_dir,
+                        wipe: a.recovery_wipe,
                     },
                 )?;
                 eprintln!("bench: {}", report::recovery_line(&r));

@@ -4,11 +4,16 @@
 //! - [`protocol`]: the decisions (which snapshot to restore, what to do after a failed commit,
 //!   what to delete), pure and unit/property tested.
 //! - [`store`]: the directory layout, checksums, fsync and atomic rename.
+//! - [`catalog`]: a read-only view of the checkpoints wherever they are (CLI, doctor).
+//! - [`remote`]: the copy in an object store (`checkpoint.dir = "s3://..."`), uploaded
+//!   incrementally before the commit, which any instance restores from.
 //!
 //! A checkpoint directory is durable before the Kafka transaction that commits its offsets; the
 //! broker's committed offsets, read after `init_transactions`, decide which one is current.
 
+pub mod catalog;
 pub mod protocol;
+pub mod remote;
 pub mod savepoint;
 pub mod store;
 pub mod tag;

@@ -1,4 +1,5 @@
-//! `flumen checkpoint list|inspect`: read-only views of the checkpoint store.
+//! `flumen checkpoint list|inspect`: read-only views of the checkpoint store (a directory or
+//! an object store: `checkpoint::catalog`).
 
 use crate::pipeline::custom::Operators;
 use std::path::Path;
@@ -6,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{Output, exit, load_config, print_json, time_of};
-use crate::checkpoint::store::Store;
+use crate::checkpoint::catalog::Catalog;
 use crate::checkpoint::{CheckpointId, Manifest};
 use crate::pipeline::chain;
 
@@ -19,8 +20,32 @@ struct Row {
     pipeline: String,
     writer: String,
     id: CheckpointId,
-    committed: bool,
-    manifest: crate::checkpoint::store::Result<Manifest>,
+    /// The local hint; `None` in an object store, which keeps none.
+    committed: Option<bool>,
+    manifest: crate::checkpoint::catalog::Result<Manifest>,
+}
+
+/// A runtime for the object store's client, whose futures this thread waits for.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn committed_word(hint: Option<bool>) -> &'static str {
+    match hint {
+        Some(true) => "yes",
+        Some(false) => "unknown",
+        None => "-",
+    }
 }
 
 pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Output) -> u8 {
@@ -28,23 +53,25 @@ pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Outp
         Ok(c) => c,
         Err(code) => return code,
     };
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
     let mut rows = Vec::new();
     for p in cfg
         .pipelines
         .iter()
         .filter(|p| pipeline.is_none_or(|n| n == p.name))
     {
-        let listed = Store::writers(&cfg.checkpoint.dir, &p.name).and_then(|writers| {
+        let listed = Catalog::open(&cfg.checkpoint, &p.name, runtime.handle()).and_then(|c| {
             let mut found = Vec::new();
-            for writer in writers {
-                let store = Store::reader(&cfg.checkpoint.dir, &p.name, &writer)?;
-                for id in store.list()? {
+            for writer in c.writers()? {
+                for id in c.list(&writer)? {
                     found.push(Row {
                         pipeline: p.name.clone(),
                         writer: writer.clone(),
                         id,
-                        committed: store.is_committed(id),
-                        manifest: store.manifest(id),
+                        committed: c.committed_hint(&writer, id),
+                        manifest: c.manifest(&writer, id),
                     });
                 }
             }
@@ -69,7 +96,11 @@ pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Outp
         return print_json(&items);
     }
     if rows.is_empty() {
-        println!("no checkpoints under {}", cfg.checkpoint.dir.display());
+        let under = cfg.checkpoint.remote.as_ref().map_or_else(
+            || cfg.checkpoint.dir.display().to_string(),
+            |r| r.url.clone(),
+        );
+        println!("no checkpoints under {under}");
         return exit::OK;
     }
     println!(
@@ -83,7 +114,7 @@ pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Outp
                 "{p:<16}  {w:<20}  {:>10}  {:<24}  {:>9}  {:>6}  {:>12}",
                 r.id.0,
                 time_of(m.created_unix_ms),
-                if r.committed { "yes" } else { "unknown" },
+                committed_word(r.committed),
                 m.tasks.len(),
                 bytes_of(m)
             ),
@@ -91,7 +122,7 @@ pub fn list(ops: &Operators, config: &Path, pipeline: Option<&str>, output: Outp
         }
     }
     println!(
-        "(COMMITTED is a local hint; the group's committed offsets decide which checkpoint is restored)"
+        "(COMMITTED is a local hint, none in an object store; the group's committed offsets decide which checkpoint is restored)"
     );
     exit::OK
 }
@@ -118,28 +149,31 @@ pub fn inspect(
         eprintln!("error: no pipeline {pipeline:?} in {}", config.display());
         return exit::FAILURE;
     };
-    let loaded = Store::reader(&cfg.checkpoint.dir, pipeline, writer).and_then(|store| {
+    let Some(runtime) = runtime() else {
+        return exit::FAILURE;
+    };
+    let loaded = Catalog::open(&cfg.checkpoint, pipeline, runtime.handle()).and_then(|c| {
         let id = match id {
             Some(n) => CheckpointId(n),
-            None => match store.list()?.last() {
+            None => match c.list(writer)?.last() {
                 Some(id) => *id,
                 None => {
                     return Err(crate::checkpoint::store::Error::Corrupt {
-                        path: store.root().to_path_buf(),
-                        message: "no checkpoints".into(),
-                    });
+                        path: c.location(writer, CheckpointId(0)).into(),
+                        message: format!("no checkpoints of writer {writer:?}"),
+                    }
+                    .into());
                 }
             },
         };
-        let m = store.manifest(id)?;
-        let mut verified = Ok(());
-        for t in &m.tasks {
-            if let Err(e) = store.verify(id, t) {
-                verified = Err(chain(&e));
-                break;
-            }
-        }
-        Ok((store.dir_of(id), store.is_committed(id), m, verified))
+        let m = c.manifest(writer, id)?;
+        let verified = c.verify(writer, id, &m).map_err(|e| chain(&e));
+        Ok((
+            c.location(writer, id),
+            c.committed_hint(writer, id),
+            m,
+            verified,
+        ))
     });
     let (dir, committed, m, verified) = match loaded {
         Ok(x) => x,
@@ -161,14 +195,14 @@ pub fn inspect(
     }
     println!("checkpoint  {} of {pipeline}", m.checkpoint);
     println!("writer      {writer}");
-    println!("path        {}", dir.display());
+    println!("path        {dir}");
     println!("created     {}", time_of(m.created_unix_ms));
     println!(
         "committed   {}",
-        if committed {
-            "yes (local hint)"
-        } else {
-            "unknown"
+        match committed {
+            Some(true) => "yes (local hint)",
+            Some(false) => "unknown",
+            None => "unknown (an object store keeps no hint)",
         }
     );
     println!("  {:<40}  NEXT OFFSET", "PARTITION");
@@ -193,6 +227,11 @@ pub fn inspect(
         );
     }
     match verified {
+        Ok(()) if cfg.checkpoint.remote.is_some() => {
+            println!(
+                "files       ok (in the object store at their lengths; a restore checks CRC32C)"
+            );
+        }
         Ok(()) => println!("checksums   ok"),
         Err(e) => println!("checksums   FAILED: {e}"),
     }

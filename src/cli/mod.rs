@@ -167,6 +167,18 @@ enum SavepointCommand {
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Take a savepoint of a stopped pipeline from the checkpoints its group's commits name,
+    /// however many threads and instances ran it (stop them all first: SIGTERM takes a final
+    /// checkpoint).
+    Create {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: String,
+        /// Write the savepoint to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// List the savepoints under checkpoint.savepoint_dir (or --dir).
     List {
         #[arg(long, short, required_unless_present = "dir")]
@@ -267,6 +279,11 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
                 dir,
                 timeout,
             } => savepoint::trigger(ops, &config, dir, false, timeout),
+            SavepointCommand::Create {
+                config,
+                pipeline,
+                dir,
+            } => savepoint::create(ops, &config, &pipeline, dir),
             SavepointCommand::List {
                 config,
                 dir,

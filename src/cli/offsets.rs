@@ -168,7 +168,7 @@ pub(super) fn with_inputs<T>(
     })
 }
 
-fn code_of(e: &anyhow::Error) -> u8 {
+pub(super) fn code_of(e: &anyhow::Error) -> u8 {
     match e
         .downcast_ref::<pipeline::Error>()
         .map(pipeline::Error::kind)

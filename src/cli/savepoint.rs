@@ -1,4 +1,4 @@
-//! `flumen stop`, `flumen savepoint trigger|list|inspect|delete`.
+//! `flumen stop`, `flumen savepoint trigger|create|list|inspect|delete`.
 
 use crate::pipeline::custom::Operators;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,35 @@ use crate::checkpoint::savepoint::{self, Savepoint};
 use crate::control;
 use crate::pipeline::chain;
 use crate::pipeline::operator::state_to_json;
+
+/// Takes the savepoint of stopped `pipeline` from the checkpoints the group's commits name
+/// (`Runner::savepoint_offline`).
+pub fn create(ops: &Operators, config: &Path, pipeline: &str, dir: Option<PathBuf>) -> u8 {
+    let cfg = match load_config(ops, config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let taken = super::offsets::with_inputs(&cfg, ops, pipeline, |inputs| {
+        crate::tools::reset::ensure_stopped(inputs)?;
+        Ok(crate::pipeline::Runner::savepoint_offline(inputs, dir)?)
+    });
+    match taken {
+        Ok(t) => {
+            println!(
+                "{}\tsavepoint {}\t({} keys, {} in-flight records)",
+                t.pipeline,
+                t.path.display(),
+                t.keys,
+                t.pending
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            super::offsets::code_of(&e)
+        }
+    }
+}
 
 /// Asks the daemon of `config` for a savepoint of every pipeline (and to stop after it).
 pub fn trigger(

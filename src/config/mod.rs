@@ -88,11 +88,30 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
     pub interval: Duration,
+    /// The local checkpoint directory: `[checkpoint] dir`, or with an object store there,
+    /// `local_dir` (where checkpoints are written before their upload and kept for local
+    /// recovery).
     pub dir: PathBuf,
+    /// `[checkpoint] dir` when it is an object store URL: the durable copy.
+    pub remote: Option<RemoteConfig>,
     /// How many committed checkpoints to keep per pipeline.
     pub retain: usize,
     /// Default directory of triggered savepoints.
     pub savepoint_dir: PathBuf,
+}
+
+/// An object store holding checkpoints: `s3://<bucket>/<prefix>` with `[checkpoint.s3]`.
+/// Credentials come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// As written: `s3://bucket/prefix`.
+    pub url: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// An S3-compatible server's URL (`http://127.0.0.1:19300`); AWS itself without it.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

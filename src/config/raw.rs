@@ -59,6 +59,18 @@ pub struct Checkpoint {
     pub retain: Option<Spanned<i64>>,
     /// Where triggered savepoints go by default (`flumen savepoint trigger` without `--dir`).
     pub savepoint_dir: Option<Spanned<String>>,
+    /// With an object-store `dir`: where checkpoints are written first and kept for local
+    /// recovery.
+    pub local_dir: Option<Spanned<String>>,
+    /// With an `s3://` `dir`: the endpoint and region (an S3-compatible server).
+    pub s3: Option<Spanned<S3>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3 {
+    pub endpoint: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

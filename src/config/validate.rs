@@ -250,9 +250,20 @@ impl Cx<'_> {
     }
 
     fn root(&mut self, raw: raw::Root) -> Config {
-        let checkpoint = self.checkpoint(raw.checkpoint.get_ref());
+        let mut checkpoint = self.checkpoint(raw.checkpoint.get_ref());
         let kafka = self.kafka(raw.kafka.get_ref(), checkpoint.interval);
         let state = self.state(raw.state.as_ref().map(Spanned::get_ref));
+        let raw_checkpoint = raw.checkpoint.get_ref();
+        if checkpoint.remote.is_some() && raw_checkpoint.local_dir.is_none() {
+            // the local copies of an object store's checkpoints: next to the live state
+            checkpoint.dir = state
+                .dir
+                .parent()
+                .map_or_else(|| PathBuf::from("checkpoints"), |p| p.join("checkpoints"));
+            if raw_checkpoint.savepoint_dir.is_none() {
+                checkpoint.savepoint_dir = default_savepoint_dir(&checkpoint.dir);
+            }
+        }
         let restart = self.restart(raw.restart.as_ref().map(Spanned::get_ref));
         let instance_id = self.instance_id(&raw);
         for (id, file) in raw.schemas.iter().flatten() {

@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceP
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod group;
 mod message;
 
 pub use message::Message;
@@ -371,20 +372,6 @@ impl Consumer {
         Ok(partitions(&tpl))
     }
 
-    /// The group's members, as `client id (host)`.
-    pub fn group_members(&self, group: &str) -> Result<Vec<String>> {
-        let list = self
-            .inner
-            .fetch_group_list(Some(group), TIMEOUT)
-            .map_err(client("describe group"))?;
-        Ok(list
-            .groups()
-            .iter()
-            .flat_map(|g| g.members())
-            .map(|m| format!("{} ({})", m.client_id(), m.client_host()))
-            .collect())
-    }
-
     /// (low, high) watermark of one partition; high is the last stable offset's bound for
     /// this read_committed consumer.
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
@@ -418,26 +405,6 @@ impl Consumer {
                 _ => (e.partition(), None),
             })
             .collect())
-    }
-
-    /// Waits until the consumer group has no members (a stopped static member stays one until
-    /// its session times out), up to `timeout`; returns whether it emptied.
-    pub fn wait_for_empty_group(&self, group: &str, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let list = self
-                .inner
-                .fetch_group_list(Some(group), TIMEOUT)
-                .map_err(client("describe group"))?;
-            let members: usize = list.groups().iter().map(|g| g.members().len()).sum();
-            if members == 0 {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
     }
 
     pub(super) fn group_metadata(&self) -> Result<rdkafka::consumer::ConsumerGroupMetadata> {

@@ -88,6 +88,8 @@ pub enum Error {
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::store::Error),
     #[error(transparent)]
+    Remote(#[from] checkpoint::remote::Error),
+    #[error(transparent)]
     Savepoint(#[from] savepoint::Error),
     #[error("{0}")]
     PipelineRunning(String),
@@ -186,20 +188,35 @@ impl Error {
             | Self::SavepointMismatch { .. }
             | Self::StateChoice(_)
             | Self::Savepoint(_)
-            | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. }) => ErrorKind::State,
+            | Self::Checkpoint(checkpoint::store::Error::Corrupt { .. })
+            | Self::Remote(checkpoint::remote::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
             Self::Fatal(_)
             | Self::Panicked(_)
             | Self::PipelineRunning(_)
-            | Self::SinkSchema { .. } => ErrorKind::Fatal,
+            | Self::SinkSchema { .. }
+            | Self::Remote(
+                checkpoint::remote::Error::Open { .. }
+                | checkpoint::remote::Error::Collision { .. },
+            ) => ErrorKind::Fatal,
             Self::Kafka(e) if e.txn_failure() == checkpoint::protocol::TxnFailure::Fatal => {
                 ErrorKind::Fatal
             }
             Self::Kafka(_)
             | Self::State(_)
             | Self::Checkpoint(_)
+            | Self::Remote(_)
             | Self::UnknownCommitOutcome(_)
             | Self::SchemaRegistry(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+impl From<checkpoint::catalog::Error> for Error {
+    fn from(e: checkpoint::catalog::Error) -> Self {
+        match e {
+            checkpoint::catalog::Error::Local(e) => Self::Checkpoint(e),
+            checkpoint::catalog::Error::Remote(e) => Self::Remote(e),
         }
     }
 }

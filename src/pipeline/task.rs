@@ -89,6 +89,9 @@ pub struct Runner<'a> {
     cancel: CancellationToken,
     /// Every write goes through it (`pipeline/txn.rs`).
     txn: Txn,
+    /// Its producer was registered (`init_transactions`) again once this incarnation was a
+    /// member of the group (`task/assign.rs`: why).
+    registered_as_member: bool,
     consumer: Consumer,
     /// The store, its manifests, checkpoint ids and the commit count.
     checkpoints: Checkpointer,

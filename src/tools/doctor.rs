@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::checkpoint::store::Store;
+use crate::checkpoint::catalog::Catalog;
 use crate::kafka::admin::Admin;
 use crate::kafka::producer::Producer;
 use crate::pipeline::{Inputs, Result};
@@ -112,13 +112,12 @@ pub fn partition_counts(inputs: &Inputs<'_>, admin: &Admin) -> Result<Finding> {
     };
     // every writer's newest checkpoint (instances sharing the checkpoint directory each hold
     // the partitions they were assigned): the stateful partitions they hold together
-    let dir = &inputs.config.checkpoint.dir;
+    let catalog = Catalog::open(&inputs.config.checkpoint, &p.name, &inputs.runtime)?;
     let mut held = std::collections::BTreeSet::new();
     let mut latest = Vec::new();
-    for writer in Store::writers(dir, &p.name)? {
-        let store = Store::reader(dir, &p.name, &writer)?;
-        if let Some(id) = store.list()?.last().copied() {
-            let m = store.manifest(id)?;
+    for writer in catalog.writers()? {
+        if let Some(id) = catalog.list(&writer)?.last().copied() {
+            let m = catalog.manifest(&writer, id)?;
             held.extend(m.tasks.iter().map(|t| t.partition));
             latest.push(format!("{writer}:{id}"));
         }

@@ -359,6 +359,20 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon's current run has had partitions assigned (a member that joins
+    /// gets its share only once the group has rebalanced, which may take seconds under load).
+    pub fn wait_assigned(&mut self) {
+        let began = Instant::now();
+        while !self.last_log().contains("partitions assigned") {
+            assert!(
+                began.elapsed() < Duration::from_secs(90) && self.is_running(),
+                "no partitions assigned\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -598,6 +612,26 @@ impl CountPipeline {
         )
     }
 
+    /// Produces `records` from a thread, `chunk` at a time with `pause` between: live input.
+    pub fn produce_slowly(
+        &self,
+        records: &[(Option<i32>, String, String)],
+        chunk: usize,
+        pause: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let (bootstrap, source, records) = (
+            self.bootstrap.clone(),
+            self.source.clone(),
+            records.to_vec(),
+        );
+        std::thread::spawn(move || {
+            for part in records.chunks(chunk) {
+                produce_all(&bootstrap, &source, part);
+                std::thread::sleep(pause);
+            }
+        })
+    }
+
     /// Reads the sink and panics, with every daemon log, unless the counts are exact.
     pub fn assert_exact(&self, expected: &HashMap<String, u64>, timeout: Duration) {
         let want: u64 = expected.values().sum();
@@ -797,4 +831,167 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The S3-compatible object store of the tests (S3Proxy, `scripts/s3.sh`), at
+/// `FLUMEN_TEST_S3` (default `http://127.0.0.1:19300`), bucket `flumen`.
+pub struct S3 {
+    pub endpoint: String,
+    store: object_store::aws::AmazonS3,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// The test store's credentials (`scripts/s3.sh`), for a daemon's environment.
+pub const S3_CREDENTIALS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "flumen-test"),
+    ("AWS_SECRET_ACCESS_KEY", "flumen-s3-canary"),
+];
+
+/// The test object store; panics, saying how to start it, when nothing answers there.
+pub fn s3() -> S3 {
+    let endpoint =
+        std::env::var("FLUMEN_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:19300".to_string());
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build(),
+    );
+    if let Err(e) = agent.get(&format!("{endpoint}/")).call() {
+        panic!(
+            "no object store answers at {endpoint} (FLUMEN_TEST_S3): {e}\n\
+             start one with `scripts/s3.sh start`, or run everything with `scripts/test.sh`"
+        );
+    }
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("flumen")
+        .with_access_key_id(S3_CREDENTIALS[0].1)
+        .with_secret_access_key(S3_CREDENTIALS[1].1)
+        .build()
+        .expect("object store client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    S3 {
+        endpoint,
+        store,
+        runtime,
+    }
+}
+
+impl S3 {
+    /// `config` (a `count_config`) with its checkpoints in this store under `prefix`.
+    pub fn checkpoints_in(&self, config: &str, prefix: &str) -> String {
+        let config = config.replace(
+            "dir = \"{DIR}/checkpoints\"",
+            &format!("dir = \"s3://flumen/{prefix}\""),
+        );
+        config.replace(
+            "[state]",
+            &format!(
+                "[checkpoint.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\n[state]",
+                self.endpoint
+            ),
+        )
+    }
+
+    /// Every object under `prefix`: key, size and when it was last written (ms since the
+    /// epoch; a rewrite of the same bytes changes it).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64, i64)> {
+        use futures_util::TryStreamExt as _;
+        use object_store::ObjectStore as _;
+        let prefix = object_store::path::Path::from(prefix);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&prefix)).try_collect())
+            .expect("list objects");
+        let mut objects: Vec<(String, u64, i64)> = listed
+            .into_iter()
+            .map(|o| {
+                let written = o.last_modified.timestamp_millis();
+                (o.location.to_string(), o.size, written)
+            })
+            .collect();
+        objects.sort();
+        objects
+    }
+
+    /// The object at `key`.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt as _;
+        let key = object_store::path::Path::from(key);
+        self.runtime
+            .block_on(async { self.store.get(&key).await?.bytes().await })
+            .expect("get object")
+            .to_vec()
+    }
+}
+
+/// `config` made one config for several instances: the instance id from `FLUMEN_INSTANCE`, and
+/// a 6 s session (the broker's minimum: a killed static member's partitions move after it).
+pub fn for_instances(config: &str) -> String {
+    let text = config.replace(
+        "[checkpoint]",
+        "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[checkpoint]",
+    );
+    format!("instance_id_env = \"FLUMEN_INSTANCE\"\n{text}")
+}
+
+/// Instances under live input: `kills` times a random one of `daemons` (instance ids `ids`)
+/// is killed with SIGKILL and restarted after a random pause with the environment `env` gives
+/// its id, every third time after `wipe` on its directory. Panics if one exited on its own.
+pub fn kill_instances_randomly(
+    daemons: &mut [&mut Daemon],
+    ids: &[&str],
+    kills: usize,
+    env: impl Fn(&str) -> Vec<(&'static str, String)>,
+    wipe: impl Fn(&std::path::Path),
+) {
+    let mut rng = rand::rng();
+    for kill in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1_500)));
+        let i = rng.random_range(0..daemons.len());
+        let daemon = &mut daemons[i];
+        assert!(
+            daemon.is_running(),
+            "instance {} exited on its own before kill {kill}\n{}",
+            ids[i],
+            daemon.all_logs()
+        );
+        daemon.kill9();
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..2_000)));
+        if kill % 3 == 2 {
+            wipe(&daemon.dir);
+        }
+        let vars = env(ids[i]);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        daemon.start_with(&vars);
+    }
+}
+
+/// `flumen checkpoint list --config CONFIG --output json` with `env`, as JSON; panics unless it
+/// succeeds.
+pub fn checkpoint_list(config: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["checkpoint", "list", "--config", config, "--output", "json"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run flumen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("checkpoint list json")
+}
+
+/// `n` more daemons of `config`, each in its own directory (the directories outlive them:
+/// bind both, directories first).
+pub fn more_daemons(config: &str, n: usize) -> (Vec<tempfile::TempDir>, Vec<Daemon>) {
+    let dirs: Vec<tempfile::TempDir> = (0..n)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let daemons = dirs.iter().map(|d| Daemon::new(d.path(), config)).collect();
+    (dirs, daemons)
 }

@@ -8,13 +8,17 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{Backend, CheckpointConfig, KafkaConfig, RestartConfig, StateConfig};
+use super::super::{
+    Backend, CheckpointConfig, KafkaConfig, RemoteConfig, RestartConfig, StateConfig,
+};
 use super::{
     BROKER_MAX_TRANSACTION_TIMEOUT, Cx, DAY, DEFAULT_TRANSACTION_TIMEOUT, HOUR, MS, TEN_MINUTES,
     default_savepoint_dir, reserved_kafka_property,
 };
 
 impl Cx<'_> {
+    /// `[checkpoint]`; with an object store and no `local_dir`, `dir` is left for the caller
+    /// to place next to `state.dir`.
     pub(super) fn checkpoint(&mut self, raw: &raw::Checkpoint) -> CheckpointConfig {
         // at most a third of the broker's maximum transaction timeout: the transaction
         // timeout must hold three intervals (a checkpoint and a restart)
@@ -34,7 +38,16 @@ impl Cx<'_> {
             Some(r) => usize::try_from(*r.get_ref()).unwrap_or(1),
             None => 3,
         };
-        let dir = PathBuf::from(raw.dir.get_ref());
+        let remote = self.remote(raw);
+        let dir = match (&remote, &raw.local_dir) {
+            (None, _) => PathBuf::from(raw.dir.get_ref()),
+            (Some(_), Some(d)) if d.get_ref().is_empty() => {
+                self.problem("checkpoint.local_dir", d.span(), "must not be empty");
+                PathBuf::new()
+            }
+            (Some(_), Some(d)) => PathBuf::from(d.get_ref()),
+            (Some(_), None) => PathBuf::new(),
+        };
         let savepoint_dir = match &raw.savepoint_dir {
             Some(d) if d.get_ref().is_empty() => {
                 self.problem("checkpoint.savepoint_dir", d.span(), "must not be empty");
@@ -46,9 +59,63 @@ impl Cx<'_> {
         CheckpointConfig {
             interval,
             dir,
+            remote,
             retain,
             savepoint_dir,
         }
+    }
+
+    /// The object store of `checkpoint.dir` when it is a URL (`s3://bucket/prefix`), with
+    /// `[checkpoint.s3]`; `local_dir` and `[checkpoint.s3]` only go with one.
+    fn remote(&mut self, raw: &raw::Checkpoint) -> Option<RemoteConfig> {
+        let url = raw.dir.get_ref();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            if let Some(d) = &raw.local_dir {
+                self.problem("checkpoint.local_dir", d.span(), "only goes with an object store in checkpoint.dir (s3://bucket/prefix); checkpoint.dir is a local directory");
+            }
+            if let Some(s3) = &raw.s3 {
+                self.problem(
+                    "checkpoint.s3",
+                    s3.span(),
+                    "only goes with an s3:// checkpoint.dir",
+                );
+            }
+            return None;
+        };
+        if scheme != "s3" {
+            self.problem("checkpoint.dir", raw.dir.span(), format!(
+                "{scheme}:// is not a checkpoint store Flumen knows: a local directory, or s3://bucket/prefix (AWS S3 or an S3-compatible server with [checkpoint.s3] endpoint)"));
+            return None;
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            self.problem(
+                "checkpoint.dir",
+                raw.dir.span(),
+                "names no bucket: s3://bucket/prefix",
+            );
+            return None;
+        }
+        let s3 = raw.s3.as_ref().map(Spanned::get_ref);
+        let endpoint = s3.and_then(|s| s.endpoint.as_ref());
+        if let Some(e) = endpoint
+            && !(e.get_ref().starts_with("http://") || e.get_ref().starts_with("https://"))
+        {
+            self.problem(
+                "checkpoint.s3.endpoint",
+                e.span(),
+                "must be an http:// or https:// URL",
+            );
+        }
+        Some(RemoteConfig {
+            url: url.clone(),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: endpoint.map(|e| e.get_ref().clone()),
+            region: s3
+                .and_then(|s| s.region.as_ref())
+                .map(|r| r.get_ref().clone()),
+        })
     }
 
     pub(super) fn kafka(&mut self, raw: &raw::Kafka, interval: Duration) -> KafkaConfig {
@@ -325,3 +392,6 @@ impl Cx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Runner, Task};
 use crate::checkpoint::GroupCommit;
 use crate::checkpoint::protocol::{self, Action, Phase, Restore};
+use crate::kafka::producer::Producer;
 use crate::pipeline::topology::Role;
 use crate::pipeline::{Error, Result};
 use crate::position::{NextOffset, Partition};
@@ -17,10 +18,23 @@ impl Runner<'_> {
     /// (`checkpoint::choose`). The consumer starts fetching at that same committed offset.
     /// Returns the partitions whose position was moved (commits taken from the checkpoint).
     pub(super) fn assign(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
+        tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "assignment received; restoring");
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
+        if !self.registered_as_member {
+            // another member fences the writers it does not see in the group; this one may
+            // have registered its producer at start before it joined, and been fenced in
+            // between: registering again now, as a member, is safe from that
+            let producer = Producer::new(&self.config.kafka, &self.pipeline.transactional_id)?;
+            producer.init()?;
+            self.txn = crate::pipeline::txn::Txn::new(producer);
+            self.registered_as_member = true;
+        }
         self.finish_restore()?;
+        self.fence_departed_writers()?;
         self.checkpoints.store.forget_sums();
-        let (tasks, adopted) = self.restore_tasks(partitions)?;
+        let restored = self.restore_tasks(partitions);
+        self.checkpoints.forget_downloads();
+        let (tasks, adopted) = restored?;
         for (p, task) in tasks {
             self.tasks.insert(p, task);
         }
@@ -33,6 +47,30 @@ impl Runner<'_> {
         self.refresh_tables()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(adopted.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// Writers of this pipeline that left the group (an instance gone for good, a thread
+    /// removed elsewhere) and checkpointed recently enough to have left a transaction open are
+    /// fenced (`init_transactions` on their ids) before the group's commits are read: what
+    /// their open transaction holds (offsets sent for partitions that are ours now, outputs
+    /// before read_committed readers) is aborted now rather than at the transaction timeout.
+    /// Members of the group are never fenced; a writer that never checkpointed is left to the
+    /// timeout.
+    fn fence_departed_writers(&mut self) -> Result<()> {
+        let max_age = self.config.kafka.transaction_timeout
+            + self.config.checkpoint.interval * 2
+            + std::time::Duration::from_secs(15);
+        let recent = self.checkpoints.recent_writers(max_age)?;
+        if recent.is_empty() {
+            return Ok(());
+        }
+        let members = self.consumer.member_instances(&self.pipeline.group_id)?;
+        for writer in recent.iter().filter(|w| !members.contains(w)) {
+            Producer::new(&self.config.kafka, writer)?.init()?;
+            tracing::info!(pipeline = %self.pipeline.name, transactional_id = %writer,
+                "fenced the transactional id of a writer that left the group");
+        }
+        Ok(())
     }
 
     /// The task of `p` at the group's `committed` offset; `all` holds the commits of every
@@ -90,14 +128,14 @@ impl Runner<'_> {
                         || "none".to_string(),
                         |(id, off)| format!("checkpoint {id} at offset {off:?}"),
                     ),
-                    dir: self.checkpoints.store.root().display().to_string(),
+                    dir: self.checkpoints.location(),
                 });
             }
             Restore::Missing(refusal) => {
                 return Err(Error::named_checkpoint_missing(
                     p,
                     &refusal,
-                    self.checkpoints.store.root(),
+                    std::path::Path::new(&self.checkpoints.location()),
                 ));
             }
         };
@@ -148,7 +186,9 @@ impl Runner<'_> {
         self.tasks.clear();
         self.checkpoints.store.forget_sums();
         let mut positions = Vec::with_capacity(partitions.len());
-        for (p, task) in self.restore_tasks(&partitions)?.0 {
+        let restored = self.restore_tasks(&partitions);
+        self.checkpoints.forget_downloads();
+        for (p, task) in restored?.0 {
             positions.push((p.clone(), task.next_offset));
             self.tasks.insert(p, task);
         }

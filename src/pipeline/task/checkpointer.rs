@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::protocol;
+use crate::checkpoint::remote::{Moved, Remote};
 use crate::checkpoint::store::Store;
 use crate::checkpoint::tag::CommitTag;
 use crate::checkpoint::{
     CheckpointId, Foreign, GroupCommit, MANIFEST_FORMAT_VERSION, Manifest, TaskSnapshot,
 };
+use crate::config::RemoteConfig;
 use crate::pipeline::{Result, chain};
 use crate::position::{NextOffset, Partition, PartitionOffset};
 use crate::state::TaskState;
@@ -31,6 +33,9 @@ pub(super) struct Checkpointer {
     pub foreign: Foreign,
     /// Other writers' stores, read only.
     readers: HashMap<String, Store>,
+    /// The object store's copy, when `checkpoint.dir` is one: every checkpoint is uploaded
+    /// before its commit, and a snapshot not on local disk is downloaded from it.
+    remote: Option<Remote>,
     /// `checkpoint.dir`, shared by the writers of the pipeline.
     dir: PathBuf,
     pipeline: String,
@@ -44,10 +49,20 @@ pub(super) struct Checkpointer {
 pub(super) type TaskPart<'t> = (&'t Partition, Option<NextOffset>, Option<&'t mut TaskState>);
 
 impl Checkpointer {
-    /// The store of `pipeline` written by `writer` under `dir`, with the manifests it holds
-    /// (an unreadable one is logged and left out: it cannot be restored).
-    pub fn open(dir: &Path, pipeline: &str, writer: &str, retain: usize) -> Result<Self> {
+    /// The store of `pipeline` written by `writer` under `dir` (and in the object store
+    /// `remote`), with the manifests it holds (an unreadable one is logged and left out: it
+    /// cannot be restored).
+    pub fn open(
+        dir: &Path,
+        remote: Option<(&RemoteConfig, tokio::runtime::Handle)>,
+        pipeline: &str,
+        writer: &str,
+        retain: usize,
+    ) -> Result<Self> {
         let store = Store::open(dir, pipeline, writer)?;
+        let remote = remote
+            .map(|(config, runtime)| Remote::open(config, pipeline, writer, runtime))
+            .transpose()?;
         let mut manifests = BTreeMap::new();
         for id in store.list()? {
             match store.manifest(id) {
@@ -56,6 +71,23 @@ impl Checkpointer {
                 }
                 Err(e) => {
                     tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest; it cannot be restored")
+                }
+            }
+        }
+        if let Some(remote) = &remote {
+            // the object store's are the durable ones: those the local disk lacks (a new
+            // machine, a wiped volume) are restored from there
+            for id in remote.list(None)? {
+                if manifests.contains_key(&id) {
+                    continue;
+                }
+                match remote.manifest(None, id) {
+                    Ok(m) => {
+                        manifests.insert(id, m);
+                    }
+                    Err(e) => {
+                        tracing::warn!(checkpoint = %id, error = %chain(&e), "unreadable checkpoint manifest in the object store; it cannot be restored")
+                    }
                 }
             }
         }
@@ -68,6 +100,7 @@ impl Checkpointer {
             lineage: None,
             foreign: Foreign::new(),
             readers: HashMap::new(),
+            remote,
             dir: dir.to_path_buf(),
             pipeline: pipeline.to_string(),
             writer: writer.to_string(),
@@ -89,6 +122,17 @@ impl Checkpointer {
             };
             let key = (writer.to_string(), tag.checkpoint);
             if self.foreign.contains_key(&key) {
+                continue;
+            }
+            if let Some(remote) = &self.remote {
+                match remote.manifest(Some(writer), tag.checkpoint) {
+                    Ok(m) => {
+                        self.foreign.insert(key, m);
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = %p, writer, checkpoint = %tag.checkpoint, error = %chain(&e), "the checkpoint the group's commit names cannot be read from the object store");
+                    }
+                }
                 continue;
             }
             if !self.readers.contains_key(writer) {
@@ -132,22 +176,83 @@ impl Checkpointer {
             .find(|t| t.topic == p.topic && t.partition == p.partition)
     }
 
-    /// Checks `snapshot`'s files in checkpoint `id` of `writer` (`None`: this writer) against
-    /// their checksums; returns its directory.
+    /// The directory of `snapshot` in checkpoint `id` of `writer` (`None`: this writer),
+    /// checked against the manifest: on local disk if it is there (local recovery: nothing
+    /// downloaded), else downloaded from the object store (each file's CRC32C checked).
     pub fn verify(
         &self,
         writer: Option<&str>,
         id: CheckpointId,
         snapshot: &TaskSnapshot,
     ) -> Result<PathBuf> {
-        let store = self.store_of(writer)?;
-        Ok(store.verify(id, snapshot)?)
+        let local = match writer {
+            None => Some(&self.store),
+            Some(w) => self.readers.get(w),
+        };
+        let Some(remote) = &self.remote else {
+            return Ok(self.store_of(writer)?.verify(id, snapshot)?);
+        };
+        if let Some(store) = local.filter(|s| s.holds(id, snapshot)) {
+            match store.verify(id, snapshot) {
+                Ok(dir) => return Ok(dir),
+                Err(e) => {
+                    tracing::warn!(pipeline = %self.pipeline, checkpoint = %id, task = %snapshot.dir, error = %chain(&e),
+                        "the local copy of the snapshot does not match its manifest; downloading it from the object store");
+                }
+            }
+        }
+        let to = self
+            .downloads()
+            .join(crate::checkpoint::tag::file_safe(
+                writer.unwrap_or(&self.writer),
+            ))
+            .join(format!("chk-{:020}", id.0))
+            .join(&snapshot.dir);
+        let started = std::time::Instant::now();
+        let Moved { files, bytes } = remote.download(writer, snapshot, &to)?;
+        tracing::info!(pipeline = %self.pipeline, checkpoint = %id, task = %snapshot.dir,
+            writer = %writer.unwrap_or(&self.writer), files, bytes, took = ?started.elapsed(),
+            "snapshot downloaded from the object store");
+        Ok(to)
+    }
+
+    /// Deletes what restores downloaded (their state is in the live stores by now: RocksDB's
+    /// restore hard-links the SSTs, the memory backend reads its file).
+    pub fn forget_downloads(&self) {
+        let dir = self.downloads();
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete downloaded snapshots")
+            }
+        }
+    }
+
+    /// Where this writer's restores put what they download: its own directory, since the
+    /// threads of one instance restore at the same time.
+    fn downloads(&self) -> PathBuf {
+        self.dir
+            .join(&self.pipeline)
+            .join("downloads")
+            .join(crate::checkpoint::tag::file_safe(&self.writer))
     }
 
     /// Where checkpoint `id` of `writer` (`None`: this writer) is, for messages.
     pub fn dir_of(&self, writer: Option<&str>, id: CheckpointId) -> PathBuf {
+        if let Some(remote) = &self.remote {
+            return PathBuf::from(format!("{}/chk-{:020}", remote.describe(writer), id.0));
+        }
         self.store_of(writer)
             .map_or_else(|_| self.store.dir_of(id), |s| s.dir_of(id))
+    }
+
+    /// Where this writer's checkpoints are, for messages.
+    pub fn location(&self) -> String {
+        self.remote.as_ref().map_or_else(
+            || self.store.root().display().to_string(),
+            |r| r.describe(None),
+        )
     }
 
     fn store_of(&self, writer: Option<&str>) -> Result<&Store> {
@@ -161,6 +266,38 @@ impl Checkpointer {
                 .into()
             }),
         }
+    }
+
+    /// The other writers of the pipeline whose newest checkpoint was written less than
+    /// `max_age` ago: those that may have left a transaction open that the broker has not yet
+    /// timed out.
+    pub fn recent_writers(&self, max_age: std::time::Duration) -> Result<Vec<String>> {
+        let since = crate::checkpoint::now_unix_ms()
+            .saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+        let writers = match &self.remote {
+            Some(r) => r.writers()?,
+            None => Store::writers(&self.dir, &self.pipeline)?,
+        };
+        let mut recent = Vec::new();
+        for w in writers.into_iter().filter(|w| *w != self.writer) {
+            let newest = match &self.remote {
+                Some(r) => match r.list(Some(&w))?.last() {
+                    Some(id) => Some(r.manifest(Some(&w), *id)?),
+                    None => None,
+                },
+                None => {
+                    let store = Store::reader(&self.dir, &self.pipeline, &w)?;
+                    match store.list()?.last() {
+                        Some(id) => Some(store.manifest(*id)?),
+                        None => None,
+                    }
+                }
+            };
+            if newest.is_some_and(|m| m.created_unix_ms >= since) {
+                recent.push(w);
+            }
+        }
+        Ok(recent)
     }
 
     /// What checkpoint `id`'s commit says of it (`checkpoint::tag`).
@@ -205,8 +342,27 @@ impl Checkpointer {
             offsets,
             tasks: snapshots,
         };
-        self.store.finish(&staging, manifest, &files)?;
-        Ok(self.store.manifest(id)?)
+        self.finish(&staging, manifest, &files)
+    }
+
+    /// Makes a checkpoint written into `staging` durable: on local disk (`Store::finish`),
+    /// then in the object store if there is one. Returns the manifest as written.
+    pub fn finish(
+        &mut self,
+        staging: &Path,
+        manifest: Manifest,
+        files: &[Vec<String>],
+    ) -> Result<Manifest> {
+        let id = manifest.checkpoint;
+        self.store.finish(staging, manifest, files)?;
+        let manifest = self.store.manifest(id)?;
+        if let Some(remote) = &mut self.remote {
+            let started = std::time::Instant::now();
+            let Moved { files, bytes } = remote.upload(&self.store.dir_of(id), &manifest)?;
+            tracing::debug!(pipeline = %self.pipeline, checkpoint = %id, files, bytes,
+                took = ?started.elapsed(), "checkpoint uploaded to the object store");
+        }
+        Ok(manifest)
     }
 
     /// Checkpoint `id` committed: count it, mark it, and delete all but the newest `retain`
@@ -235,9 +391,18 @@ impl Checkpointer {
             .map(|t| t.checkpoint)
             .collect();
         let delete = protocol::to_delete(&existing, id, self.retain, &named);
-        self.store.delete(&delete)?;
-        for d in delete {
-            self.manifests.remove(&d);
+        let local: Vec<CheckpointId> = self.store.list()?;
+        let here: Vec<CheckpointId> = delete
+            .iter()
+            .filter(|d| local.contains(d))
+            .copied()
+            .collect();
+        self.store.delete(&here)?;
+        for d in &delete {
+            self.manifests.remove(d);
+        }
+        if let Some(remote) = &mut self.remote {
+            remote.delete(&delete, self.manifests.values())?;
         }
         Ok(())
     }
@@ -247,6 +412,12 @@ impl Checkpointer {
     pub fn discard(&mut self, id: CheckpointId) {
         if let Err(d) = self.store.delete(&[id]) {
             tracing::warn!(checkpoint = %id, error = %chain(&d), "cannot delete an aborted checkpoint");
+        }
+        self.manifests.remove(&id);
+        if let Some(remote) = &mut self.remote
+            && let Err(d) = remote.delete(&[id], self.manifests.values())
+        {
+            tracing::warn!(checkpoint = %id, error = %chain(&d), "cannot delete an aborted checkpoint from the object store");
         }
     }
 }

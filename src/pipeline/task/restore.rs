@@ -143,8 +143,7 @@ impl Runner<'_> {
         // later checkpoints carry it: the same --from-savepoint is not applied twice
         self.checkpoints.lineage = Some(sp.digest());
         manifest.restored_from.clone_from(&self.checkpoints.lineage);
-        self.checkpoints.store.finish(&staging, manifest, &files)?;
-        let manifest = self.checkpoints.store.manifest(id)?;
+        let manifest = self.checkpoints.finish(&staging, manifest, &files)?;
         let pending = pending_records(sp, admin, self.topology.repartition_topic())?;
         self.checkpoints.next_id = CheckpointId(id.0 + 1);
         // the first assignment starts here, whatever the group had committed before

@@ -7,15 +7,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Runner;
+use super::start::load_schemas;
+use crate::checkpoint::CheckpointId;
 use crate::checkpoint::savepoint::{
     Builder, FORMAT_VERSION, OperatorState, PendingRecord, SavepointManifest, SourceOffset,
 };
-use crate::checkpoint::{CheckpointId, Manifest};
 use crate::config::AggregateKind;
 use crate::control::{Command, Taken};
 use crate::kafka::reader;
 use crate::pipeline::topology::Role;
-use crate::pipeline::{Error, Result, chain};
+use crate::pipeline::{Error, Inputs, Result, chain};
+use crate::position::{Partition, PartitionOffset};
 use crate::state::split_namespaced;
 
 /// How long a savepoint waits for the repartition topic's committed records to be readable.
@@ -25,7 +27,7 @@ pub(crate) fn kind_name(kind: &AggregateKind) -> &'static str {
     kind.name()
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
     /// Handles one control command; `Ok(true)`: the pipeline must stop now.
     pub(super) fn on_command(&mut self, command: Command) -> Result<bool> {
         let Command { dir, stop, reply } = command;
@@ -43,7 +45,7 @@ impl Runner<'_> {
                 return Ok(false);
             }
         };
-        match self.write_savepoint(id, dir) {
+        match self.write_savepoint(Some(id), dir) {
             Ok(taken) => {
                 tracing::info!(pipeline = %self.pipeline.name, path = %taken.path.display(), checkpoint = taken.checkpoint,
                     keys = taken.keys, pending = taken.pending, "savepoint taken");
@@ -93,18 +95,54 @@ impl Runner<'_> {
             .then(|| "a restore is still being committed; try again in a moment".to_string())
     }
 
-    fn write_savepoint(&mut self, id: CheckpointId, dir: Option<PathBuf>) -> Result<Taken> {
+    /// `flumen savepoint create`: the savepoint of a stopped pipeline, however many threads
+    /// and instances ran it. Every partition is restored here from the checkpoint its group
+    /// commit names (whoever wrote it; fenced first if it wrote recently: `assign`), then all
+    /// of them are written as one savepoint, with the repartition records committed but not
+    /// yet counted as its pending records. The cut is consistent because every commit is
+    /// final: a source offset and the repartition records of the source records below it
+    /// committed in one transaction, and each repartition record is below its stateful task's
+    /// committed offset (in the state) or above it (pending), never both.
+    pub fn savepoint_offline(inputs: &Inputs<'a>, dir: Option<PathBuf>) -> Result<Taken> {
+        let (mut runner, _) = Self::prepare(inputs, None, false, load_schemas(inputs)?)?;
+        let partitions: Vec<Partition> = runner
+            .topology
+            .topics()
+            .into_iter()
+            .flat_map(|topic| {
+                (0..runner.topology.source_partitions).map(move |partition| Partition {
+                    topic: topic.to_string(),
+                    partition,
+                })
+            })
+            .collect();
+        runner.assign(&partitions)?;
+        runner.write_savepoint(None, dir)
+    }
+
+    /// The savepoint of the state and positions of every task now: at checkpoint `id`, just
+    /// committed, or (`None`) at the group's commits (`savepoint_offline`).
+    fn write_savepoint(&mut self, id: Option<CheckpointId>, dir: Option<PathBuf>) -> Result<Taken> {
         let name = &self.pipeline.name;
         let source = &self.pipeline.source.topic;
-        let manifest = self
-            .checkpoints
-            .manifests
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::SavepointMismatch {
-                dir: self.checkpoints.store.dir_of(id),
-                message: "the checkpoint just committed is not known".into(),
-            })?;
+        let positions: Vec<PartitionOffset> = match id {
+            Some(id) => self
+                .checkpoints
+                .manifests
+                .get(&id)
+                .ok_or_else(|| Error::SavepointMismatch {
+                    dir: self.checkpoints.store.dir_of(id),
+                    message: "the checkpoint just committed is not known".into(),
+                })?
+                .offsets
+                .clone(),
+            None => self
+                .tasks
+                .iter()
+                .filter_map(|(p, t)| t.next_offset.map(|o| PartitionOffset::new(p, o)))
+                .collect(),
+        };
+        let id = id.unwrap_or(CheckpointId(0));
         let created_unix_ms = crate::checkpoint::now_unix_ms();
         let target = match dir {
             Some(d) => d.join(name),
@@ -120,7 +158,7 @@ impl Runner<'_> {
         let pending = self.write_pending(&mut builder)?;
         let operators = self.operators_of(seen_ops);
         let partitions = self.topology.source_partitions;
-        let offsets_of = |topic: &str| source_offsets(&manifest, topic, partitions);
+        let offsets_of = |topic: &str| source_offsets(&positions, topic, partitions);
         let offsets = offsets_of(source);
         // co-partitioned with the source (checked at start): the same partition numbers
         let other_stream =
@@ -242,13 +280,16 @@ impl Runner<'_> {
     }
 }
 
-/// The next offset checkpoint `manifest` holds for each partition of `topic`.
-fn source_offsets(manifest: &Manifest, topic: &str, partitions: i32) -> Vec<SourceOffset> {
+/// The next offset `positions` hold for each partition of `topic`.
+fn source_offsets(
+    positions: &[PartitionOffset],
+    topic: &str,
+    partitions: i32,
+) -> Vec<SourceOffset> {
     (0..partitions)
         .map(|partition| SourceOffset {
             partition,
-            next_offset: manifest
-                .offsets
+            next_offset: positions
                 .iter()
                 .find(|o| o.topic == topic && o.partition == partition)
                 .map(|o| o.next_offset),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::checkpointer::Checkpointer;
 use super::{Runner, commits};
+use crate::checkpoint::remote::Remote;
 use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::store::Store;
 use crate::codec::avro::Registry;
@@ -85,6 +86,11 @@ impl<'a> Runner<'a> {
         let partitions = Self::check_topics(inputs, restore, &admin)?;
         let checkpoints = Checkpointer::open(
             &config.checkpoint.dir,
+            config
+                .checkpoint
+                .remote
+                .as_ref()
+                .map(|r| (r, inputs.runtime.clone())),
             &pipeline.name,
             &pipeline.transactional_id,
             config.checkpoint.retain,
@@ -101,6 +107,7 @@ impl<'a> Runner<'a> {
             options: inputs.options,
             cancel: inputs.cancel.clone(),
             txn: Txn::new(producer),
+            registered_as_member: false,
             consumer,
             checkpoints,
             tasks: BTreeMap::new(),
@@ -216,7 +223,7 @@ impl<'a> Runner<'a> {
 }
 
 /// The config's schemas, loaded: its files read and parsed, the registry's client made.
-fn load_schemas(inputs: &Inputs<'_>) -> Result<Arc<Registry>> {
+pub(super) fn load_schemas(inputs: &Inputs<'_>) -> Result<Arc<Registry>> {
     Registry::load(&inputs.config.schemas)
         .map(Arc::new)
         .map_err(|m| Error::SchemaRegistry(format!("cannot load the schemas: {m}")))
@@ -229,7 +236,11 @@ fn load_schemas(inputs: &Inputs<'_>) -> Result<Arc<Registry>> {
 fn fence_removed_threads(inputs: &Inputs<'_>) -> Result<()> {
     let (config, pipeline) = (inputs.config, inputs.pipeline);
     let prefix = format!("{}-thread-", pipeline.transactional_id);
-    for writer in Store::writers(&config.checkpoint.dir, &pipeline.name)? {
+    let writers = match &config.checkpoint.remote {
+        Some(remote) => Remote::writers_in(remote, &pipeline.name, inputs.runtime.clone())?,
+        None => Store::writers(&config.checkpoint.dir, &pipeline.name)?,
+    };
+    for writer in writers {
         let removed = writer
             .strip_prefix(&prefix)
             .and_then(|k| k.parse::<u32>().ok())

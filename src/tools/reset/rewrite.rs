@@ -25,6 +25,13 @@ pub(super) fn drop_state(
     offsets: &mut Vec<(Partition, NextOffset)>,
 ) -> Result<(Store, CheckpointId)> {
     let pipeline = inputs.pipeline;
+    if let Some(remote) = &inputs.config.checkpoint.remote {
+        return Err(Error::StateChoice(format!(
+            "offsets reset --drop-state writes a checkpoint, and does not yet write one into an object store ({}): \
+             the checkpoint directory must be local or shared for it. Restore a savepoint instead (offsets reset --to-savepoint)",
+            remote.url
+        )));
+    }
     let admin = crate::kafka::admin::Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
     let stateful = pipeline
         .repartition_topic()

@@ -1,0 +1,474 @@
+//! Checkpoints in an object store (`[checkpoint] dir = "s3://bucket/prefix"`): the durable copy
+//! that any instance restores from. Each checkpoint is first written to the local store
+//! (`store.rs`, `checkpoint.local_dir`), then uploaded here before its Kafka commit.
+//!
+//! Layout under `<prefix>/<pipeline>/writers/<writer>/` (the writer `%XX`-escaped, as locally):
+//! ```text
+//! files/<task dir>/<name>.<len>.<crc32c>   a snapshot file, uploaded once, never overwritten
+//! chk-00000000000000000007.json           checkpoint 7's manifest, written last (If-None-Match)
+//! ```
+//! - **Incremental**: a file's key is its task, name, length and CRC32C, so an SST (immutable,
+//!   hard-linked from checkpoint to checkpoint) is uploaded by the first checkpoint that holds
+//!   it and only referenced by later ones. The local store already knows every SST's CRC
+//!   (cached by inode), so nothing is re-read to name it.
+//! - **Complete or absent**: object stores have no rename; a manifest is written after all of
+//!   its files, with `PutMode::Create`, so a manifest that exists names only uploaded files.
+//! - **Per writer**: files and ids are the writer's own, so writers never collide and a writer
+//!   collects only its own garbage: a file is deleted when no retained manifest of its writer
+//!   references it, and the writer retains every checkpoint a group commit names (also of
+//!   partitions that moved away: `protocol::to_delete`). A partition that moves to another
+//!   writer is uploaded again, once, under the new writer's name.
+//!
+//! `object_store` is async; the pipeline threads (not the runtime's workers) wait for it
+//! through a runtime handle.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+
+use super::{CheckpointId, Manifest, TaskSnapshot};
+use crate::config::RemoteConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object store {url}: {source}")]
+    Open {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("{op} {key} in the object store: {source}")]
+    Store {
+        op: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint object {key} is corrupt: {message}")]
+    Corrupt { key: String, message: String },
+    #[error(
+        "checkpoint {id} of writer {writer:?} already exists in the object store with other contents: another process writes as this writer (a second instance with the same instance_id?)"
+    )]
+    Collision { writer: String, id: CheckpointId },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn store_err(op: &'static str, key: &Key) -> impl FnOnce(object_store::Error) -> Error + use<> {
+    let key = key.to_string();
+    move |source| Error::Store { op, key, source }
+}
+
+const WRITERS: &str = "writers";
+const FILES: &str = "files";
+/// Files uploaded or downloaded at once.
+const CONCURRENCY: usize = 8;
+
+/// What one upload or download moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// One pipeline's checkpoints in the object store, as `writer` sees them.
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    /// `<prefix>/<pipeline>`
+    root: Key,
+    /// This writer's name in keys (`%XX`-escaped).
+    writer: String,
+    /// Keys (under `files/`) of this writer's files known to be in the store.
+    uploaded: HashSet<String>,
+    runtime: tokio::runtime::Handle,
+    url: String,
+}
+
+impl Remote {
+    /// The store of `pipeline` for `writer` (its transactional id); lists the writer's files
+    /// already uploaded (a restart uploads only what is new).
+    pub fn open(
+        config: &RemoteConfig,
+        pipeline: &str,
+        writer: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self> {
+        let mut remote = Self::new(config, pipeline, writer, runtime)?;
+        let prefix = remote.files_root(&remote.writer);
+        let listed: Vec<object_store::ObjectMeta> = remote
+            .wait(remote.store.list(Some(&prefix)).try_collect())
+            .map_err(store_err("list", &prefix))?;
+        remote.uploaded = listed
+            .into_iter()
+            .filter_map(|o| relative(&prefix, &o.location))
+            .collect();
+        Ok(remote)
+    }
+
+    fn new(
+        config: &RemoteConfig,
+        pipeline: &str,
+        writer: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self> {
+        Ok(Self {
+            store: connect(config)?,
+            root: Key::from(config.prefix.as_str()).join(pipeline),
+            writer: super::tag::file_safe(writer),
+            uploaded: HashSet::new(),
+            runtime,
+            url: config.url.clone(),
+        })
+    }
+
+    /// The store of `pipeline`, to read other writers' checkpoints (the CLI, `doctor`): lists
+    /// nothing at open.
+    pub fn reader(
+        config: &RemoteConfig,
+        pipeline: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self> {
+        Self::new(config, pipeline, "", runtime)
+    }
+
+    /// The writers with checkpoints of `pipeline` in the object store of `config`.
+    pub fn writers_in(
+        config: &RemoteConfig,
+        pipeline: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Vec<String>> {
+        Self::reader(config, pipeline, runtime)?.writers()
+    }
+
+    /// Where checkpoints live, for messages: `s3://bucket/prefix/<pipeline>/writers/<writer>`.
+    pub fn describe(&self, writer: Option<&str>) -> String {
+        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
+        format!("{} ({}/{WRITERS}/{w})", self.url, self.root)
+    }
+
+    fn wait<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    fn writer_root(&self, safe_writer: &str) -> Key {
+        self.root.clone().join(WRITERS).join(safe_writer)
+    }
+
+    fn files_root(&self, safe_writer: &str) -> Key {
+        self.writer_root(safe_writer).join(FILES)
+    }
+
+    fn manifest_key(&self, safe_writer: &str, id: CheckpointId) -> Key {
+        self.writer_root(safe_writer)
+            .join(format!("chk-{:020}.json", id.0))
+    }
+
+    /// A task file's key relative to `files/`: task, name, length and checksum.
+    fn file_name(task: &TaskSnapshot, f: &super::FileSum) -> String {
+        format!("{}/{}.{}.{:08x}", task.dir, f.name, f.len, f.crc32c)
+    }
+
+    fn file_key(&self, safe_writer: &str, name: &str) -> Key {
+        let mut key = self.files_root(safe_writer);
+        for part in name.split('/') {
+            key = key.join(part);
+        }
+        key
+    }
+
+    /// Uploads checkpoint `manifest` of this writer from its local directory `local`: the
+    /// files not yet in the store, then the manifest (if it exists already with the same
+    /// bytes, a retried write of ours: fine; with other bytes: [`Error::Collision`]).
+    pub fn upload(&mut self, local: &Path, manifest: &Manifest) -> Result<Moved> {
+        let mut todo = Vec::new();
+        for task in &manifest.tasks {
+            for f in &task.files {
+                let name = Self::file_name(task, f);
+                if !self.uploaded.contains(&name) {
+                    todo.push((local.join(&task.dir).join(&f.name), name, f.len));
+                }
+            }
+        }
+        let moved = Moved {
+            files: todo.len() as u64,
+            bytes: todo.iter().map(|(_, _, len)| len).sum(),
+        };
+        let store = &self.store;
+        let keys: Vec<(PathBuf, Key, String)> = todo
+            .into_iter()
+            .map(|(path, name, _)| (path, self.file_key(&self.writer, &name), name))
+            .collect();
+        let done: Vec<String> = self.wait(
+            futures_util::stream::iter(keys)
+                .map(|(path, key, name)| async move {
+                    let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Io {
+                        op: "read",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    store
+                        .put(&key, PutPayload::from(bytes))
+                        .await
+                        .map_err(store_err("upload", &key))?;
+                    Ok::<_, Error>(name)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect(),
+        )?;
+        self.uploaded.extend(done);
+        self.put_manifest(manifest)?;
+        Ok(moved)
+    }
+
+    fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let key = self.manifest_key(&self.writer, manifest.checkpoint);
+        let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Corrupt {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let put = self.wait(
+            self.store
+                .put_opts(&key, PutPayload::from(bytes.clone()), create),
+        );
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // a retried create reports our own write as existing: compare
+                let there = self.get(&key)?;
+                if there == bytes {
+                    Ok(())
+                } else {
+                    Err(Error::Collision {
+                        writer: self.writer.clone(),
+                        id: manifest.checkpoint,
+                    })
+                }
+            }
+            Err(e) => Err(store_err("write manifest", &key)(e)),
+        }
+    }
+
+    fn get(&self, key: &Key) -> Result<Vec<u8>> {
+        self.wait(async {
+            let got = self.store.get(key).await?;
+            got.bytes().await
+        })
+        .map(|b| b.to_vec())
+        .map_err(store_err("read", key))
+    }
+
+    /// Ids of `writer`'s (`None`: this writer's) checkpoints with a manifest, ascending.
+    pub fn list(&self, writer: Option<&str>) -> Result<Vec<CheckpointId>> {
+        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
+        let root = self.writer_root(&w);
+        let listed = self
+            .wait(self.store.list_with_delimiter(Some(&root)))
+            .map_err(store_err("list", &root))?;
+        let mut ids: Vec<CheckpointId> = listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename())
+            .filter_map(|n| n.strip_prefix("chk-")?.strip_suffix(".json")?.parse().ok())
+            .map(CheckpointId)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Checkpoint `id`'s manifest of `writer` (`None`: this writer).
+    pub fn manifest(&self, writer: Option<&str>, id: CheckpointId) -> Result<Manifest> {
+        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
+        let key = self.manifest_key(&w, id);
+        let bytes = self.get(&key)?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        if manifest.checkpoint != id {
+            return Err(Error::Corrupt {
+                key: key.to_string(),
+                message: format!("the manifest says checkpoint {}", manifest.checkpoint),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// The writers with checkpoints of this pipeline in the store (transactional ids), sorted.
+    pub fn writers(&self) -> Result<Vec<String>> {
+        let root = self.root.clone().join(WRITERS);
+        let listed = self
+            .wait(self.store.list_with_delimiter(Some(&root)))
+            .map_err(store_err("list", &root))?;
+        let mut writers: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter_map(super::tag::from_file_safe)
+            .collect();
+        writers.sort();
+        Ok(writers)
+    }
+
+    /// Downloads `task`'s files of `writer`'s (`None`: this writer's) checkpoint into `to`
+    /// (emptied first), checking each one's length and CRC32C before it is written.
+    pub fn download(&self, writer: Option<&str>, task: &TaskSnapshot, to: &Path) -> Result<Moved> {
+        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
+        match std::fs::remove_dir_all(to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "empty download dir",
+                    path: to.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        std::fs::create_dir_all(to).map_err(|source| Error::Io {
+            op: "create download dir",
+            path: to.to_path_buf(),
+            source,
+        })?;
+        let files: Vec<(Key, &super::FileSum)> = task
+            .files
+            .iter()
+            .map(|f| (self.file_key(&w, &Self::file_name(task, f)), f))
+            .collect();
+        let store = &self.store;
+        let moved = Moved {
+            files: files.len() as u64,
+            bytes: files.iter().map(|(_, f)| f.len).sum(),
+        };
+        self.wait(
+            futures_util::stream::iter(files)
+                .map(|(key, f)| async move {
+                    let got = store.get(&key).await.map_err(store_err("download", &key))?;
+                    let bytes = got.bytes().await.map_err(store_err("download", &key))?;
+                    let crc = crc32c::crc32c(&bytes);
+                    if bytes.len() as u64 != f.len || crc != f.crc32c {
+                        return Err(Error::Corrupt {
+                            key: key.to_string(),
+                            message: format!(
+                                "length {} crc32c {crc:08x}, the manifest says length {} crc32c {:08x}",
+                                bytes.len(),
+                                f.len,
+                                f.crc32c
+                            ),
+                        });
+                    }
+                    let path = to.join(&f.name);
+                    tokio::fs::write(&path, &bytes)
+                        .await
+                        .map_err(|source| Error::Io {
+                            op: "write",
+                            path,
+                            source,
+                        })
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<()>>(),
+        )?;
+        Ok(moved)
+    }
+
+    /// Checks that each file of `task` in `writer`'s (`None`: this writer's) checkpoint is in
+    /// the store with its length.
+    pub fn check_present(&self, writer: Option<&str>, task: &TaskSnapshot) -> Result<()> {
+        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
+        for f in &task.files {
+            let key = self.file_key(&w, &Self::file_name(task, f));
+            let meta = self
+                .wait(self.store.head(&key))
+                .map_err(store_err("stat", &key))?;
+            if meta.size != f.len {
+                return Err(Error::Corrupt {
+                    key: key.to_string(),
+                    message: format!("length {}, the manifest says {}", meta.size, f.len),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes this writer's checkpoints `ids` (manifests first, so none names a missing
+    /// file), then every file of this writer that no manifest in `retained` references.
+    pub fn delete<'m>(
+        &mut self,
+        ids: &[CheckpointId],
+        retained: impl IntoIterator<Item = &'m Manifest>,
+    ) -> Result<()> {
+        for id in ids {
+            let key = self.manifest_key(&self.writer, *id);
+            match self.wait(self.store.delete(&key)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err("delete", &key)(e)),
+            }
+        }
+        let referenced: BTreeSet<String> = retained
+            .into_iter()
+            .flat_map(|m| {
+                m.tasks
+                    .iter()
+                    .flat_map(|t| t.files.iter().map(move |f| Self::file_name(t, f)))
+            })
+            .collect();
+        let garbage: Vec<String> = self
+            .uploaded
+            .iter()
+            .filter(|n| !referenced.contains(*n))
+            .cloned()
+            .collect();
+        for name in garbage {
+            let key = self.file_key(&self.writer, &name);
+            match self.wait(self.store.delete(&key)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err("delete", &key)(e)),
+            }
+            self.uploaded.remove(&name);
+        }
+        Ok(())
+    }
+}
+
+/// `key` relative to `prefix`, with `/` between parts.
+fn relative(prefix: &Key, key: &Key) -> Option<String> {
+    let parts: Vec<String> = key
+        .prefix_match(prefix)?
+        .map(|p| p.as_ref().to_string())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// The object store of `config`: S3 (or an S3-compatible server at `endpoint`), credentials
+/// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, or the instance's
+/// role), as the AWS tools take them.
+fn connect(config: &RemoteConfig) -> Result<Arc<dyn ObjectStore>> {
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_url(&config.url)
+        .with_bucket_name(&config.bucket);
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    }
+    let store = builder.build().map_err(|source| Error::Open {
+        url: config.url.clone(),
+        source,
+    })?;
+    Ok(Arc::new(store))
+}
