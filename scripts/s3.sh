@@ -83,7 +83,7 @@ PROPS
 </configuration>
 XML
   say "starting S3Proxy $version on $endpoint (log: $log_file)"
-  setsid "$(java_bin)" -Xmx256m -Dlogback.configurationFile="$run_dir/logback.xml" \
+  setsid "$(java_bin)" -Xmx1g -Dlogback.configurationFile="$run_dir/logback.xml" \
     -cp "$libs/*" org.gaul.s3proxy.Main --properties "$run_dir/s3proxy.conf" \
     >"$log_file" 2>&1 </dev/null &
   echo $! > "$pid_file"

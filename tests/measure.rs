@@ -247,6 +247,14 @@ fn measure_moved_partition_restore_from_the_object_store() {
         .filter(|l| l.contains("snapshot downloaded"))
         .collect();
     println!("moved partition ({mb} MB of state): {downloaded:?}");
+    // b's way from its assignment to the output, for the figures' reading
+    for line in log
+        .lines()
+        .filter(|l| log_time(l).is_some_and(|t| t >= assigned - 0.5))
+        .take(40)
+    {
+        println!("  b: {line}");
+    }
     println!(
         "moved partition ({mb} MB of state): assignment → next committed output {:.1}s; kill → output {:.1}s (session timeout 6s)",
         out - assigned,

@@ -22,7 +22,7 @@
 //! `object_store` is async; the pipeline threads (not the runtime's workers) wait for it
 //! through a runtime handle.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -69,14 +69,17 @@ fn store_err(op: &'static str, key: &Key) -> impl FnOnce(object_store::Error) ->
 
 const WRITERS: &str = "writers";
 const FILES: &str = "files";
-/// Files uploaded or downloaded at once.
-const CONCURRENCY: usize = 8;
+/// Files uploaded, copied or downloaded at once (each upload is held in memory: SSTs are up
+/// to ~64 MB).
+const CONCURRENCY: usize = 4;
 
 /// What one upload or download moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Moved {
     pub files: u64,
     pub bytes: u64,
+    /// Of those, copied inside the store (an upload: from another writer's files).
+    pub copied_bytes: u64,
 }
 
 /// One pipeline's checkpoints in the object store, as `writer` sees them.
@@ -88,6 +91,10 @@ pub struct Remote {
     writer: String,
     /// Keys (under `files/`) of this writer's files known to be in the store.
     uploaded: HashSet<String>,
+    /// Files of snapshots restored from other writers, by name: where they are in the store
+    /// (a checkpoint copies them there, server-side, instead of uploading them again).
+    /// (Behind a lock: restores note them through a shared reference.)
+    origins: std::sync::Mutex<HashMap<String, Key>>,
     runtime: tokio::runtime::Handle,
     url: String,
 }
@@ -124,6 +131,7 @@ impl Remote {
             root: Key::from(config.prefix.as_str()).join(pipeline),
             writer: super::tag::file_safe(writer),
             uploaded: HashSet::new(),
+            origins: std::sync::Mutex::new(HashMap::new()),
             runtime,
             url: config.url.clone(),
         })
@@ -197,18 +205,33 @@ impl Remote {
                 }
             }
         }
-        let moved = Moved {
+        let mut moved = Moved {
             files: todo.len() as u64,
             bytes: todo.iter().map(|(_, _, len)| len).sum(),
+            copied_bytes: 0,
         };
         let store = &self.store;
-        let keys: Vec<(PathBuf, Key, String)> = todo
+        let origins = self
+            .origins
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
+        let keys: Vec<(PathBuf, Key, String, u64, Option<Key>)> = todo
             .into_iter()
-            .map(|(path, name, _)| (path, self.file_key(&self.writer, &name), name))
+            .map(|(path, name, len)| {
+                let origin = origins.get(&name).cloned();
+                (path, self.file_key(&self.writer, &name), name, len, origin)
+            })
             .collect();
-        let done: Vec<String> = self.wait(
+        let done: Vec<(String, u64)> = self.wait(
             futures_util::stream::iter(keys)
-                .map(|(path, key, name)| async move {
+                .map(|(path, key, name, len, origin)| async move {
+                    // a failed copy (the other writer's file gone) falls back to the upload
+                    if let Some(from) = origin
+                        && store.copy(&from, &key).await.is_ok()
+                    {
+                        return Ok((name, len));
+                    }
                     let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Io {
                         op: "read",
                         path: path.clone(),
@@ -218,12 +241,13 @@ impl Remote {
                         .put(&key, PutPayload::from(bytes))
                         .await
                         .map_err(store_err("upload", &key))?;
-                    Ok::<_, Error>(name)
+                    Ok::<_, Error>((name, 0))
                 })
                 .buffer_unordered(CONCURRENCY)
                 .try_collect(),
         )?;
-        self.uploaded.extend(done);
+        moved.copied_bytes = done.iter().map(|(_, copied)| copied).sum();
+        self.uploaded.extend(done.into_iter().map(|(name, _)| name));
         self.put_manifest(manifest)?;
         Ok(moved)
     }
@@ -321,6 +345,20 @@ impl Remote {
         Ok(writers)
     }
 
+    /// Notes that the live state of `task` was restored from `writer`'s checkpoint: its files
+    /// that a later checkpoint of this writer holds are copied from there inside the store, not
+    /// uploaded again (a partition that moved here).
+    pub fn adopt(&self, writer: &str, task: &TaskSnapshot) {
+        let w = super::tag::file_safe(writer);
+        if let Ok(mut origins) = self.origins.lock() {
+            for f in &task.files {
+                let name = Self::file_name(task, f);
+                let from = self.file_key(&w, &name);
+                origins.insert(name, from);
+            }
+        }
+    }
+
     /// Downloads `task`'s files of `writer`'s (`None`: this writer's) checkpoint into `to`
     /// (emptied first), checking each one's length and CRC32C before it is written.
     pub fn download(&self, writer: Option<&str>, task: &TaskSnapshot, to: &Path) -> Result<Moved> {
@@ -350,6 +388,7 @@ impl Remote {
         let moved = Moved {
             files: files.len() as u64,
             bytes: files.iter().map(|(_, f)| f.len).sum(),
+            copied_bytes: 0,
         };
         self.wait(
             futures_util::stream::iter(files)

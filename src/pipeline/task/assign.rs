@@ -20,10 +20,11 @@ impl Runner<'_> {
     pub(super) fn assign(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "assignment received; restoring");
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
-        if !self.registered_as_member {
+        if !self.registered_as_member && !self.checkpoints.other_writers()?.is_empty() {
             // another member fences the writers it does not see in the group; this one may
             // have registered its producer at start before it joined, and been fenced in
-            // between: registering again now, as a member, is safe from that
+            // between: registering again now, as a member, is safe from that (a pipeline that
+            // only this writer ever ran has no such peer, and saves the second registration)
             let producer = Producer::new(&self.config.kafka, &self.pipeline.transactional_id)?;
             producer.init()?;
             self.txn = crate::pipeline::txn::Txn::new(producer);

@@ -192,6 +192,10 @@ impl Checkpointer {
         let Some(remote) = &self.remote else {
             return Ok(self.store_of(writer)?.verify(id, snapshot)?);
         };
+        if let Some(w) = writer {
+            // another writer's files: copied inside the store by this writer's next checkpoint
+            remote.adopt(w, snapshot);
+        }
         if let Some(store) = local.filter(|s| s.holds(id, snapshot)) {
             match store.verify(id, snapshot) {
                 Ok(dir) => return Ok(dir),
@@ -209,7 +213,7 @@ impl Checkpointer {
             .join(format!("chk-{:020}", id.0))
             .join(&snapshot.dir);
         let started = std::time::Instant::now();
-        let Moved { files, bytes } = remote.download(writer, snapshot, &to)?;
+        let Moved { files, bytes, .. } = remote.download(writer, snapshot, &to)?;
         tracing::info!(pipeline = %self.pipeline, checkpoint = %id, task = %snapshot.dir,
             writer = %writer.unwrap_or(&self.writer), files, bytes, took = ?started.elapsed(),
             "snapshot downloaded from the object store");
@@ -274,12 +278,8 @@ impl Checkpointer {
     pub fn recent_writers(&self, max_age: std::time::Duration) -> Result<Vec<String>> {
         let since = crate::checkpoint::now_unix_ms()
             .saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
-        let writers = match &self.remote {
-            Some(r) => r.writers()?,
-            None => Store::writers(&self.dir, &self.pipeline)?,
-        };
         let mut recent = Vec::new();
-        for w in writers.into_iter().filter(|w| *w != self.writer) {
+        for w in self.other_writers()? {
             let newest = match &self.remote {
                 Some(r) => match r.list(Some(&w))?.last() {
                     Some(id) => Some(r.manifest(Some(&w), *id)?),
@@ -298,6 +298,15 @@ impl Checkpointer {
             }
         }
         Ok(recent)
+    }
+
+    /// The pipeline's other writers (threads and instances) that ever checkpointed.
+    pub fn other_writers(&self) -> Result<Vec<String>> {
+        let writers = match &self.remote {
+            Some(r) => r.writers()?,
+            None => Store::writers(&self.dir, &self.pipeline)?,
+        };
+        Ok(writers.into_iter().filter(|w| *w != self.writer).collect())
     }
 
     /// What checkpoint `id`'s commit says of it (`checkpoint::tag`).
@@ -358,8 +367,9 @@ impl Checkpointer {
         let manifest = self.store.manifest(id)?;
         if let Some(remote) = &mut self.remote {
             let started = std::time::Instant::now();
-            let Moved { files, bytes } = remote.upload(&self.store.dir_of(id), &manifest)?;
-            tracing::debug!(pipeline = %self.pipeline, checkpoint = %id, files, bytes,
+            let moved = remote.upload(&self.store.dir_of(id), &manifest)?;
+            tracing::debug!(pipeline = %self.pipeline, checkpoint = %id, files = moved.files,
+                bytes = moved.bytes - moved.copied_bytes, copied_bytes = moved.copied_bytes,
                 took = ?started.elapsed(), "checkpoint uploaded to the object store");
         }
         Ok(manifest)
