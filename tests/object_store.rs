@@ -401,6 +401,17 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
     let (_dirs, mut others) = common::more_daemons(&config, 2);
     let cfg = cp.daemon.config.display().to_string();
     let saves = tempfile::tempdir().unwrap();
+    let create = |into: &str| {
+        let args = [
+            "savepoint",
+            "create",
+            "--config",
+            &cfg,
+            "--pipeline",
+            &cp.name,
+        ];
+        tool("a", &[&args[..], &["--dir", into]].concat())
+    };
     let stop = |d: &mut Daemon| {
         let status = d.terminate(Duration::from_secs(60));
         assert!(status.success(), "{status:?}\n{}", d.all_logs());
@@ -423,19 +434,7 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
     others[0].kill9();
     producer.join().unwrap();
     let into = saves.path().join("two").display().to_string();
-    let taken = tool(
-        "a",
-        &[
-            "savepoint",
-            "create",
-            "--config",
-            &cfg,
-            "--pipeline",
-            &cp.name,
-            "--dir",
-            &into,
-        ],
-    );
+    let taken = create(&into);
     eprintln!("{}", String::from_utf8_lossy(&taken.stdout));
     let sp = created(&taken);
 
@@ -471,19 +470,7 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
 
     // saved again from one instance, restored into three
     let into = saves.path().join("one").display().to_string();
-    let sp = created(&tool(
-        "a",
-        &[
-            "savepoint",
-            "create",
-            "--config",
-            &cfg,
-            "--pipeline",
-            &cp.name,
-            "--dir",
-            &into,
-        ],
-    ));
+    let sp = created(&create(&into));
     reset(&sp);
     cp.daemon.start_with(&env("a"));
     for (d, id) in others.iter_mut().zip(["b", "c"]) {

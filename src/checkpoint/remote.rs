@@ -19,6 +19,8 @@
 //!   partitions that moved away: `protocol::to_delete`). A partition that moves to another
 //!   writer is uploaded again, once, under the new writer's name.
 //!
+//! Reading (listing, manifests, downloads with their checks) is `remote/read.rs`.
+//!
 //! `object_store` is async; the pipeline threads (not the runtime's workers) wait for it
 //! through a runtime handle.
 
@@ -62,16 +64,19 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn store_err(op: &'static str, key: &Key) -> impl FnOnce(object_store::Error) -> Error + use<> {
+pub(super) fn store_err(
+    op: &'static str,
+    key: &Key,
+) -> impl FnOnce(object_store::Error) -> Error + use<> {
     let key = key.to_string();
     move |source| Error::Store { op, key, source }
 }
 
-const WRITERS: &str = "writers";
+pub(super) const WRITERS: &str = "writers";
 const FILES: &str = "files";
 /// Files uploaded, copied or downloaded at once (each upload is held in memory: SSTs are up
 /// to ~64 MB).
-const CONCURRENCY: usize = 4;
+pub(super) const CONCURRENCY: usize = 4;
 
 /// What one upload or download moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,11 +89,11 @@ pub struct Moved {
 
 /// One pipeline's checkpoints in the object store, as `writer` sees them.
 pub struct Remote {
-    store: Arc<dyn ObjectStore>,
+    pub(super) store: Arc<dyn ObjectStore>,
     /// `<prefix>/<pipeline>`
-    root: Key,
+    pub(super) root: Key,
     /// This writer's name in keys (`%XX`-escaped).
-    writer: String,
+    pub(super) writer: String,
     /// Keys (under `files/`) of this writer's files known to be in the store.
     uploaded: HashSet<String>,
     /// Files of snapshots restored from other writers, by name: where they are in the store
@@ -162,29 +167,29 @@ impl Remote {
         format!("{} ({}/{WRITERS}/{w})", self.url, self.root)
     }
 
-    fn wait<F: std::future::Future>(&self, f: F) -> F::Output {
+    pub(super) fn wait<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
     }
 
-    fn writer_root(&self, safe_writer: &str) -> Key {
+    pub(super) fn writer_root(&self, safe_writer: &str) -> Key {
         self.root.clone().join(WRITERS).join(safe_writer)
     }
 
-    fn files_root(&self, safe_writer: &str) -> Key {
+    pub(super) fn files_root(&self, safe_writer: &str) -> Key {
         self.writer_root(safe_writer).join(FILES)
     }
 
-    fn manifest_key(&self, safe_writer: &str, id: CheckpointId) -> Key {
+    pub(super) fn manifest_key(&self, safe_writer: &str, id: CheckpointId) -> Key {
         self.writer_root(safe_writer)
             .join(format!("chk-{:020}.json", id.0))
     }
 
     /// A task file's key relative to `files/`: task, name, length and checksum.
-    fn file_name(task: &TaskSnapshot, f: &super::FileSum) -> String {
+    pub(super) fn file_name(task: &TaskSnapshot, f: &super::FileSum) -> String {
         format!("{}/{}.{}.{:08x}", task.dir, f.name, f.len, f.crc32c)
     }
 
-    fn file_key(&self, safe_writer: &str, name: &str) -> Key {
+    pub(super) fn file_key(&self, safe_writer: &str, name: &str) -> Key {
         let mut key = self.files_root(safe_writer);
         for part in name.split('/') {
             key = key.join(part);
@@ -284,67 +289,6 @@ impl Remote {
         }
     }
 
-    fn get(&self, key: &Key) -> Result<Vec<u8>> {
-        self.wait(async {
-            let got = self.store.get(key).await?;
-            got.bytes().await
-        })
-        .map(|b| b.to_vec())
-        .map_err(store_err("read", key))
-    }
-
-    /// Ids of `writer`'s (`None`: this writer's) checkpoints with a manifest, ascending.
-    pub fn list(&self, writer: Option<&str>) -> Result<Vec<CheckpointId>> {
-        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
-        let root = self.writer_root(&w);
-        let listed = self
-            .wait(self.store.list_with_delimiter(Some(&root)))
-            .map_err(store_err("list", &root))?;
-        let mut ids: Vec<CheckpointId> = listed
-            .objects
-            .iter()
-            .filter_map(|o| o.location.filename())
-            .filter_map(|n| n.strip_prefix("chk-")?.strip_suffix(".json")?.parse().ok())
-            .map(CheckpointId)
-            .collect();
-        ids.sort_unstable();
-        Ok(ids)
-    }
-
-    /// Checkpoint `id`'s manifest of `writer` (`None`: this writer).
-    pub fn manifest(&self, writer: Option<&str>, id: CheckpointId) -> Result<Manifest> {
-        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
-        let key = self.manifest_key(&w, id);
-        let bytes = self.get(&key)?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
-        if manifest.checkpoint != id {
-            return Err(Error::Corrupt {
-                key: key.to_string(),
-                message: format!("the manifest says checkpoint {}", manifest.checkpoint),
-            });
-        }
-        Ok(manifest)
-    }
-
-    /// The writers with checkpoints of this pipeline in the store (transactional ids), sorted.
-    pub fn writers(&self) -> Result<Vec<String>> {
-        let root = self.root.clone().join(WRITERS);
-        let listed = self
-            .wait(self.store.list_with_delimiter(Some(&root)))
-            .map_err(store_err("list", &root))?;
-        let mut writers: Vec<String> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename())
-            .filter_map(super::tag::from_file_safe)
-            .collect();
-        writers.sort();
-        Ok(writers)
-    }
-
     /// Notes that the live state of `task` was restored from `writer`'s checkpoint: its files
     /// that a later checkpoint of this writer holds are copied from there inside the store, not
     /// uploaded again (a partition that moved here).
@@ -357,88 +301,6 @@ impl Remote {
                 origins.insert(name, from);
             }
         }
-    }
-
-    /// Downloads `task`'s files of `writer`'s (`None`: this writer's) checkpoint into `to`
-    /// (emptied first), checking each one's length and CRC32C before it is written.
-    pub fn download(&self, writer: Option<&str>, task: &TaskSnapshot, to: &Path) -> Result<Moved> {
-        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
-        match std::fs::remove_dir_all(to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(Error::Io {
-                    op: "empty download dir",
-                    path: to.to_path_buf(),
-                    source,
-                });
-            }
-        }
-        std::fs::create_dir_all(to).map_err(|source| Error::Io {
-            op: "create download dir",
-            path: to.to_path_buf(),
-            source,
-        })?;
-        let files: Vec<(Key, &super::FileSum)> = task
-            .files
-            .iter()
-            .map(|f| (self.file_key(&w, &Self::file_name(task, f)), f))
-            .collect();
-        let store = &self.store;
-        let moved = Moved {
-            files: files.len() as u64,
-            bytes: files.iter().map(|(_, f)| f.len).sum(),
-            copied_bytes: 0,
-        };
-        self.wait(
-            futures_util::stream::iter(files)
-                .map(|(key, f)| async move {
-                    let got = store.get(&key).await.map_err(store_err("download", &key))?;
-                    let bytes = got.bytes().await.map_err(store_err("download", &key))?;
-                    let crc = crc32c::crc32c(&bytes);
-                    if bytes.len() as u64 != f.len || crc != f.crc32c {
-                        return Err(Error::Corrupt {
-                            key: key.to_string(),
-                            message: format!(
-                                "length {} crc32c {crc:08x}, the manifest says length {} crc32c {:08x}",
-                                bytes.len(),
-                                f.len,
-                                f.crc32c
-                            ),
-                        });
-                    }
-                    let path = to.join(&f.name);
-                    tokio::fs::write(&path, &bytes)
-                        .await
-                        .map_err(|source| Error::Io {
-                            op: "write",
-                            path,
-                            source,
-                        })
-                })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<()>>(),
-        )?;
-        Ok(moved)
-    }
-
-    /// Checks that each file of `task` in `writer`'s (`None`: this writer's) checkpoint is in
-    /// the store with its length.
-    pub fn check_present(&self, writer: Option<&str>, task: &TaskSnapshot) -> Result<()> {
-        let w = writer.map_or_else(|| self.writer.clone(), super::tag::file_safe);
-        for f in &task.files {
-            let key = self.file_key(&w, &Self::file_name(task, f));
-            let meta = self
-                .wait(self.store.head(&key))
-                .map_err(store_err("stat", &key))?;
-            if meta.size != f.len {
-                return Err(Error::Corrupt {
-                    key: key.to_string(),
-                    message: format!("length {}, the manifest says {}", meta.size, f.len),
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Deletes this writer's checkpoints `ids` (manifests first, so none names a missing
@@ -511,3 +373,5 @@ fn connect(config: &RemoteConfig) -> Result<Arc<dyn ObjectStore>> {
     })?;
     Ok(Arc::new(store))
 }
+
+mod read;
