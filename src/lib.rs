@@ -20,7 +20,8 @@
 //!   record-level logic, free of I/O, and [`pipeline::custom`] the API for operators written in
 //!   Rust ([`KeyedOperator`], [`register_operator`]).
 //! - [`kafka`]: everything that touches rdkafka: client settings, the transactional producer,
-//!   the consumer with its rebalance events, topic administration.
+//!   the consumer with its rebalance events, topic administration, group-less readers, and the
+//!   pipeline's control topic (requests every instance hears: an online savepoint's cut).
 //! - [`state`]: the keyed-state API and its backends (RocksDB, memory); the only user of rocksdb.
 //! - [`checkpoint`]: the pure protocol decisions ([`checkpoint::protocol`]), the on-disk
 //!   snapshot store (manifest, checksums, fsync, garbage collection; a directory per writer,
@@ -33,7 +34,8 @@
 //!   deadline; [`cli`] runs it.
 //! - [`expr`]: jq expressions (`jaq`): checked where the config is validated, run by the
 //!   operators; the only user of jaq.
-//! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint).
+//! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint); requests
+//!   for every instance of a pipeline go through its control topic instead ([`kafka::control`]).
 //! - [`position`]: `Partition`, `NextOffset`, `PartitionOffset`: positions in Kafka, one
 //!   vocabulary for every module (a leaf).
 //! - [`shutdown`]: signals → `CancellationToken`.

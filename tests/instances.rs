@@ -12,14 +12,7 @@ use common::{CountPipeline, Daemon, count_input, expected_counts};
 /// The keyed count's config for several instances (`common::for_instances`) with checkpoints in
 /// `checkpoints` (shared) rather than under the daemon's own directory.
 fn shared_config(cp: &CountPipeline, checkpoints: &std::path::Path) -> String {
-    let text = common::count_config(
-        &cp.bootstrap,
-        &cp.name,
-        &cp.source,
-        &cp.sink,
-        "rocksdb",
-        "300ms",
-    );
+    let text = common::count_config_of(cp);
     common::for_instances(&text.replace(
         "dir = \"{DIR}/checkpoints\"",
         &format!("dir = \"{}\"", checkpoints.display()),

@@ -8,41 +8,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{CountPipeline, Daemon, S3, S3_CREDENTIALS, count_input, expected_counts};
-
-/// The keyed count's config for several instances (`common::for_instances`) with checkpoints
-/// in the object store under the pipeline's name.
-fn store_config(cp: &CountPipeline, s3: &S3) -> String {
-    let text = common::count_config(
-        &cp.bootstrap,
-        &cp.name,
-        &cp.source,
-        &cp.sink,
-        "rocksdb",
-        "300ms",
-    );
-    common::for_instances(&s3.checkpoints_in(&text, &cp.name))
-}
-
-/// A keyed count on fresh topics whose daemon (instance a) keeps its checkpoints in the
-/// object store, with the config for other instances.
-fn on_store(prefix: &str, partitions: i32) -> Option<(CountPipeline, S3, String)> {
-    let cp = CountPipeline::new(prefix, partitions, "rocksdb", "300ms")?;
-    let s3 = common::s3();
-    let config = store_config(&cp, &s3);
-    std::fs::write(
-        &cp.daemon.config,
-        config.replace("{DIR}", &cp.dir().display().to_string()),
-    )
-    .expect("write config");
-    Some((cp, s3, config))
-}
-
-fn env(instance: &str) -> Vec<(&str, &str)> {
-    let mut env = vec![("FLUMEN_INSTANCE", instance)];
-    env.extend(S3_CREDENTIALS);
-    env
-}
+use common::{
+    Daemon, S3, S3_CREDENTIALS, count_input, created, env, expected_counts, on_store, tool,
+};
 
 /// Lines of `log` saying a snapshot of `writer` was downloaded from the object store.
 fn downloads_from(log: &str, writer: &str) -> usize {
@@ -356,40 +324,6 @@ fn three_instances_on_their_own_disks_survive_twenty_random_kills() {
     assert!(cp.daemon.is_running(), "{}", cp.daemon.all_logs());
 }
 
-/// Runs `flumen` as instance `instance` with the test store's credentials; retries (up to 60 s)
-/// while it refuses because the pipeline's stopped static members are still in the group.
-fn tool(instance: &str, args: &[&str]) -> std::process::Output {
-    let began = std::time::Instant::now();
-    loop {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
-            .args(args)
-            .env("FLUMEN_INSTANCE", instance)
-            .envs(S3_CREDENTIALS)
-            .output()
-            .expect("run flumen");
-        let err = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() || !err.contains("member") || began.elapsed().as_secs() > 60 {
-            return out;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// The savepoint path `flumen savepoint create` printed.
-fn created(out: &std::process::Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.split('\t')
-        .nth(1)
-        .and_then(|s| s.strip_prefix("savepoint "))
-        .unwrap_or_else(|| panic!("no savepoint path in {text}"))
-        .to_string()
-}
-
 /// A pipeline running on two instances is stopped and saved (`savepoint create`, one cut of
 /// every partition from the checkpoints its commits name, whoever wrote them), restored into
 /// one instance, saved again and restored into three: the counts go on exactly.
@@ -399,17 +333,10 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
         return;
     };
     let (_dirs, mut others) = common::more_daemons(&config, 2);
-    let cfg = cp.daemon.config.display().to_string();
+    let (cfg, name) = (cp.daemon.config.display().to_string(), cp.name.clone());
     let saves = tempfile::tempdir().unwrap();
     let create = |into: &str| {
-        let args = [
-            "savepoint",
-            "create",
-            "--config",
-            &cfg,
-            "--pipeline",
-            &cp.name,
-        ];
+        let args = ["savepoint", "create", "--config", &cfg, "--pipeline", &name];
         tool("a", &[&args[..], &["--dir", into]].concat())
     };
     let stop = |d: &mut Daemon| {
@@ -418,12 +345,7 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
     };
 
     // two instances, input while both run
-    cp.daemon.start_with(&env("a"));
-    others[0].start_with(&env("b"));
-    others[0].wait_assigned();
-    let mut input = count_input(3_000, 80);
-    cp.produce(&input);
-    cp.assert_exact(&expected_counts(&input), Duration::from_secs(120));
+    let mut input = common::two_counting(&mut cp, &mut others[0]);
     // killed while a batch is under way: the checkpoints the commits name leave repartition
     // records that no stateful task has counted, which the savepoint must carry
     let batch = count_input(4_000, 80);
@@ -439,27 +361,7 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
     let sp = created(&taken);
 
     // into one instance: what came while it was stopped is counted on top of the savepoint
-    let reset = |sp: &str| {
-        let out = tool(
-            "a",
-            &[
-                "offsets",
-                "reset",
-                "--config",
-                &cfg,
-                "--pipeline",
-                &cp.name,
-                "--to-savepoint",
-                sp,
-                "--execute",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let reset = |sp: &str| common::offsets_reset(&cfg, &name, &["--to-savepoint", sp]);
     reset(&sp);
     let batch = count_input(1_000, 80);
     cp.produce(&batch);
@@ -482,5 +384,39 @@ fn a_savepoint_of_two_instances_restores_into_one_and_into_three() {
     cp.assert_exact(&expected_counts(&input), Duration::from_secs(120));
     for d in &mut others {
         assert!(d.is_running(), "{}", d.all_logs());
+    }
+}
+
+/// `offsets reset --to-earliest --drop-state` on a pipeline whose checkpoints are in the object
+/// store: the checkpoint it writes (empty state at the repartition topic's end) is uploaded and
+/// named by the commit, so a restart on a wiped disk restores it from the store and counts
+/// every record again from 1, exactly once.
+#[test]
+fn a_reset_that_drops_state_writes_its_checkpoint_into_the_store() {
+    let Some((mut cp, _, _)) = on_store("s3drop", 2) else {
+        return;
+    };
+    let cfg = cp.daemon.config.display().to_string();
+    cp.daemon.start_with(&env("a"));
+    let input = count_input(1_000, 40);
+    cp.produce(&input);
+    let expected = expected_counts(&input);
+    cp.assert_exact(&expected, Duration::from_secs(120));
+    let status = cp.daemon.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{}", cp.daemon.all_logs());
+    let before = cp.output(0, Duration::from_secs(5));
+    common::offsets_reset(&cfg, &cp.name, &["--to-earliest", "--drop-state"]);
+    wipe(cp.dir());
+    cp.daemon.start_with(&env("a"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let again = common::since(&before, &cp.output(0, Duration::from_secs(3)));
+        match common::check_counts(&again, &expected) {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("{e}\n{}", cp.daemon.all_logs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
     }
 }

@@ -167,9 +167,9 @@ enum SavepointCommand {
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-    /// Take a savepoint of a stopped pipeline from the checkpoints its group's commits name,
-    /// however many threads and instances ran it (stop them all first: SIGTERM takes a final
-    /// checkpoint).
+    /// Take a savepoint of a pipeline however many threads and instances run it: while they
+    /// run, one cut by barriers (their sources pause for about a checkpoint interval); when all
+    /// are stopped, from the checkpoints the group's commits name.
     Create {
         #[arg(long, short)]
         config: PathBuf,

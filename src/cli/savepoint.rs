@@ -12,17 +12,28 @@ use crate::control;
 use crate::pipeline::chain;
 use crate::pipeline::operator::state_to_json;
 
-/// Takes the savepoint of stopped `pipeline` from the checkpoints the group's commits name
-/// (`Runner::savepoint_offline`).
+/// Takes the savepoint of `pipeline`: of a stopped one from the checkpoints the group's
+/// commits name (`Runner::savepoint_offline`), of a running one by a cut while it runs
+/// (`online`).
 pub fn create(ops: &Operators, config: &Path, pipeline: &str, dir: Option<PathBuf>) -> u8 {
     let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let taken = super::offsets::with_inputs(&cfg, ops, pipeline, |inputs| {
-        crate::tools::reset::ensure_stopped(inputs)?;
-        Ok(crate::pipeline::Runner::savepoint_offline(inputs, dir)?)
+    let running = super::offsets::with_inputs(&cfg, ops, pipeline, |inputs| {
+        match crate::tools::reset::ensure_stopped(inputs) {
+            Ok(()) => Ok(false),
+            Err(crate::pipeline::Error::PipelineRunning(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     });
+    let taken = match running {
+        Ok(false) => super::offsets::with_inputs(&cfg, ops, pipeline, |inputs| {
+            Ok(crate::pipeline::Runner::savepoint_offline(inputs, dir)?)
+        }),
+        Ok(true) => online(&cfg, ops, pipeline, dir),
+        Err(e) => Err(e),
+    };
     match taken {
         Ok(t) => {
             println!(
@@ -39,6 +50,35 @@ pub fn create(ops: &Operators, config: &Path, pipeline: &str, dir: Option<PathBu
             super::offsets::code_of(&e)
         }
     }
+}
+
+/// The savepoint of `pipeline` while its instances run (`Runner::savepoint_online`), taken as
+/// an observer: a writer id and a state directory of its own (deleted after), so that nothing
+/// of a daemon on this machine is touched.
+fn online(
+    cfg: &crate::config::Config,
+    ops: &Operators,
+    pipeline: &str,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<control::Taken> {
+    let mut observer = cfg.clone();
+    let own = format!("savepoint-{}", std::process::id());
+    observer.state.dir = cfg.state.dir.join(format!(".{own}"));
+    for p in &mut observer.pipelines {
+        p.transactional_id = format!("{}-{own}", p.transactional_id);
+    }
+    let taken = super::offsets::with_inputs(&observer, ops, pipeline, |inputs| {
+        Ok(crate::pipeline::Runner::savepoint_online(inputs, dir)?)
+    });
+    if let Err(e) = std::fs::remove_dir_all(&observer.state.dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!(
+            "warning: cannot delete {}: {e}",
+            observer.state.dir.display()
+        );
+    }
+    taken
 }
 
 /// Asks the daemon of `config` for a savepoint of every pipeline (and to stop after it).

@@ -51,9 +51,24 @@ impl Admin {
     /// topics): a record no task has counted yet must never expire. A topic created by an
     /// older version (7 days) is changed at start, its other settings kept.
     pub fn ensure_internal_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        self.create_topic(topic, partitions, "-1")?;
+        self.keep_forever(topic)
+    }
+
+    /// A pipeline's control topic (`kafka::control`): one partition, requests kept a day (a
+    /// request matters for seconds; it is never a record of the pipeline's data).
+    pub fn ensure_control_topic(&self, topic: &str) -> Result<()> {
+        if self.partition_count(topic).is_ok() {
+            return Ok(());
+        }
+        self.create_topic(topic, 1, "86400000")
+    }
+
+    /// Creates `topic` unless it exists, and waits until its metadata shows `partitions`.
+    fn create_topic(&self, topic: &str, partitions: i32, retention_ms: &str) -> Result<()> {
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "delete")
-            .set("retention.ms", "-1");
+            .set("retention.ms", retention_ms);
         let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
         let results = self
             .runtime
@@ -61,7 +76,7 @@ impl Admin {
             .map_err(client("create topic"))?;
         for r in results {
             match r {
-                Ok(_) => tracing::info!(topic, partitions, "created repartition topic"),
+                Ok(_) => tracing::info!(topic, partitions, "created internal topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
                     return Err(Error::Client {
@@ -90,7 +105,7 @@ impl Admin {
                 actual,
             });
         }
-        self.keep_forever(topic)
+        Ok(())
     }
 
     /// Sets `retention.ms = -1` on `topic` unless it has it. AlterConfigs replaces a topic's

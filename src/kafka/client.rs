@@ -109,6 +109,14 @@ pub fn reader(kafka: &KafkaConfig) -> ClientConfig {
     cfg
 }
 
+/// The control topic's writer (`kafka::control`): idempotent, not transactional (a request
+/// is a command to the running instances, never pipeline data).
+pub fn control_writer(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cfg = base(kafka);
+    cfg.set("enable.idempotence", "true").set("acks", "all");
+    cfg
+}
+
 /// An admin client (topic creation, metadata). Its metadata requests must never create a
 /// topic: a broker with `auto.create.topics.enable` would answer "what partitions has X?"
 /// by creating X with its default partition count.

@@ -3,7 +3,7 @@
 //! the messages, so the pipeline sees "messages of the old assignment, then the revocation,
 //! then the new assignment" exactly as they happened.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -287,6 +287,9 @@ impl Consumer {
 
     /// Stops fetching `partitions`; their positions are kept.
     pub fn pause(&self, partitions: &[Partition]) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
         self.inner
             .pause(&tpl_of(partitions))
             .map_err(client("pause"))
@@ -294,6 +297,9 @@ impl Consumer {
 
     /// Fetches `partitions` again (one revoked meanwhile is no longer ours: ignored).
     pub fn resume(&self, partitions: &[Partition]) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
         self.inner
             .resume(&tpl_of(partitions))
             .map_err(client("resume"))
@@ -343,6 +349,9 @@ impl Consumer {
 
     /// Moves the fetch positions (after an abort: back to the restored checkpoint's offsets).
     pub fn seek(&self, positions: &[(Partition, Option<NextOffset>)]) -> Result<()> {
+        if positions.is_empty() {
+            return Ok(()); // librdkafka refuses an empty list
+        }
         let mut tpl = TopicPartitionList::new();
         for (p, off) in positions {
             let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
@@ -378,6 +387,36 @@ impl Consumer {
         self.inner
             .fetch_watermarks(topic, partition, TIMEOUT)
             .map_err(client("fetch watermarks"))
+    }
+
+    /// The first offset still in the log of each partition, asked of the brokers in one
+    /// ListOffsets round (`fetch_watermarks` asks per partition, and for the last stable offset
+    /// too, which can take seconds right after a producer's open transaction was aborted).
+    pub fn log_starts(&self, partitions: &[Partition]) -> Result<BTreeMap<Partition, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Beginning)
+                .map_err(client("list log start offsets"))?;
+        }
+        let got = self
+            .inner
+            .offsets_for_times(tpl, TIMEOUT)
+            .map_err(client("list log start offsets"))?;
+        let mut starts = BTreeMap::new();
+        for e in got.elements() {
+            let p = Partition {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+            };
+            e.error().map_err(client("list log start offsets"))?;
+            let start = match e.offset() {
+                Offset::Offset(o) => o,
+                // not expected of a broker; the partition's own query answers it
+                _ => self.watermarks(&p.topic, p.partition)?.0,
+            };
+            starts.insert(p, start);
+        }
+        Ok(starts)
     }
 
     /// Per partition, the first offset whose timestamp is at or after `unix_ms` (`None`: no

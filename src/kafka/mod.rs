@@ -1,6 +1,7 @@
 //! Everything that touches rdkafka (and so librdkafka): client settings ([`client`]), the
 //! transactional producer ([`producer`]), the group consumer with rebalance events
-//! ([`consumer`]) and topic administration ([`admin`]). No other module imports rdkafka.
+//! ([`consumer`]), topic administration ([`admin`]), group-less readers ([`reader`]) and the
+//! pipeline's control topic ([`control`]). No other module imports rdkafka.
 //!
 //! Every call here blocks; callers run them on the pipeline's own thread, never on the async
 //! runtime.
@@ -8,6 +9,7 @@
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod control;
 pub mod producer;
 pub mod reader;
 

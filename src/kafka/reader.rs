@@ -42,6 +42,72 @@ pub fn read_to_end(
     read_with(&consumer, topic, from, must_reach, timeout)
 }
 
+/// Reads `topic`'s committed records from each `(partition, offset)` until `complete` says a
+/// partition's record just read completes it (that record included, nothing after it), for
+/// every partition, or until `timeout()` (asked again as the read goes on) has passed since it
+/// began: an online savepoint reading up to the barriers of every source partition
+/// (`pipeline/task/cut.rs`).
+pub fn read_until(
+    kafka: &KafkaConfig,
+    topic: &str,
+    from: &[(i32, Option<NextOffset>)],
+    mut complete: impl FnMut(&Pending) -> bool,
+    timeout: impl Fn() -> Duration,
+) -> Result<Vec<Pending>> {
+    let consumer: BaseConsumer = super::client::reader(kafka)
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .map_err(client("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = BTreeSet::new();
+    for (p, off) in from {
+        let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
+        tpl.add_partition_offset(topic, *p, offset)
+            .map_err(client("assign reader"))?;
+        open.insert(*p);
+    }
+    consumer.assign(&tpl).map_err(client("assign reader"))?;
+    let began = Instant::now();
+    let mut out = Vec::new();
+    while !open.is_empty() {
+        let limit = timeout();
+        if began.elapsed() >= limit {
+            return Err(Error::Timeout {
+                op: "read a topic up to its barriers",
+                after: limit,
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.topic() == topic && open.contains(&m.partition()) => {
+                let record = pending_of(&m);
+                if complete(&record) {
+                    open.remove(&m.partition());
+                }
+                out.push(record);
+            }
+            Some(Err(e)) => tracing::warn!(topic, error = %e, "reader error"),
+            Some(Ok(_)) | None => {}
+        }
+    }
+    Ok(out)
+}
+
+fn pending_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Pending {
+    Pending {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers: m.headers().map_or_else(Vec::new, |h| {
+            (0..h.count())
+                .map(|i| h.get(i))
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        }),
+    }
+}
+
 /// A join's table topic, read to its end at assignment and at every refresh: one consumer kept
 /// for the runner's life (assigned anew each time), fetching with a short wait.
 pub struct TableReader {
@@ -113,18 +179,7 @@ fn read_with(
                 }
                 at_end.remove(&m.partition());
                 last_seen.insert(m.partition(), m.offset());
-                out.push(Pending {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    headers: m.headers().map_or_else(Vec::new, |h| {
-                        (0..h.count())
-                            .map(|i| h.get(i))
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    }),
-                });
+                out.push(pending_of(&m));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);

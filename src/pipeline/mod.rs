@@ -95,6 +95,8 @@ pub enum Error {
     PipelineRunning(String),
     #[error("{0}")]
     StateChoice(String),
+    #[error("online savepoint: {0}")]
+    Cut(String),
     #[error("cannot restore savepoint {}: {message}", dir.display())]
     SavepointMismatch {
         dir: std::path::PathBuf,
@@ -194,6 +196,7 @@ impl Error {
             Self::Fatal(_)
             | Self::Panicked(_)
             | Self::PipelineRunning(_)
+            | Self::Cut(_)
             | Self::SinkSchema { .. }
             | Self::Remote(
                 checkpoint::remote::Error::Open { .. }

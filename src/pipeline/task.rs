@@ -8,10 +8,12 @@ mod assign;
 mod checkpoint;
 mod checkpointer;
 mod commits;
+mod cut;
 mod fit;
 mod keyed;
 mod policy;
 mod record;
+mod reset;
 mod restore;
 mod savepoint;
 mod start;
@@ -120,6 +122,22 @@ pub struct Runner<'a> {
     last_checkpoint: Instant,
     /// Deletes repartition records every task has counted (`task/commits.rs`).
     purge: Option<commits::Purge>,
+    /// The pipeline's control topic, read by the daemon's threads, and the cut of an online
+    /// savepoint it asked for (`task/cut.rs`).
+    control: Option<crate::kafka::control::ControlReader>,
+    cut: Option<cut::Cut>,
+}
+
+/// What an incarnation is to the pipeline's group and producers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Incarnation {
+    /// The daemon: a static member; its producer registered (fencing its predecessor).
+    Member,
+    /// A tool on a stopped pipeline: not a member; registers the producer (fencing a zombie).
+    Offline,
+    /// A tool beside running instances (an online savepoint): not a member, registers no
+    /// producer, writes no Kafka record but the control topic's requests.
+    Observer,
 }
 
 impl<'a> Runner<'a> {
@@ -146,6 +164,7 @@ impl<'a> Runner<'a> {
             if self.cancel.is_cancelled() {
                 return self.shutdown();
             }
+            self.hear_control()?;
             if self.table_reader.is_some() && self.last_table_refresh.elapsed() >= interval {
                 self.refresh_tables()?;
                 self.last_table_refresh = Instant::now();

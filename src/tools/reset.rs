@@ -11,11 +11,9 @@ use serde::Serialize;
 
 use crate::pipeline::{Error, Inputs, Result};
 pub mod plan;
-mod rewrite;
 
 use self::plan::{PartitionView, PlanRow, Scenario, StateAction};
 use crate::checkpoint::CheckpointId;
-use crate::checkpoint::tag::CommitTag;
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
 use crate::pipeline::topology::Shape;
@@ -204,12 +202,8 @@ pub fn plan(
 pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>> {
     ensure_stopped(inputs)?;
     let pipeline = inputs.pipeline;
-    let config = inputs.config;
-    let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
-    // fences a zombie of the daemon and settles its open transaction
-    producer.init()?;
     let consumer = consumer(inputs)?;
-    let mut offsets: Vec<(Partition, NextOffset)> = plan
+    let offsets: Vec<(Partition, NextOffset)> = plan
         .rows
         .iter()
         .filter(|r| r.changes())
@@ -223,34 +217,67 @@ pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>>
             )
         })
         .collect();
-    let written = match &plan.action {
-        StateAction::Keep => None,
-        StateAction::Drop {
-            all_repartition,
-            source_partitions,
-        } => Some(rewrite::drop_state(
-            inputs,
-            &consumer,
-            plan,
-            *all_repartition,
-            source_partitions,
-            &mut offsets,
-        )?),
-    };
+    if let StateAction::Drop {
+        all_repartition,
+        source_partitions,
+    } = &plan.action
+    {
+        let dropped = dropped(inputs, &consumer, plan, *all_repartition, source_partitions)?;
+        // the runner's producer fences a zombie of the daemon and commits
+        let id = crate::pipeline::Runner::reset_offline(inputs, &offsets, &dropped)?;
+        tracing::info!(group = %plan.group, partitions = offsets.len(), dropped = dropped.len(), checkpoint = %id, "offsets reset");
+        return Ok(Some(id));
+    }
+    let producer = Producer::new(&inputs.config.kafka, &pipeline.transactional_id)?;
+    // fences a zombie of the daemon and settles its open transaction
+    producer.init()?;
     let mut txn = crate::pipeline::txn::Txn::new(producer);
     txn.begin()?;
     if !offsets.is_empty() {
-        // the checkpoint written names this commit; without one the metadata is empty, as
-        // kafka-consumer-groups writes it (a stateless pipeline, or nothing stateful moved)
-        let tag = written.as_ref().map_or_else(String::new, |(_, id)| {
-            CommitTag::new(*id, &pipeline.name, &pipeline.transactional_id).encode()
-        });
-        txn.send_offsets(&offsets, &tag, &consumer)?;
+        // no checkpoint names this commit: the metadata is empty, as kafka-consumer-groups
+        // writes it (a stateless pipeline, or nothing stateful moved)
+        txn.send_offsets(&offsets, "", &consumer)?;
     }
     txn.commit()?;
-    if let Some((store, id)) = &written {
-        store.mark_committed(*id)?;
+    tracing::info!(group = %plan.group, partitions = offsets.len(), "offsets reset");
+    Ok(None)
+}
+
+/// The stateful partitions whose state the move invalidates, each with the offset it starts
+/// from empty: every repartition partition at its end, or the moved source partitions of a
+/// source-keyed pipeline at their new offsets.
+fn dropped(
+    inputs: &Inputs<'_>,
+    consumer: &Consumer,
+    plan: &Plan,
+    all_repartition: bool,
+    source_partitions: &[i32],
+) -> Result<Vec<(Partition, NextOffset)>> {
+    if !all_repartition {
+        return Ok(source_partitions
+            .iter()
+            .map(|n| {
+                let row = plan.rows.iter().find(|r| r.partition == *n);
+                let p = Partition {
+                    topic: plan.topic.clone(),
+                    partition: *n,
+                };
+                (p, NextOffset(row.map_or(0, |r| r.new)))
+            })
+            .collect());
     }
-    tracing::info!(group = %plan.group, partitions = offsets.len(), checkpoint = ?written.as_ref().map(|(_, id)| *id), "offsets reset");
-    Ok(written.map(|(_, id)| id))
+    let Some(topic) = inputs.pipeline.repartition_topic() else {
+        return Ok(Vec::new());
+    };
+    let admin = crate::kafka::admin::Admin::new(&inputs.config.kafka, inputs.runtime.clone())?;
+    (0..admin.partition_count(&topic)?)
+        .map(|n| {
+            let end = NextOffset(consumer.watermarks(&topic, n)?.1);
+            let p = Partition {
+                topic: topic.clone(),
+                partition: n,
+            };
+            Ok((p, end))
+        })
+        .collect()
 }

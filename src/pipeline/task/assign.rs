@@ -46,6 +46,7 @@ impl Runner<'_> {
         self.hear_other_stream_anew();
         // a join's table is current before the first stream record of its tasks
         self.refresh_tables()?;
+        self.hold_cut()?;
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(adopted.into_iter().map(|(p, _)| p).collect())
     }
@@ -178,6 +179,7 @@ impl Runner<'_> {
         // outputs of work the rewind redoes
         self.pending.clear();
         self.dirty = false;
+        self.barriers_aborted();
         Ok(())
     }
 
@@ -196,7 +198,7 @@ impl Runner<'_> {
         self.hear_other_stream_anew();
         self.refresh_tables()?;
         self.consumer.seek(&positions)?;
-        Ok(())
+        self.hold_cut()
     }
 
     /// Every task's other stream gets a full idle timeout from now: restoring the tasks one by

@@ -150,14 +150,20 @@ impl Runner<'_> {
     ) -> Result<()> {
         self.dirty = false;
         self.last_checkpoint = begun;
+        // an online savepoint's cut may still read older checkpoints and counted records
+        let collect = !self.cut_reads();
         // a failed look-up only postpones garbage collection: the commit has happened
-        let elsewhere = self
-            .commits_elsewhere()
+        let elsewhere = collect
+            .then(|| self.commits_elsewhere())
+            .transpose()
             .inspect_err(|e| tracing::warn!(pipeline = %self.pipeline.name, error = %chain(e), "cannot read the group's commits of partitions held elsewhere; this checkpoint deletes none"))
-            .ok();
+            .ok()
+            .flatten();
         self.checkpoints
             .committed(id, manifest, elsewhere.as_deref())?;
-        self.purge_counted(offsets);
+        if collect {
+            self.purge_counted(offsets);
+        }
         Ok(())
     }
 

@@ -42,24 +42,38 @@ impl Runner<'_> {
     /// a concrete offset for it, and its tag with it), stateful ones restored. A committed
     /// offset below the log start (records deleted before they were processed) refuses.
     pub(super) fn restore_tasks(&mut self, partitions: &[Partition]) -> Result<Restored> {
-        let mut commits = self.consumer.commits(partitions)?;
+        let commits = self.consumer.commits(partitions)?;
+        self.restore_tasks_at(partitions, commits)
+    }
+
+    /// `restore_tasks` at `commits` read before (an online savepoint's cut, `task/cut.rs`).
+    pub(super) fn restore_tasks_at(
+        &mut self,
+        partitions: &[Partition],
+        mut commits: Vec<(Partition, GroupCommit)>,
+    ) -> Result<Restored> {
+        let began = std::time::Instant::now();
         self.checkpoints.load_foreign(&commits);
         let adopted = self.adopt_lost_commits(&mut commits)?;
+        let adopted_at = began.elapsed();
         let all: BTreeMap<Partition, GroupCommit> = commits.iter().cloned().collect();
         // the state restored descends from what its checkpoint descends from
         if let Some(lineage) = self.lineage_of(&commits) {
             self.checkpoints.lineage = lineage;
         }
         let mut plan = Vec::with_capacity(commits.len());
+        let starts = self.consumer.log_starts(partitions)?;
         for (p, commit) in &commits {
-            let (log_start, log_end) = self.consumer.watermarks(&p.topic, p.partition)?;
+            let log_start = starts.get(p).copied().unwrap_or(0);
             if let Some(committed) = commit.offset
                 && committed.0 < log_start
             {
+                let log_end = self.consumer.watermarks(&p.topic, p.partition)?.1;
                 return Err(self.out_of_range(p, committed, (log_start, log_end)));
             }
             plan.push((p.clone(), commit.offset, NextOffset(log_start)));
         }
+        tracing::debug!(foreign_loaded = ?adopted_at, log_starts_read = ?began.elapsed(), "restore phases (time since it began)");
         // verifying and copying snapshots can take longer than max.poll.interval.ms: the
         // restore runs beside the poll loop, which keeps the group membership alive
         let tasks = self.while_polling(partitions, |runner| {

@@ -60,6 +60,18 @@ impl Runner<'_> {
         if task.next_offset.is_some_and(|n| r.offset < n.0) {
             return Ok(()); // already reflected in state
         }
+        if self.held_by_cut(&p) {
+            return Ok(()); // read again when the savepoint cut releases the source
+        }
+        if r.value().is_none_or(<[u8]>::is_empty) && r.header(super::cut::BARRIER_HEADER).is_some()
+        {
+            // an online savepoint's barrier: for its reader only
+            if let Some(task) = self.tasks.get_mut(&p) {
+                task.next_offset = Some(NextOffset(r.offset + 1));
+            }
+            self.dirty = true;
+            return Ok(());
+        }
         if task.windows.is_some()
             && r.value().is_none_or(<[u8]>::is_empty)
             && let Some((input, wm)) = r

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Runner;
 use super::start::load_schemas;
+use super::{Incarnation, Runner};
 use crate::checkpoint::CheckpointId;
 use crate::checkpoint::savepoint::{
     Builder, FORMAT_VERSION, OperatorState, PendingRecord, SavepointManifest, SourceOffset,
@@ -45,7 +45,7 @@ impl<'a> Runner<'a> {
                 return Ok(false);
             }
         };
-        match self.write_savepoint(Some(id), dir) {
+        match self.write_savepoint(Some(id), dir, None) {
             Ok(taken) => {
                 tracing::info!(pipeline = %self.pipeline.name, path = %taken.path.display(), checkpoint = taken.checkpoint,
                     keys = taken.keys, pending = taken.pending, "savepoint taken");
@@ -65,9 +65,9 @@ impl<'a> Runner<'a> {
     fn not_ready(&self) -> Option<String> {
         if self.pipeline.parallelism > 1 {
             return Some(format!(
-                "savepoints of a pipeline with parallelism > 1 are not supported yet: its threads \
-                 each hold some partitions, and a savepoint must be one cut of all of them; set \
-                 parallelism = 1 for pipeline {:?} to take one",
+                "pipeline {:?} runs on several threads, each holding some partitions: take its \
+                 savepoint with `flumen savepoint create --config FILE --pipeline NAME`, one cut \
+                 of all of them while they run",
                 self.pipeline.name
             ));
         }
@@ -84,9 +84,9 @@ impl<'a> Runner<'a> {
         }
         if i32::try_from(assigned).ok() != Some(self.topology.source_partitions) {
             return Some(format!(
-                "only {assigned} of {} source partitions are assigned to this instance yet; try \
-                 again in a moment (a savepoint needs every partition in one instance: savepoints \
-                 of a pipeline running on several instances are not supported yet)",
+                "only {assigned} of {} source partitions are assigned to this instance; try again \
+                 in a moment, or, if the pipeline runs on several instances, take its savepoint \
+                 with `flumen savepoint create --config FILE --pipeline NAME`",
                 self.topology.source_partitions
             ));
         }
@@ -104,25 +104,36 @@ impl<'a> Runner<'a> {
     /// committed in one transaction, and each repartition record is below its stateful task's
     /// committed offset (in the state) or above it (pending), never both.
     pub fn savepoint_offline(inputs: &Inputs<'a>, dir: Option<PathBuf>) -> Result<Taken> {
-        let (mut runner, _) = Self::prepare(inputs, None, false, load_schemas(inputs)?)?;
-        let partitions: Vec<Partition> = runner
-            .topology
+        let (mut runner, _) =
+            Self::prepare(inputs, None, Incarnation::Offline, load_schemas(inputs)?)?;
+        let partitions = runner.every_partition();
+        runner.assign(&partitions)?;
+        runner.write_savepoint(None, dir, None)
+    }
+
+    /// Every partition of every topic the pipeline reads.
+    pub(super) fn every_partition(&self) -> Vec<Partition> {
+        self.topology
             .topics()
             .into_iter()
             .flat_map(|topic| {
-                (0..runner.topology.source_partitions).map(move |partition| Partition {
+                (0..self.topology.source_partitions).map(move |partition| Partition {
                     topic: topic.to_string(),
                     partition,
                 })
             })
-            .collect();
-        runner.assign(&partitions)?;
-        runner.write_savepoint(None, dir)
+            .collect()
     }
 
     /// The savepoint of the state and positions of every task now: at checkpoint `id`, just
-    /// committed, or (`None`) at the group's commits (`savepoint_offline`).
-    fn write_savepoint(&mut self, id: Option<CheckpointId>, dir: Option<PathBuf>) -> Result<Taken> {
+    /// committed, or (`None`) at the tasks' positions (`savepoint_offline`, and an online cut,
+    /// which passes the in-flight records it read up to its barriers as `in_flight`).
+    pub(super) fn write_savepoint(
+        &mut self,
+        id: Option<CheckpointId>,
+        dir: Option<PathBuf>,
+        in_flight: Option<Vec<reader::Pending>>,
+    ) -> Result<Taken> {
         let name = &self.pipeline.name;
         let source = &self.pipeline.source.topic;
         let positions: Vec<PartitionOffset> = match id {
@@ -155,7 +166,10 @@ impl<'a> Runner<'a> {
         };
         let mut builder = Builder::begin(&target)?;
         let (seen_ops, state_partitions) = self.write_state(&mut builder, &target)?;
-        let pending = self.write_pending(&mut builder)?;
+        let pending = match in_flight {
+            Some(records) => put_pending(&mut builder, records)?,
+            None => self.write_pending(&mut builder)?,
+        };
         let operators = self.operators_of(seen_ops);
         let partitions = self.topology.source_partitions;
         let offsets_of = |topic: &str| source_offsets(&positions, topic, partitions);
@@ -266,18 +280,25 @@ impl<'a> Runner<'a> {
                 &must_reach,
                 PENDING_TIMEOUT,
             )?;
-            for r in records {
-                let record = PendingRecord {
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
-                };
-                builder.put_pending(r.partition, &record)?;
-                pending += 1;
-            }
+            pending = put_pending(builder, records)?;
         }
         Ok(pending)
     }
+}
+
+/// In-flight repartition records into the savepoint; returns how many.
+fn put_pending(builder: &mut Builder, records: Vec<reader::Pending>) -> Result<u64> {
+    let mut pending = 0;
+    for r in records {
+        let record = PendingRecord {
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        };
+        builder.put_pending(r.partition, &record)?;
+        pending += 1;
+    }
+    Ok(pending)
 }
 
 /// The next offset `positions` hold for each partition of `topic`.

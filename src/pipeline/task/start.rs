@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checkpointer::Checkpointer;
-use super::{Runner, commits};
+use super::{Incarnation, Runner, commits, cut};
 use crate::checkpoint::remote::Remote;
 use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::store::Store;
 use crate::codec::avro::Registry;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::Consumer;
+use crate::kafka::control;
 use crate::kafka::producer::Producer;
 use crate::pipeline::keyed::Keyed;
 use crate::pipeline::topology::Topology;
@@ -37,7 +38,7 @@ impl<'a> Runner<'a> {
                 })
             })?;
         }
-        let (runner, grown) = Self::prepare(inputs, restore, true, schemas)?;
+        let (runner, grown) = Self::prepare(inputs, restore, Incarnation::Member, schemas)?;
         let (config, pipeline) = (inputs.config, inputs.pipeline);
         if grown {
             // This instance's static membership outlives a stop by a session timeout, and a
@@ -64,7 +65,12 @@ impl<'a> Runner<'a> {
     /// tool while the pipeline is stopped (the group must be empty: the commit is a
     /// non-member's).
     pub fn restore_offline(inputs: &Inputs<'a>, savepoint: &Savepoint) -> Result<()> {
-        let (mut runner, _) = Self::prepare(inputs, Some(savepoint), false, load_schemas(inputs)?)?;
+        let (mut runner, _) = Self::prepare(
+            inputs,
+            Some(savepoint),
+            Incarnation::Offline,
+            load_schemas(inputs)?,
+        )?;
         runner.finish_restore()
     }
 
@@ -73,17 +79,32 @@ impl<'a> Runner<'a> {
     pub(super) fn prepare(
         inputs: &Inputs<'a>,
         restore: Option<&Savepoint>,
-        static_member: bool,
+        incarnation: Incarnation,
         schemas: Arc<Registry>,
     ) -> Result<(Self, bool)> {
         let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
+        let static_member = incarnation == Incarnation::Member;
         let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
-        producer.init()?;
-        if pipeline.thread == 0 {
-            fence_removed_threads(inputs)?;
+        if incarnation != Incarnation::Observer {
+            producer.init()?;
+            if pipeline.thread == 0 {
+                fence_removed_threads(inputs)?;
+            }
         }
         let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = Self::check_topics(inputs, restore, &admin)?;
+        let control = match pipeline.repartition_topic() {
+            Some(_) if static_member => {
+                let topic = control::topic_of(&pipeline.group_id);
+                admin.ensure_control_topic(&topic)?;
+                Some(control::ControlReader::new(
+                    &config.kafka,
+                    &topic,
+                    cut::CUT_LIMIT,
+                )?)
+            }
+            _ => None,
+        };
         let checkpoints = Checkpointer::open(
             &config.checkpoint.dir,
             config
@@ -125,6 +146,8 @@ impl<'a> Runner<'a> {
             last_table_refresh: Instant::now(),
             last_checkpoint: Instant::now(),
             purge: None,
+            control,
+            cut: None,
         };
         runner.attach_operators(inputs, &admin, partitions)?;
         let restore = match restore {

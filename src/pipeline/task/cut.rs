@@ -1,0 +1,208 @@
+//! The consistent cut of a pipeline that keeps running on several threads or instances
+//! (`flumen savepoint create` while the group has members), taken by barriers through the
+//! repartition topic, which already carries records from every source task to every stateful
+//! task. No instance knows the others: the request reaches every thread through the
+//! pipeline's control topic (`kafka::control`).
+//!
+//! 1. The tool reads the group's commits (G): each stateful partition `r` at offset `c_r`,
+//!    with the checkpoint that holds its state there.
+//! 2. It asks for a cut (`Begin`). Each thread, for each source partition `p` it holds, sends
+//!    a barrier `(cut, p, next offset s_p)` to every repartition partition in its open
+//!    transaction, and takes no more records of `p`. Barriers are written after G was read,
+//!    so each lies above `c_r` in every `r`.
+//! 3. The tool reads every repartition partition from `c_r` until it has the barrier of every
+//!    source partition (read_committed: only committed barriers count), then lets the sources
+//!    go on (`Release`). Everything between `c_r` and the last barrier came from source
+//!    records below their `s_p`, since no source wrote after its barrier before the release.
+//! 4. The savepoint is each stateful partition's state at `c_r`, the records from `c_r` to its
+//!    last barrier as in-flight records, and the source offsets `s_p`: every source record
+//!    below `s_p` is in exactly one of state or in-flight records, none above is in either.
+//!    Then `End`: the threads collect garbage again. Until then they keep every checkpoint and
+//!    repartition record the cut may still read.
+//!
+//! A thread that dies with a barrier uncommitted is replaced by the partition's next owner,
+//! which hears the request again (a reader starts `CUT_LIMIT` back) and sends the barrier at
+//! the partition's committed offset; the tool takes each source's first committed barrier.
+//! A thread that never hears `Release` or `End` (the tool died) lets go after `CUT_LIMIT`.
+
+mod take;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Runner;
+use crate::pipeline::Result;
+use crate::pipeline::topology::Role;
+use crate::position::{NextOffset, Partition};
+
+/// How long a thread holds a cut (sources paused, garbage collection held) without hearing
+/// its end, counted from the request's creation.
+pub(super) const CUT_LIMIT: Duration = Duration::from_secs(60);
+/// The header of a barrier (no key, no value): `<cut>/<source partition>/<next offset or ->`.
+pub(super) const BARRIER_HEADER: &str = "flumen.barrier";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    cut: String,
+    phase: Phase,
+    created_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Phase {
+    /// Send barriers, pause the sources, keep what the cut reads.
+    Begin,
+    /// The barriers are read: the sources go on.
+    Release,
+    /// The savepoint is written (or failed): collect garbage again.
+    End,
+}
+
+/// A thread's part in a cut.
+pub(super) struct Cut {
+    id: String,
+    until: Instant,
+    /// The sources wait for `Release`.
+    sources_held: bool,
+    /// Source partitions whose barrier is in the open or a committed transaction.
+    marked: BTreeSet<Partition>,
+}
+
+impl Runner<'_> {
+    /// The control topic's new requests (every loop turn; never waits), and the cut's limit.
+    pub(super) fn hear_control(&mut self) -> Result<()> {
+        let Some(reader) = self.control.as_mut() else {
+            return Ok(());
+        };
+        for bytes in reader.poll() {
+            let request: Request = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(pipeline = %self.pipeline.name, error = %e, "unreadable control request ignored");
+                    continue;
+                }
+            };
+            self.on_request(request)?;
+        }
+        if self.cut.as_ref().is_some_and(|c| Instant::now() >= c.until) {
+            tracing::warn!(pipeline = %self.pipeline.name, "savepoint cut not ended within {CUT_LIMIT:?}; going on without it");
+            self.end_cut()?;
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, request: Request) -> Result<()> {
+        let current = self.cut.as_ref().is_some_and(|c| c.id == request.cut);
+        match request.phase {
+            Phase::Begin if !current => {
+                let age = Duration::from_millis(
+                    crate::checkpoint::now_unix_ms().saturating_sub(request.created_unix_ms),
+                );
+                let Some(left) = CUT_LIMIT.checked_sub(age) else {
+                    return Ok(());
+                };
+                if self.cut.is_some() {
+                    self.end_cut()?;
+                }
+                tracing::info!(pipeline = %self.pipeline.name, cut = %request.cut, "savepoint cut requested: barriers sent, sources paused");
+                self.cut = Some(Cut {
+                    id: request.cut,
+                    until: Instant::now() + left,
+                    sources_held: true,
+                    marked: BTreeSet::new(),
+                });
+                self.hold_cut()
+            }
+            Phase::Release if current => self.release_sources(),
+            Phase::End if current => self.end_cut(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Barriers for the source partitions held that have none yet, and their records paused
+    /// (after a start, an assignment or a rewind too).
+    pub(super) fn hold_cut(&mut self) -> Result<()> {
+        let (Some(cut), Some(topic)) = (self.cut.as_mut(), self.topology.repartition_topic())
+        else {
+            return Ok(());
+        };
+        if !cut.sources_held {
+            return Ok(());
+        }
+        cut.marked.retain(|p| self.tasks.contains_key(p));
+        for (p, task) in &self.tasks {
+            if task.role != Role::Source || cut.marked.contains(p) {
+                continue;
+            }
+            let offset = task
+                .next_offset
+                .map_or("-".to_string(), |o| o.0.to_string());
+            let header = format!("{}/{}/{offset}", cut.id, p.partition);
+            for target in 0..self.topology.source_partitions {
+                self.txn.send_event(
+                    topic,
+                    Some(target),
+                    None,
+                    &[],
+                    &[(BARRIER_HEADER, header.as_bytes())],
+                )?;
+            }
+            cut.marked.insert(p.clone());
+            self.dirty = true;
+        }
+        let paused: Vec<Partition> = cut.marked.iter().cloned().collect();
+        self.consumer.pause(&paused)?;
+        Ok(())
+    }
+
+    /// Whether records of `p` wait for the cut's release (they are read again from the
+    /// task's position then).
+    pub(super) fn held_by_cut(&self, p: &Partition) -> bool {
+        self.cut
+            .as_ref()
+            .is_some_and(|c| c.sources_held && c.marked.contains(p))
+    }
+
+    /// Whether the cut may still read checkpoints and repartition records (garbage
+    /// collection and purges wait).
+    pub(super) fn cut_reads(&self) -> bool {
+        self.cut.is_some()
+    }
+
+    /// An aborted transaction took its barriers with it: they are sent again.
+    pub(super) fn barriers_aborted(&mut self) {
+        if let Some(cut) = self.cut.as_mut() {
+            cut.marked.clear();
+        }
+    }
+
+    fn release_sources(&mut self) -> Result<()> {
+        let Some(cut) = self.cut.as_mut() else {
+            return Ok(());
+        };
+        if !cut.sources_held {
+            return Ok(());
+        }
+        cut.sources_held = false;
+        let marked = std::mem::take(&mut cut.marked);
+        let positions: Vec<(Partition, Option<NextOffset>)> = marked
+            .iter()
+            .filter_map(|p| self.tasks.get(p).map(|t| (p.clone(), t.next_offset)))
+            .collect();
+        let partitions: Vec<Partition> = positions.iter().map(|(p, _)| p.clone()).collect();
+        // records fetched before the pause and skipped are read again
+        self.consumer.seek(&positions)?;
+        self.consumer.resume(&partitions)?;
+        tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "savepoint cut released: sources go on");
+        Ok(())
+    }
+
+    fn end_cut(&mut self) -> Result<()> {
+        self.release_sources()?;
+        self.cut = None;
+        Ok(())
+    }
+}
