@@ -1,16 +1,67 @@
 //! A savepoint taken while the pipeline keeps running on several instances (#15): one cut of
 //! every partition through barriers in the repartition topic (`pipeline/task/cut.rs`),
-//! requested through the pipeline's control topic. Real broker, real object store.
+//! requested through the pipeline's control topic; and a stop of every instance with a
+//! savepoint (`savepoint create --stop`). Real broker, real object store.
 
 mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Read, count_input, created, env, expected_counts, on_store, since, tool};
+use common::{
+    CountPipeline, Daemon, Read, count_input, created, env, expected_counts, on_store, since, tool,
+};
 
 fn logs_say(d: &Daemon, what: &str) -> usize {
     d.all_logs().lines().filter(|l| l.contains(what)).count()
+}
+
+/// Two instances (a and b, with c ready) counting on the test store, and `savepoint create
+/// <extra>` run while more input flows.
+struct Saved {
+    cp: CountPipeline,
+    others: Vec<Daemon>,
+    _dirs: Vec<tempfile::TempDir>,
+    _saves: tempfile::TempDir,
+    cfg: String,
+    /// Every record produced, once `producer` is joined.
+    input: Vec<(Option<i32>, String, String)>,
+    producer: std::thread::JoinHandle<()>,
+    savepoint: String,
+}
+
+fn saved_under_input(prefix: &str, extra: &[&str]) -> Option<Saved> {
+    let (mut cp, _, config) = on_store(prefix, 4)?;
+    let (dirs, mut others) = common::more_daemons(&config, 2);
+    let cfg = cp.daemon.config.display().to_string();
+    let saves = tempfile::tempdir().expect("tempdir");
+    let mut input = common::two_counting(&mut cp, &mut others[0]);
+    let batch = count_input(6_000, 80);
+    let producer = cp.produce_slowly(&batch, 50, Duration::from_millis(40));
+    input.extend(batch);
+    std::thread::sleep(Duration::from_millis(1_000));
+    let into = saves.path().join("sp").display().to_string();
+    let args = [
+        "savepoint",
+        "create",
+        "--config",
+        &cfg,
+        "--pipeline",
+        &cp.name,
+    ];
+    let out = tool("a", &[&args[..], extra, &["--dir", &into]].concat());
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let savepoint = created(&out);
+    Some(Saved {
+        cp,
+        others,
+        _dirs: dirs,
+        _saves: saves,
+        cfg,
+        input,
+        producer,
+        savepoint,
+    })
 }
 
 /// Two instances count under live input. `savepoint create` cuts while both run, and they go
@@ -20,31 +71,19 @@ fn logs_say(d: &Daemon, what: &str) -> usize {
 /// the source offsets).
 #[test]
 fn a_savepoint_taken_while_two_instances_run_is_one_consistent_cut() {
-    let Some((mut cp, _, config)) = on_store("s3cut", 4) else {
+    let Some(Saved {
+        mut cp,
+        mut others,
+        cfg,
+        mut input,
+        producer,
+        savepoint: sp,
+        _dirs: _keep_dirs,
+        _saves: _keep_saves,
+    }) = saved_under_input("s3cut", &[])
+    else {
         return;
     };
-    let (_dirs, mut others) = common::more_daemons(&config, 2);
-    let cfg = cp.daemon.config.display().to_string();
-    let saves = tempfile::tempdir().unwrap();
-    let mut input = common::two_counting(&mut cp, &mut others[0]);
-
-    // the cut while records flow through both instances
-    let batch = count_input(6_000, 80);
-    let producer = cp.produce_slowly(&batch, 50, Duration::from_millis(40));
-    input.extend(batch);
-    std::thread::sleep(Duration::from_millis(1_000));
-    let into = saves.path().join("live").display().to_string();
-    let args = [
-        "savepoint",
-        "create",
-        "--config",
-        &cfg,
-        "--pipeline",
-        &cp.name,
-    ];
-    let out = tool("a", &[&args[..], &["--dir", &into]].concat());
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    let sp = created(&out);
     producer.join().unwrap();
     cp.assert_exact(&expected_counts(&input), Duration::from_secs(120));
     for (d, id) in [(&mut cp.daemon, "a"), (&mut others[0], "b")] {
@@ -111,4 +150,44 @@ fn continues_to(output: &[Read], expected: &HashMap<String, u64>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// `savepoint create --stop` on two instances under live input: both take a final checkpoint
+/// and exit 0, the savepoint is written from their commits, and restored into three instances
+/// the counts go on with every output of the whole run exactly once (nothing was output after
+/// the savepoint, so the restore repeats nothing).
+#[test]
+fn stop_with_savepoint_of_two_instances_restores_into_three_exactly_once() {
+    let Some(Saved {
+        mut cp,
+        mut others,
+        cfg,
+        input,
+        producer,
+        savepoint: sp,
+        _dirs: _keep_dirs,
+        _saves: _keep_saves,
+    }) = saved_under_input("s3stop", &["--stop"])
+    else {
+        return;
+    };
+    for (d, id) in [(&mut cp.daemon, "a"), (&mut others[0], "b")] {
+        let status = d.wait(Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "instance {id} did not exit 0 by itself: {status:?}\n{}",
+            d.all_logs()
+        );
+    }
+    producer.join().unwrap();
+
+    common::offsets_reset(&cfg, &cp.name, &["--to-savepoint", &sp]);
+    cp.daemon.start_with(&env("a"));
+    for (d, id) in others.iter_mut().zip(["b", "c"]) {
+        d.start_with(&env(id));
+    }
+    cp.assert_exact(&expected_counts(&input), Duration::from_secs(120));
+    for d in &mut others {
+        assert!(d.is_running(), "{}", d.all_logs());
+    }
 }

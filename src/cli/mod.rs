@@ -175,6 +175,10 @@ enum SavepointCommand {
         config: PathBuf,
         #[arg(long)]
         pipeline: String,
+        /// Stop every instance first (each takes a final checkpoint; a daemon with no other
+        /// pipeline exits 0), then take the savepoint: nothing is output after it.
+        #[arg(long)]
+        stop: bool,
         /// Write the savepoint to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -282,8 +286,9 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             SavepointCommand::Create {
                 config,
                 pipeline,
+                stop,
                 dir,
-            } => savepoint::create(ops, &config, &pipeline, dir),
+            } => savepoint::create(ops, &config, &pipeline, dir, stop),
             SavepointCommand::List {
                 config,
                 dir,

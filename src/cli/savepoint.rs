@@ -15,11 +15,20 @@ use crate::pipeline::operator::state_to_json;
 /// Takes the savepoint of `pipeline`: of a stopped one from the checkpoints the group's
 /// commits name (`Runner::savepoint_offline`), of a running one by a cut while it runs
 /// (`online`).
-pub fn create(ops: &Operators, config: &Path, pipeline: &str, dir: Option<PathBuf>) -> u8 {
+pub fn create(
+    ops: &Operators,
+    config: &Path,
+    pipeline: &str,
+    dir: Option<PathBuf>,
+    stop: bool,
+) -> u8 {
     let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if stop {
+        return report(stop_then_save(&cfg, ops, pipeline, dir));
+    }
     let running = super::offsets::with_inputs(&cfg, ops, pipeline, |inputs| {
         match crate::tools::reset::ensure_stopped(inputs) {
             Ok(()) => Ok(false),
@@ -34,6 +43,10 @@ pub fn create(ops: &Operators, config: &Path, pipeline: &str, dir: Option<PathBu
         Ok(true) => online(&cfg, ops, pipeline, dir),
         Err(e) => Err(e),
     };
+    report(taken)
+}
+
+fn report(taken: anyhow::Result<control::Taken>) -> u8 {
     match taken {
         Ok(t) => {
             println!(
@@ -50,6 +63,41 @@ pub fn create(ops: &Operators, config: &Path, pipeline: &str, dir: Option<PathBu
             super::offsets::code_of(&e)
         }
     }
+}
+
+/// `savepoint create --stop`: every instance is asked through the control topic to take a
+/// final checkpoint and stop; once the group is empty the savepoint is written from its
+/// commits, and the request is ended (an instance started later goes on).
+fn stop_then_save(
+    cfg: &crate::config::Config,
+    ops: &Operators,
+    pipeline: &str,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<control::Taken> {
+    let group = &cfg
+        .pipelines
+        .iter()
+        .find(|p| p.name == pipeline)
+        .ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline:?} in the config"))?
+        .group_id;
+    let id = crate::pipeline::request_stop(&cfg.kafka, group)?;
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(
+        "waiting for every instance to stop (static members leave at their session timeout)",
+    );
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let wait = crate::kafka::client::session_timeout(&cfg.kafka) + Duration::from_secs(60);
+    let taken = super::offsets::with_inputs(cfg, ops, pipeline, |inputs| {
+        crate::tools::reset::wait_until_stopped(inputs, wait)?;
+        spinner.finish_and_clear();
+        Ok(crate::pipeline::Runner::savepoint_offline(inputs, dir)?)
+    });
+    spinner.finish_and_clear();
+    if let Err(e) = crate::pipeline::end_stop(&cfg.kafka, group, &id) {
+        eprintln!(
+            "warning: could not end the stop request ({e}); an instance started within a minute stops again"
+        );
+    }
+    taken
 }
 
 /// The savepoint of `pipeline` while its instances run (`Runner::savepoint_online`), taken as

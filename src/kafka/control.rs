@@ -111,6 +111,21 @@ impl ControlReader {
     }
 }
 
+/// Whether the control topic `topic` exists (instances older than it never created one).
+pub fn exists(kafka: &KafkaConfig, topic: &str) -> Result<bool> {
+    let consumer: BaseConsumer = client::reader(kafka)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(client("create control reader"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(client("read control topic metadata"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
 /// Writes one request to `topic` and waits until the brokers have it.
 pub fn send(kafka: &KafkaConfig, topic: &str, request: &[u8]) -> Result<()> {
     let producer: BaseProducer = client::control_writer(kafka)

@@ -36,7 +36,7 @@ use crate::kafka;
 use crate::position::{NextOffset, Partition};
 use crate::state::{self, StateEnv};
 
-pub use task::Runner;
+pub use task::{Runner, end_stop, request_stop};
 
 /// How `run` treats state it cannot match to the group's committed offsets.
 #[derive(Debug, Clone, Copy, Default)]

@@ -9,6 +9,7 @@ mod checkpoint;
 mod checkpointer;
 mod commits;
 mod cut;
+pub use cut::{end_stop, request_stop};
 mod fit;
 mod keyed;
 mod policy;
@@ -126,6 +127,8 @@ pub struct Runner<'a> {
     /// savepoint it asked for (`task/cut.rs`).
     control: Option<crate::kafka::control::ControlReader>,
     cut: Option<cut::Cut>,
+    /// A `Stop` request heard (its id): the loop takes a final checkpoint and returns.
+    stop_requested: Option<String>,
 }
 
 /// What an incarnation is to the pipeline's group and producers.
@@ -165,6 +168,9 @@ impl<'a> Runner<'a> {
                 return self.shutdown();
             }
             self.hear_control()?;
+            if self.stop_requested.is_some() {
+                return self.shutdown();
+            }
             if self.table_reader.is_some() && self.last_table_refresh.elapsed() >= interval {
                 self.refresh_tables()?;
                 self.last_table_refresh = Instant::now();

@@ -145,6 +145,13 @@ pub fn ensure_stopped(inputs: &Inputs<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Waits up to `wait` for the pipeline's group to empty (stopped static members stay until
+/// their session times out), then as [`ensure_stopped`].
+pub fn wait_until_stopped(inputs: &Inputs<'_>, wait: std::time::Duration) -> Result<()> {
+    consumer(inputs)?.wait_for_empty_group(&inputs.pipeline.group_id, wait)?;
+    ensure_stopped(inputs)
+}
+
 /// The reset plan of `scenario` for `partitions` of the source (all when `None`).
 pub fn plan(
     inputs: &Inputs<'_>,

@@ -4,28 +4,32 @@
 //! task. No instance knows the others: the request reaches every thread through the
 //! pipeline's control topic (`kafka::control`).
 //!
-//! 1. The tool reads the group's commits (G): each stateful partition `r` at offset `c_r`,
-//!    with the checkpoint that holds its state there.
+//! 1. The tool reads the group's commits (G0): where its read of the repartition topic starts.
 //! 2. It asks for a cut (`Begin`). Each thread, for each source partition `p` it holds, sends
 //!    a barrier `(cut, p, next offset s_p)` to every repartition partition in its open
-//!    transaction, and takes no more records of `p`. Barriers are written after G was read,
-//!    so each lies above `c_r` in every `r`.
-//! 3. The tool reads every repartition partition from `c_r` until it has the barrier of every
-//!    source partition (read_committed: only committed barriers count), then lets the sources
-//!    go on (`Release`). Everything between `c_r` and the last barrier came from source
-//!    records below their `s_p`, since no source wrote after its barrier before the release.
+//!    transaction, and takes no more records of `p`; from then on it deletes no checkpoint and
+//!    purges no repartition record. Barriers are written after G0 was read, so each lies
+//!    above G0's offset in every repartition partition `r`.
+//! 3. The tool reads every `r` from G0 until it has the barrier of every source partition
+//!    (read_committed: only committed barriers count). Then, the sources still waiting, it
+//!    reads the commits again (G: `r` at `c_r`, with the checkpoint that holds its state
+//!    there), and lets the sources go on (`Release`). Until the release every record in `r`
+//!    came from a source record below its `s_p`: no source wrote after its barrier.
 //! 4. The savepoint is each stateful partition's state at `c_r`, the records from `c_r` to its
 //!    last barrier as in-flight records, and the source offsets `s_p`: every source record
 //!    below `s_p` is in exactly one of state or in-flight records, none above is in either.
-//!    Then `End`: the threads collect garbage again. Until then they keep every checkpoint and
-//!    repartition record the cut may still read.
+//!    Then `End`: the threads collect garbage again.
 //!
+//! G is read after every barrier arrived, so every thread that holds a source has heard the
+//! request and keeps what G names; a thread that holds only stateful partitions hears it
+//! within a loop turn, long before three more checkpoints would let it delete G's.
 //! A thread that dies with a barrier uncommitted is replaced by the partition's next owner,
 //! which hears the request again (a reader starts `CUT_LIMIT` back) and sends the barrier at
 //! the partition's committed offset; the tool takes each source's first committed barrier.
 //! A thread that never hears `Release` or `End` (the tool died) lets go after `CUT_LIMIT`.
 
 mod take;
+pub use take::{end_stop, request_stop};
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -57,8 +61,12 @@ enum Phase {
     Begin,
     /// The barriers are read: the sources go on.
     Release,
-    /// The savepoint is written (or failed): collect garbage again.
+    /// The savepoint is written (or failed): collect garbage again; a `Stop` of this request
+    /// is over (a thread started after it goes on).
     End,
+    /// Every thread takes a final checkpoint and stops (`savepoint create --stop`: the
+    /// savepoint is then written from the group's commits).
+    Stop,
 }
 
 /// A thread's part in a cut.
@@ -96,11 +104,22 @@ impl Runner<'_> {
 
     fn on_request(&mut self, request: Request) -> Result<()> {
         let current = self.cut.as_ref().is_some_and(|c| c.id == request.cut);
+        let age = Duration::from_millis(
+            crate::checkpoint::now_unix_ms().saturating_sub(request.created_unix_ms),
+        );
+        match request.phase {
+            Phase::Stop if age < CUT_LIMIT => {
+                tracing::info!(pipeline = %self.pipeline.name, request = %request.cut, "asked to stop (savepoint create --stop)");
+                self.stop_requested = Some(request.cut);
+                return Ok(());
+            }
+            Phase::End if self.stop_requested.as_ref() == Some(&request.cut) => {
+                self.stop_requested = None;
+            }
+            _ => {}
+        }
         match request.phase {
             Phase::Begin if !current => {
-                let age = Duration::from_millis(
-                    crate::checkpoint::now_unix_ms().saturating_sub(request.created_unix_ms),
-                );
                 let Some(left) = CUT_LIMIT.checked_sub(age) else {
                     return Ok(());
                 };

@@ -93,17 +93,17 @@ impl<'a> Runner<'a> {
         }
         let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = Self::check_topics(inputs, restore, &admin)?;
-        let control = match pipeline.repartition_topic() {
-            Some(_) if static_member => {
-                let topic = control::topic_of(&pipeline.group_id);
-                admin.ensure_control_topic(&topic)?;
-                Some(control::ControlReader::new(
-                    &config.kafka,
-                    &topic,
-                    cut::CUT_LIMIT,
-                )?)
-            }
-            _ => None,
+        // every thread of the daemon hears the pipeline's control topic (`task/cut.rs`)
+        let control = if static_member {
+            let topic = control::topic_of(&pipeline.group_id);
+            admin.ensure_control_topic(&topic)?;
+            Some(control::ControlReader::new(
+                &config.kafka,
+                &topic,
+                cut::CUT_LIMIT,
+            )?)
+        } else {
+            None
         };
         let checkpoints = Checkpointer::open(
             &config.checkpoint.dir,
@@ -148,6 +148,7 @@ impl<'a> Runner<'a> {
             purge: None,
             control,
             cut: None,
+            stop_requested: None,
         };
         runner.attach_operators(inputs, &admin, partitions)?;
         let restore = match restore {

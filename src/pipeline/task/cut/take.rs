@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{BARRIER_HEADER, CUT_LIMIT, Phase, Request};
+use crate::checkpoint::GroupCommit;
+use crate::config::KafkaConfig;
 use crate::control::Taken;
 use crate::kafka::{control, reader};
 use crate::pipeline::task::start::load_schemas;
@@ -43,7 +45,8 @@ impl<'a> Runner<'a> {
             ));
         }
         let partitions = runner.every_partition();
-        // before any barrier exists: every barrier lies above these offsets
+        // before any barrier exists: every barrier lies above these offsets, where the read
+        // of the repartition topic starts
         let commits = runner.consumer.commits(&partitions)?;
         let Some(topic) = runner.topology.repartition_topic().map(str::to_string) else {
             // no channel between partitions: the commits alone are a consistent cut
@@ -55,8 +58,7 @@ impl<'a> Runner<'a> {
             std::process::id()
         );
         let control_topic = control::topic_of(&runner.pipeline.group_id);
-        let admin = crate::kafka::admin::Admin::new(&runner.config.kafka, inputs.runtime.clone())?;
-        if admin.partition_count(&control_topic).is_err() {
+        if !control::exists(&runner.config.kafka, &control_topic)? {
             return Err(Error::Cut(format!(
                 "the running instances read no control topic ({control_topic}): they are older \
                  than online savepoints. Stop the pipeline and run savepoint create again"
@@ -66,8 +68,14 @@ impl<'a> Runner<'a> {
         let taken = runner
             .read_barriers(&topic, &cut, &commits)
             .and_then(|barriers| {
+                // The state is taken at the commits as they are now, while the sources still
+                // wait: every thread that holds a source has heard the request (its barrier is
+                // here), so it keeps the checkpoints these commits name; any commit read before
+                // the release leaves in the state only records from below their barriers.
+                let now = runner.consumer.commits(&partitions)?;
+                let barriers = from_commits(barriers, &commits, &now, &topic)?;
                 runner.request(&control_topic, &cut, Phase::Release)?;
-                runner.write_at(&partitions, commits, Some(barriers), dir)
+                runner.write_at(&partitions, now, Some(barriers), dir)
             });
         // whatever happened: the threads go on and collect garbage again
         if let Err(e) = runner.request(&control_topic, &cut, Phase::End) {
@@ -79,14 +87,7 @@ impl<'a> Runner<'a> {
     }
 
     fn request(&self, topic: &str, cut: &str, phase: Phase) -> Result<()> {
-        let request = Request {
-            cut: cut.to_string(),
-            phase,
-            created_unix_ms: crate::checkpoint::now_unix_ms(),
-        };
-        let bytes = serde_json::to_vec(&request)
-            .map_err(|e| Error::Cut(format!("encode a control request: {e}")))?;
-        Ok(control::send(&self.config.kafka, topic, &bytes)?)
+        send(&self.config.kafka, topic, cut, phase)
     }
 
     /// Every repartition partition from its commit up to the barriers of every source
@@ -95,7 +96,7 @@ impl<'a> Runner<'a> {
         &self,
         topic: &str,
         cut: &str,
-        commits: &[(Partition, crate::checkpoint::GroupCommit)],
+        commits: &[(Partition, GroupCommit)],
     ) -> Result<Barriers> {
         let sources = self.topology.source_partitions;
         let from: Vec<(i32, Option<NextOffset>)> = commits
@@ -188,7 +189,7 @@ impl<'a> Runner<'a> {
     fn write_at(
         &mut self,
         partitions: &[Partition],
-        commits: Vec<(Partition, crate::checkpoint::GroupCommit)>,
+        commits: Vec<(Partition, GroupCommit)>,
         barriers: Option<Barriers>,
         dir: Option<PathBuf>,
     ) -> Result<Taken> {
@@ -209,6 +210,77 @@ impl<'a> Runner<'a> {
         }
         self.write_savepoint(None, dir, Some(barriers.in_flight))
     }
+}
+
+/// The in-flight records of `barriers` (read from the commits `before`) from the commits
+/// `now` on: what `now`'s state already counted is not in flight.
+fn from_commits(
+    mut barriers: Barriers,
+    before: &[(Partition, GroupCommit)],
+    now: &[(Partition, GroupCommit)],
+    topic: &str,
+) -> Result<Barriers> {
+    let offset_in = |commits: &[(Partition, GroupCommit)], r: i32| {
+        commits
+            .iter()
+            .find(|(p, _)| p.topic == topic && p.partition == r)
+            .and_then(|(_, c)| c.offset)
+    };
+    let mut from = BTreeMap::new();
+    for (p, c) in now.iter().filter(|(p, _)| p.topic == topic) {
+        let earlier = offset_in(before, p.partition);
+        if let (Some(was), Some(is)) = (earlier, c.offset)
+            && is < was
+        {
+            return Err(Error::Cut(format!(
+                "the group's commit of {p} went back from {was:?} to {is:?} during the cut"
+            )));
+        }
+        from.insert(p.partition, c.offset);
+    }
+    barriers.in_flight.retain(|r| {
+        from.get(&r.partition)
+            .copied()
+            .flatten()
+            .is_none_or(|o| r.offset >= o.0)
+    });
+    Ok(barriers)
+}
+
+fn send(kafka: &KafkaConfig, topic: &str, cut: &str, phase: Phase) -> Result<()> {
+    let request = Request {
+        cut: cut.to_string(),
+        phase,
+        created_unix_ms: crate::checkpoint::now_unix_ms(),
+    };
+    let bytes = serde_json::to_vec(&request)
+        .map_err(|e| Error::Cut(format!("encode a control request: {e}")))?;
+    Ok(control::send(kafka, topic, &bytes)?)
+}
+
+/// `savepoint create --stop`: asks every thread of every instance of the pipeline whose group
+/// is `group_id` to take a final checkpoint and stop. Returns the request's id, for
+/// [`end_stop`] once the savepoint is written.
+pub fn request_stop(kafka: &KafkaConfig, group_id: &str) -> Result<String> {
+    let id = format!(
+        "stop-{}-{}",
+        crate::checkpoint::now_unix_ms(),
+        std::process::id()
+    );
+    let topic = control::topic_of(group_id);
+    if control::exists(kafka, &topic)? {
+        send(kafka, &topic, &id, Phase::Stop)?;
+        return Ok(id);
+    }
+    Err(Error::Cut(format!(
+        "the running instances read no control topic ({topic}): they are older than \
+         savepoint create --stop. Stop them (SIGTERM) and run savepoint create"
+    )))
+}
+
+/// The stop `id` is over: an instance started from now on goes on.
+pub fn end_stop(kafka: &KafkaConfig, group_id: &str, id: &str) -> Result<()> {
+    send(kafka, &control::topic_of(group_id), id, Phase::End)
 }
 
 /// A barrier's cut, source partition and next offset.
