@@ -393,6 +393,9 @@ impl Consumer {
     /// ListOffsets round (`fetch_watermarks` asks per partition, and for the last stable offset
     /// too, which can take seconds right after a producer's open transaction was aborted).
     pub fn log_starts(&self, partitions: &[Partition]) -> Result<BTreeMap<Partition, i64>> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new()); // librdkafka refuses an empty list
+        }
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             tpl.add_partition_offset(&p.topic, p.partition, Offset::Beginning)

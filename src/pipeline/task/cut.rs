@@ -25,8 +25,12 @@
 //! within a loop turn, long before three more checkpoints would let it delete G's.
 //! A thread that dies with a barrier uncommitted is replaced by the partition's next owner,
 //! which hears the request again (a reader starts `CUT_LIMIT` back) and sends the barrier at
-//! the partition's committed offset; the tool takes each source's first committed barrier.
-//! A thread that never hears `Release` or `End` (the tool died) lets go after `CUT_LIMIT`.
+//! the partition's committed offset, which is the first barrier's. A source that went on past
+//! its barrier before G was read (its thread's limit passed, or a next owner that had not heard
+//! the request yet) fails the cut: the tool checks that G commits every source partition at
+//! its barrier, and that every barrier of a source names the same offset. A thread that never
+//! hears `Release` (the tool died) lets its sources go after `CUT_LIMIT`, and one that never
+//! hears `End` collects garbage again after `KEEP_LIMIT`. One cut at a time.
 
 mod take;
 pub use take::{end_stop, request_stop};
@@ -41,9 +45,14 @@ use crate::pipeline::Result;
 use crate::pipeline::topology::Role;
 use crate::position::{NextOffset, Partition};
 
-/// How long a thread holds a cut (sources paused, garbage collection held) without hearing
-/// its end, counted from the request's creation.
+/// How long a thread pauses its sources for a cut without hearing `Release`, counted from
+/// when it heard `Begin` (a request older than that when heard is ignored); and how far back
+/// a thread's reader of the control topic starts.
 pub(super) const CUT_LIMIT: Duration = Duration::from_secs(60);
+/// How long it keeps what the cut reads (checkpoints, repartition records) without hearing
+/// `End`: the tool restores every partition's state after the release, which takes as long as
+/// the state is large.
+const KEEP_LIMIT: Duration = Duration::from_secs(600);
 /// The header of a barrier (no key, no value): `<cut>/<source partition>/<next offset or ->`.
 pub(super) const BARRIER_HEADER: &str = "flumen.barrier";
 
@@ -72,7 +81,9 @@ enum Phase {
 /// A thread's part in a cut.
 pub(super) struct Cut {
     id: String,
+    /// When the sources go on without `Release`, and the cut ends without `End`.
     until: Instant,
+    keep_until: Instant,
     /// The sources wait for `Release`.
     sources_held: bool,
     /// Source partitions whose barrier is in the open or a committed transaction.
@@ -95,8 +106,17 @@ impl Runner<'_> {
             };
             self.on_request(request)?;
         }
-        if self.cut.as_ref().is_some_and(|c| Instant::now() >= c.until) {
-            tracing::warn!(pipeline = %self.pipeline.name, "savepoint cut not ended within {CUT_LIMIT:?}; going on without it");
+        let now = Instant::now();
+        if self
+            .cut
+            .as_ref()
+            .is_some_and(|c| c.sources_held && now >= c.until)
+        {
+            tracing::warn!(pipeline = %self.pipeline.name, "savepoint cut not released within {CUT_LIMIT:?}; the sources go on (the cut fails)");
+            self.release_sources()?;
+        }
+        if self.cut.as_ref().is_some_and(|c| now >= c.keep_until) {
+            tracing::warn!(pipeline = %self.pipeline.name, "savepoint cut not ended within {KEEP_LIMIT:?}; collecting garbage again");
             self.end_cut()?;
         }
         Ok(())
@@ -119,17 +139,19 @@ impl Runner<'_> {
             _ => {}
         }
         match request.phase {
-            Phase::Begin if !current => {
-                let Some(left) = CUT_LIMIT.checked_sub(age) else {
+            Phase::Begin if !current && age < CUT_LIMIT => {
+                if let Some(active) = &self.cut {
+                    // one cut at a time: the other tool hears of no barrier from here and fails
+                    tracing::warn!(pipeline = %self.pipeline.name, cut = %request.cut, active = %active.id,
+                        "savepoint cut requested while another is under way; ignored");
                     return Ok(());
-                };
-                if self.cut.is_some() {
-                    self.end_cut()?;
                 }
                 tracing::info!(pipeline = %self.pipeline.name, cut = %request.cut, "savepoint cut requested: barriers sent, sources paused");
+                let now = Instant::now();
                 self.cut = Some(Cut {
                     id: request.cut,
-                    until: Instant::now() + left,
+                    until: now + CUT_LIMIT,
+                    keep_until: now + KEEP_LIMIT,
                     sources_held: true,
                     marked: BTreeSet::new(),
                 });

@@ -25,17 +25,18 @@ impl<'a> Runner<'a> {
     ) -> Result<CheckpointId> {
         let (mut runner, _) =
             Self::prepare(inputs, None, Incarnation::Offline, load_schemas(inputs)?)?;
-        let stateful: Vec<Partition> = (0..runner.topology.source_partitions)
+        // what is dropped is never read: its checkpoint may be the reason for the reset
+        let kept: Vec<Partition> = (0..runner.topology.source_partitions)
             .filter_map(|n| runner.topology.stateful_partition(n))
+            .filter(|p| !dropped.iter().any(|(d, _)| d == p))
             .collect();
-        let restored = runner.restore_tasks(&stateful);
+        let restored = runner.restore_tasks(&kept);
         runner.checkpoints.forget_downloads();
         for (p, task) in restored?.0 {
             runner.tasks.insert(p, task);
         }
         for (p, offset) in dropped {
-            // the restored state is closed before its directory is opened empty
-            let role = runner.tasks.remove(p).map_or(Role::Keyed, |t| t.role);
+            let role = runner.topology.role(&p.topic).unwrap_or(Role::Keyed);
             let state = runner.env.open_empty(&runner.live_dir(p))?;
             runner
                 .tasks

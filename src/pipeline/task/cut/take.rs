@@ -73,6 +73,8 @@ impl<'a> Runner<'a> {
                 // here), so it keeps the checkpoints these commits name; any commit read before
                 // the release leaves in the state only records from below their barriers.
                 let now = runner.consumer.commits(&partitions)?;
+                let source = runner.pipeline.source.topic.clone();
+                paused_at_barriers(&barriers, &now, &source)?;
                 let barriers = from_commits(barriers, &commits, &now, &topic)?;
                 runner.request(&control_topic, &cut, Phase::Release)?;
                 runner.write_at(&partitions, now, Some(barriers), dir)
@@ -117,15 +119,18 @@ impl<'a> Runner<'a> {
                 let Some((id, source, offset)) = barrier_of(record) else {
                     return false;
                 };
-                let got = seen.entry(record.partition).or_default();
-                if id != cut || !got.insert(source) {
+                if id != cut {
                     return false;
                 }
                 heard.set(true);
+                // a barrier sent again (after an abort, by a partition's next owner) must
+                // name the same offset: one further on means records past the first went on
                 let first = *offsets.entry(source).or_insert(offset);
-                if first != offset {
+                if first != offset && conflict.is_none() {
                     conflict = Some((source, first, offset, record.partition));
                 }
+                let got = seen.entry(record.partition).or_default();
+                got.insert(source);
                 i32::try_from(got.len()).is_ok_and(|n| n >= sources)
             },
             || {
@@ -210,6 +215,28 @@ impl<'a> Runner<'a> {
         }
         self.write_savepoint(None, dir, Some(barriers.in_flight))
     }
+}
+
+/// Every source partition's commit is its barrier's offset: a barrier commits with its
+/// offset, and a source that went on past it (released early: a thread's limit passed, or a
+/// partition's next owner had not heard the request yet) would have records past the cut in
+/// the state or in flight.
+fn paused_at_barriers(
+    barriers: &Barriers,
+    now: &[(Partition, GroupCommit)],
+    source: &str,
+) -> Result<()> {
+    for (p, c) in now.iter().filter(|(p, _)| p.topic == source) {
+        let barrier = barriers.sources.get(&p.partition).copied().flatten();
+        if barrier.is_none() || c.offset != barrier {
+            return Err(Error::Cut(format!(
+                "{p} is committed at {:?} but its barrier is at {barrier:?}: its records went on \
+                 past the cut; try again",
+                c.offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The in-flight records of `barriers` (read from the commits `before`) from the commits
