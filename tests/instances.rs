@@ -109,13 +109,6 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
         assert!(checkpoints > 0, "{} is empty", dir.display());
     }
     let config = cp.daemon.config.display().to_string();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
-            .args(args)
-            .env("FLUMEN_INSTANCE", "a")
-            .output()
-            .unwrap()
-    };
     let rows = common::checkpoint_list(&config, &[("FLUMEN_INSTANCE", "a")]);
     for writer in [&writer_a, &writer_b] {
         assert!(
@@ -126,21 +119,15 @@ fn instances_share_a_pipeline_and_take_over_each_others_partitions() {
             "{writer} not listed: {rows}"
         );
     }
-    let inspect = cli(&[
-        "checkpoint",
-        "inspect",
-        "--config",
+    let text = common::checkpoint_inspect(
         &config,
-        "--pipeline",
         &cp.name,
-        "--writer",
-        &writer_b,
-    ]);
-    let text = String::from_utf8_lossy(&inspect.stdout);
+        &["--writer", &writer_b],
+        &[("FLUMEN_INSTANCE", "a")],
+    );
     assert!(
-        inspect.status.success() && text.contains("checksums   ok") && text.contains(&writer_b),
-        "{text}{}",
-        String::from_utf8_lossy(&inspect.stderr)
+        text.contains("checksums   ok") && text.contains(&writer_b),
+        "{text}"
     );
 }
 

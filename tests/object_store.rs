@@ -251,14 +251,6 @@ fn a_checkpoint_uploads_what_changed_and_a_local_recovery_downloads_nothing() {
     // the CLI lists and inspects the checkpoints in the store (not the local copies: wiped)
     wipe(cp.dir());
     let config = cp.daemon.config.display().to_string();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
-            .args(args)
-            .env("FLUMEN_INSTANCE", "a")
-            .envs(S3_CREDENTIALS)
-            .output()
-            .unwrap()
-    };
     let mut env = vec![("FLUMEN_INSTANCE", "a")];
     env.extend(S3_CREDENTIALS);
     let rows = common::checkpoint_list(&config, &env);
@@ -271,21 +263,10 @@ fn a_checkpoint_uploads_what_changed_and_a_local_recovery_downloads_nothing() {
     let stored_ids: Vec<u64> = left.manifests.keys().copied().collect();
     assert_eq!(listed, stored_ids, "{rows}");
     let oldest = stored_ids[0].to_string();
-    let inspect = cli(&[
-        "checkpoint",
-        "inspect",
-        "--config",
-        &config,
-        "--pipeline",
-        &cp.name,
-        "--id",
-        &oldest,
-    ]);
-    let text = String::from_utf8_lossy(&inspect.stdout);
+    let text = common::checkpoint_inspect(&config, &cp.name, &["--id", &oldest], &env);
     assert!(
-        inspect.status.success() && text.contains("files       ok") && text.contains("s3://"),
-        "{text}{}",
-        String::from_utf8_lossy(&inspect.stderr)
+        text.contains("files       ok") && text.contains("s3://"),
+        "{text}"
     );
 }
 

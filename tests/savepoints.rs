@@ -174,19 +174,8 @@ fn restoring_an_older_savepoint_reproduces_the_outputs_after_it() {
     let config = cp.daemon.config.display().to_string();
     let v = common::checkpoint_list(&config, &[]);
     assert!(!v.as_array().unwrap().is_empty(), "{v}");
-    let inspect = flumen(&[
-        "checkpoint",
-        "inspect",
-        "--config",
-        &config,
-        "--pipeline",
-        &cp.name,
-    ]);
-    let text = String::from_utf8_lossy(&inspect.stdout);
-    assert!(
-        inspect.status.success() && text.contains("checksums   ok"),
-        "{text}"
-    );
+    let text = common::checkpoint_inspect(&config, &cp.name, &[], &[]);
+    assert!(text.contains("checksums   ok"), "{text}");
 }
 
 /// A savepoint of a 4-partition source restored after the topic grew to 8: the repartition

@@ -59,15 +59,8 @@ pub fn read_until(
         .set("fetch.wait.max.ms", "100")
         .create()
         .map_err(client("create reader"))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut open = BTreeSet::new();
-    for (p, off) in from {
-        let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
-        tpl.add_partition_offset(topic, *p, offset)
-            .map_err(client("assign reader"))?;
-        open.insert(*p);
-    }
-    consumer.assign(&tpl).map_err(client("assign reader"))?;
+    assign_from(&consumer, topic, from)?;
+    let mut open: BTreeSet<i32> = from.iter().map(|(p, _)| *p).collect();
     let began = Instant::now();
     let mut out = Vec::new();
     while !open.is_empty() {
@@ -91,6 +84,21 @@ pub fn read_until(
         }
     }
     Ok(out)
+}
+
+/// Assigns `consumer` each `(partition, offset)` of `topic` (`None`: the beginning).
+fn assign_from(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from: &[(i32, Option<NextOffset>)],
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, off) in from {
+        let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
+        tpl.add_partition_offset(topic, *p, offset)
+            .map_err(client("assign reader"))?;
+    }
+    consumer.assign(&tpl).map_err(client("assign reader"))
 }
 
 fn pending_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Pending {
@@ -141,15 +149,11 @@ fn read_with(
     must_reach: &BTreeMap<i32, i64>,
     timeout: Duration,
 ) -> Result<Vec<Pending>> {
-    let mut tpl = TopicPartitionList::new();
-    let mut last_seen = BTreeMap::new();
-    for (p, off) in from {
-        let offset = off.map_or(Offset::Beginning, |o| Offset::Offset(o.0));
-        tpl.add_partition_offset(topic, *p, offset)
-            .map_err(client("assign reader"))?;
-        last_seen.insert(*p, off.map_or(-1, |o| o.0 - 1));
-    }
-    consumer.assign(&tpl).map_err(client("assign reader"))?;
+    assign_from(consumer, topic, from)?;
+    let mut last_seen: BTreeMap<i32, i64> = from
+        .iter()
+        .map(|(p, off)| (*p, off.map_or(-1, |o| o.0 - 1)))
+        .collect();
     let mut at_end = BTreeSet::new();
     let mut out = Vec::new();
     let mut deadline = Instant::now() + timeout;

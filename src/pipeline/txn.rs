@@ -72,6 +72,20 @@ impl Txn {
             .send_event(topic, partition, key, value, headers)
     }
 
+    /// A marker (no key, no value, one header) to every one of `partitions` partitions of
+    /// `topic`, so that every task reading it hears it: a watermark, a savepoint's barrier.
+    pub fn send_marker(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        header: (&str, &[u8]),
+    ) -> Result<()> {
+        for target in 0..partitions {
+            self.send_event(topic, Some(target), None, &[], &[header])?;
+        }
+        Ok(())
+    }
+
     /// Whether a record fits the producer's limit (checked before any effect of its input).
     pub fn check_size(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
         self.producer.check_size(key, value)

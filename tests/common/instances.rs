@@ -160,6 +160,36 @@ pub fn checkpoint_list(config: &str, env: &[(&str, &str)]) -> serde_json::Value 
     serde_json::from_slice(&out.stdout).expect("checkpoint list json")
 }
 
+/// `flumen checkpoint inspect --config CONFIG --pipeline PIPELINE <extra>` with `env`: its
+/// standard output, and standard error after it when it failed (panics then, with both).
+pub fn checkpoint_inspect(
+    config: &str,
+    pipeline: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let args = [
+        "checkpoint",
+        "inspect",
+        "--config",
+        config,
+        "--pipeline",
+        pipeline,
+    ];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args([&args[..], extra].concat())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run flumen");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// `n` more daemons of `config`, each in its own directory (the directories outlive them:
 /// bind both, directories first).
 pub fn more_daemons(config: &str, n: usize) -> (Vec<tempfile::TempDir>, Vec<Daemon>) {

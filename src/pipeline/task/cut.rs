@@ -182,15 +182,11 @@ impl Runner<'_> {
                 .next_offset
                 .map_or("-".to_string(), |o| o.0.to_string());
             let header = format!("{}/{}/{offset}", cut.id, p.partition);
-            for target in 0..self.topology.source_partitions {
-                self.txn.send_event(
-                    topic,
-                    Some(target),
-                    None,
-                    &[],
-                    &[(BARRIER_HEADER, header.as_bytes())],
-                )?;
-            }
+            self.txn.send_marker(
+                topic,
+                self.topology.source_partitions,
+                (BARRIER_HEADER, header.as_bytes()),
+            )?;
             cut.marked.insert(p.clone());
             self.dirty = true;
         }

@@ -267,15 +267,11 @@ impl<'a> Runner<'a> {
                 continue;
             }
             let header = window::format_watermark(p.partition, wm);
-            for target in 0..partitions {
-                self.txn.send_event(
-                    &topic,
-                    Some(target),
-                    None,
-                    &[],
-                    &[(window::WATERMARK_HEADER, header.as_bytes())],
-                )?;
-            }
+            self.txn.send_marker(
+                &topic,
+                partitions,
+                (window::WATERMARK_HEADER, header.as_bytes()),
+            )?;
             task.marker_sent = wm;
             task.spoke = false;
             self.dirty = true;
