@@ -70,12 +70,24 @@ echo "quickstart: 'spend-per-customer' as a read_committed consumer sees it (key
 # each run adds 6 outputs (the NL purchases); the topic is read from its beginning
 runs=$(( $(cat "$work/quickstart.runs" 2>/dev/null || echo 0) + 1 ))
 echo "$runs" > "$work/quickstart.runs"
-scripts/kafka.sh consume spend-per-customer $((runs * 6)) 30000
+want=$((runs * 6))
+out="$(scripts/kafka.sh consume spend-per-customer "$want" 30000)"
+printf '%s\n' "$out"
+got="$(printf '%s' "$out" | grep -c '|' || true)"
+if (( got < want )); then
+  echo "quickstart: FAILED: read $got of the $want outputs within 30 s; the pipeline's log ($log) ends:" >&2
+  tail -n 5 "$log" >&2
+  exit 1
+fi
+echo
+echo "quickstart: the daemon's figures (http://127.0.0.1:9249/metrics, excerpt):"
+curl -fsS http://127.0.0.1:9249/metrics | grep -E '^flumen_(input_records_committed|output_records|consumer_lag)'
 cat <<MSG
 
 quickstart: each NL purchase updated its customer's running total exactly once; outputs
 commit with the checkpoint every second. Produce more with:
   scripts/kafka.sh produce purchases      (lines: key|{"customer":"ann","country":"NL","amount":4})
 Follow the pipeline:   tail -f $log
+Probe it:              curl http://127.0.0.1:9249/readyz   (and /livez, /metrics)
 Stop everything:       scripts/quickstart.sh stop
 MSG

@@ -24,6 +24,8 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Control(#[from] crate::control::Error),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::Error),
     #[error(
         "pipeline {pipeline}: restoring a savepoint into parallelism = {parallelism} is not supported yet; \
          restore it with parallelism = 1, then raise parallelism (the threads take their partitions \
@@ -88,10 +90,20 @@ pub fn run(
         .flat_map(PipelineConfig::threads)
         .map(|p| crate::control::lock_pipeline(&config.state.dir, &p.name, &p.transactional_id))
         .collect::<Result<Vec<_>, _>>()?;
+    let admin = config
+        .admin
+        .as_ref()
+        .map(|a| runtime.block_on(crate::admin::Listener::bind(a)))
+        .transpose()?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let env = Arc::new(StateEnv::new(&config.state));
-    let pipelines = Pipelines::spawn(
-        &config, &env, operators, options, savepoints, &shutdown, &runtime,
-    )?;
+    let shared = Shared {
+        config: &config,
+        env: &env,
+        operators,
+        metrics: &metrics,
+    };
+    let pipelines = Pipelines::spawn(&shared, options, savepoints, &shutdown, &runtime)?;
     let Pipelines {
         threads,
         control,
@@ -103,6 +115,11 @@ pub fn run(
         control,
         control_stop.clone(),
     ));
+    if let (Some(listener), Some(cfg)) = (admin, config.admin.clone()) {
+        tracing::info!(address = ?listener.local_addr(), "admin listener: /metrics, /livez, /readyz");
+        let (metrics, stop) = (metrics.clone(), control_stop.clone());
+        runtime.spawn(async move { crate::admin::serve(listener, &cfg, metrics, stop).await });
+    }
     let pipelines = threads.len();
     let stopped = runtime.block_on(async move {
         tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
@@ -127,6 +144,15 @@ pub fn run(
     Ok(stopped)
 }
 
+/// What every pipeline thread shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    config: &'a Arc<Config>,
+    env: &'a Arc<StateEnv>,
+    operators: &'a Operators,
+    metrics: &'a crate::metrics::Metrics,
+}
+
 /// The pipelines' threads, their control channels, and where they report their end.
 struct Pipelines {
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -138,14 +164,18 @@ impl Pipelines {
     /// One thread per pipeline thread (`pipeline-<name>`, `pipeline-<name>-<k>`), each running
     /// `pipeline::run` (thread 0 with the pipeline's savepoint, if any) and reporting its end.
     fn spawn(
-        config: &Arc<Config>,
-        env: &Arc<StateEnv>,
-        operators: &Operators,
+        shared: &Shared<'_>,
         options: Options,
         mut savepoints: BTreeMap<String, Savepoint>,
         shutdown: &CancellationToken,
         runtime: &tokio::runtime::Runtime,
     ) -> Result<Self, Error> {
+        let Shared {
+            config,
+            env,
+            operators,
+            metrics,
+        } = *shared;
         let all: Vec<PipelineConfig> = config
             .pipelines
             .iter()
@@ -169,6 +199,8 @@ impl Pipelines {
             let savepoint = savepoints.remove(&pipeline.name);
             let label = format!("{} (thread {})", pipeline.name, pipeline.thread);
             let operators = operators.clone();
+            let thread_metrics =
+                metrics.pipeline(&pipeline.name, pipeline.thread, config.checkpoint.interval);
             let (config, env, cancel, handle, tx) = (
                 config.clone(),
                 env.clone(),
@@ -187,6 +219,7 @@ impl Pipelines {
                     savepoint,
                     progress: None,
                     operators: &operators,
+                    metrics: &thread_metrics,
                 };
                 // a panic not caught at a record ends the daemon non-zero, naming the pipeline
                 let result = pipeline::catch_panic(|| pipeline::run(&inputs, &mut commands))

@@ -36,12 +36,18 @@
 //!   operators; the only user of jaq.
 //! - [`control`]: the daemon's control socket (savepoint trigger, stop-with-savepoint); requests
 //!   for every instance of a pipeline go through its control topic instead ([`kafka::control`]).
+//! - [`metrics`]: the daemon's figures (Prometheus counters, gauges and histograms, labelled by
+//!   pipeline, topic and partition) and each pipeline thread's health (heartbeat, phase, last
+//!   commit); a leaf the pipeline threads write and [`admin`] reads.
+//! - [`admin`]: the opt-in HTTP listener of `[admin]`: `/metrics`, `/livez`, `/readyz`; the only
+//!   user of axum.
 //! - [`position`]: `Partition`, `NextOffset`, `PartitionOffset`: positions in Kafka, one
 //!   vocabulary for every module (a leaf).
 //! - [`shutdown`]: signals → `CancellationToken`.
 //! - [`telemetry`]: tracing set-up.
 //! - [`tools`]: the offline tools (`offsets show|reset`, `doctor`), outside the engine.
 
+pub mod admin;
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;
@@ -50,6 +56,7 @@ pub mod control;
 pub mod daemon;
 pub mod expr;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod position;
 pub mod shutdown;

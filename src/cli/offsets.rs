@@ -148,6 +148,7 @@ pub(super) fn with_inputs<T>(
     // the admin client's futures need a runtime that runs while this thread blocks
     let handle = runtime.handle().clone();
     let env = StateEnv::new(&config.state);
+    let metrics = crate::metrics::PipelineMetrics::detached(&p.name);
     let inputs = Inputs {
         config,
         pipeline: p,
@@ -158,6 +159,7 @@ pub(super) fn with_inputs<T>(
         savepoint: None,
         progress: None,
         operators,
+        metrics: &metrics,
     };
     std::thread::scope(|s| {
         let driver = s.spawn(|| runtime.block_on(inputs.cancel.cancelled()));

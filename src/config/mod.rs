@@ -74,7 +74,24 @@ pub struct Config {
     /// Avro schemas by Confluent schema id (`[schemas]`) and the schema registry, as written
     /// (checked; the runtime loads them: `codec::avro::Registry::load`).
     pub schemas: SchemaSources,
+    /// `[admin]`: the HTTP listener, if configured.
+    pub admin: Option<AdminConfig>,
     pub pipelines: Vec<PipelineConfig>,
+}
+
+/// `[admin]` as written: where to listen and where the token is (the daemon reads it).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+    pub token: Option<TokenSource>,
+    pub liveness_timeout: Duration,
+}
+
+/// Where the admin API's bearer token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
 }
 
 #[derive(Clone)]

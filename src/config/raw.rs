@@ -24,6 +24,8 @@ pub struct Root {
     pub schemas: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     /// A Confluent-compatible schema registry for writer ids `[schemas]` lacks.
     pub schema_registry: Option<Spanned<SchemaRegistry>>,
+    /// The HTTP listener for metrics, health and the admin API (off without it).
+    pub admin: Option<Spanned<Admin>>,
     pub pipelines: Spanned<Vec<Spanned<Pipeline>>>,
 }
 
@@ -41,6 +43,20 @@ pub struct SchemaRegistry {
     pub username: Option<Spanned<String>>,
     pub password: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port`, e.g. "127.0.0.1:9249".
+    pub listen: Spanned<String>,
+    /// The bearer token that requests which change something must carry: read from this
+    /// file, or from the environment variable `token_env` names.
+    pub token_file: Option<Spanned<String>>,
+    pub token_env: Option<Spanned<String>>,
+    /// How long a pipeline thread may go without finishing a loop before `/livez` fails;
+    /// default "60s".
+    pub liveness_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -288,6 +288,7 @@ impl Cx<'_> {
         if let Some(registry) = &raw.schema_registry {
             self.schema_registry(registry.get_ref(), &state.dir);
         }
+        let admin = raw.admin.as_ref().map(|a| self.admin(a.get_ref()));
         let mut pipelines = Vec::new();
         if raw.pipelines.get_ref().is_empty() {
             self.problem(
@@ -345,6 +346,7 @@ impl Cx<'_> {
             restart,
             instance_id,
             schemas: std::mem::take(&mut self.sources),
+            admin,
             pipelines,
         }
     }
@@ -539,6 +541,7 @@ fn key_path_at(text: &str, offset: usize) -> String {
     }
 }
 
+mod admin;
 mod engine;
 mod plan;
 mod time;

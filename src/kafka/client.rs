@@ -71,6 +71,14 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) 
     {
         cfg.set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS.to_string());
     }
+    // the partitions' last stable offsets, for the lag metric and readiness (`consumer/ends.rs`)
+    if !kafka
+        .properties
+        .iter()
+        .any(|(k, _)| k == "statistics.interval.ms")
+    {
+        cfg.set("statistics.interval.ms", "2000");
+    }
     cfg
 }
 

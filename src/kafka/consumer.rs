@@ -11,10 +11,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceP
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod ends;
 mod group;
 mod message;
 mod offsets;
 
+pub use ends::End;
 pub use message::Message;
 use message::record_of;
 
@@ -38,9 +40,15 @@ pub struct RebalanceContext {
     /// Where the next assignment starts instead of the committed offsets (a restore whose
     /// offsets commit only once the group has assigned the partitions).
     start_at: Mutex<HashMap<(String, i32), i64>>,
+    /// Each fetched partition's ends, from librdkafka's statistics (`consumer/ends.rs`).
+    ends: ends::Ends,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.ends.update(statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     /// The default rebalance handling, plus the restore's start offsets on assignment.

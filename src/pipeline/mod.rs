@@ -126,6 +126,19 @@ pub enum Error {
         remedy: String,
     },
     #[error(
+        "{partition}: the group's committed offset {committed} is beyond the log end {log_end} (log start {log_start}): \
+         the broker no longer has records this pipeline processed and committed (an unclean leader election, a broker \
+         whose disk lost its latest writes, a topic deleted and created again). Nothing is read past them; the pipeline \
+         stops. {remedy}"
+    )]
+    OffsetBeyondLogEnd {
+        partition: Partition,
+        committed: NextOffset,
+        log_start: i64,
+        log_end: i64,
+        remedy: String,
+    },
+    #[error(
         "{partition}: {message}; refusing to start, as any other snapshot would lose or repeat that checkpoint's work. \
          Restore the checkpoint directory, or pass --allow-empty-state to start this partition empty"
     )]
@@ -187,6 +200,7 @@ impl Error {
             Self::NoMatchingSnapshot { .. }
             | Self::NamedCheckpointMissing { .. }
             | Self::OffsetOutOfRange { .. }
+            | Self::OffsetBeyondLogEnd { .. }
             | Self::SavepointMismatch { .. }
             | Self::StateChoice(_)
             | Self::Savepoint(_)
@@ -264,6 +278,8 @@ pub struct Inputs<'a> {
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
     /// The custom operators the binary offers (`cli::main_with`).
     pub operators: &'a custom::Operators,
+    /// The thread's metrics and health (`PipelineMetrics::detached` for the tools).
+    pub metrics: &'a crate::metrics::PipelineMetrics,
 }
 
 /// Runs one pipeline until `cancel` (or a stop command), restarting it after transient
@@ -277,8 +293,10 @@ pub fn run(
     let mut attempt = 0u32;
     let mut backoff = restart.initial_backoff;
     let mut restore = inputs.savepoint.as_ref();
+    let health = &inputs.metrics.health;
     loop {
         let mut committed = 0u64;
+        health.set_phase(crate::metrics::Phase::Starting);
         let result = Runner::start(inputs, restore).and_then(|mut runner| {
             let r = runner.run(commands);
             committed = runner.committed_checkpoints();
@@ -289,8 +307,14 @@ pub fn run(
             r
         });
         let error = match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() != ErrorKind::Transient || cancel.is_cancelled() => return Err(e),
+            Ok(()) => {
+                health.set_phase(crate::metrics::Phase::Stopped);
+                return Ok(());
+            }
+            Err(e) if e.kind() != ErrorKind::Transient || cancel.is_cancelled() => {
+                health.failed(crate::metrics::Phase::Failed, chain(&e));
+                return Err(e);
+            }
             Err(e) => e,
         };
         if committed > 0 {
@@ -300,10 +324,14 @@ pub fn run(
         attempt += 1;
         if attempt > restart.max_attempts {
             tracing::error!(pipeline = %pipeline.name, attempts = attempt - 1, "giving up after repeated failures");
+            health.failed(crate::metrics::Phase::Failed, chain(&error));
             return Err(error);
         }
+        inputs.metrics.restarted();
+        health.failed(crate::metrics::Phase::Restarting, chain(&error));
         tracing::warn!(pipeline = %pipeline.name, error = %chain(&error), attempt, backoff = ?backoff, "pipeline failed; restarting");
         if sleep_unless_cancelled(backoff, cancel) {
+            health.set_phase(crate::metrics::Phase::Stopped);
             return Ok(());
         }
         backoff = (backoff * 2).min(restart.max_backoff);

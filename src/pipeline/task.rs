@@ -12,6 +12,7 @@ mod cut;
 pub use cut::{end_stop, request_stop};
 mod fit;
 mod keyed;
+mod observe;
 mod policy;
 mod record;
 mod reset;
@@ -129,6 +130,11 @@ pub struct Runner<'a> {
     cut: Option<cut::Cut>,
     /// A `Stop` request heard (its id): the loop takes a final checkpoint and returns.
     stop_requested: Option<String>,
+    /// The thread's metrics and health (`task/observe.rs`); the records read since the last
+    /// commit; when the lag was last computed.
+    metrics: &'a crate::metrics::PipelineMetrics,
+    input_tally: crate::metrics::InputTally,
+    last_lag_check: Instant,
 }
 
 /// What an incarnation is to the pipeline's group and producers.
@@ -157,7 +163,11 @@ impl<'a> Runner<'a> {
     /// told to stop (after a savepoint) through `commands`.
     pub fn run(&mut self, commands: &mut tokio::sync::mpsc::Receiver<Command>) -> Result<()> {
         let interval = self.config.checkpoint.interval;
+        self.set_phase(crate::metrics::Phase::Running);
         loop {
+            self.observe();
+            // the liveness test stalls the loop here (`pipeline::loop=…sleep(ms)`)
+            fail::fail_point!("pipeline::loop");
             if let Ok(command) = commands.try_recv()
                 && self.on_command(command)?
             {

@@ -12,11 +12,15 @@ use std::time::Duration;
 use crate::kafka::Result;
 use crate::kafka::consumer::Consumer;
 use crate::kafka::producer::Producer;
+use crate::metrics::OutputTally;
 use crate::position::{NextOffset, Partition};
 
 pub struct Txn {
     producer: Producer,
     open: bool,
+    /// The open transaction's records by topic, counted in the metrics when it commits
+    /// (markers and offsets are not records of the pipeline's).
+    tally: Option<OutputTally>,
 }
 
 impl Txn {
@@ -26,6 +30,32 @@ impl Txn {
         Self {
             producer,
             open: false,
+            tally: None,
+        }
+    }
+
+    /// [`Self::new`], whose transactions and records are counted in `tally`'s metrics.
+    pub fn counted(producer: Producer, tally: OutputTally) -> Self {
+        Self {
+            tally: Some(tally),
+            ..Self::new(producer)
+        }
+    }
+
+    fn count(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if let Some(t) = &mut self.tally {
+            t.record(
+                topic,
+                key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len),
+            );
+        }
+    }
+
+    fn ended(&mut self, committed: bool) {
+        match (&mut self.tally, committed) {
+            (Some(t), true) => t.committed(),
+            (Some(t), false) => t.aborted(),
+            (None, _) => {}
         }
     }
 
@@ -45,7 +75,9 @@ impl Txn {
 
     pub fn send(&mut self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
         self.begin()?;
-        self.producer.send(topic, key, value)
+        self.producer.send(topic, key, value)?;
+        self.count(topic, key, Some(value));
+        Ok(())
     }
 
     pub fn send_with_headers(
@@ -56,7 +88,10 @@ impl Txn {
         headers: &[(&str, &[u8])],
     ) -> Result<()> {
         self.begin()?;
-        self.producer.send_with_headers(topic, key, value, headers)
+        self.producer
+            .send_with_headers(topic, key, value, headers)?;
+        self.count(topic, key, value);
+        Ok(())
     }
 
     pub fn send_event(
@@ -69,7 +104,9 @@ impl Txn {
     ) -> Result<()> {
         self.begin()?;
         self.producer
-            .send_event(topic, partition, key, value, headers)
+            .send_event(topic, partition, key, value, headers)?;
+        self.count(topic, key, Some(value));
+        Ok(())
     }
 
     /// A marker (no key, no value, one header) to every one of `partitions` partitions of
@@ -80,8 +117,10 @@ impl Txn {
         partitions: i32,
         header: (&str, &[u8]),
     ) -> Result<()> {
+        self.begin()?;
         for target in 0..partitions {
-            self.send_event(topic, Some(target), None, &[], &[header])?;
+            self.producer
+                .send_event(topic, Some(target), None, &[], &[header])?;
         }
         Ok(())
     }
@@ -117,6 +156,7 @@ impl Txn {
     pub fn commit_within(&mut self, timeout: Duration) -> Result<()> {
         self.producer.commit_within(timeout)?;
         self.open = false;
+        self.ended(true);
         Ok(())
     }
 
@@ -124,12 +164,15 @@ impl Txn {
     pub fn commit(&mut self) -> Result<()> {
         self.producer.commit()?;
         self.open = false;
+        self.ended(true);
         Ok(())
     }
 
     /// Aborts the open transaction, if any. A failed abort leaves it open.
     pub fn abort(&mut self) -> Result<()> {
         if self.open {
+            // whatever the abort's outcome, the transaction's records never count
+            self.ended(false);
             self.producer.abort()?;
             self.open = false;
         }
@@ -140,6 +183,7 @@ impl Txn {
     /// start's `init_transactions` (or the broker's timeout) ends the transaction anyway.
     pub fn abort_on_error(&mut self) {
         if self.open {
+            self.ended(false);
             if let Err(abort) = self.producer.abort() {
                 tracing::warn!(error = %crate::pipeline::chain(&abort), "abort after an error failed");
             }

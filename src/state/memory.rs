@@ -11,6 +11,8 @@ const FILE: &str = "state.kv";
 #[derive(Default)]
 pub struct MemoryState {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Bytes of every key and value held.
+    bytes: u64,
 }
 
 impl MemoryState {
@@ -19,11 +21,20 @@ impl MemoryState {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.map.insert(key.to_vec(), value.to_vec());
+        self.bytes += (key.len() + value.len()) as u64;
+        if let Some(old) = self.map.insert(key.to_vec(), value.to_vec()) {
+            self.bytes -= (key.len() + old.len()) as u64;
+        }
     }
 
     pub fn delete(&mut self, key: &[u8]) {
-        self.map.remove(key);
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= (key.len() + old.len()) as u64;
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn range(
@@ -68,11 +79,11 @@ impl MemoryState {
     }
 
     pub fn restore(dir: &Path) -> Result<Self> {
-        let mut map = BTreeMap::new();
+        let mut state = Self::default();
         kvfile::read(&dir.join(FILE), |k, v| {
-            map.insert(k.to_vec(), v.to_vec());
+            state.put(k, v);
             Ok(())
         })?;
-        Ok(Self { map })
+        Ok(state)
     }
 }

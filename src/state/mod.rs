@@ -60,6 +60,12 @@ impl StateEnv {
         }
     }
 
+    /// Bytes the RocksDB block cache holds (the write buffers are charged to it); `None` with
+    /// the memory backend.
+    pub fn block_cache_usage(&self) -> Option<u64> {
+        self.rocks.as_ref().map(rocks::Shared::cache_usage)
+    }
+
     /// Opens an empty store whose live files (if any) go to `live_dir`, deleting what was there.
     pub fn open_empty(&self, live_dir: &Path) -> Result<TaskState> {
         match (&self.rocks, self.backend) {
@@ -173,6 +179,15 @@ impl TaskState {
         match self {
             Self::Rocks(s) => s.approximate_keys(),
             Self::Memory(s) => s.len() as u64,
+        }
+    }
+
+    /// (bytes, keys): RocksDB's estimates of live data (memtables included) and keys; in
+    /// memory, the keys' and values' bytes and the key count.
+    pub fn approximate_size(&self) -> (u64, u64) {
+        match self {
+            Self::Rocks(s) => (s.approximate_bytes(), s.approximate_keys()),
+            Self::Memory(s) => (s.bytes(), s.len() as u64),
         }
     }
 }

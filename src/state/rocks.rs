@@ -40,6 +40,10 @@ impl Shared {
         }
     }
 
+    pub fn cache_usage(&self) -> u64 {
+        self.cache.get_usage() as u64
+    }
+
     fn options(&self) -> Options {
         let mut block = BlockBasedOptions::default();
         block.set_block_cache(&self.cache);
@@ -144,6 +148,17 @@ impl RocksState {
         }
         files.sort();
         Ok(files)
+    }
+
+    /// Live data in SST files plus the memtables.
+    pub fn approximate_bytes(&self) -> u64 {
+        [
+            "rocksdb.estimate-live-data-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ]
+        .iter()
+        .filter_map(|p| self.db.property_int_value(*p).ok().flatten())
+        .sum()
     }
 
     pub fn approximate_keys(&self) -> u64 {

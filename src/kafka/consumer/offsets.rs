@@ -23,31 +23,52 @@ impl Consumer {
     /// ListOffsets round (`fetch_watermarks` asks per partition, and for the last stable offset
     /// too, which can take seconds right after a producer's open transaction was aborted).
     pub fn log_starts(&self, partitions: &[Partition]) -> Result<BTreeMap<Partition, i64>> {
+        self.log_offsets(partitions, Offset::Beginning)
+    }
+
+    /// The high watermark of each partition (the log end, uncommitted records included), in
+    /// one ListOffsets round.
+    pub fn log_ends(&self, partitions: &[Partition]) -> Result<BTreeMap<Partition, i64>> {
+        self.log_offsets(partitions, Offset::End)
+    }
+
+    fn log_offsets(
+        &self,
+        partitions: &[Partition],
+        which: Offset,
+    ) -> Result<BTreeMap<Partition, i64>> {
+        let (what, end) = match which {
+            Offset::End => ("list log end offsets", true),
+            _ => ("list log start offsets", false),
+        };
         if partitions.is_empty() {
             return Ok(BTreeMap::new()); // librdkafka refuses an empty list
         }
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Beginning)
-                .map_err(client("list log start offsets"))?;
+            tpl.add_partition_offset(&p.topic, p.partition, which)
+                .map_err(client(what))?;
         }
         let got = self
             .inner
             .offsets_for_times(tpl, TIMEOUT)
-            .map_err(client("list log start offsets"))?;
+            .map_err(client(what))?;
         let mut starts = BTreeMap::new();
         for e in got.elements() {
             let p = Partition {
                 topic: e.topic().to_string(),
                 partition: e.partition(),
             };
-            e.error().map_err(client("list log start offsets"))?;
-            let start = match e.offset() {
+            e.error().map_err(client(what))?;
+            let offset = match e.offset() {
                 Offset::Offset(o) => o,
                 // not expected of a broker; the partition's own query answers it
-                _ => self.watermarks(&p.topic, p.partition)?.0,
+                _ => {
+                    let (low, high) = self.watermarks(&p.topic, p.partition)?;
+                    if end { high } else { low }
+                }
             };
-            starts.insert(p, start);
+            starts.insert(p, offset);
         }
         Ok(starts)
     }

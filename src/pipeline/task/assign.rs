@@ -19,6 +19,8 @@ impl Runner<'_> {
     /// Returns the partitions whose position was moved (commits taken from the checkpoint).
     pub(super) fn assign(&mut self, partitions: &[Partition]) -> Result<Vec<Partition>> {
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "assignment received; restoring");
+        self.set_phase(crate::metrics::Phase::Restoring);
+        let began = Instant::now();
         // a restore commits now; its offsets are where the consumer starts (`start_at`)
         if !self.registered_as_member && !self.checkpoints.other_writers()?.is_empty() {
             // another member fences the writers it does not see in the group; this one may
@@ -27,7 +29,7 @@ impl Runner<'_> {
             // only this writer ever ran has no such peer, and saves the second registration)
             let producer = Producer::new(&self.config.kafka, &self.pipeline.transactional_id)?;
             producer.init()?;
-            self.txn = crate::pipeline::txn::Txn::new(producer);
+            self.txn = crate::pipeline::txn::Txn::counted(producer, self.metrics.outputs());
             self.registered_as_member = true;
         }
         self.finish_restore()?;
@@ -47,6 +49,8 @@ impl Runner<'_> {
         // a join's table is current before the first stream record of its tasks
         self.refresh_tables()?;
         self.hold_cut()?;
+        self.metrics.restore_took(began.elapsed());
+        self.set_phase(crate::metrics::Phase::Running);
         tracing::info!(pipeline = %self.pipeline.name, partitions = partitions.len(), "partitions assigned");
         Ok(adopted.into_iter().map(|(p, _)| p).collect())
     }
@@ -109,6 +113,8 @@ impl Runner<'_> {
                 // the recovery tests slow the restore down here (`restore::slow=sleep(ms)`)
                 fail::fail_point!("restore::slow");
                 let dir = self.checkpoints.verify(from, id, snapshot)?;
+                self.metrics
+                    .restored_bytes(snapshot.files.iter().map(|f| f.len).sum());
                 let state = self.env.restore(&dir, &live)?;
                 tracing::info!(partition = %p, checkpoint = %id, writer = %from.unwrap_or(writer), offset = ?committed, keys = state.approximate_keys(), "state restored");
                 state
@@ -167,6 +173,7 @@ impl Runner<'_> {
         for p in partitions {
             self.tasks.remove(p);
         }
+        self.forget_partitions(partitions);
         if !self.tasks.is_empty() {
             self.rewind()?;
         }
@@ -176,8 +183,9 @@ impl Runner<'_> {
 
     pub(super) fn abort_open_transaction(&mut self) -> Result<()> {
         self.txn.abort().map_err(failed_abort)?;
-        // outputs of work the rewind redoes
+        // outputs and counts of work the rewind redoes
         self.pending.clear();
+        self.input_tally.rewound();
         self.dirty = false;
         self.barriers_aborted();
         Ok(())

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::{COMMIT_RETRIES, Runner};
 use crate::checkpoint::protocol::{self, Action, Phase};
 use crate::checkpoint::{CheckpointId, GroupCommit, Manifest};
+use crate::metrics::Outcome;
 use crate::pipeline::{Error, Result, chain};
 use crate::position::{NextOffset, Partition};
 
@@ -47,7 +48,13 @@ impl Runner<'_> {
         let (Some(phase), Error::Kafka(k)) = (phase, &e) else {
             return Err(e);
         };
-        match protocol::after_failure(phase, k.txn_failure()) {
+        let action = protocol::after_failure(phase, k.txn_failure());
+        let outcome = match action {
+            Action::AbortAndRewind { .. } => Outcome::aborted,
+            _ => Outcome::failed,
+        };
+        self.observe_failed_checkpoint(outcome, self.last_checkpoint.elapsed());
+        match action {
             Action::AbortAndRewind { delete } => {
                 if let Some(id) = delete {
                     self.checkpoints.discard(id);
@@ -150,6 +157,7 @@ impl Runner<'_> {
     ) -> Result<()> {
         self.dirty = false;
         self.last_checkpoint = begun;
+        self.observe_commit(&manifest, begun.elapsed());
         // an online savepoint's cut may still read older checkpoints and counted records
         let collect = !self.cut_reads();
         // a failed look-up only postpones garbage collection: the commit has happened

@@ -63,12 +63,13 @@ impl Runner<'_> {
         }
         let mut plan = Vec::with_capacity(commits.len());
         let starts = self.consumer.log_starts(partitions)?;
+        let ends = self.consumer.log_ends(partitions)?;
         for (p, commit) in &commits {
             let log_start = starts.get(p).copied().unwrap_or(0);
+            let log_end = ends.get(p).copied().unwrap_or(i64::MAX);
             if let Some(committed) = commit.offset
-                && committed.0 < log_start
+                && (committed.0 < log_start || committed.0 > log_end)
             {
-                let log_end = self.consumer.watermarks(&p.topic, p.partition)?.1;
                 return Err(self.out_of_range(p, committed, (log_start, log_end)));
             }
             plan.push((p.clone(), commit.offset, NextOffset(log_start)));
@@ -139,12 +140,28 @@ impl Runner<'_> {
                  or start the keyed state over (flumen offsets reset --config FILE --pipeline {name} --to-earliest --drop-state --execute)"
             )
         } else {
+            // below the log start, go on from the earliest record left; beyond the log end,
+            // from the end (records written from now on)
+            let to = if committed.0 > log.1 {
+                "latest"
+            } else {
+                "earliest"
+            };
             format!(
-                "To go on without them: flumen offsets reset --config FILE --pipeline {name} --topic {}:{} --to-earliest --execute \
+                "To go on without them: flumen offsets reset --config FILE --pipeline {name} --topic {}:{} --to-{to} --execute \
                  (with --drop-state or --to-savepoint DIR for keyed state)",
                 p.topic, p.partition
             )
         };
+        if committed.0 > log.1 {
+            return Error::OffsetBeyondLogEnd {
+                partition: p.clone(),
+                committed,
+                log_start: log.0,
+                log_end: log.1,
+                remedy,
+            };
+        }
         Error::OffsetOutOfRange {
             partition: p.clone(),
             committed,

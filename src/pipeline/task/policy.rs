@@ -44,6 +44,8 @@ impl Runner<'_> {
 
     /// Processes `r`; a record that cannot be processed follows the pipeline's error policy.
     pub(super) fn handle_record(&mut self, r: &consumer::Message) -> Result<()> {
+        let bytes = r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len);
+        self.input_tally.record(r.topic(), bytes);
         let e = match self.process(r) {
             Ok(()) => return Ok(()),
             Err(e @ Error::Record { .. }) => e,
@@ -68,6 +70,7 @@ impl Runner<'_> {
             (OnError::Skip, _) => {
                 tracing::warn!(topic = %r.topic(), partition = r.partition, offset = r.offset, stage, error = %message, "record skipped (on_error = \"skip\")");
                 self.skipped += 1;
+                self.metrics.skipped();
                 self.mark_done(r);
                 Ok(())
             }
@@ -82,6 +85,7 @@ impl Runner<'_> {
                 }
                 tracing::debug!(topic = %r.topic(), partition = r.partition, offset = r.offset, stage, "record dead-lettered");
                 self.dead_lettered += 1;
+                self.metrics.dead_lettered();
                 self.mark_done(r);
                 Ok(())
             }

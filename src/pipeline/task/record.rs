@@ -192,6 +192,7 @@ impl Runner<'_> {
     /// with headers, or dropped; counted either way.
     fn late_record(&mut self, r: &consumer::Message) -> Result<()> {
         self.late += 1;
+        self.metrics.late();
         let late_topic = self.windowed().and_then(|(_, w)| w.late_topic.clone());
         let Some(topic) = late_topic else {
             tracing::debug!(topic = %r.topic(), partition = r.partition, offset = r.offset, "late record dropped");

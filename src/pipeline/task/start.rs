@@ -127,7 +127,7 @@ impl<'a> Runner<'a> {
             env,
             options: inputs.options,
             cancel: inputs.cancel.clone(),
-            txn: Txn::new(producer),
+            txn: Txn::counted(producer, inputs.metrics.outputs()),
             registered_as_member: false,
             consumer,
             checkpoints,
@@ -149,6 +149,9 @@ impl<'a> Runner<'a> {
             control,
             cut: None,
             stop_requested: None,
+            metrics: inputs.metrics,
+            input_tally: inputs.metrics.inputs(),
+            last_lag_check: Instant::now(),
         };
         runner.attach_operators(inputs, &admin, partitions)?;
         let restore = match restore {

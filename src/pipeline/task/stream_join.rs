@@ -134,7 +134,10 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
-            None => self.late += 1,
+            None => {
+                self.late += 1;
+                self.metrics.late();
+            }
         }
         if let Some(task) = self.tasks.get_mut(&p) {
             task.next_offset = Some(NextOffset(r.offset + 1));

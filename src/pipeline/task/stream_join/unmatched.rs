@@ -49,6 +49,7 @@ impl Runner<'_> {
                 (OnError::Skip, _) => {
                     tracing::warn!(topic = %u.origin.0, partition = u.origin.1, offset = u.origin.2, error = %message, "unmatched join record skipped (on_error = \"skip\")");
                     self.skipped += 1;
+                    self.metrics.skipped();
                 }
                 (OnError::DeadLetter, Some(_)) => letters.push((u, message)),
                 (OnError::Fail, _) | (OnError::DeadLetter, None) => {
@@ -77,6 +78,7 @@ impl Runner<'_> {
                     (Some(&u.key), Some(&u.stored)),
                 )?;
                 self.dead_lettered += 1;
+                self.metrics.dead_lettered();
             }
         }
         Ok(())

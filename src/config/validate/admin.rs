@@ -1,0 +1,218 @@
+//! `[admin]`: the HTTP listener (metrics, health, the admin API), its token and its liveness
+//! timeout. A listener that other hosts can reach needs a token.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::super::raw;
+use super::super::{AdminConfig, TokenSource};
+use super::{Cx, HOUR};
+
+const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Cx<'_> {
+    pub(super) fn admin(&mut self, raw: &raw::Admin) -> AdminConfig {
+        let listen = match raw.listen.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                self.problem(
+                    "admin.listen",
+                    raw.listen.span(),
+                    format!(
+                        "{:?} is not an address and port (e.g. \"127.0.0.1:9249\", \"[::1]:9249\", \"0.0.0.0:9249\")",
+                        raw.listen.get_ref()
+                    ),
+                );
+                std::net::SocketAddr::from(([127, 0, 0, 1], 9249))
+            }
+        };
+        let token = self.admin_token(raw);
+        if token.is_none() && !listen.ip().is_loopback() {
+            self.problem(
+                "admin.listen",
+                raw.listen.span(),
+                format!(
+                    "{listen} can be reached from other hosts: set admin.token_file or admin.token_env, \
+                     so that only holders of the token can change anything (or listen on 127.0.0.1)"
+                ),
+            );
+        }
+        let liveness_timeout = raw
+            .liveness_timeout
+            .as_ref()
+            .map_or(DEFAULT_LIVENESS_TIMEOUT, |d| {
+                self.duration("admin.liveness_timeout", d, Duration::from_secs(1)..=HOUR)
+            });
+        AdminConfig {
+            listen,
+            token,
+            liveness_timeout,
+        }
+    }
+
+    /// Where the token comes from; the file or variable is read now, so that a missing or empty
+    /// one is reported with the config's other problems (the daemon reads it again at start).
+    fn admin_token(&mut self, raw: &raw::Admin) -> Option<TokenSource> {
+        match (&raw.token_file, &raw.token_env) {
+            (Some(_), Some(env)) => {
+                self.problem(
+                    "admin.token_env",
+                    env.span(),
+                    "give token_file or token_env, not both",
+                );
+                None
+            }
+            (Some(file), None) => {
+                let source = TokenSource::File(PathBuf::from(file.get_ref()));
+                match source.read() {
+                    Ok(_) => Some(source),
+                    Err(message) => {
+                        self.problem("admin.token_file", file.span(), message);
+                        None
+                    }
+                }
+            }
+            (None, Some(env)) => {
+                let source = TokenSource::Env(env.get_ref().clone());
+                match source.read() {
+                    Ok(_) => Some(source),
+                    Err(message) => {
+                        self.problem("admin.token_env", env.span(), message);
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+impl TokenSource {
+    /// The token, trimmed of surrounding whitespace (a file's final newline); an error says
+    /// what is missing or empty, without the token.
+    pub fn read(&self) -> Result<String, String> {
+        let (text, what) = match self {
+            Self::File(path) => (
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?,
+                format!("token file {}", path.display()),
+            ),
+            Self::Env(name) => (
+                std::env::var(name)
+                    .map_err(|_| format!("environment variable {name} is not set"))?,
+                format!("environment variable {name}"),
+            ),
+        };
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(format!(
+                "{what} holds {} characters; a token needs at least 16",
+                token.len()
+            ));
+        }
+        Ok(token.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::from_str;
+    use super::*;
+
+    fn config(admin: &str) -> String {
+        format!(
+            r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:19092"
+
+[checkpoint]
+interval = "1s"
+dir = "data/checkpoints"
+
+[admin]
+{admin}
+
+[[pipelines]]
+name = "p"
+source = {{ topic = "in", format = "json" }}
+sink = {{ topic = "out", format = "json" }}
+"#
+        )
+    }
+
+    fn problems(admin: &str) -> Vec<String> {
+        match from_str(&config(admin)) {
+            Ok(_) => Vec::new(),
+            Err(ps) => ps.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_loopback_listener_needs_no_token() {
+        let c = from_str(&config("listen = \"127.0.0.1:9249\"")).unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.listen.port(), 9249);
+        assert_eq!(admin.token, None);
+        assert_eq!(admin.liveness_timeout, DEFAULT_LIVENESS_TIMEOUT);
+        assert!(from_str(&config("listen = \"[::1]:9249\"")).is_ok());
+    }
+
+    #[test]
+    fn a_listener_other_hosts_reach_needs_a_token() {
+        let ps = problems("listen = \"0.0.0.0:9249\"");
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].starts_with("admin.listen (10:10): 0.0.0.0:9249 can be reached from other hosts"),
+            "{ps:?}"
+        );
+        // with a token it is allowed
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let c = from_str(&config(&format!(
+            "listen = \"0.0.0.0:9249\"\ntoken_file = \"{}\"",
+            file.display()
+        )))
+        .unwrap();
+        let token = c.admin.unwrap().token.unwrap();
+        assert_eq!(token, TokenSource::File(file));
+        assert_eq!(token.read().unwrap(), "0123456789abcdef0123");
+    }
+
+    #[test]
+    fn token_and_address_mistakes_are_named_together() {
+        let ps = problems(
+            "listen = \"localhost\"\ntoken_env = \"FLUMEN_TEST_ADMIN_TOKEN_UNSET\"\nliveness_timeout = \"0s\"",
+        );
+        assert_eq!(ps.len(), 3, "{ps:?}");
+        assert!(
+            ps[0].contains("admin.listen (10:10): \"localhost\" is not an address and port"),
+            "{ps:?}"
+        );
+        assert!(ps[1].contains("admin.token_env (11:13): environment variable FLUMEN_TEST_ADMIN_TOKEN_UNSET is not set"), "{ps:?}");
+        assert!(
+            ps[2].starts_with("admin.liveness_timeout (12:20)"),
+            "{ps:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("token");
+        std::fs::write(&short, "short\n").unwrap();
+        let ps = problems(&format!(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"{}\"",
+            short.display()
+        ));
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].contains("holds 5 characters; a token needs at least 16"),
+            "{ps:?}"
+        );
+        let ps = problems(
+            "listen = \"127.0.0.1:1\"\ntoken_file = \"/nonexistent/token\"\ntoken_env = \"X\"",
+        );
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].contains("give token_file or token_env, not both"),
+            "{ps:?}"
+        );
+    }
+}

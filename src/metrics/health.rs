@@ -1,0 +1,317 @@
+//! Each pipeline thread's health, as `/livez` and `/readyz` judge it.
+//!
+//! - *Alive*: the thread's loop beat its heartbeat within the liveness timeout (a thread stuck
+//!   in a librdkafka call, a lock or a loop beats no more). A restore, a restart's backoff and
+//!   a thread that stopped after a savepoint are alive.
+//! - *Ready*: the thread runs (its assigned partitions restored) and either committed a
+//!   checkpoint within three intervals (plus 10 s), or has nothing to do: nothing processed
+//!   since its last commit and every partition read up to its last stable offset.
+//!
+//! The judgments are pure functions of the figures (`judge_live`, `judge_ready`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// What a pipeline thread is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Registering its producer, joining the group, restoring a savepoint.
+    Starting,
+    /// Restoring the state of newly assigned partitions (or rewinding to a checkpoint).
+    Restoring,
+    Running,
+    /// Waiting to restart after a transient failure.
+    Restarting,
+    /// Stopped after a savepoint or a stop request; the daemon may run other pipelines.
+    Stopped,
+    Failed,
+}
+
+const PHASES: [Phase; 6] = [
+    Phase::Starting,
+    Phase::Restoring,
+    Phase::Running,
+    Phase::Restarting,
+    Phase::Stopped,
+    Phase::Failed,
+];
+
+/// The monotonic clock's origin for heartbeats.
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn monotonic_ms() -> u64 {
+    u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub struct Health {
+    pub pipeline: String,
+    pub thread: u32,
+    interval: Duration,
+    beat_ms: AtomicU64,
+    phase: AtomicU8,
+    /// `f64` bits of the last commit's Unix time; 0 before the first.
+    last_commit: AtomicU64,
+    caught_up: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn new(pipeline: &str, thread: u32, interval: Duration) -> Self {
+        Self {
+            pipeline: pipeline.to_string(),
+            thread,
+            interval,
+            beat_ms: AtomicU64::new(monotonic_ms()),
+            phase: AtomicU8::new(0),
+            last_commit: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The loop came round.
+    pub fn beat(&self) {
+        self.beat_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        let n = PHASES.iter().position(|p| *p == phase).unwrap_or(0);
+        self.phase
+            .store(u8::try_from(n).unwrap_or(0), Ordering::Relaxed);
+        self.beat();
+    }
+
+    pub fn phase(&self) -> Phase {
+        PHASES[usize::from(self.phase.load(Ordering::Relaxed)).min(PHASES.len() - 1)]
+    }
+
+    /// The last failure (a restart's cause, or the error that ended the thread).
+    pub fn failed(&self, phase: Phase, error: String) {
+        if let Ok(mut e) = self.error.lock() {
+            *e = Some(error);
+        }
+        self.set_phase(phase);
+    }
+
+    pub(super) fn committed_at(&self, unix_seconds: f64) {
+        self.last_commit
+            .store(unix_seconds.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn last_commit_unix(&self) -> Option<f64> {
+        let bits = self.last_commit.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// Nothing processed since the last commit, and every partition read to its end.
+    pub fn set_caught_up(&self, caught_up: bool) {
+        self.caught_up.store(caught_up, Ordering::Relaxed);
+    }
+
+    fn since_beat(&self) -> Duration {
+        Duration::from_millis(monotonic_ms().saturating_sub(self.beat_ms.load(Ordering::Relaxed)))
+    }
+
+    fn since_commit(&self) -> Option<Duration> {
+        self.last_commit_unix()
+            .map(|t| Duration::from_secs_f64((unix_seconds() - t).max(0.0)))
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn report(&self, verdict: Result<(), String>) -> ThreadReport {
+        ThreadReport {
+            pipeline: self.pipeline.clone(),
+            thread: self.thread,
+            phase: self.phase(),
+            ok: verdict.is_ok(),
+            reason: verdict.err(),
+            seconds_since_heartbeat: self.since_beat().as_secs_f64(),
+            seconds_since_checkpoint: self.since_commit().map(|d| d.as_secs_f64()),
+        }
+    }
+}
+
+/// Alive unless the loop has not come round within `timeout` while it should.
+pub fn judge_live(
+    phase: Phase,
+    since_beat: Duration,
+    timeout: Duration,
+    error: Option<&str>,
+) -> Result<(), String> {
+    match phase {
+        Phase::Failed => Err(format!(
+            "the pipeline thread failed: {}",
+            error.unwrap_or("(no message)")
+        )),
+        Phase::Starting | Phase::Running if since_beat > timeout => Err(format!(
+            "the pipeline thread has not come round its loop for {:.1} s (liveness timeout {} s)",
+            since_beat.as_secs_f64(),
+            timeout.as_secs()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How long a running thread may go without a commit while it has work, before it is not
+/// ready: three intervals, and 10 s for a slow commit.
+pub fn commit_grace(interval: Duration) -> Duration {
+    interval * 3 + Duration::from_secs(10)
+}
+
+pub fn judge_ready(
+    phase: Phase,
+    since_commit: Option<Duration>,
+    caught_up: bool,
+    interval: Duration,
+    error: Option<&str>,
+) -> Result<(), String> {
+    let grace = commit_grace(interval);
+    match phase {
+        Phase::Running if caught_up || since_commit.is_some_and(|d| d <= grace) => Ok(()),
+        Phase::Running => Err(match since_commit {
+            Some(d) => format!(
+                "no checkpoint committed for {:.1} s (allowed {} s) while records wait to be read or committed",
+                d.as_secs_f64(),
+                grace.as_secs()
+            ),
+            None => {
+                "no checkpoint committed yet while records wait to be read or committed".to_string()
+            }
+        }),
+        Phase::Starting => Err("starting: registering the producer, joining the group".to_string()),
+        Phase::Restoring => Err("restoring the state of assigned partitions".to_string()),
+        Phase::Restarting => Err(format!(
+            "restarting after a failure: {}",
+            error.unwrap_or("(no message)")
+        )),
+        Phase::Stopped => Err("stopped".to_string()),
+        Phase::Failed => Err(format!("failed: {}", error.unwrap_or("(no message)"))),
+    }
+}
+
+/// A probe's answer: the body of `/livez` and `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub pipelines: Vec<ThreadReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadReport {
+    pub pipeline: String,
+    pub thread: u32,
+    pub phase: Phase,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub seconds_since_heartbeat: f64,
+    pub seconds_since_checkpoint: Option<f64>,
+}
+
+pub fn liveness(threads: &[std::sync::Arc<Health>], timeout: Duration) -> Report {
+    let pipelines: Vec<ThreadReport> = threads
+        .iter()
+        .map(|h| {
+            let error = h.error();
+            h.report(judge_live(
+                h.phase(),
+                h.since_beat(),
+                timeout,
+                error.as_deref(),
+            ))
+        })
+        .collect();
+    Report {
+        ok: pipelines.iter().all(|p| p.ok),
+        pipelines,
+    }
+}
+
+pub fn readiness(threads: &[std::sync::Arc<Health>]) -> Report {
+    let pipelines: Vec<ThreadReport> = threads
+        .iter()
+        .map(|h| {
+            let error = h.error();
+            h.report(judge_ready(
+                h.phase(),
+                h.since_commit(),
+                h.caught_up.load(Ordering::Relaxed),
+                h.interval,
+                error.as_deref(),
+            ))
+        })
+        .collect();
+    Report {
+        ok: !pipelines.is_empty() && pipelines.iter().all(|p| p.ok),
+        pipelines,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_loop_that_stopped_coming_round_is_not_alive() {
+        assert!(judge_live(Phase::Running, 5 * S, 60 * S, None).is_ok());
+        let e = judge_live(Phase::Running, 61 * S, 60 * S, None).unwrap_err();
+        assert!(e.contains("61.0 s"), "{e}");
+        assert!(judge_live(Phase::Starting, 61 * S, 60 * S, None).is_err());
+        // a restore, a backoff or a stop is not a stuck loop
+        for p in [Phase::Restoring, Phase::Restarting, Phase::Stopped] {
+            assert!(judge_live(p, 600 * S, 60 * S, None).is_ok(), "{p:?}");
+        }
+        let e = judge_live(Phase::Failed, S, 60 * S, Some("fenced")).unwrap_err();
+        assert!(e.contains("fenced"), "{e}");
+    }
+
+    #[test]
+    fn ready_when_running_and_committing_or_idle() {
+        let i = 2 * S;
+        assert!(judge_ready(Phase::Running, Some(3 * S), false, i, None).is_ok());
+        assert!(judge_ready(Phase::Running, Some(16 * S), false, i, None).is_ok());
+        let e = judge_ready(Phase::Running, Some(17 * S), false, i, None).unwrap_err();
+        assert!(e.contains("17.0 s"), "{e}");
+        assert!(judge_ready(Phase::Running, None, false, i, None).is_err());
+        // an idle pipeline with nothing to read is ready, committed or not
+        assert!(judge_ready(Phase::Running, None, true, i, None).is_ok());
+        assert!(judge_ready(Phase::Running, Some(600 * S), true, i, None).is_ok());
+        for p in [
+            Phase::Starting,
+            Phase::Restoring,
+            Phase::Restarting,
+            Phase::Stopped,
+            Phase::Failed,
+        ] {
+            assert!(judge_ready(p, Some(S), true, i, None).is_err(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_phase_reads_back_as_set() {
+        let h = Health::new("p", 0, S);
+        for p in PHASES {
+            h.set_phase(p);
+            assert_eq!(h.phase(), p);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What the runner tells the metrics and the health probes (`crate::metrics`): a heartbeat each
+//! time round the loop, its phase, the records it reads (through `input_tally`), and at each
+//! commit the checkpoint's figures, the state's size and the partitions' lag.
+
+use std::time::{Duration, Instant};
+
+use super::Runner;
+use crate::checkpoint::Manifest;
+use crate::metrics::{Outcome, Phase};
+use crate::pipeline::topology::Role;
+
+/// How often the lag and "nothing to do" are worked out from the consumer's statistics
+/// (which librdkafka emits every 2 s).
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+impl Runner<'_> {
+    /// Once round the loop: the heartbeat, and every [`LAG_EVERY`] the lag.
+    pub(super) fn observe(&mut self) {
+        self.metrics.health.beat();
+        if self.last_lag_check.elapsed() >= LAG_EVERY {
+            self.last_lag_check = Instant::now();
+            self.observe_lag();
+        }
+    }
+
+    pub(super) fn set_phase(&self, phase: Phase) {
+        self.metrics.health.set_phase(phase);
+    }
+
+    /// Each partition's lag behind its last stable offset, counted from the offset this
+    /// thread last committed for it (the task's position when nothing was committed since it
+    /// was assigned, which is the group's commit); and whether the thread has nothing to do.
+    fn observe_lag(&mut self) {
+        let committed = self
+            .checkpoints
+            .manifests
+            .values()
+            .next_back()
+            .map(|m| &m.offsets);
+        let mut caught_up = !self.dirty && self.pending.is_empty();
+        for (p, task) in &self.tasks {
+            if task.role == Role::Stray {
+                continue;
+            }
+            let end = self.consumer.end_of(p);
+            caught_up &= end.is_some_and(|e| e.read_to_end());
+            let from = committed
+                .and_then(|o| o.iter().find(|o| o.partition() == *p))
+                .map(|o| o.next_offset.0)
+                .or(task.next_offset.map(|o| o.0));
+            if let (Some(end), Some(from)) = (end, from)
+                && end.last_stable >= 0
+            {
+                // read to the end with all of it committed: no lag, though a transactional
+                // topic's last marker keeps the last stable offset one past the last record
+                let done = end.read_to_end() && task.next_offset.is_none_or(|n| n.0 <= from);
+                let lag = if done { 0 } else { end.last_stable - from };
+                self.metrics.lag(&p.topic, p.partition, Some(lag));
+            }
+        }
+        self.metrics.health.set_caught_up(caught_up);
+    }
+
+    /// Partitions gone to another instance: their gauges go too.
+    pub(super) fn forget_partitions(&self, partitions: &[crate::position::Partition]) {
+        for p in partitions {
+            self.metrics.lag(&p.topic, p.partition, None);
+            self.metrics.state(&p.topic, p.partition, None);
+        }
+    }
+
+    /// Checkpoint committed: the records since the last count once, its duration and size,
+    /// each task's state, the block cache, the watermark.
+    pub(super) fn observe_commit(&mut self, manifest: &Manifest, took: Duration) {
+        self.input_tally.committed();
+        let size = manifest
+            .tasks
+            .iter()
+            .flat_map(|t| &t.files)
+            .map(|f| f.len)
+            .sum();
+        self.metrics
+            .checkpoint(Outcome::committed, took, Some(size));
+        let mut watermark: Option<i64> = None;
+        for (p, task) in &self.tasks {
+            if let Some(state) = &task.state {
+                self.metrics
+                    .state(&p.topic, p.partition, Some(state.approximate_size()));
+            }
+            if let Some(w) = &task.windows {
+                let current = w.watermarks.current();
+                watermark = Some(watermark.map_or(current, |m| m.min(current)));
+            }
+        }
+        if let Some(w) = watermark.filter(|w| *w > crate::pipeline::window::NO_WATERMARK) {
+            self.metrics.watermark(w);
+        }
+        self.metrics.block_cache(self.env.block_cache_usage());
+    }
+
+    /// A checkpoint did not commit: its records are processed again (aborted) or by the next
+    /// incarnation (failed).
+    pub(super) fn observe_failed_checkpoint(&mut self, outcome: Outcome, took: Duration) {
+        self.input_tally.rewound();
+        self.metrics.checkpoint(outcome, took, None);
+    }
+}

@@ -1,0 +1,235 @@
+//! The `[admin]` listener on a running daemon: `/metrics` scraped and parsed as Prometheus
+//! does, its counters checked against what was fed and what the output holds; `/readyz`
+//! false while partitions restore and true after; `/livez` false while a pipeline loop is
+//! stalled.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure, by design
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{CountPipeline, count_input, expected_counts};
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// (status, body) of `GET http://127.0.0.1:port/path`; `None` while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut response = agent()
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((status, body))
+}
+
+/// Every sample of `/metrics`, parsed by a Prometheus text-format parser.
+fn scrape(port: u16) -> Vec<prometheus_parse::Sample> {
+    let (status, body) = get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines)
+        .expect("the metrics parse")
+        .samples
+}
+
+/// The sum of `metric`'s samples whose labels include every one of `labels`.
+fn sum(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+fn with_admin(cp: &CountPipeline, port: u16, extra: &str) {
+    cp.rewrite_config("rocksdb", "300ms", |t| {
+        t.replace(
+            "\n[restart]",
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[restart]"),
+        )
+    });
+}
+
+/// Polls `check` every 200 ms until it is `Ok`, failing with its last error after `timeout`.
+fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn metrics_count_what_was_fed_and_readiness_follows_the_restore() {
+    let Some(mut cp) = CountPipeline::new("ops-metrics", 2, "rocksdb", "300ms") else {
+        return;
+    };
+    let port = free_port();
+    with_admin(&cp, port, "");
+    cp.daemon.start();
+    let input = count_input(2_000, 50);
+    cp.produce(&input);
+    cp.assert_exact(&expected_counts(&input), Duration::from_secs(90));
+    let output = cp.output(2_000, Duration::from_secs(30));
+    let repartition = format!("flumen-{}-count-repartition", cp.name);
+
+    // the commit that made the output visible is counted right after it returns
+    let samples = eventually(Duration::from_secs(15), || {
+        let s = scrape(port);
+        let committed = sum(
+            &s,
+            "flumen_input_records_committed_total",
+            &[("topic", &cp.source)],
+        );
+        let out = sum(&s, "flumen_output_records_total", &[("topic", &cp.sink)]);
+        if committed == 2_000.0 && out == output.len() as f64 {
+            Ok(s)
+        } else {
+            Err(format!(
+                "committed inputs {committed} (fed 2000), committed outputs {out} (the sink holds {})",
+                output.len()
+            ))
+        }
+    });
+    let s = &samples;
+    let processed = sum(
+        s,
+        "flumen_input_records_processed_total",
+        &[("topic", &cp.source)],
+    );
+    assert!(processed >= 2_000.0, "processed {processed}");
+    // every source record crossed the repartition topic once, committed
+    let through = sum(s, "flumen_output_records_total", &[("topic", &repartition)]);
+    let read_back = sum(
+        s,
+        "flumen_input_records_committed_total",
+        &[("topic", &repartition)],
+    );
+    assert_eq!((through, read_back), (2_000.0, 2_000.0));
+    assert!(
+        sum(
+            s,
+            "flumen_input_processed_bytes_total",
+            &[("topic", &cp.source)]
+        ) > 0.0
+    );
+    assert!(sum(s, "flumen_transactions_total", &[("outcome", "committed")]) >= 1.0);
+    assert!(sum(s, "flumen_checkpoint_duration_seconds_count", &[]) >= 1.0);
+    assert_eq!(sum(s, "flumen_records_skipped_total", &[]), 0.0);
+    // both stateful partitions report their state
+    let states = s
+        .iter()
+        .filter(|x| {
+            x.metric == "flumen_state_size_bytes" && x.labels.get("topic") == Some(&repartition)
+        })
+        .count();
+    assert_eq!(
+        states, 2,
+        "state gauges of the repartition topic's partitions"
+    );
+    assert!(sum(s, "flumen_block_cache_usage_bytes", &[]) > 0.0);
+    // caught up: no lag on any partition, and the probes say yes
+    eventually(Duration::from_secs(15), || {
+        let s = scrape(port);
+        let lags: Vec<f64> = s
+            .iter()
+            .filter(|x| x.metric == "flumen_consumer_lag")
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => -1.0,
+            })
+            .collect();
+        // 2 source and 2 repartition partitions
+        if lags.len() == 4 && lags.iter().all(|l| *l == 0.0) {
+            Ok(())
+        } else {
+            Err(format!("consumer lag {lags:?}"))
+        }
+    });
+    let (live, body) = get(port, "/livez").unwrap();
+    assert_eq!(live, 200, "{body}");
+    let (ready, body) = get(port, "/readyz").unwrap();
+    assert_eq!(ready, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["pipelines"][0]["phase"], "running", "{body}");
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+
+    // restart with each partition's restore slowed: not ready while it restores, alive
+    // throughout, ready once restored
+    cp.daemon
+        .start_with(&[("FAILPOINTS", "restore::slow=sleep(4000)")]);
+    let body = eventually(Duration::from_secs(30), || match get(port, "/readyz") {
+        Some((503, body)) if body.contains("\"restoring\"") => Ok(body),
+        other => Err(format!("/readyz during the restore: {other:?}")),
+    });
+    assert!(body.contains("restoring the state"), "{body}");
+    let (live, body) = get(port, "/livez").unwrap();
+    assert_eq!(live, 200, "alive while restoring: {body}");
+    eventually(Duration::from_secs(60), || match get(port, "/readyz") {
+        Some((200, _)) => Ok(()),
+        other => Err(format!("/readyz after the restore: {other:?}")),
+    });
+    let s = scrape(port);
+    assert!(sum(s.as_slice(), "flumen_restore_duration_seconds_count", &[]) >= 1.0);
+    assert!(sum(&s, "flumen_restore_bytes_total", &[]) > 0.0);
+    // nothing more was fed: nothing more is output
+    let more = count_input(300, 50);
+    cp.produce(&more);
+    let all: Vec<_> = input.iter().chain(&more).cloned().collect();
+    cp.assert_exact(&expected_counts(&all), Duration::from_secs(60));
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn livez_fails_while_a_pipeline_loop_is_stalled() {
+    let Some(mut cp) = CountPipeline::new("ops-livez", 1, "rocksdb", "300ms") else {
+        return;
+    };
+    let port = free_port();
+    with_admin(&cp, port, "liveness_timeout = \"2s\"");
+    // the loop runs freely for a while, then one iteration stalls for 8 s (as a call into
+    // librdkafka that does not return would)
+    cp.daemon
+        .start_with(&[("FAILPOINTS", "pipeline::loop=150*off->1*sleep(8000)")]);
+    let body = eventually(Duration::from_secs(60), || match get(port, "/livez") {
+        Some((503, body)) => Ok(body),
+        other => Err(format!("/livez never failed: {other:?}")),
+    });
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reason = report["pipelines"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("has not come round its loop"), "{body}");
+    // once the loop comes round again it is alive, and it processed what came meanwhile
+    eventually(Duration::from_secs(30), || match get(port, "/livez") {
+        Some((200, _)) => Ok(()),
+        other => Err(format!("/livez after the stall: {other:?}")),
+    });
+    let input = count_input(200, 20);
+    cp.produce(&input);
+    cp.assert_exact(&expected_counts(&input), Duration::from_secs(60));
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+}
