@@ -13,8 +13,13 @@ set -euo pipefail
 #   openjdk-17-jre-headless, maven      the Kafka broker of scripts/kafka.sh and the S3Proxy object store
 #                                       of scripts/s3.sh, fetched from Maven Central
 #   curl                                scripts/s3.sh's readiness probe
+# With --test (scripts/test.sh), also:
+#   chromium                            the status page's test in a real headless browser
 packages=(build-essential cmake pkg-config libclang-dev libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
           openjdk-17-jre-headless maven curl)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(chromium)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

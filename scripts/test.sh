@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # one persistent build cache for every clone: RocksDB and librdkafka take many minutes to build
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${FLUMEN_CACHE:-$HOME/.cache/flumen}/target}"
 
-scripts/setup.sh
+scripts/setup.sh --test
 
 step() { echo; echo "==> $*"; }
 

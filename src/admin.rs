@@ -3,10 +3,19 @@
 //! - `GET /metrics`: every metric in the OpenMetrics text format, which Prometheus scrapes.
 //! - `GET /livez`, `GET /readyz`: 200 or 503, with a JSON body giving each pipeline thread's
 //!   verdict and, when it fails, why (`metrics::health`).
+//! - `GET /api/v1/status` and `POST /api/v1/savepoints` (`admin/api.rs`); `GET /`, the status
+//!   page (`admin/page.rs`). `admin/client.rs` is the CLI's side.
 //!
-//! Requests carry no body worth reading: bodies over [`MAX_BODY`] are refused, and every
-//! request is answered within [`REQUEST_TIMEOUT`] or dropped. Connections are served
-//! concurrently.
+//! A request that changes something needs `Authorization: Bearer <token>` with the token of
+//! `admin.token_file` or `admin.token_env`, compared in constant time; without a configured
+//! token such requests are refused (the control socket serves them). Bodies over [`MAX_BODY`]
+//! are refused, and every request is answered within [`REQUEST_TIMEOUT`] or dropped (a
+//! savepoint's own wait is the client's `timeout`, up to [`MAX_SAVEPOINT_WAIT`]). Connections
+//! are served concurrently.
+
+mod api;
+pub mod client;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,16 +25,20 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
+use crate::control::Command;
 use crate::metrics::{Metrics, health};
 
 /// The largest request body taken.
 pub const MAX_BODY: usize = 64 * 1024;
-/// How long one request may take.
+/// How long one request may take, but a savepoint.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a savepoint request may wait for the pipelines.
+pub const MAX_SAVEPOINT_WAIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,11 +47,19 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("admin token: {0}")]
+    Token(String),
+    #[error("admin API at {url}: {message}")]
+    Client { url: String, message: String },
 }
 
 struct Shared {
     metrics: Arc<Metrics>,
     liveness_timeout: Duration,
+    token: Option<String>,
+    /// Each pipeline's control channel (as the control socket has them).
+    pipelines: Vec<(String, mpsc::Sender<Command>)>,
+    interval: Duration,
 }
 
 /// The bound listener: binding happens before the pipelines start, so a taken port stops the
@@ -65,25 +86,50 @@ impl Listener {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let quick = Router::new()
+        .route("/", get(page::status_page))
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(api::status))
+        .layer(axum::middleware::from_fn(within_timeout));
+    // a savepoint takes as long as the pipelines need; the client's timeout bounds it
+    let slow = Router::new().route("/api/v1/savepoints", post(api::savepoints));
+    quick
+        .merge(slow)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(within_timeout))
         .with_state(shared)
 }
 
-/// Serves until `cancel`.
+/// What the listener serves.
+pub struct Served {
+    pub metrics: Arc<Metrics>,
+    pub pipelines: Vec<(String, mpsc::Sender<Command>)>,
+    pub interval: Duration,
+}
+
+/// Serves until `cancel`. The token is read now: a file or variable gone since validation
+/// stops the daemon.
 pub async fn serve(
     listener: Listener,
     config: &AdminConfig,
-    metrics: Arc<Metrics>,
+    served: Served,
     cancel: CancellationToken,
 ) {
+    let token = match config.token.as_ref().map(crate::config::TokenSource::read) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the admin listener cannot read its token; it serves no request");
+            return;
+        }
+    };
     let shared = Arc::new(Shared {
-        metrics,
+        metrics: served.metrics,
         liveness_timeout: config.liveness_timeout,
+        token,
+        pipelines: served.pipelines,
+        interval: served.interval,
     });
     let served = axum::serve(listener.listener, router(shared))
         .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -129,4 +175,34 @@ fn probe(report: &health::Report) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(report)).into_response()
+}
+
+/// The refusal, unless `headers` carry the configured token (`Authorization: Bearer …`),
+/// compared in constant time.
+fn refused(shared: &Shared, headers: &axum::http::HeaderMap) -> Option<Response> {
+    use subtle::ConstantTimeEq as _;
+    let Some(token) = &shared.token else {
+        return Some((
+            StatusCode::FORBIDDEN,
+            "changes over HTTP need admin.token_file or admin.token_env in the daemon's config; \
+             without them, use the control socket (flumen savepoint trigger on the daemon's host)\n",
+        )
+            .into_response());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => None,
+        Some(_) => Some((StatusCode::FORBIDDEN, "wrong token\n").into_response()),
+        None => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "this request needs Authorization: Bearer <token>\n",
+            )
+                .into_response(),
+        ),
+    }
 }

@@ -59,6 +59,9 @@ pub struct Request {
     pub dir: Option<PathBuf>,
     /// Stop each pipeline once its savepoint is taken.
     pub stop: bool,
+    /// Only this pipeline; every one without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -254,10 +257,23 @@ async fn handle(
         .map_err(|e| Error::Protocol(e.to_string()))
 }
 
-async fn dispatch(request: Request, pipelines: &[(String, mpsc::Sender<Command>)]) -> Response {
+/// Sends `request` to every pipeline it names and gathers their answers (the control socket
+/// and the admin API both).
+pub async fn dispatch(request: Request, pipelines: &[(String, mpsc::Sender<Command>)]) -> Response {
     let mut waiting = Vec::new();
     let mut response = Response::default();
-    for (name, tx) in pipelines {
+    if let Some(only) = &request.pipeline
+        && !pipelines.iter().any(|(name, _)| name == only)
+    {
+        let names: Vec<&str> = pipelines.iter().map(|(n, _)| n.as_str()).collect();
+        response.errors.push(format!(
+            "no pipeline {only:?} runs here (running: {})",
+            names.join(", ")
+        ));
+        return response;
+    }
+    let named = |name: &String| request.pipeline.as_ref().is_none_or(|only| only == name);
+    for (name, tx) in pipelines.iter().filter(|(name, _)| named(name)) {
         let (reply, rx) = oneshot::channel();
         let command = Command {
             dir: request.dir.clone(),
@@ -364,6 +380,7 @@ mod tests {
         let request = Request {
             dir: Some(PathBuf::from("/sp")),
             stop: true,
+            pipeline: None,
         };
         let response = super::request(tmp.path(), &request, Duration::from_secs(10)).unwrap();
         pipeline_a.join().unwrap();
@@ -404,6 +421,7 @@ mod tests {
         let request = Request {
             dir: None,
             stop: false,
+            pipeline: None,
         };
         let err = super::request(tmp.path(), &request, Duration::from_secs(1)).unwrap_err();
         assert!(

@@ -110,16 +110,21 @@ pub fn run(
         done: done_rx,
     } = pipelines;
     let control_stop = CancellationToken::new();
+    if let (Some(listener), Some(cfg)) = (admin, config.admin.clone()) {
+        tracing::info!(address = ?listener.local_addr(), "admin listener: /, /metrics, /livez, /readyz, /api/v1");
+        let served = crate::admin::Served {
+            metrics: metrics.clone(),
+            pipelines: control.clone(),
+            interval: config.checkpoint.interval,
+        };
+        let stop = control_stop.clone();
+        runtime.spawn(async move { crate::admin::serve(listener, &cfg, served, stop).await });
+    }
     let server = runtime.spawn(crate::control::serve(
         listener,
         control,
         control_stop.clone(),
     ));
-    if let (Some(listener), Some(cfg)) = (admin, config.admin.clone()) {
-        tracing::info!(address = ?listener.local_addr(), "admin listener: /metrics, /livez, /readyz");
-        let (metrics, stop) = (metrics.clone(), control_stop.clone());
-        runtime.spawn(async move { crate::admin::serve(listener, &cfg, metrics, stop).await });
-    }
     let pipelines = threads.len();
     let stopped = runtime.block_on(async move {
         tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));

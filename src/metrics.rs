@@ -10,6 +10,7 @@
 //! `processed − committed` is the work redone or not yet committed.
 
 pub mod health;
+pub mod status;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -358,6 +359,7 @@ impl PipelineMetrics {
 
     pub fn restarted(&self) {
         self.families.restarts.get_or_create(&self.labels).inc();
+        self.health.update(|s| s.restarts += 1);
     }
 
     fn outcome(&self, outcome: Outcome) -> OutcomeLabels {
@@ -503,11 +505,18 @@ impl InputTally {
         t.pending += 1;
     }
 
-    /// A checkpoint committed everything processed so far.
-    pub fn committed(&mut self) {
+    /// A checkpoint committed everything processed so far; returns how many records of
+    /// `topic` that was.
+    pub fn committed(&mut self, topic: &str) -> u64 {
+        let mut of_topic = 0;
         for t in &mut self.topics {
-            t.committed.inc_by(std::mem::take(&mut t.pending));
+            let n = std::mem::take(&mut t.pending);
+            t.committed.inc_by(n);
+            if t.topic == topic {
+                of_topic = n;
+            }
         }
+        of_topic
     }
 
     /// The work since the last commit is dropped (an abort, a rewind): it is processed again.

@@ -233,3 +233,158 @@ fn livez_fails_while_a_pipeline_loop_is_stalled() {
     cp.assert_exact(&expected_counts(&input), Duration::from_secs(60));
     assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
 }
+
+/// `chromium`, which `scripts/setup.sh --test` installs; a missing browser fails the test.
+fn chromium() -> std::path::PathBuf {
+    for name in ["chromium", "chromium-browser"] {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let path = dir.join(name);
+            if path.is_file() {
+                return path;
+            }
+        }
+    }
+    panic!(
+        "chromium is not installed: run scripts/setup.sh --test (as root) or apt-get install chromium"
+    );
+}
+
+/// The page at `url` as headless Chromium renders it (its DOM after load), and the browser's
+/// log, where console messages and page errors appear.
+fn browse(url: &str, profile: &std::path::Path) -> (String, String) {
+    let out = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn post_savepoints(port: u16, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut request = agent()
+        .post(&format!("http://127.0.0.1:{port}/api/v1/savepoints"))
+        .content_type("application/json");
+    if let Some(t) = token {
+        request = request.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut response = request.send(body.as_bytes()).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn the_admin_api_takes_savepoints_only_with_the_token_and_the_page_shows_the_pipeline() {
+    let Some(mut cp) = CountPipeline::new("ops-api", 2, "rocksdb", "300ms") else {
+        return;
+    };
+    let port = free_port();
+    let token = "s3cr3t-t0ken-0f-the-admin-api";
+    let token_file = cp.dir().join("admin.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    with_admin(
+        &cp,
+        port,
+        &format!("token_file = \"{}\"", token_file.display()),
+    );
+    cp.daemon.start();
+    let input = count_input(300, 30);
+    cp.produce(&input);
+    cp.assert_exact(&expected_counts(&input), Duration::from_secs(90));
+
+    // no token, a wrong one: refused, and no savepoint is written
+    let savepoints = cp.dir().join("savepoints");
+    let body = format!("{{\"dir\": \"{}\"}}", savepoints.display());
+    let (status, text) = post_savepoints(port, None, &body);
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = post_savepoints(port, Some("not-the-token-at-all"), &body);
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        !savepoints.try_exists().unwrap(),
+        "a refused request wrote {}",
+        savepoints.display()
+    );
+    // the CLI goes over the API with the config's token: one pipeline, by name
+    let config = cp.daemon.config.display().to_string();
+    let out = common::flumen(&[
+        "savepoint",
+        "trigger",
+        "--config",
+        &config,
+        "--pipeline",
+        &cp.name,
+        "--dir",
+        &savepoints.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(savepoints.join(&cp.name).is_dir(), "{stdout}");
+    let out = common::flumen(&[
+        "savepoint",
+        "trigger",
+        "--config",
+        &config,
+        "--pipeline",
+        "nope",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pipeline \"nope\" runs here"));
+
+    // the status, as JSON
+    let status: serde_json::Value = eventually(Duration::from_secs(15), || {
+        let (code, body) = get(port, "/api/v1/status").ok_or("no answer")?;
+        let s: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let p = &s["pipelines"][0];
+        match (
+            code,
+            p["records_committed"].as_u64(),
+            p["partitions"].as_array().map(Vec::len),
+        ) {
+            (200, Some(300), Some(4)) => Ok(s),
+            other => Err(format!("status {other:?}: {body}")),
+        }
+    });
+    let p = &status["pipelines"][0];
+    assert_eq!(p["ready"]["ok"], true, "{p}");
+    assert!(!p["checkpoints"].as_array().unwrap().is_empty(), "{p}");
+
+    // the page, in a real browser: it loads without a console error and shows the figures
+    let profile = tempfile::tempdir().unwrap();
+    let (dom, log) = browse(&format!("http://127.0.0.1:{port}/"), profile.path());
+    assert!(
+        dom.contains(&format!("id=\"pipeline-{}-0\"", cp.name)),
+        "{dom}"
+    );
+    assert!(dom.contains("<b class=\"records\">300</b>"), "{dom}");
+    assert!(dom.contains(&format!("{}/0", cp.source)), "{dom}");
+    assert!(
+        dom.contains("<polyline") || dom.contains("collecting samples"),
+        "{dom}"
+    );
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(":CONSOLE(") || l.contains("Uncaught"))
+        .collect();
+    assert!(errors.is_empty(), "console messages: {errors:#?}");
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+}

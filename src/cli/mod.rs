@@ -164,6 +164,10 @@ enum SavepointCommand {
         /// Write the savepoints to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Only this pipeline (default: every pipeline of the daemon).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// How long to wait for the savepoints.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -276,13 +280,14 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             config,
             savepoint: dir,
             timeout,
-        } => savepoint::trigger(ops, &config, dir, true, timeout),
+        } => savepoint::trigger(ops, &config, dir, None, true, timeout),
         Command::Savepoint(c) => match c {
             SavepointCommand::Trigger {
                 config,
                 dir,
+                pipeline,
                 timeout,
-            } => savepoint::trigger(ops, &config, dir, false, timeout),
+            } => savepoint::trigger(ops, &config, dir, pipeline, false, timeout),
             SavepointCommand::Create {
                 config,
                 pipeline,

@@ -129,11 +129,13 @@ fn online(
     taken
 }
 
-/// Asks the daemon of `config` for a savepoint of every pipeline (and to stop after it).
+/// Asks the daemon of `config` for a savepoint of every pipeline, or of `pipeline` (and to
+/// stop after it): over the admin API when `[admin]` has a token, else the control socket.
 pub fn trigger(
     ops: &Operators,
     config: &Path,
     dir: Option<PathBuf>,
+    pipeline: Option<String>,
     stop: bool,
     timeout: Duration,
 ) -> u8 {
@@ -143,16 +145,25 @@ pub fn trigger(
     };
     // the daemon may run in another directory: make a relative target absolute here
     let dir = dir.map(|d| std::path::absolute(&d).unwrap_or(d));
-    let request = control::Request { dir, stop };
+    let request = control::Request {
+        dir,
+        stop,
+        pipeline,
+    };
     // the daemon answers once every savepoint is durable and committed
     let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for the savepoints");
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let answer = control::request(&cfg.state.dir, &request, timeout);
+    let answer = match cfg.admin.as_ref().filter(|a| a.token.is_some()) {
+        Some(admin) => {
+            crate::admin::client::savepoints(admin, &request, timeout).map_err(|e| chain(&e))
+        }
+        None => control::request(&cfg.state.dir, &request, timeout).map_err(|e| chain(&e)),
+    };
     spinner.finish_and_clear();
     let response = match answer {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {e}");
             return exit::FAILURE;
         }
     };

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::status::Status;
+
 /// What a pipeline thread is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +69,7 @@ pub struct Health {
     last_commit: AtomicU64,
     caught_up: AtomicBool,
     error: Mutex<Option<String>>,
+    status: Mutex<Status>,
 }
 
 impl Health {
@@ -80,6 +83,7 @@ impl Health {
             last_commit: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
             error: Mutex::new(None),
+            status: Mutex::new(Status::default()),
         }
     }
 
@@ -101,10 +105,42 @@ impl Health {
 
     /// The last failure (a restart's cause, or the error that ended the thread).
     pub fn failed(&self, phase: Phase, error: String) {
+        self.update(|s| s.last_error = Some(error.clone()));
         if let Ok(mut e) = self.error.lock() {
             *e = Some(error);
         }
         self.set_phase(phase);
+    }
+
+    /// Changes the thread's status (`metrics/status.rs`).
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        if let Ok(mut s) = self.status.lock() {
+            change(&mut s);
+        }
+    }
+
+    /// A copy of the thread's status.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The liveness and readiness verdicts, for the status.
+    pub fn verdicts(&self, liveness_timeout: Duration) -> (Result<(), String>, Result<(), String>) {
+        let error = self.error();
+        let live = judge_live(
+            self.phase(),
+            self.since_beat(),
+            liveness_timeout,
+            error.as_deref(),
+        );
+        let ready = judge_ready(
+            self.phase(),
+            self.since_commit(),
+            self.caught_up.load(Ordering::Relaxed),
+            self.interval,
+            error.as_deref(),
+        );
+        (live, ready)
     }
 
     pub(super) fn committed_at(&self, unix_seconds: f64) {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Runner;
 use crate::checkpoint::Manifest;
+use crate::metrics::status::{CheckpointStatus, PartitionStatus};
 use crate::metrics::{Outcome, Phase};
 use crate::pipeline::topology::Role;
 
@@ -20,6 +21,8 @@ impl Runner<'_> {
         if self.last_lag_check.elapsed() >= LAG_EVERY {
             self.last_lag_check = Instant::now();
             self.observe_lag();
+            let now = crate::metrics::health::unix_seconds();
+            self.metrics.health.update(|s| s.sample(now));
         }
     }
 
@@ -38,6 +41,8 @@ impl Runner<'_> {
             .next_back()
             .map(|m| &m.offsets);
         let mut caught_up = !self.dirty && self.pending.is_empty();
+        let mut partitions = Vec::with_capacity(self.tasks.len());
+        let known = self.metrics.health.status().partitions;
         for (p, task) in &self.tasks {
             if task.role == Role::Stray {
                 continue;
@@ -48,17 +53,33 @@ impl Runner<'_> {
                 .and_then(|o| o.iter().find(|o| o.partition() == *p))
                 .map(|o| o.next_offset.0)
                 .or(task.next_offset.map(|o| o.0));
+            let mut lag = None;
             if let (Some(end), Some(from)) = (end, from)
                 && end.last_stable >= 0
             {
                 // read to the end with all of it committed: no lag, though a transactional
                 // topic's last marker keeps the last stable offset one past the last record
                 let done = end.read_to_end() && task.next_offset.is_none_or(|n| n.0 <= from);
-                let lag = if done { 0 } else { end.last_stable - from };
-                self.metrics.lag(&p.topic, p.partition, Some(lag));
+                lag = Some(if done { 0 } else { end.last_stable - from });
+                self.metrics.lag(&p.topic, p.partition, lag);
             }
+            // the state's size is measured at commits
+            let before = known
+                .iter()
+                .find(|k| k.topic == p.topic && k.partition == p.partition);
+            partitions.push(PartitionStatus {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                role: format!("{:?}", task.role),
+                position: task.next_offset.map(|o| o.0),
+                committed: from,
+                lag,
+                state_bytes: before.and_then(|b| b.state_bytes),
+                state_keys: before.and_then(|b| b.state_keys),
+            });
         }
         self.metrics.health.set_caught_up(caught_up);
+        self.metrics.health.update(|s| s.partitions = partitions);
     }
 
     /// Partitions gone to another instance: their gauges go too.
@@ -72,7 +93,7 @@ impl Runner<'_> {
     /// Checkpoint committed: the records since the last count once, its duration and size,
     /// each task's state, the block cache, the watermark.
     pub(super) fn observe_commit(&mut self, manifest: &Manifest, took: Duration) {
-        self.input_tally.committed();
+        let records = self.input_tally.committed(&self.pipeline.source.topic);
         let size = manifest
             .tasks
             .iter()
@@ -81,11 +102,19 @@ impl Runner<'_> {
             .sum();
         self.metrics
             .checkpoint(Outcome::committed, took, Some(size));
+        let checkpoint = CheckpointStatus {
+            id: manifest.checkpoint.0,
+            committed_unix: crate::metrics::health::unix_seconds(),
+            duration_ms: took.as_secs_f64() * 1000.0,
+            size_bytes: size,
+        };
+        let mut sizes = Vec::new();
         let mut watermark: Option<i64> = None;
         for (p, task) in &self.tasks {
             if let Some(state) = &task.state {
-                self.metrics
-                    .state(&p.topic, p.partition, Some(state.approximate_size()));
+                let size = state.approximate_size();
+                self.metrics.state(&p.topic, p.partition, Some(size));
+                sizes.push((p.clone(), size));
             }
             if let Some(w) = &task.windows {
                 let current = w.watermarks.current();
@@ -96,6 +125,23 @@ impl Runner<'_> {
             self.metrics.watermark(w);
         }
         self.metrics.block_cache(self.env.block_cache_usage());
+        let offsets = &manifest.offsets;
+        self.metrics.health.update(|s| {
+            s.records_committed += records;
+            s.checkpoint(checkpoint);
+            for part in &mut s.partitions {
+                let p = |x: &crate::position::Partition| {
+                    x.topic == part.topic && x.partition == part.partition
+                };
+                if let Some(o) = offsets.iter().find(|o| p(&o.partition())) {
+                    part.committed = Some(o.next_offset.0);
+                }
+                if let Some((_, (bytes, keys))) = sizes.iter().find(|(x, _)| p(x)) {
+                    part.state_bytes = Some(*bytes);
+                    part.state_keys = Some(*keys);
+                }
+            }
+        });
     }
 
     /// A checkpoint did not commit: its records are processed again (aborted) or by the next
