@@ -15,9 +15,6 @@ use crate::pipeline::custom::Operators;
 use crate::pipeline::{self, Inputs, Options};
 use crate::state::StateEnv;
 
-/// How long pipelines get to finish their final checkpoint once shutdown began.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("start the async runtime: {0}")]
@@ -46,13 +43,15 @@ pub struct Stopped {
     /// The pipelines that failed, in the order they did, each with its error (also handed to
     /// `on_failure` as it happened). The first failure stops the others.
     pub failed: Vec<(String, pipeline::Error)>,
-    /// Pipelines still running [`SHUTDOWN_DEADLINE`] after shutdown began (their threads are
-    /// left behind).
+    /// Pipelines still running `shutdown_timeout` after shutdown began, or at a second
+    /// signal (their threads are left behind).
     pub stuck: usize,
+    /// A second SIGTERM or SIGINT ended the wait.
+    pub interrupted: bool,
 }
 
 /// Runs every pipeline of `config` until `shutdown` (also cancelled by SIGTERM and SIGINT), a
-/// `flumen stop`, or a pipeline's failure; then waits, at most [`SHUTDOWN_DEADLINE`], for the
+/// `flumen stop`, or a pipeline's failure; then waits, at most `shutdown_timeout`, for the
 /// others to finish their final checkpoint. `on_failure` hears of each pipeline's failure as
 /// it happens.
 pub fn run(
@@ -126,9 +125,20 @@ pub fn run(
         control_stop.clone(),
     ));
     let pipelines = threads.len();
+    let shutdown_timeout = config.shutdown_timeout;
     let stopped = runtime.block_on(async move {
-        tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
-        let stopped = wait_for_pipelines(pipelines, done_rx, &shutdown, on_failure).await;
+        let now = CancellationToken::new();
+        tokio::spawn(crate::shutdown::cancel_on_signal(
+            shutdown.clone(),
+            now.clone(),
+        ));
+        let ends = Ends {
+            pipelines,
+            deadline: shutdown_timeout,
+            shutdown: &shutdown,
+            now: &now,
+        };
+        let stopped = wait_for_pipelines(ends, done_rx, on_failure).await;
         // let a `flumen stop` in progress receive its answer
         control_stop.cancel();
         drop(tokio::time::timeout(Duration::from_secs(5), server).await);
@@ -246,14 +256,28 @@ impl Pipelines {
     }
 }
 
-/// Collects every pipeline's end; the first failure cancels the others, and once shutdown
-/// began they have [`SHUTDOWN_DEADLINE`].
-async fn wait_for_pipelines(
+/// What the daemon waits for at the end: its pipelines, within `deadline` once `shutdown`
+/// began, or until `now`.
+struct Ends<'a> {
     pipelines: usize,
+    deadline: Duration,
+    shutdown: &'a CancellationToken,
+    now: &'a CancellationToken,
+}
+
+/// Collects every pipeline's end; the first failure cancels the others, and once shutdown
+/// began they have `ends.deadline` (none after a second signal).
+async fn wait_for_pipelines(
+    ends: Ends<'_>,
     mut done: tokio::sync::mpsc::Receiver<(String, pipeline::Result<()>)>,
-    shutdown: &CancellationToken,
     mut on_failure: impl FnMut(&str, &pipeline::Error),
 ) -> Stopped {
+    let Ends {
+        pipelines,
+        deadline: grace,
+        shutdown,
+        now,
+    } = ends;
     let mut stopped = Stopped::default();
     let mut finished = 0;
     let deadline = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
@@ -272,10 +296,15 @@ async fn wait_for_pipelines(
             }
             () = shutdown.cancelled(), if !deadline_armed => {
                 deadline_armed = true;
-                deadline.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_DEADLINE);
+                deadline.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             () = &mut deadline, if deadline_armed => {
                 stopped.stuck = pipelines - finished;
+                break;
+            }
+            () = now.cancelled() => {
+                stopped.stuck = pipelines - finished;
+                stopped.interrupted = true;
                 break;
             }
         }

@@ -203,3 +203,97 @@ fn savepoint_commands_refuse_what_is_not_a_savepoint_and_stop_needs_a_daemon() {
     assert!(listed.status.success());
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
 }
+
+/// `${VAR}` takes the environment's values (and defaults); a missing one is named at its
+/// `line:col`; relative paths start at the config file's directory, and `validate` prints
+/// where they lead.
+#[test]
+fn validate_expands_variables_and_resolves_paths_from_the_config_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("pipeline.toml");
+    std::fs::write(
+        &path,
+        r#"instance_id = "${FLUMEN_TEST_POD:-pod-0}"
+
+[kafka]
+bootstrap_servers = "${FLUMEN_TEST_BROKERS}"
+
+[checkpoint]
+interval = "1s"
+dir = "data/checkpoints"
+
+[state]
+backend = "rocksdb"
+dir = "${FLUMEN_TEST_STATE:?where the live state goes}"
+
+[[pipelines]]
+name = "counts"
+source = { topic = "events-${FLUMEN_TEST_ENV}", format = "json" }
+sink = { topic = "counts", format = "json" }
+"#,
+    )
+    .unwrap();
+    let validate = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
+        cmd.args(["validate", "--config"]).arg(&path);
+        for v in [
+            "FLUMEN_TEST_POD",
+            "FLUMEN_TEST_BROKERS",
+            "FLUMEN_TEST_STATE",
+            "FLUMEN_TEST_ENV",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    // the three missing ones at once, each at its place
+    let out = validate(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "kafka.bootstrap_servers (4:22): environment variable FLUMEN_TEST_BROKERS is not set"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "state.dir (12:8): environment variable FLUMEN_TEST_STATE: where the live state goes"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "pipelines[0].source.topic (16:28): environment variable FLUMEN_TEST_ENV is not set"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    // set: the values are taken, and relative paths lead into the config's directory
+    let out = validate(&[
+        ("FLUMEN_TEST_BROKERS", "127.0.0.1:19092"),
+        ("FLUMEN_TEST_STATE", "live"),
+        ("FLUMEN_TEST_ENV", "prod"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("counts: events-prod -> counts"), "{stdout}");
+    assert!(
+        stdout.contains("transactional id flumen-counts-pod-0"),
+        "{stdout}"
+    );
+    let conf = std::fs::canonicalize(&dir).unwrap_or(dir.clone());
+    let shown = |what: &str, rel: &str| {
+        stdout.contains(&format!("{what}: {}", dir.join(rel).display()))
+            || stdout.contains(&format!("{what}: {}", conf.join(rel).display()))
+    };
+    assert!(shown("checkpoints", "data/checkpoints"), "{stdout}");
+    assert!(shown("state", "live"), "{stdout}");
+}

@@ -388,3 +388,69 @@ fn the_admin_api_takes_savepoints_only_with_the_token_and_the_page_shows_the_pip
     assert!(errors.is_empty(), "console messages: {errors:#?}");
     assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
 }
+
+fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A pipeline that cannot finish (here: a restore slowed to 30 s) holds up a stop for at most
+/// `shutdown_timeout`; a second SIGTERM ends the daemon at once. Both exit non-zero.
+#[test]
+fn a_stop_waits_at_most_the_shutdown_timeout_and_a_second_signal_not_at_all() {
+    let Some(mut cp) = CountPipeline::new("ops-shutdown", 1, "rocksdb", "300ms") else {
+        return;
+    };
+    cp.rewrite_config("rocksdb", "300ms", |t| {
+        format!("shutdown_timeout = \"3s\"\n{t}")
+    });
+    cp.daemon.start();
+    let input = count_input(100, 10);
+    cp.produce(&input);
+    cp.assert_exact(&expected_counts(&input), Duration::from_secs(90));
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+
+    for second_signal in [false, true] {
+        cp.daemon
+            .start_with(&[("FAILPOINTS", "restore::slow=sleep(30000)")]);
+        let began = Instant::now();
+        while !cp.daemon.last_log().contains("assignment received") {
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "{}",
+                cp.daemon.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let pid = cp.daemon.pid().unwrap();
+        let asked = Instant::now();
+        sigterm(pid);
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(500));
+            sigterm(pid);
+        }
+        let status = cp
+            .daemon
+            .wait(Duration::from_secs(20))
+            .expect("the daemon exits");
+        let took = asked.elapsed();
+        let log = cp.daemon.last_log();
+        assert_eq!(status.code(), Some(1), "{log}");
+        if second_signal {
+            assert!(took < Duration::from_secs(3), "{took:?}\n{log}");
+            assert!(log.contains("a second signal: exiting at once"), "{log}");
+        } else {
+            assert!(
+                took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+                "{took:?}\n{log}"
+            );
+            assert!(
+                log.contains("after shutdown began (shutdown_timeout)"),
+                "{log}"
+            );
+        }
+    }
+}

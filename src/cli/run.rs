@@ -85,6 +85,7 @@ fn run_config(
             );
         }
     };
+    let deadline = config.shutdown_timeout;
     let stopped = daemon::run(
         config,
         ops,
@@ -93,11 +94,17 @@ fn run_config(
         CancellationToken::new(),
         report,
     )?;
+    if stopped.interrupted {
+        eprintln!(
+            "error: a second signal: exiting at once; {} pipeline(s) took no final checkpoint and resume from their last",
+            stopped.stuck
+        );
+        return Ok(exit::FAILURE);
+    }
     if stopped.stuck > 0 {
         eprintln!(
-            "error: {} pipeline(s) still running {:?} after shutdown began; exiting",
-            stopped.stuck,
-            daemon::SHUTDOWN_DEADLINE
+            "error: {} pipeline(s) still running {:?} after shutdown began (shutdown_timeout); exiting",
+            stopped.stuck, deadline
         );
         return Ok(exit::FAILURE);
     }

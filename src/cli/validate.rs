@@ -22,6 +22,24 @@ pub fn run(ops: &Operators, path: &Path) -> u8 {
                     p.name, p.source.topic, p.sink.topic, p.group_id, p.transactional_id
                 );
             }
+            // relative paths start at the config file's directory: show where they lead
+            let cp = &config.checkpoint;
+            match &cp.remote {
+                Some(remote) => println!(
+                    "  checkpoints: {} (local copies: {})",
+                    remote.url,
+                    cp.dir.display()
+                ),
+                None => println!("  checkpoints: {}", cp.dir.display()),
+            }
+            println!("  savepoints: {}", cp.savepoint_dir.display());
+            println!("  state: {}", config.state.dir.display());
+            for (id, file) in &config.schemas.files {
+                println!("  schema {id}: {}", file.display());
+            }
+            if let Some(admin) = &config.admin {
+                println!("  admin: http://{}", admin.listen);
+            }
             exit::OK
         }
         Err(e) => report_config_error(&e),

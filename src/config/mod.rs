@@ -3,6 +3,8 @@
 //!
 //! `flumen validate` and `flumen run` call the same [`load`]; neither does network I/O here.
 
+mod interpolate;
+mod parse;
 pub mod raw;
 mod schemas;
 mod secrets;
@@ -58,7 +60,10 @@ pub fn load(path: &Path, operators: &[String]) -> Result<Config> {
         path: path.to_path_buf(),
         source,
     })?;
-    validate::from_str_with(&text, operators).map_err(|problems| Error::Invalid {
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    validate::from_str_with(&text, operators, base.as_deref()).map_err(|problems| Error::Invalid {
         path: path.to_path_buf(),
         problems,
     })
@@ -76,6 +81,8 @@ pub struct Config {
     pub schemas: SchemaSources,
     /// `[admin]`: the HTTP listener, if configured.
     pub admin: Option<AdminConfig>,
+    /// How long pipelines get to finish once shutdown began.
+    pub shutdown_timeout: Duration,
     pub pipelines: Vec<PipelineConfig>,
 }
 

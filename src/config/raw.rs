@@ -20,6 +20,9 @@ pub struct Root {
     /// The environment variable holding `instance_id` (a pod's name, a host name), so that one
     /// config file serves every instance.
     pub instance_id_env: Option<Spanned<String>>,
+    /// How long pipelines get to take their final checkpoint once the daemon is told to stop
+    /// (SIGTERM, SIGINT, a pipeline's failure); default "30s".
+    pub shutdown_timeout: Option<Spanned<String>>,
     /// Avro schemas by Confluent schema id: `1 = "schemas/purchase-v1.avsc"`.
     pub schemas: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     /// A Confluent-compatible schema registry for writer ids `[schemas]` lacks.

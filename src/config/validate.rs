@@ -78,23 +78,21 @@ const YEAR: Duration = Duration::from_secs(366 * 24 * 3_600);
 /// Parses and validates config text, returning every problem found.
 /// [`from_str_with`] for a binary without custom operators.
 pub fn from_str(text: &str) -> Result<Config, Vec<Problem>> {
-    from_str_with(text, &[])
+    from_str_with(text, &[], None)
 }
 
-/// Parses and validates a config; `operators` names the custom operators it may use.
-pub fn from_str_with(text: &str, operators: &[String]) -> Result<Config, Vec<Problem>> {
-    let raw: raw::Root = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let start = e.span().map_or(0, |s| s.start);
-            let (line, col) = line_col(text, start);
-            return Err(vec![Problem {
-                path: key_path_at(text, start),
-                line,
-                col,
-                message: e.message().trim().to_string(),
-            }]);
-        }
+/// Parses and validates a config; `operators` names the custom operators it may use, and
+/// relative paths are taken from `base` (the config file's directory; the working directory
+/// without it). `${VAR}` references read the process's environment.
+pub fn from_str_with(
+    text: &str,
+    operators: &[String],
+    base: Option<&std::path::Path>,
+) -> Result<Config, Vec<Problem>> {
+    let parsed = super::parse::parse(text, &|name| std::env::var(name).ok());
+    let mut problems = parsed.problems;
+    let Some(raw) = parsed.raw else {
+        return Err(problems);
     };
     let mut cx = Cx {
         text,
@@ -102,17 +100,26 @@ pub fn from_str_with(text: &str, operators: &[String]) -> Result<Config, Vec<Pro
         schemas: crate::codec::avro::Registry::default(),
         sources: crate::config::SchemaSources::default(),
         operators,
+        base: base.map(std::path::Path::to_path_buf),
     };
     let config = cx.root(raw);
-    if cx.problems.is_empty() {
+    let unexpanded = parsed.unexpanded;
+    cx.problems
+        .retain(|p| !unexpanded.contains(&(p.line, p.col)));
+    problems.append(&mut cx.problems);
+    if problems.is_empty() {
         Ok(config)
     } else {
-        Err(cx.problems)
+        // in the file's order
+        problems.sort_by_key(|p| (p.line, p.col));
+        Err(problems)
     }
 }
 
 struct Cx<'a> {
     text: &'a str,
+    /// Relative paths are relative to it (the config file's directory).
+    base: Option<PathBuf>,
     problems: Vec<Problem>,
     /// `[schemas]`, read (and parsed, to check them) before the pipelines that refer to them.
     schemas: crate::codec::avro::Registry,
@@ -123,6 +130,15 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// A path as written, relative ones taken from the config file's directory.
+    fn path(&self, written: &str) -> PathBuf {
+        let p = PathBuf::from(written);
+        match &self.base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        }
+    }
+
     fn problem(&mut self, path: impl Into<String>, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
         self.problems.push(Problem {
@@ -275,7 +291,7 @@ impl Cx<'_> {
                     "a schema id is a number (the Confluent schema id)",
                 ),
                 Ok(n) => {
-                    let file_path = std::path::PathBuf::from(file.get_ref());
+                    let file_path = self.path(file.get_ref());
                     match self.schemas.add(n, &file_path) {
                         Ok(()) => {
                             self.sources.files.insert(n, file_path);
@@ -289,6 +305,12 @@ impl Cx<'_> {
             self.schema_registry(registry.get_ref(), &state.dir);
         }
         let admin = raw.admin.as_ref().map(|a| self.admin(a.get_ref()));
+        let shutdown_timeout = raw
+            .shutdown_timeout
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| {
+                self.duration("shutdown_timeout", d, Duration::from_secs(1)..=HOUR)
+            });
         let mut pipelines = Vec::new();
         if raw.pipelines.get_ref().is_empty() {
             self.problem(
@@ -347,6 +369,7 @@ impl Cx<'_> {
             instance_id,
             schemas: std::mem::take(&mut self.sources),
             admin,
+            shutdown_timeout,
             pipelines,
         }
     }
@@ -498,7 +521,7 @@ impl Cx<'_> {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -509,7 +532,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Best-effort dotted key path for a parse error: the enclosing `[table]` header and the key
 /// on the error's line.
-fn key_path_at(text: &str, offset: usize) -> String {
+pub(super) fn key_path_at(text: &str, offset: usize) -> String {
     let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let mut table = String::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();

@@ -1,7 +1,6 @@
 //! `[admin]`: the HTTP listener (metrics, health, the admin API), its token and its liveness
 //! timeout. A listener that other hosts can reach needs a token.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::super::raw;
@@ -63,7 +62,7 @@ impl Cx<'_> {
                 None
             }
             (Some(file), None) => {
-                let source = TokenSource::File(PathBuf::from(file.get_ref()));
+                let source = TokenSource::File(self.path(file.get_ref()));
                 match source.read() {
                     Ok(_) => Some(source),
                     Err(message) => {

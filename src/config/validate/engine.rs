@@ -40,12 +40,12 @@ impl Cx<'_> {
         };
         let remote = self.remote(raw);
         let dir = match (&remote, &raw.local_dir) {
-            (None, _) => PathBuf::from(raw.dir.get_ref()),
+            (None, _) => self.path(raw.dir.get_ref()),
             (Some(_), Some(d)) if d.get_ref().is_empty() => {
                 self.problem("checkpoint.local_dir", d.span(), "must not be empty");
                 PathBuf::new()
             }
-            (Some(_), Some(d)) => PathBuf::from(d.get_ref()),
+            (Some(_), Some(d)) => self.path(d.get_ref()),
             (Some(_), None) => PathBuf::new(),
         };
         let savepoint_dir = match &raw.savepoint_dir {
@@ -53,7 +53,7 @@ impl Cx<'_> {
                 self.problem("checkpoint.savepoint_dir", d.span(), "must not be empty");
                 PathBuf::new()
             }
-            Some(d) => PathBuf::from(d.get_ref()),
+            Some(d) => self.path(d.get_ref()),
             None => default_savepoint_dir(&dir),
         };
         CheckpointConfig {
@@ -180,7 +180,7 @@ impl Cx<'_> {
         let Some(raw) = raw else {
             return StateConfig {
                 backend: Backend::RocksDb,
-                dir: PathBuf::from("data/state"),
+                dir: self.path("data/state"),
                 memory_budget_bytes: 256 << 20,
             };
         };
@@ -196,10 +196,7 @@ impl Cx<'_> {
                 Backend::RocksDb
             }
         };
-        let dir = raw.dir.as_ref().map_or_else(
-            || PathBuf::from("data/state"),
-            |d| PathBuf::from(d.get_ref()),
-        );
+        let dir = self.path(raw.dir.as_ref().map_or("data/state", |d| d.get_ref()));
         let memory_budget_bytes = match &raw.memory_budget_mb {
             Some(m) if *m.get_ref() < 8 || *m.get_ref() > 1 << 20 => {
                 self.problem(
@@ -281,7 +278,7 @@ impl Cx<'_> {
         };
         let cache = raw.cache_dir.as_ref().map_or_else(
             || state_dir.join("schema-registry"),
-            |d| std::path::PathBuf::from(d.get_ref()),
+            |d| self.path(d.get_ref()),
         );
         let auth = self.registry_auth(raw);
         self.sources.registry = Some(crate::config::SchemaRegistryConfig {

@@ -101,7 +101,12 @@ fn unknown_keys_are_rejected_with_their_place() {
         ("checkpoint.intervall", 6, 1),
         "{p}"
     );
-    assert!(p.message.contains("unknown field `intervall`"), "{p}");
+    assert!(
+        p.message.starts_with(
+            "unknown key `intervall`; did you mean `interval`? (expected one of `interval`, `dir`"
+        ),
+        "{p}"
+    );
 
     let text = EXAMPLE.replace(
         r#"{ type = "count" }"#,
@@ -109,9 +114,58 @@ fn unknown_keys_are_rejected_with_their_place() {
     );
     let problems = from_str(&text).unwrap_err();
     assert!(
-        problems[0].message.contains("unknown field `colour`"),
+        problems[0]
+            .message
+            .starts_with("unknown key `colour` (expected one of"),
         "{}",
         problems[0]
+    );
+}
+
+#[test]
+fn unknown_keys_hide_no_other_problem() {
+    // two typos, a bad value and a missing variable, all in one report, in the file's order
+    let text = EXAMPLE
+        .replace("interval = \"1s\"", "interval = \"1 parsec\"")
+        .replace("backend = \"rocksdb\"", "backend = \"rocksdb\"\nbudget = 3")
+        .replace(
+            r#"{ type = "key_by", field = "user" }"#,
+            r#"{ type = "key_by", feld = "user" }"#,
+        )
+        .replace(
+            r#"topic = "counts""#,
+            r#"topic = "counts-${FLUMEN_TEST_NEVER_SET}""#,
+        );
+    let shown: Vec<String> = from_str(&text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown.len(), 5, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("checkpoint.interval (6:12): invalid duration"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[1].starts_with("state.budget (11:1): unknown key `budget`"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[2].starts_with(
+            "pipelines[0].sink.topic (17:26): environment variable FLUMEN_TEST_NEVER_SET is not set"
+        ),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[4].starts_with(
+            "pipelines[0].operators[0].feld (19:22): unknown key `feld`; did you mean `field`?"
+        ),
+        "{shown:#?}"
+    );
+    // with its field misspelt, the key_by has none
+    assert!(
+        shown[3].starts_with("pipelines[0].operators[0].field (19:3): key_by needs a field"),
+        "{shown:#?}"
     );
 }
 
@@ -181,9 +235,9 @@ fn every_example_config_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            if let Err(problems) = from_str(&text) {
-                panic!("{}: {problems:#?}", path.display());
+            // as `flumen validate` reads them: relative paths from the file's directory
+            if let Err(e) = crate::config::load(&path, &[]) {
+                panic!("{}: {e:#?}", path.display());
             }
             n += 1;
         }
@@ -642,7 +696,8 @@ fn a_schema_registry_needs_an_http_url_and_a_positive_timeout() {
         "[schema_registry]\nurl = \"http://r:8081\"\nuser = \"x\"\n",
     ));
     assert!(
-        p.iter().any(|m| m.contains("unknown field `user`")),
+        p.iter()
+            .any(|m| m.contains("unknown key `user`; did you mean `username`?")),
         "{p:?}"
     );
 }

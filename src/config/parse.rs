@@ -1,0 +1,280 @@
+//! From text to the raw config (`raw.rs`): the TOML parsed with every key's and value's span,
+//! `${VAR}` expanded in its strings (`interpolate.rs`), then the serde mirror read from it.
+//! Each unknown key is reported (with a "did you mean" for a near miss) and left out, and the
+//! mirror read again, so that one typo hides no other problem.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize as _;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::{Problem, raw};
+
+/// How many unknown keys are reported before giving up on the file.
+const MAX_UNKNOWN: usize = 64;
+
+/// What [`parse`] found.
+pub(super) struct Parsed {
+    /// The raw config, if the file's shape allows one.
+    pub raw: Option<raw::Root>,
+    pub problems: Vec<Problem>,
+    /// Where the values whose `${…}` could not be expanded start (line, col): validation's
+    /// own complaints about them (now empty) would only repeat the problem.
+    pub unexpanded: Vec<(usize, usize)>,
+}
+
+/// The raw config, and every problem found on the way.
+pub(super) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Parsed {
+    let problem = |path: String, span: Range<usize>, message: String| {
+        let (line, col) = super::validate::line_col(text, span.start);
+        Problem {
+            path,
+            line,
+            col,
+            message,
+        }
+    };
+    let mut table = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let path = super::validate::key_path_at(text, span.start);
+            return Parsed {
+                raw: None,
+                problems: vec![problem(path, span, e.message().trim().to_string())],
+                unexpanded: Vec::new(),
+            };
+        }
+    };
+    let mut problems = Vec::new();
+    let mut unexpanded = Vec::new();
+    expand_table(
+        table.get_mut(),
+        "",
+        text,
+        env,
+        &mut |path, value, span, m| {
+            unexpanded.push(super::validate::line_col(text, value.start));
+            problems.push(problem(path.to_string(), span, m));
+        },
+    );
+    let (raw, mut rest) = read_mirror(table, text, &problem);
+    problems.append(&mut rest);
+    Parsed {
+        raw,
+        problems,
+        unexpanded,
+    }
+}
+
+/// The serde mirror, read again after each unknown key is reported and taken out.
+fn read_mirror(
+    mut table: Spanned<DeTable<'_>>,
+    text: &str,
+    problem: &dyn Fn(String, Range<usize>, String) -> Problem,
+) -> (Option<raw::Root>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut suggested: Vec<String> = Vec::new();
+    for _ in 0..MAX_UNKNOWN {
+        let e = match raw::Root::deserialize(toml::de::Deserializer::from(table.clone())) {
+            Ok(root) => return (Some(root), problems),
+            Err(e) => e,
+        };
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        if let Some((key, expected)) = unknown_field(&message)
+            && let Some(path) = remove_key_at(table.get_mut(), "", &span)
+        {
+            let near = nearest(&key, &expected);
+            let hint = match near {
+                Some(n) => format!("; did you mean `{n}`?"),
+                None => String::new(),
+            };
+            let choices = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (expected one of {})",
+                    expected
+                        .iter()
+                        .map(|e| format!("`{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            problems.push(problem(
+                path,
+                span,
+                format!("unknown key `{key}`{hint}{choices}"),
+            ));
+            suggested.extend(near.map(str::to_string));
+            continue;
+        }
+        // a required key whose near miss was just reported is that same mistake
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'));
+        if !missing.is_some_and(|m| suggested.iter().any(|s| s == m)) {
+            let path = super::validate::key_path_at(text, span.start);
+            problems.push(problem(path, span, message));
+        }
+        return (None, problems);
+    }
+    (None, problems)
+}
+
+/// `unknown field `x`, expected one of `a`, `b`` → (x, [a, b]).
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((key.to_string(), expected))
+}
+
+/// The expected key nearest to `key`, if near enough to be a typo.
+fn nearest<'a>(key: &str, expected: &'a [String]) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).max(2);
+    let distance = |e: &str| {
+        // a key cut short (`user` for `username`) is as near as a typo
+        if key.len() >= 3 && e.starts_with(key) {
+            1
+        } else {
+            strsim::damerau_levenshtein(key, e)
+        }
+    };
+    expected
+        .iter()
+        .map(|e| (distance(e), e))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e.as_str())
+}
+
+/// `parent.key`, or `key` at the top; a key with a dot is quoted.
+fn child(parent: &str, key: &str) -> String {
+    let key = if key.contains('.') {
+        format!("{key:?}")
+    } else {
+        key.to_string()
+    };
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Removes the key whose span is `span`, wherever it is; its path, if there was one.
+fn remove_key_at(table: &mut DeTable<'_>, path: &str, span: &Range<usize>) -> Option<String> {
+    let found = table
+        .iter()
+        .find(|(k, _)| k.span() == *span)
+        .map(|(k, _)| k.clone());
+    if let Some(key) = found {
+        table.remove(&key);
+        return Some(child(path, key.get_ref()));
+    }
+    table
+        .iter_mut()
+        .find_map(|(k, v)| remove_in_value(v.get_mut(), &child(path, k.get_ref()), span))
+}
+
+fn remove_in_value(value: &mut DeValue<'_>, path: &str, span: &Range<usize>) -> Option<String> {
+    match value {
+        DeValue::Table(t) => remove_key_at(t, path, span),
+        DeValue::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, item)| remove_in_value(item.get_mut(), &format!("{path}[{i}]"), span)),
+        _ => None,
+    }
+}
+
+/// Told of each reference that cannot be expanded: the value's path and span, the
+/// reference's span, what is wrong.
+type Report<'r> = dyn FnMut(&str, Range<usize>, Range<usize>, String) + 'r;
+
+fn expand_table(
+    table: &mut DeTable<'_>,
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut Report<'_>,
+) {
+    for (key, value) in table.iter_mut() {
+        expand_value(value, &child(path, key.get_ref()), text, env, report);
+    }
+}
+
+fn expand_value(
+    value: &mut Spanned<DeValue<'_>>,
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut Report<'_>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(s) => match super::interpolate::expand(s, env) {
+            Ok(None) => {}
+            Ok(Some(expanded)) => *s = Cow::Owned(expanded),
+            Err(problems) => {
+                for (offset, message) in problems {
+                    let at = place_in_literal(text, &span, s, offset);
+                    report(path, span.clone(), at, message);
+                }
+                // an empty value lets validation go on to the file's other problems
+                *s = Cow::Owned(String::new());
+            }
+        },
+        DeValue::Table(t) => expand_table(t, path, text, env, report),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{path}[{i}]"), text, env, report);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where, in the file, the reference at `offset` of the string value `decoded` (whose literal
+/// is `span`) starts: found in the literal's text, else the literal's start.
+fn place_in_literal(text: &str, span: &Range<usize>, decoded: &str, offset: usize) -> Range<usize> {
+    let reference = decoded
+        .get(offset..)
+        .and_then(|r| r.split_inclusive('}').next())
+        .unwrap_or_default();
+    let literal = text.get(span.clone()).unwrap_or_default();
+    match literal.find(reference) {
+        Some(i) if !reference.is_empty() => span.start + i..span.start + i + reference.len(),
+        _ => span.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_field_message_gives_the_key_and_the_choices() {
+        let (key, expected) =
+            unknown_field("unknown field `feld`, expected one of `type`, `field`, `expr`").unwrap();
+        assert_eq!(key, "feld");
+        assert_eq!(expected, vec!["type", "field", "expr"]);
+        assert_eq!(nearest("feld", &expected), Some("field"));
+        assert_eq!(nearest("colour", &expected), None);
+        let (key, expected) = unknown_field("unknown field `x`, there are no fields").unwrap();
+        assert_eq!((key.as_str(), expected.len()), ("x", 0));
+        assert_eq!(
+            nearest("intervall", &["interval".to_string(), "dir".to_string()]),
+            Some("interval")
+        );
+    }
+}
