@@ -15,10 +15,12 @@ set -euo pipefail
 #   curl                                scripts/s3.sh's readiness probe
 # With --test (scripts/test.sh), also:
 #   chromium                            the status page's test in a real headless browser
+#   systemd, python3-venv               docker/check-packaging.sh: systemd-analyze verify, and a venv
+#                                       for kubernetes-validate (the Kubernetes schemas, from PyPI)
 packages=(build-essential cmake pkg-config libclang-dev libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
           openjdk-17-jre-headless maven curl)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(chromium)
+  packages+=(chromium systemd python3-venv)
 fi
 
 missing=()

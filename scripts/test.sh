@@ -24,6 +24,9 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "cargo build --all-targets --all-features"
 cargo build --all-targets --all-features
 
+step "deployment files (docker/check-packaging.sh: configs, systemd unit, Kubernetes schemas)"
+docker/check-packaging.sh
+
 # the build just wrote gigabytes of test binaries: let the disk take them before the broker
 # starts, or its fsyncs wait behind that writeback (seen: the controller stalled 15-45 s and
 # fenced its own broker, failing time-sensitive tests)

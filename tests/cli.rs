@@ -296,4 +296,19 @@ sink = { topic = "counts", format = "json" }
     };
     assert!(shown("checkpoints", "data/checkpoints"), "{stdout}");
     assert!(shown("state", "live"), "{stdout}");
+    // for scripts: the same as JSON, problems included
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
+    cmd.args(["validate", "--output", "json", "--config"])
+        .arg(&path);
+    let out = cmd.env_remove("FLUMEN_TEST_BROKERS").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == "kafka.bootstrap_servers" && p["line"] == 4 && p["col"] == 22),
+        "{report}"
+    );
 }

@@ -216,6 +216,33 @@ fn every_scenario_dry_run_then_execute_matches_the_broker() {
         assert_eq!(tool.reset(&exec), plan, "{args:?}");
         assert_eq!(tool.committed(&source), after, "{args:?}");
     }
+    // --to-current --export saves the offsets as the CSV --from-file takes back after a move
+    let out = tool.run(&["reset", "--to-current", "--export"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(exported, format!("{source},0,5\n{source},1,7\n"));
+    let saved = dir.path().join("saved.csv");
+    std::fs::write(&saved, &exported).unwrap();
+    let saved = saved.display().to_string();
+    tool.reset(&["--to-earliest", "--execute"]);
+    assert_eq!(tool.committed(&source), vec![Some(0), Some(0)]);
+    assert_eq!(
+        tool.reset(&["--from-file", &saved, "--dry-run"]),
+        vec![5, 7]
+    );
+    assert_eq!(
+        tool.committed(&source),
+        vec![Some(0), Some(0)],
+        "--dry-run moved offsets"
+    );
+    tool.reset(&["--from-file", &saved, "--execute"]);
+    assert_eq!(tool.committed(&source), vec![Some(5), Some(7)]);
+    let out = tool.run(&["reset", "--to-earliest", "--dry-run", "--execute"]);
+    assert_eq!(out.status.code(), Some(2), "--dry-run with --execute");
     // the daemon resumes from the reset offsets: 95 + 93 more copies
     daemon.start();
     let again = common::read_all(

@@ -82,13 +82,25 @@ enum Command {
         #[arg(long, requires = "from_savepoint")]
         restore_again: bool,
     },
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell) to stdout:
+    /// `flumen completions bash > /etc/bash_completion.d/flumen`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Check a config file without touching the network; print every problem.
     Validate {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// How it is printed: text, or json for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Take a savepoint of every pipeline of a running daemon, then stop it (exit 0).
     Stop {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
         /// Write the savepoints to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
@@ -97,6 +109,9 @@ enum Command {
         /// How long to wait for the savepoints.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// How the savepoints taken are printed: text, or json for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Savepoints: trigger on a running daemon, list, inspect, delete.
     #[command(subcommand)]
@@ -110,12 +125,14 @@ enum Command {
     /// Check transaction settings against the broker, partition counts against the latest
     /// checkpoint, and end transactions Flumen's ids left open (--abort-hanging).
     Doctor {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
         /// Re-register each pipeline's transactional id (pipeline stopped), which aborts any
         /// transaction it left open.
         #[arg(long)]
         abort_hanging: bool,
+        /// How it is printed: text, or json for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -125,17 +142,22 @@ enum Command {
 enum OffsetsCommand {
     /// Committed offset, log range and lag per partition, and the group's live members.
     Show {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// The pipeline's name in the config.
         #[arg(long)]
         pipeline: String,
+        /// How it is printed: text, or json for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Move the group's offsets (dry run unless --execute). The pipeline must be stopped.
     Reset {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// The pipeline's name in the config.
         #[arg(long)]
         pipeline: String,
         /// `TOPIC` or `TOPIC:0,2`: the source partitions to move (default: all).
@@ -148,8 +170,15 @@ enum OffsetsCommand {
         #[arg(long)]
         drop_state: bool,
         /// Apply the plan (without it: print it only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dry_run")]
         execute: bool,
+        /// Print the plan and change nothing (the default; as kafka-consumer-groups).
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the plan as `topic,partition,offset` lines, the file --from-file takes.
+        #[arg(long, conflicts_with = "output")]
+        export: bool,
+        /// How the plan is printed.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -159,6 +188,7 @@ enum OffsetsCommand {
 enum SavepointCommand {
     /// Take a savepoint of every pipeline of a running daemon; it keeps running.
     Trigger {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
         /// Write the savepoints to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
@@ -170,13 +200,18 @@ enum SavepointCommand {
         /// How long to wait for the savepoints.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// How the savepoints taken are printed: text, or json for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// Take a savepoint of a pipeline however many threads and instances run it: while they
     /// run, one cut by barriers (their sources pause for about a checkpoint interval); when all
     /// are stopped, from the checkpoints the group's commits name.
     Create {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// The pipeline's name in the config.
         #[arg(long)]
         pipeline: String,
         /// Stop every instance first (each takes a final checkpoint; a daemon with no other
@@ -186,13 +221,19 @@ enum SavepointCommand {
         /// Write the savepoint to DIR/<pipeline> (default: under checkpoint.savepoint_dir).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// How the savepoint taken is printed: text, or json for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// List the savepoints under checkpoint.savepoint_dir (or --dir).
     List {
+        /// The pipeline config (TOML).
         #[arg(long, short, required_unless_present = "dir")]
         config: Option<PathBuf>,
+        /// A directory of savepoints (default: the config's checkpoint.savepoint_dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// How it is printed: text, or json for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -203,35 +244,46 @@ enum SavepointCommand {
         /// Print this key's state in every operator.
         #[arg(long)]
         key: Option<String>,
+        /// How it is printed: text, or json for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Delete a savepoint directory (refuses anything that is not one).
-    Delete { path: PathBuf },
+    Delete {
+        /// The savepoint directory to delete.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum CheckpointCommand {
     /// List the checkpoints of every pipeline (or one).
     List {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Only this pipeline (default: every one).
         #[arg(long)]
         pipeline: Option<String>,
+        /// How it is printed: text, or json for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Show one checkpoint (default: the newest) of a pipeline.
     Inspect {
+        /// The pipeline config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// The pipeline's name in the config.
         #[arg(long)]
         pipeline: String,
         /// Whose checkpoint: a transactional id (default: this config's instance).
         #[arg(long)]
         writer: Option<String>,
+        /// The checkpoint id (default: the newest).
         #[arg(long)]
         id: Option<u64>,
+        /// How it is printed: text, or json for scripts.
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -259,6 +311,11 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Runs the parsed command line and returns the process exit code.
 pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
     let code = match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "flumen", &mut std::io::stdout());
+            exit::OK
+        }
         Command::Run {
             config,
             allow_empty_state,
@@ -275,25 +332,28 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             },
             from_savepoint.as_deref(),
         ),
-        Command::Validate { config } => validate::run(ops, &config),
+        Command::Validate { config, output } => validate::run(ops, &config, output),
         Command::Stop {
             config,
             savepoint: dir,
             timeout,
-        } => savepoint::trigger(ops, &config, dir, None, true, timeout),
+            output,
+        } => savepoint::trigger(ops, &config, (dir, None), true, timeout, output),
         Command::Savepoint(c) => match c {
             SavepointCommand::Trigger {
                 config,
                 dir,
                 pipeline,
                 timeout,
-            } => savepoint::trigger(ops, &config, dir, pipeline, false, timeout),
+                output,
+            } => savepoint::trigger(ops, &config, (dir, pipeline), false, timeout, output),
             SavepointCommand::Create {
                 config,
                 pipeline,
                 stop,
                 dir,
-            } => savepoint::create(ops, &config, &pipeline, dir, stop),
+                output,
+            } => savepoint::create(ops, &config, &pipeline, (dir, stop), output),
             SavepointCommand::List {
                 config,
                 dir,
@@ -316,6 +376,8 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             scenario,
             drop_state,
             execute,
+            dry_run: _,
+            export,
             output,
         }) => offsets::reset(&offsets::ResetArgs {
             ops,
@@ -325,6 +387,7 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             scenario: &scenario,
             drop_state,
             execute,
+            export,
             output,
         }),
         Command::Doctor {
@@ -388,3 +451,6 @@ fn report_config_error(e: &crate::config::Error) -> u8 {
     }
     exit::CONFIG
 }
+
+#[cfg(test)]
+mod tests;

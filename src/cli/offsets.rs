@@ -37,6 +37,10 @@ pub struct ScenarioArgs {
     /// This offset.
     #[arg(long, value_name = "OFFSET")]
     to_offset: Option<i64>,
+    /// The committed offsets as they are (with --export: save them, to move back later with
+    /// --from-file).
+    #[arg(long)]
+    to_current: bool,
     /// `topic,partition,offset` lines (kafka-consumer-groups' CSV).
     #[arg(long, value_name = "FILE")]
     from_file: Option<PathBuf>,
@@ -119,6 +123,8 @@ fn scenario(args: &ScenarioArgs, source: &str) -> anyhow::Result<Scenario> {
         Scenario::ShiftBy(n)
     } else if let Some(o) = args.to_offset {
         Scenario::Offset(o)
+    } else if args.to_current {
+        Scenario::ShiftBy(0)
     } else if let Some(f) = &args.from_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
         Scenario::Exact(
@@ -228,6 +234,8 @@ pub struct ResetArgs<'a> {
     pub scenario: &'a ScenarioArgs,
     pub drop_state: bool,
     pub execute: bool,
+    /// Print the plan as `topic,partition,offset` lines (what --from-file reads).
+    pub export: bool,
     pub output: Output,
 }
 
@@ -244,7 +252,12 @@ pub fn reset(a: &ResetArgs<'_>) -> u8 {
         let scenario = scenario(a.scenario, source)?;
         let only = selection(a.topic, source)?;
         let plan = crate::tools::reset::plan(inputs, &scenario, only.as_deref(), a.drop_state)?;
-        if a.output == Output::Json {
+        if a.export {
+            // kafka-consumer-groups' --export: CSV on stdout, for --from-file
+            for r in &plan.rows {
+                println!("{},{},{}", plan.topic, r.partition, r.new);
+            }
+        } else if a.output == Output::Json {
             print_json(&json!({"plan": plan, "executed": a.execute}));
         } else {
             println!(

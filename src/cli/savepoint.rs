@@ -19,15 +19,15 @@ pub fn create(
     ops: &Operators,
     config: &Path,
     pipeline: &str,
-    dir: Option<PathBuf>,
-    stop: bool,
+    (dir, stop): (Option<PathBuf>, bool),
+    output: Output,
 ) -> u8 {
     let cfg = match load_config(ops, config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     if stop {
-        return report(stop_then_save(&cfg, ops, pipeline, dir));
+        return report(stop_then_save(&cfg, ops, pipeline, dir), output);
     }
     let running = super::offsets::with_inputs(&cfg, ops, pipeline, |inputs| {
         match crate::tools::reset::ensure_stopped(inputs) {
@@ -43,11 +43,12 @@ pub fn create(
         Ok(true) => online(&cfg, ops, pipeline, dir),
         Err(e) => Err(e),
     };
-    report(taken)
+    report(taken, output)
 }
 
-fn report(taken: anyhow::Result<control::Taken>) -> u8 {
+fn report(taken: anyhow::Result<control::Taken>, output: Output) -> u8 {
     match taken {
+        Ok(t) if output == Output::Json => print_json(&t),
         Ok(t) => {
             println!(
                 "{}\tsavepoint {}\t({} keys, {} in-flight records)",
@@ -134,10 +135,10 @@ fn online(
 pub fn trigger(
     ops: &Operators,
     config: &Path,
-    dir: Option<PathBuf>,
-    pipeline: Option<String>,
+    (dir, pipeline): (Option<PathBuf>, Option<String>),
     stop: bool,
     timeout: Duration,
+    output: Output,
 ) -> u8 {
     let cfg = match load_config(ops, config) {
         Ok(c) => c,
@@ -167,7 +168,14 @@ pub fn trigger(
             return exit::FAILURE;
         }
     };
-    for t in &response.savepoints {
+    if output == Output::Json {
+        print_json(&response);
+    }
+    for t in response
+        .savepoints
+        .iter()
+        .filter(|_| output == Output::Text)
+    {
         println!(
             "{}\tsavepoint {}\t(checkpoint {}, {} keys, {} in-flight records)",
             t.pipeline,

@@ -3,11 +3,16 @@
 use crate::pipeline::custom::Operators;
 use std::path::Path;
 
-use super::{exit, report_config_error};
+use super::{Output, exit, print_json, report_config_error};
 
-pub fn run(ops: &Operators, path: &Path) -> u8 {
-    match crate::config::load(path, &ops.names()) {
-        Ok(config) => {
+pub fn run(ops: &Operators, path: &Path, output: Output) -> u8 {
+    match (crate::config::load(path, &ops.names()), output) {
+        (Ok(config), Output::Json) => json(path, &config),
+        (Err(crate::config::Error::Invalid { problems, .. }), Output::Json) => {
+            print_json(&serde_json::json!({"config": path, "ok": false, "problems": problems}));
+            exit::CONFIG
+        }
+        (Ok(config), Output::Text) => {
             println!(
                 "{}: ok ({} pipeline(s))",
                 path.display(),
@@ -42,6 +47,33 @@ pub fn run(ops: &Operators, path: &Path) -> u8 {
             }
             exit::OK
         }
-        Err(e) => report_config_error(&e),
+        (Err(e), _) => report_config_error(&e),
     }
+}
+
+/// The validated config's pipelines and the paths it leads to, as JSON.
+fn json(path: &Path, config: &crate::config::Config) -> u8 {
+    let pipelines: Vec<_> = config
+        .pipelines
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name, "source": p.source.topic, "sink": p.sink.topic,
+                "repartition_topic": p.repartition_topic(), "group_id": p.group_id,
+                "transactional_id": p.transactional_id, "parallelism": p.parallelism,
+            })
+        })
+        .collect();
+    let cp = &config.checkpoint;
+    print_json(&serde_json::json!({
+        "config": path,
+        "ok": true,
+        "pipelines": pipelines,
+        "checkpoints": cp.remote.as_ref().map_or_else(|| cp.dir.display().to_string(), |r| r.url.clone()),
+        "local_checkpoints": cp.dir,
+        "savepoints": cp.savepoint_dir,
+        "state": config.state.dir,
+        "schemas": config.schemas.files,
+        "admin": config.admin.as_ref().map(|a| a.listen.to_string()),
+    }))
 }

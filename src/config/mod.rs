@@ -19,7 +19,7 @@ pub use secrets::{SECRET_PROPERTIES, is_secret};
 pub use validate::{from_str, reserved_kafka_property};
 
 /// One problem in a config file, located as `key.path (line:col)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub path: String,
     pub line: usize,
