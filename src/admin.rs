@@ -9,9 +9,9 @@
 //! A request that changes something needs `Authorization: Bearer <token>` with the token of
 //! `admin.token_file` or `admin.token_env`, compared in constant time; without a configured
 //! token such requests are refused (the control socket serves them). Bodies over [`MAX_BODY`]
-//! are refused, and every request is answered within [`REQUEST_TIMEOUT`] or dropped (a
-//! savepoint's own wait is the client's `timeout`, up to [`MAX_SAVEPOINT_WAIT`]). Connections
-//! are served concurrently.
+//! are refused; a request's headers must arrive within [`REQUEST_TIMEOUT`] and it is answered
+//! within it (a savepoint's own wait is the client's `timeout`, up to [`MAX_SAVEPOINT_WAIT`]).
+//! Up to [`MAX_CONNECTIONS`] connections are served concurrently, one request each.
 
 mod api;
 pub mod client;
@@ -37,6 +37,8 @@ use crate::metrics::{Metrics, health};
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long one request may take, but a savepoint.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
 /// How long a savepoint request may wait for the pipelines.
 pub const MAX_SAVEPOINT_WAIT: Duration = Duration::from_secs(30 * 60);
 
@@ -66,17 +68,26 @@ struct Shared {
 /// daemon at once.
 pub struct Listener {
     listener: tokio::net::TcpListener,
+    /// The token requests that change something must carry, read at bind: a file or
+    /// variable gone since validation stops the daemon at start.
+    token: Option<String>,
 }
 
 impl Listener {
     pub async fn bind(config: &AdminConfig) -> Result<Self, Error> {
+        let token = config
+            .token
+            .as_ref()
+            .map(crate::config::TokenSource::read)
+            .transpose()
+            .map_err(Error::Token)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
                 addr: config.listen,
                 source,
             })?;
-        Ok(Self { listener })
+        Ok(Self { listener, token })
     }
 
     /// The address bound (the port, when `listen` asked for port 0).
@@ -108,34 +119,50 @@ pub struct Served {
     pub interval: Duration,
 }
 
-/// Serves until `cancel`. The token is read now: a file or variable gone since validation
-/// stops the daemon.
+/// Serves until `cancel`, each connection on its own task: one request per connection, its
+/// headers within [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once (more wait to be
+/// accepted).
 pub async fn serve(
     listener: Listener,
     config: &AdminConfig,
     served: Served,
     cancel: CancellationToken,
 ) {
-    let token = match config.token.as_ref().map(crate::config::TokenSource::read) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "the admin listener cannot read its token; it serves no request");
-            return;
-        }
-    };
     let shared = Arc::new(Shared {
         metrics: served.metrics,
         liveness_timeout: config.liveness_timeout,
-        token,
+        token: listener.token,
         pipelines: served.pipelines,
         interval: served.interval,
     });
-    let served = axum::serve(listener.listener, router(shared))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the admin listener stopped");
+    let service = hyper_util::service::TowerToHyperService::new(router(shared));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "admin listener: connection ended");
+            }
+            drop(slot);
+        });
     }
 }
 

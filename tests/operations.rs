@@ -350,6 +350,23 @@ fn the_admin_api_takes_savepoints_only_with_the_token_and_the_page_shows_the_pip
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no pipeline \"nope\" runs here"));
 
+    // a body over the limit is refused; a client that sends nothing holds up nobody and is
+    // dropped once the header timeout (10 s) passes
+    let (status, _) = post_savepoints(port, Some(token), &"x".repeat(100_000));
+    assert_eq!(status, 413);
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let connected = Instant::now();
+    assert_eq!(get(port, "/livez").map(|(s, _)| s), Some(200));
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut silent, &mut byte);
+    let held = connected.elapsed();
+    assert!(
+        held >= Duration::from_secs(9) && held < Duration::from_secs(25),
+        "the silent connection ended after {held:?}: {read:?}"
+    );
     // the status, as JSON
     let status: serde_json::Value = eventually(Duration::from_secs(15), || {
         let (code, body) = get(port, "/api/v1/status").ok_or("no answer")?;
