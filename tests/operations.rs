@@ -384,6 +384,21 @@ fn the_admin_api_takes_savepoints_only_with_the_token_and_the_page_shows_the_pip
     let p = &status["pipelines"][0];
     assert_eq!(p["ready"]["ok"], true, "{p}");
     assert!(!p["checkpoints"].as_array().unwrap().is_empty(), "{p}");
+    // and through the CLI
+    let out = common::flumen(&["status", "--config", &config, "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["pipelines"][0]["records_committed"], 300, "{cli}");
+    let out = common::flumen(&["status", "--config", &config]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("300 records committed") && text.contains("ready yes"),
+        "{text}"
+    );
 
     // the page, in a real browser: it loads without a console error and shows the figures
     let profile = tempfile::tempdir().unwrap();

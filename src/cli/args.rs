@@ -105,6 +105,16 @@ pub(super) enum Command {
     /// The consumer group's offsets of a pipeline: show, and reset with state kept consistent.
     #[command(subcommand)]
     Offsets(OffsetsCommand),
+    /// A running daemon's pipelines: phase, liveness and readiness, partitions with their
+    /// offsets, lag and state, the last checkpoints (over its [admin] listener).
+    Status {
+        /// The pipeline config (TOML) of the daemon; it needs [admin] listen.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How it is printed: text, or json for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Check transaction settings against the broker, partition counts against the latest
     /// checkpoint, and end transactions Flumen's ids left open (--abort-hanging).
     Doctor {
@@ -235,6 +245,9 @@ pub(super) enum SavepointCommand {
     Delete {
         /// The savepoint directory to delete.
         path: PathBuf,
+        /// How it is printed: text, or json for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
 }
 

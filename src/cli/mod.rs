@@ -7,6 +7,7 @@ mod doctor;
 mod offsets;
 mod run;
 mod savepoint;
+mod status;
 mod validate;
 
 use crate::pipeline::custom::Operators;
@@ -98,7 +99,7 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             SavepointCommand::Inspect { path, key, output } => {
                 savepoint::inspect(&path, key.as_deref(), output)
             }
-            SavepointCommand::Delete { path } => savepoint::delete(&path),
+            SavepointCommand::Delete { path, output } => savepoint::delete(&path, output),
         },
         Command::Offsets(OffsetsCommand::Show {
             config,
@@ -126,6 +127,7 @@ pub fn run_with(cli: Cli, ops: &Operators) -> ExitCode {
             export,
             output,
         }),
+        Command::Status { config, output } => status::run(ops, &config, output),
         Command::Doctor {
             config,
             abort_hanging,

@@ -367,8 +367,9 @@ fn find_key(
     Ok(found)
 }
 
-pub fn delete(path: &Path) -> u8 {
+pub fn delete(path: &Path, output: Output) -> u8 {
     match savepoint::delete(path) {
+        Ok(()) if output == Output::Json => print_json(&json!({"deleted": path})),
         Ok(()) => {
             println!("deleted savepoint {}", path.display());
             exit::OK
