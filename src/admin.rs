@@ -137,22 +137,29 @@ pub async fn serve(
     });
     let service = hyper_util::service::TowerToHyperService::new(router(shared));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        let slot = tokio::select! {
+            () = cancel.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
         };
         let stream = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             accepted = listener.listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
+                    // out of file descriptors and the like: do not spin
                     tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let service = service.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(REQUEST_TIMEOUT)
@@ -164,6 +171,9 @@ pub async fn serve(
             drop(slot);
         });
     }
+    // answers in flight (a `flumen stop` over HTTP) are written before the daemon exits
+    connections.close();
+    connections.wait().await;
 }
 
 async fn within_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

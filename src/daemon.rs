@@ -109,7 +109,7 @@ pub fn run(
         done: done_rx,
     } = pipelines;
     let control_stop = CancellationToken::new();
-    if let (Some(listener), Some(cfg)) = (admin, config.admin.clone()) {
+    let admin_server = if let (Some(listener), Some(cfg)) = (admin, config.admin.clone()) {
         tracing::info!(address = ?listener.local_addr(), "admin listener: /, /metrics, /livez, /readyz, /api/v1");
         let served = crate::admin::Served {
             metrics: metrics.clone(),
@@ -117,8 +117,10 @@ pub fn run(
             interval: config.checkpoint.interval,
         };
         let stop = control_stop.clone();
-        runtime.spawn(async move { crate::admin::serve(listener, &cfg, served, stop).await });
-    }
+        Some(runtime.spawn(async move { crate::admin::serve(listener, &cfg, served, stop).await }))
+    } else {
+        None
+    };
     let server = runtime.spawn(crate::control::serve(
         listener,
         control,
@@ -139,9 +141,14 @@ pub fn run(
             now: &now,
         };
         let stopped = wait_for_pipelines(ends, done_rx, on_failure).await;
-        // let a `flumen stop` in progress receive its answer
+        // let a `flumen stop` in progress receive its answer (not after a second signal)
         control_stop.cancel();
-        drop(tokio::time::timeout(Duration::from_secs(5), server).await);
+        if !stopped.interrupted {
+            drop(tokio::time::timeout(Duration::from_secs(5), server).await);
+            if let Some(admin) = admin_server {
+                drop(tokio::time::timeout(Duration::from_secs(5), admin).await);
+            }
+        }
         stopped
     });
     std::fs::remove_file(crate::control::socket_path(&config.state.dir)).ok();

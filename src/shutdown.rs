@@ -1,68 +1,65 @@
-//! Shutdown: SIGINT or SIGTERM cancel one `CancellationToken` that every pipeline watches; a
-//! second signal cancels `now`, and the daemon exits without waiting for the pipelines.
+//! Shutdown: the first SIGINT or SIGTERM cancels one `CancellationToken` that every pipeline
+//! watches; the next cancels `now`, and the daemon exits without waiting for the pipelines.
+//! A shutdown that began otherwise (a pipeline's failure, `flumen stop`) is still graceful at
+//! the first signal: only a second one cuts it short.
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGINT or SIGTERM, and `now` on the next signal once shutdown
-/// began (by a signal, or a pipeline's failure).
+/// Counts SIGINT and SIGTERM, listened for from the start (no signal is lost between two):
+/// the first cancels `token`, the second `now`.
 pub async fn cancel_on_signal(token: CancellationToken, now: CancellationToken) {
-    if first_signal(&token).await {
-        token.cancel();
-    }
-    if second_signal().await {
-        tracing::warn!("another signal: exiting now, without waiting for final checkpoints");
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; SIGINT only");
+            Signals::ctrl_c_only()
+        }
+    };
+    let Some(first) = signals.next().await else {
+        return;
+    };
+    tracing::info!("{first}: stopping");
+    token.cancel();
+    if let Some(second) = signals.next().await {
+        tracing::warn!("{second} again: exiting now, without waiting for final checkpoints");
         now.cancel();
     }
 }
 
-/// Waits for SIGINT or SIGTERM (true), or for `token` to be cancelled otherwise (false).
-async fn first_signal(token: &CancellationToken) -> bool {
-    let ctrl_c = tokio::signal::ctrl_c();
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => tracing::info!("SIGINT: stopping"),
-                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                    () = token.cancelled() => return false,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; SIGINT only");
-                tokio::select! {
-                    _ = ctrl_c => tracing::info!("SIGINT: stopping"),
-                    () = token.cancelled() => return false,
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT: stopping"),
-            () = token.cancelled() => return false,
-        }
-    }
-    true
+    term: Option<tokio::signal::unix::Signal>,
 }
 
-/// Waits for one more SIGINT or SIGTERM; false if none can be listened for.
-async fn second_signal() -> bool {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return tokio::signal::ctrl_c().await.is_ok();
-        };
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.is_ok(),
-            r = term.recv() => r.is_some(),
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: Some(signal(SignalKind::terminate())?),
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    fn ctrl_c_only() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: None,
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.is_ok()
+
+    /// The next signal's name; `None` if none can be listened for any more.
+    async fn next(&mut self) -> Option<&'static str> {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => r.ok().map(|()| "SIGINT"),
+                r = term.recv() => r.map(|()| "SIGTERM"),
+            };
+        }
+        tokio::signal::ctrl_c().await.ok().map(|()| "SIGINT")
     }
 }

@@ -209,12 +209,18 @@ fn livez_fails_while_a_pipeline_loop_is_stalled() {
         return;
     };
     let port = free_port();
-    with_admin(&cp, port, "liveness_timeout = \"2s\"");
-    // the loop runs freely for a while, then one iteration stalls for 8 s (as a call into
+    // the shortest liveness timeout allowed: the transaction timeout (its least, 10 s) + 10 s
+    cp.rewrite_config("rocksdb", "300ms", |t| {
+        t.replace("[kafka]\n", "[kafka]\ntransaction_timeout = \"10s\"\n").replace(
+            "\n[restart]",
+            &format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\nliveness_timeout = \"20s\"\n\n[restart]"),
+        )
+    });
+    // the loop runs freely for a while, then one iteration stalls for 30 s (as a call into
     // librdkafka that does not return would)
     cp.daemon
-        .start_with(&[("FAILPOINTS", "pipeline::loop=150*off->1*sleep(8000)")]);
-    let body = eventually(Duration::from_secs(60), || match get(port, "/livez") {
+        .start_with(&[("FAILPOINTS", "pipeline::loop=150*off->1*sleep(30000)")]);
+    let body = eventually(Duration::from_secs(90), || match get(port, "/livez") {
         Some((503, body)) => Ok(body),
         other => Err(format!("/livez never failed: {other:?}")),
     });

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_SAVEPOINT_WAIT, Shared, refused};
+use super::{MAX_BODY, MAX_SAVEPOINT_WAIT, REQUEST_TIMEOUT, Shared, refused};
 use crate::metrics::status::Status;
 
 /// `GET /api/v1/status`.
@@ -124,14 +124,34 @@ pub struct SavepointRequest {
     pub timeout_s: Option<u64>,
 }
 
+/// The token is checked before the body is read; the body must arrive within
+/// [`REQUEST_TIMEOUT`] and hold at most [`MAX_BODY`] bytes.
 pub(super) async fn savepoints(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if let Some(refusal) = refused(&shared, &headers) {
         return refusal;
     }
+    let body =
+        match tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a request body holds at most {MAX_BODY} bytes\n"),
+                )
+                    .into_response();
+            }
+            Err(_) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time\n",
+                )
+                    .into_response();
+            }
+        };
     let asked: SavepointRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -94,21 +94,8 @@ fn run_config(
         CancellationToken::new(),
         report,
     )?;
-    if stopped.interrupted {
-        eprintln!(
-            "error: a second signal: exiting at once; {} pipeline(s) took no final checkpoint and resume from their last",
-            stopped.stuck
-        );
-        return Ok(exit::FAILURE);
-    }
-    if stopped.stuck > 0 {
-        eprintln!(
-            "error: {} pipeline(s) still running {:?} after shutdown began (shutdown_timeout); exiting",
-            stopped.stuck, deadline
-        );
-        return Ok(exit::FAILURE);
-    }
-    Ok(stopped
+    // the failures' own codes first: a stop cut short does not hide a bad record's 4
+    let failed = stopped
         .failed
         .iter()
         .map(|(_, e)| match e.kind() {
@@ -116,6 +103,20 @@ fn run_config(
             ErrorKind::State => exit::STATE,
             ErrorKind::Fatal | ErrorKind::Transient => exit::FAILURE,
         })
-        .max()
-        .unwrap_or(exit::OK))
+        .max();
+    if stopped.interrupted {
+        eprintln!(
+            "error: a second signal: exiting at once; {} pipeline(s) took no final checkpoint and resume from their last",
+            stopped.stuck
+        );
+        return Ok(failed.unwrap_or(exit::FAILURE).max(exit::FAILURE));
+    }
+    if stopped.stuck > 0 {
+        eprintln!(
+            "error: {} pipeline(s) still running {:?} after shutdown began (shutdown_timeout); exiting",
+            stopped.stuck, deadline
+        );
+        return Ok(failed.unwrap_or(exit::FAILURE).max(exit::FAILURE));
+    }
+    Ok(failed.unwrap_or(exit::OK))
 }

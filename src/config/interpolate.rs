@@ -1,4 +1,5 @@
-//! `${VAR}` in the config's strings, with Vector's semantics: `${VAR}` is the variable's value
+//! `${VAR}` in the config's strings, with Vector's semantics for the braced forms (a bare `$VAR`
+//! is left as written, since jq programs use `$name`): `${VAR}` is the variable's value
 //! (a problem when it is not set), `${VAR:-default}` the default when it is unset or empty,
 //! `${VAR-default}` only when unset, `${VAR:?message}` a problem with that message when it is
 //! unset or empty, `${VAR?message}` only when unset; `$${` is a literal `${`. A leaf: the

@@ -58,7 +58,7 @@ pub struct Admin {
     pub token_file: Option<Spanned<String>>,
     pub token_env: Option<Spanned<String>>,
     /// How long a pipeline thread may go without finishing a loop before `/livez` fails;
-    /// default "60s".
+    /// default the larger of 90 s and the transaction timeout plus 30 s.
     pub liveness_timeout: Option<Spanned<String>>,
 }
 

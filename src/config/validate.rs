@@ -304,7 +304,10 @@ impl Cx<'_> {
         if let Some(registry) = &raw.schema_registry {
             self.schema_registry(registry.get_ref(), &state.dir);
         }
-        let admin = raw.admin.as_ref().map(|a| self.admin(a.get_ref()));
+        let admin = raw
+            .admin
+            .as_ref()
+            .map(|a| self.admin(a.get_ref(), kafka.transaction_timeout));
         let shutdown_timeout = raw
             .shutdown_timeout
             .as_ref()

@@ -135,6 +135,8 @@ pub struct Runner<'a> {
     metrics: &'a crate::metrics::PipelineMetrics,
     input_tally: crate::metrics::InputTally,
     last_lag_check: Instant,
+    /// When the loop began.
+    started: Instant,
 }
 
 /// What an incarnation is to the pipeline's group and producers.
@@ -163,7 +165,9 @@ impl<'a> Runner<'a> {
     /// told to stop (after a savepoint) through `commands`.
     pub fn run(&mut self, commands: &mut tokio::sync::mpsc::Receiver<Command>) -> Result<()> {
         let interval = self.config.checkpoint.interval;
-        self.set_phase(crate::metrics::Phase::Running);
+        // running once its first assignment is restored (`task/assign.rs`), or, given nothing,
+        // after a session's time (`task/observe.rs`)
+        self.started = Instant::now();
         loop {
             self.observe();
             // the liveness test stalls the loop here (`pipeline::loop=…sleep(ms)`)

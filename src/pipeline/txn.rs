@@ -171,10 +171,9 @@ impl Txn {
     /// Aborts the open transaction, if any. A failed abort leaves it open.
     pub fn abort(&mut self) -> Result<()> {
         if self.open {
-            // whatever the abort's outcome, the transaction's records never count
-            self.ended(false);
             self.producer.abort()?;
             self.open = false;
+            self.ended(false);
         }
         Ok(())
     }

@@ -10,7 +10,8 @@ use super::{Cx, HOUR};
 const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cx<'_> {
-    pub(super) fn admin(&mut self, raw: &raw::Admin) -> AdminConfig {
+    /// `transaction_timeout` bounds a commit, during which a loop does not come round.
+    pub(super) fn admin(&mut self, raw: &raw::Admin, transaction_timeout: Duration) -> AdminConfig {
         let listen = match raw.listen.get_ref().parse::<std::net::SocketAddr>() {
             Ok(addr) => addr,
             Err(_) => {
@@ -36,12 +37,26 @@ impl Cx<'_> {
                 ),
             );
         }
-        let liveness_timeout = raw
-            .liveness_timeout
-            .as_ref()
-            .map_or(DEFAULT_LIVENESS_TIMEOUT, |d| {
-                self.duration("admin.liveness_timeout", d, Duration::from_secs(1)..=HOUR)
-            });
+        // a commit may take up to the transaction timeout while its outcome is unknown
+        let least = transaction_timeout + Duration::from_secs(10);
+        let liveness_timeout = match &raw.liveness_timeout {
+            None => DEFAULT_LIVENESS_TIMEOUT.max(least + Duration::from_secs(20)),
+            Some(d) => {
+                let t = self.duration("admin.liveness_timeout", d, Duration::from_secs(1)..=HOUR);
+                if t < least {
+                    self.problem(
+                        "admin.liveness_timeout",
+                        d.span(),
+                        format!(
+                            "{} is shorter than kafka.transaction_timeout plus 10 s ({}): a commit whose outcome is unknown is retried that long, and the probe would call a healthy daemon dead",
+                            humantime::format_duration(t),
+                            humantime::format_duration(least)
+                        ),
+                    );
+                }
+                t
+            }
+        };
         AdminConfig {
             listen,
             token,
@@ -152,7 +167,8 @@ sink = {{ topic = "out", format = "json" }}
         let admin = c.admin.unwrap();
         assert_eq!(admin.listen.port(), 9249);
         assert_eq!(admin.token, None);
-        assert_eq!(admin.liveness_timeout, DEFAULT_LIVENESS_TIMEOUT);
+        // the default stays above the (default, 60 s) transaction timeout
+        assert_eq!(admin.liveness_timeout, Duration::from_secs(90));
         assert!(from_str(&config("listen = \"[::1]:9249\"")).is_ok());
     }
 
@@ -181,7 +197,7 @@ sink = {{ topic = "out", format = "json" }}
     #[test]
     fn token_and_address_mistakes_are_named_together() {
         let ps = problems(
-            "listen = \"localhost\"\ntoken_env = \"FLUMEN_TEST_ADMIN_TOKEN_UNSET\"\nliveness_timeout = \"0s\"",
+            "listen = \"localhost\"\ntoken_env = \"FLUMEN_TEST_ADMIN_TOKEN_UNSET\"\nliveness_timeout = \"20s\"",
         );
         assert_eq!(ps.len(), 3, "{ps:?}");
         assert!(
@@ -190,7 +206,9 @@ sink = {{ topic = "out", format = "json" }}
         );
         assert!(ps[1].contains("admin.token_env (11:13): environment variable FLUMEN_TEST_ADMIN_TOKEN_UNSET is not set"), "{ps:?}");
         assert!(
-            ps[2].starts_with("admin.liveness_timeout (12:20)"),
+            ps[2].starts_with(
+                "admin.liveness_timeout (12:20): 20s is shorter than kafka.transaction_timeout plus 10 s (1m 10s)"
+            ),
             "{ps:?}"
         );
         let dir = tempfile::tempdir().unwrap();

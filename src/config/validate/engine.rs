@@ -16,6 +16,11 @@ use super::{
     default_savepoint_dir, reserved_kafka_property,
 };
 
+/// librdkafka properties that name a file.
+fn is_file_property(key: &str) -> bool {
+    key.ends_with(".location") || key == "sasl.kerberos.keytab"
+}
+
 impl Cx<'_> {
     /// `[checkpoint]`; with an object store and no `local_dir`, `dir` is left for the caller
     /// to place next to `state.dir`.
@@ -158,6 +163,11 @@ impl Cx<'_> {
                 continue;
             }
             let text = match value.get_ref() {
+                // librdkafka's files (ssl.ca.location, sasl.kerberos.keytab, …): relative ones
+                // from the config file's directory too
+                toml::Value::String(s) if is_file_property(key.get_ref()) && !s.is_empty() => {
+                    self.path(s).display().to_string()
+                }
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
@@ -180,7 +190,8 @@ impl Cx<'_> {
         let Some(raw) = raw else {
             return StateConfig {
                 backend: Backend::RocksDb,
-                dir: self.path("data/state"),
+                // a default is not a written path: it stays in the working directory
+                dir: PathBuf::from("data/state"),
                 memory_budget_bytes: 256 << 20,
             };
         };
@@ -196,7 +207,10 @@ impl Cx<'_> {
                 Backend::RocksDb
             }
         };
-        let dir = self.path(raw.dir.as_ref().map_or("data/state", |d| d.get_ref()));
+        let dir = raw
+            .dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from("data/state"), |d| self.path(d.get_ref()));
         let memory_budget_bytes = match &raw.memory_budget_mb {
             Some(m) if *m.get_ref() < 8 || *m.get_ref() > 1 << 20 => {
                 self.problem(

@@ -193,6 +193,7 @@ impl Runner<'_> {
 
     /// Restores every task from the checkpoint the group's commits name and seeks there.
     pub(super) fn rewind(&mut self) -> Result<()> {
+        self.set_phase(crate::metrics::Phase::Restoring);
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
         self.tasks.clear();
         self.checkpoints.store.forget_sums();
@@ -206,7 +207,9 @@ impl Runner<'_> {
         self.hear_other_stream_anew();
         self.refresh_tables()?;
         self.consumer.seek(&positions)?;
-        self.hold_cut()
+        self.hold_cut()?;
+        self.set_phase(crate::metrics::Phase::Running);
+        Ok(())
     }
 
     /// Every task's other stream gets a full idle timeout from now: restoring the tasks one by

@@ -53,7 +53,7 @@ impl Runner<'_> {
             Action::AbortAndRewind { .. } => Outcome::aborted,
             _ => Outcome::failed,
         };
-        self.observe_failed_checkpoint(outcome, self.last_checkpoint.elapsed());
+        self.observe_failed_checkpoint(outcome);
         match action {
             Action::AbortAndRewind { delete } => {
                 if let Some(id) = delete {
@@ -241,6 +241,8 @@ impl Runner<'_> {
             };
             match protocol::after_failure(phase, e.txn_failure()) {
                 Action::RetryCommit => {
+                    // retrying is progress: the loop is not stuck
+                    self.metrics.health.beat();
                     tracing::warn!(checkpoint = %id, attempt, error = %chain(&e), "commit outcome unknown; retrying the commit");
                     attempt += 1;
                     let pause = Duration::from_millis(200 << attempt.min(4));

@@ -18,12 +18,26 @@ impl Runner<'_> {
     /// Once round the loop: the heartbeat, and every [`LAG_EVERY`] the lag.
     pub(super) fn observe(&mut self) {
         self.metrics.health.beat();
+        // a member the group gives nothing (more threads than partitions) has nothing to
+        // restore: running once the group has had a session's time to assign
+        if self.tasks.is_empty()
+            && self.metrics.health.phase() == Phase::Starting
+            && self.started.elapsed() > crate::kafka::client::session_timeout(&self.config.kafka)
+        {
+            self.set_phase(Phase::Running);
+        }
         if self.last_lag_check.elapsed() >= LAG_EVERY {
             self.last_lag_check = Instant::now();
             self.observe_lag();
             let now = crate::metrics::health::unix_seconds();
             self.metrics.health.update(|s| s.sample(now));
         }
+    }
+
+    /// One record of the pipeline's processed (its key and value bytes).
+    pub(super) fn count_input(&mut self, r: &crate::kafka::consumer::Message) {
+        let bytes = r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len);
+        self.input_tally.record(r.topic(), bytes);
     }
 
     pub(super) fn set_phase(&self, phase: Phase) {
@@ -146,8 +160,8 @@ impl Runner<'_> {
 
     /// A checkpoint did not commit: its records are processed again (aborted) or by the next
     /// incarnation (failed).
-    pub(super) fn observe_failed_checkpoint(&mut self, outcome: Outcome, took: Duration) {
+    pub(super) fn observe_failed_checkpoint(&mut self, outcome: Outcome) {
         self.input_tally.rewound();
-        self.metrics.checkpoint(outcome, took, None);
+        self.metrics.checkpoint(outcome, Duration::ZERO, None);
     }
 }

@@ -44,8 +44,6 @@ impl Runner<'_> {
 
     /// Processes `r`; a record that cannot be processed follows the pipeline's error policy.
     pub(super) fn handle_record(&mut self, r: &consumer::Message) -> Result<()> {
-        let bytes = r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len);
-        self.input_tally.record(r.topic(), bytes);
         let e = match self.process(r) {
             Ok(()) => return Ok(()),
             Err(e @ Error::Record { .. }) => e,

@@ -53,7 +53,10 @@ impl Runner<'_> {
             return Ok(());
         };
         match task.role {
-            Role::OtherStream => return self.process_other(r),
+            Role::OtherStream => {
+                self.count_input(r);
+                return self.process_other(r);
+            }
             Role::Stray => return Ok(()),
             Role::Source | Role::KeyedSource | Role::Keyed => {}
         }
@@ -85,6 +88,9 @@ impl Runner<'_> {
             self.dirty = true;
             return self.observe_watermark(&p, input, wm);
         }
+        // a record of the pipeline's (not a marker, not one read again): counted once here
+        let bytes = r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len);
+        self.input_tally.record(r.topic(), bytes);
         // deciding has no effect yet, so a panic in it (an operator's, a codec's) is the
         // record's error and follows the error policy like any other
         let effect = crate::pipeline::catch_panic(|| self.decide(r, task))

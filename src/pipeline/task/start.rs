@@ -152,6 +152,7 @@ impl<'a> Runner<'a> {
             metrics: inputs.metrics,
             input_tally: inputs.metrics.inputs(),
             last_lag_check: Instant::now(),
+            started: Instant::now(),
         };
         runner.attach_operators(inputs, &admin, partitions)?;
         let restore = match restore {
@@ -161,7 +162,13 @@ impl<'a> Runner<'a> {
             other => other,
         };
         let grown = match restore {
-            Some(sp) => runner.restore_savepoint(sp, &admin)?,
+            Some(sp) => {
+                // a savepoint's state can take minutes to redistribute: alive, not ready
+                runner.set_phase(crate::metrics::Phase::Restoring);
+                let grown = runner.restore_savepoint(sp, &admin)?;
+                runner.set_phase(crate::metrics::Phase::Starting);
+                grown
+            }
             None => false,
         };
         if runner.topology.repartition_topic().is_some() {
