@@ -109,18 +109,14 @@ pub fn run(
         done: done_rx,
     } = pipelines;
     let control_stop = CancellationToken::new();
-    let admin_server = if let (Some(listener), Some(cfg)) = (admin, config.admin.clone()) {
-        tracing::info!(address = ?listener.local_addr(), "admin listener: /, /metrics, /livez, /readyz, /api/v1");
+    let admin_server = admin.map(|listener| {
         let served = crate::admin::Served {
             metrics: metrics.clone(),
             pipelines: control.clone(),
             interval: config.checkpoint.interval,
         };
-        let stop = control_stop.clone();
-        Some(runtime.spawn(async move { crate::admin::serve(listener, &cfg, served, stop).await }))
-    } else {
-        None
-    };
+        serve_admin(&runtime, listener, &config, served, &control_stop)
+    });
     let server = runtime.spawn(crate::control::serve(
         listener,
         control,
@@ -128,6 +124,7 @@ pub fn run(
     ));
     let pipelines = threads.len();
     let shutdown_timeout = config.shutdown_timeout;
+    let servers = [Some(server), admin_server];
     let stopped = runtime.block_on(async move {
         let now = CancellationToken::new();
         tokio::spawn(crate::shutdown::cancel_on_signal(
@@ -141,13 +138,9 @@ pub fn run(
             now: &now,
         };
         let stopped = wait_for_pipelines(ends, done_rx, on_failure).await;
-        // let a `flumen stop` in progress receive its answer (not after a second signal)
         control_stop.cancel();
         if !stopped.interrupted {
-            drop(tokio::time::timeout(Duration::from_secs(5), server).await);
-            if let Some(admin) = admin_server {
-                drop(tokio::time::timeout(Duration::from_secs(5), admin).await);
-            }
+            drain(servers).await;
         }
         stopped
     });
@@ -164,6 +157,31 @@ pub fn run(
         drop(env);
     }
     Ok(stopped)
+}
+
+/// Lets a `flumen stop` in progress receive its answer: each server's task, at most 5 s.
+async fn drain(servers: [Option<tokio::task::JoinHandle<()>>; 2]) {
+    for server in servers.into_iter().flatten() {
+        drop(tokio::time::timeout(Duration::from_secs(5), server).await);
+    }
+}
+
+/// The admin listener's task, until `stop`.
+fn serve_admin(
+    runtime: &tokio::runtime::Runtime,
+    listener: crate::admin::Listener,
+    config: &Config,
+    served: crate::admin::Served,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tracing::info!(address = ?listener.local_addr(), "admin listener: /, /metrics, /livez, /readyz, /api/v1");
+    let cfg = config.admin.clone();
+    let stop = stop.clone();
+    runtime.spawn(async move {
+        if let Some(cfg) = cfg {
+            crate::admin::serve(listener, &cfg, served, stop).await;
+        }
+    })
 }
 
 /// What every pipeline thread shares.

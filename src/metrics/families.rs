@@ -157,6 +157,12 @@ impl Families {
             "In-process restarts of a pipeline thread after a transient failure",
             f.restarts,
         );
+        self.register_checkpoints(r);
+    }
+
+    /// Checkpoints, restores, state and lag.
+    fn register_checkpoints(&self, r: &mut Registry) {
+        let f = self.clone();
         r.register_with_unit(
             "flumen_checkpoint_duration",
             "Time from a checkpoint's barrier to its commit and clean-up",
