@@ -58,6 +58,7 @@ impl Metrics {
             },
             families: self.families.clone(),
             health,
+            partitions: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -95,6 +96,8 @@ pub struct PipelineMetrics {
     labels: PipelineLabels,
     families: Families,
     pub health: Arc<Health>,
+    /// The partitions whose lag or state gauges this thread set.
+    partitions: Mutex<std::collections::BTreeSet<(String, i32)>>,
 }
 
 impl PipelineMetrics {
@@ -202,9 +205,35 @@ impl PipelineMetrics {
             .inc_by(bytes);
     }
 
+    /// Forgets the lag and state gauges of every partition of this pipeline (a new
+    /// incarnation starts without partitions; those it gets back reappear at once).
+    pub fn forget_partitions(&self) {
+        let held = self
+            .partitions
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for (topic, partition) in held {
+            self.lag(&topic, partition, None);
+            self.state(&topic, partition, None);
+        }
+    }
+
+    /// Remembers (or forgets) that this thread set a partition's gauges.
+    fn hold(&self, topic: &str, partition: i32, held: bool) {
+        if let Ok(mut p) = self.partitions.lock() {
+            if held {
+                p.insert((topic.to_string(), partition));
+            } else {
+                p.remove(&(topic.to_string(), partition));
+            }
+        }
+    }
+
     /// A partition's lag; `None` forgets it (the partition went elsewhere).
     pub fn lag(&self, topic: &str, partition: i32, lag: Option<i64>) {
         let labels = self.partition(topic, partition);
+        self.hold(topic, partition, lag.is_some());
         match lag {
             Some(l) => {
                 self.families.lag.get_or_create(&labels).set(l.max(0));
@@ -219,6 +248,9 @@ impl PipelineMetrics {
     pub fn state(&self, topic: &str, partition: i32, size: Option<(u64, u64)>) {
         let labels = self.partition(topic, partition);
         let f = &self.families;
+        if size.is_some() {
+            self.hold(topic, partition, true);
+        }
         match size {
             Some((bytes, keys)) => {
                 f.state_bytes
@@ -250,5 +282,38 @@ impl PipelineMetrics {
             .watermark_lag
             .get_or_create(&self.labels)
             .set(lag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_incarnation_forgets_the_partitions_of_the_last() {
+        let metrics = Metrics::default();
+        let p = metrics.pipeline("p", 0, Duration::from_secs(1));
+        let other = metrics.pipeline("q", 0, Duration::from_secs(1));
+        p.lag("in", 0, Some(5));
+        p.state("rep", 1, Some((100, 2)));
+        other.lag("in", 0, Some(7));
+        let text = metrics.encode();
+        assert!(
+            text.contains("flumen_consumer_lag{pipeline=\"p\",topic=\"in\",partition=\"0\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flumen_state_keys{pipeline=\"p\",topic=\"rep\",partition=\"1\"} 2"),
+            "{text}"
+        );
+        p.forget_partitions();
+        let text = metrics.encode();
+        assert!(!text.contains("pipeline=\"p\",topic=\"in\""), "{text}");
+        assert!(!text.contains("pipeline=\"p\",topic=\"rep\""), "{text}");
+        // another pipeline's stay
+        assert!(
+            text.contains("flumen_consumer_lag{pipeline=\"q\",topic=\"in\",partition=\"0\"} 7"),
+            "{text}"
+        );
     }
 }

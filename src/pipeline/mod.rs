@@ -328,6 +328,8 @@ pub fn run(
             return Err(error);
         }
         inputs.metrics.restarted();
+        // the next incarnation starts without partitions: their gauges come back with them
+        inputs.metrics.forget_partitions();
         health.failed(crate::metrics::Phase::Restarting, chain(&error));
         tracing::warn!(pipeline = %pipeline.name, error = %chain(&error), attempt, backoff = ?backoff, "pipeline failed; restarting");
         if sleep_unless_cancelled(backoff, cancel) {

@@ -177,6 +177,14 @@ impl Cx<'_> {
                     continue;
                 }
             };
+            if key.get_ref() == "statistics.interval.ms" && text.trim() == "0" {
+                self.problem(
+                    &path,
+                    value.span(),
+                    "Flumen reads librdkafka's statistics for the lag metric and readiness: give a positive interval (default 2000)",
+                );
+                continue;
+            }
             properties.push((key.get_ref().clone(), text));
         }
         KafkaConfig {

@@ -87,3 +87,25 @@ fn object_store_mistakes_are_reported_together_with_their_place() {
     );
     assert!(found[1].starts_with("checkpoint.s3"), "{found:?}");
 }
+
+#[test]
+fn statistics_cannot_be_turned_off() {
+    let text = CONFIG.replace(
+        "[checkpoint]\n",
+        "[kafka.properties]\n\"statistics.interval.ms\" = 0\n\n[checkpoint]\n",
+    );
+    let problems = from_str(&text).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .to_string()
+            .starts_with("kafka.properties.\"statistics.interval.ms\" (6:28): Flumen reads librdkafka's statistics"),
+        "{}",
+        problems[0]
+    );
+    let text = CONFIG.replace(
+        "[checkpoint]\n",
+        "[kafka.properties]\n\"statistics.interval.ms\" = 5000\n\n[checkpoint]\n",
+    );
+    assert!(from_str(&text).is_ok());
+}
