@@ -119,6 +119,14 @@ impl Health {
         }
     }
 
+    /// A copy of the partitions of the thread's status.
+    pub fn partitions(&self) -> Vec<super::status::PartitionStatus> {
+        self.status
+            .lock()
+            .map(|s| s.partitions.clone())
+            .unwrap_or_default()
+    }
+
     /// A copy of the thread's status.
     pub fn status(&self) -> Status {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()

@@ -56,7 +56,7 @@ impl Runner<'_> {
             .map(|m| &m.offsets);
         let mut caught_up = !self.dirty && self.pending.is_empty();
         let mut partitions = Vec::with_capacity(self.tasks.len());
-        let known = self.metrics.health.status().partitions;
+        let known = self.metrics.health.partitions();
         for (p, task) in &self.tasks {
             if task.role == Role::Stray {
                 continue;
