@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the one test command: installs what is missing (as root), checks format and
 # lints, starts the local Kafka broker and the S3-compatible object store (S3Proxy), runs every
-# test against them, and stops them.
+# test against them, stops them, and runs the chaos suite's quick set (scripts/chaos.sh).
 #
 # Integration tests need the broker (and the object-store tests, the store); they FAIL when it
 # does not answer. This script never sets
@@ -46,6 +46,15 @@ step "cargo test --all-features (broker at $FLUMEN_TEST_BOOTSTRAP, object store 
 if ! cargo test --all-features -- "$@"; then
   echo
   echo "test.sh: tests failed; the broker's log: $(dirname "$0")/kafka.sh log 200" >&2
+  exit 1
+fi
+
+# the chaos suite's quick set: its own broker (port 19400) behind fault proxies, faults under
+# live input, every output checked (CHAOS.md); the full set is run by hand
+step "chaos suite, quick set (scripts/chaos.sh --quick)"
+if ! scripts/chaos.sh --quick; then
+  echo
+  echo "test.sh: the chaos suite failed; its table and logs are named above" >&2
   exit 1
 fi
 echo

@@ -573,6 +573,8 @@ mod plan;
 mod time;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 /// `savepoints` next to the checkpoint directory: `data/checkpoints` → `data/savepoints`.

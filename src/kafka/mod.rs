@@ -43,6 +43,11 @@ pub enum Error {
         op: &'static str,
         after: std::time::Duration,
     },
+    /// The brokers refused this client's credentials or TLS handshake (a wrong password, an
+    /// unknown CA): librdkafka retries such errors forever, so a call that times out while one
+    /// is known is this error, not a timeout.
+    #[error("kafka {op} failed: the brokers refused the connection: {reason}")]
+    Unauthenticated { op: &'static str, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -75,9 +80,10 @@ impl Error {
             Self::Client { .. } | Self::NoGroupMetadata | Self::Timeout { .. } => {
                 TxnFailure::Retriable
             }
-            Self::MissingTopic(_) | Self::PartitionCount { .. } | Self::TooLarge { .. } => {
-                TxnFailure::Fatal
-            }
+            Self::MissingTopic(_)
+            | Self::PartitionCount { .. }
+            | Self::TooLarge { .. }
+            | Self::Unauthenticated { .. } => TxnFailure::Fatal,
         }
     }
 }

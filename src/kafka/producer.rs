@@ -76,9 +76,22 @@ pub struct DeliveryContext {
     /// The open transaction's generation, stamped on every record sent (read per record
     /// without the lock).
     generation: AtomicUsize,
+    /// The last authentication or TLS failure librdkafka reported (it retries them forever).
+    refused: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(error = %error, reason, "librdkafka error");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        ) && let Ok(mut r) = self.refused.lock()
+        {
+            *r = Some(reason.to_string());
+        }
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
@@ -118,9 +131,17 @@ impl Producer {
     /// Registers the transactional id, fencing any older producer with the same id and
     /// settling (committing or aborting) its open transaction.
     pub fn init(&self) -> Result<()> {
-        self.inner
-            .init_transactions(self.timeout)
-            .map_err(client("init_transactions"))
+        self.inner.init_transactions(self.timeout).map_err(|e| {
+            self.refused("init_transactions")
+                .unwrap_or(client("init_transactions")(e))
+        })
+    }
+
+    /// `Error::Unauthenticated` when librdkafka has reported refused credentials or a failed
+    /// TLS handshake.
+    fn refused(&self, op: &'static str) -> Option<super::Error> {
+        let reason = self.inner.context().refused.lock().ok()?.clone()?;
+        Some(super::Error::Unauthenticated { op, reason })
     }
 
     pub fn begin(&self) -> Result<()> {

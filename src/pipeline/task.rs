@@ -4,6 +4,24 @@
 //! Stateful tasks own the keyed state of the keys arriving on their partition.
 //! Savepoints are written by [`savepoint`] and restored by [`restore`].
 
+/// Crash points for the recovery tests and the chaos suite (`--features failpoints`,
+/// `FAILPOINTS=name=return`): the process aborts on the spot, as a SIGKILL there would.
+/// Defined before the submodules, which use it.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| {
+            tracing::warn!(failpoint = $name, "failpoint: aborting the process");
+            std::process::abort()
+        })
+    };
+    ($name:literal, $cond:expr) => {
+        fail::fail_point!($name, $cond, |_| {
+            tracing::warn!(failpoint = $name, "failpoint: aborting the process");
+            std::process::abort()
+        })
+    };
+}
+
 mod assign;
 mod checkpoint;
 mod checkpointer;

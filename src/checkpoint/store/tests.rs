@@ -138,4 +138,10 @@ fn same_named_ssts_of_different_tasks_keep_their_own_checksums() {
             store.verify(CheckpointId(id), task).unwrap();
         }
     }
+    // a flipped byte in an SST, its length unchanged, is caught before RocksDB opens it
+    let m = store.manifest(CheckpointId(2)).unwrap();
+    let file = store.dir_of(CheckpointId(2)).join("t-1/000042.sst");
+    std::fs::write(&file, b"SST OF TASK ONE?").unwrap();
+    let err = store.verify(CheckpointId(2), &m.tasks[1]).unwrap_err();
+    assert!(err.to_string().contains("000042.sst"), "{err}");
 }

@@ -113,6 +113,7 @@ impl Runner<'_> {
                 // the recovery tests slow the restore down here (`restore::slow=sleep(ms)`)
                 fail::fail_point!("restore::slow");
                 let dir = self.checkpoints.verify(from, id, snapshot)?;
+                crash_point!("restore::mid");
                 self.metrics
                     .restored_bytes(snapshot.files.iter().map(|f| f.len).sum());
                 let state = self.env.restore(&dir, &live)?;

@@ -10,23 +10,6 @@ use crate::metrics::Outcome;
 use crate::pipeline::{Error, Result, chain};
 use crate::position::{NextOffset, Partition};
 
-/// Crash points for the recovery tests (`--features failpoints`, `FAILPOINTS=name=return`):
-/// the process aborts on the spot, as a SIGKILL there would.
-macro_rules! crash_point {
-    ($name:literal) => {
-        fail::fail_point!($name, |_| {
-            tracing::warn!(failpoint = $name, "failpoint: aborting the process");
-            std::process::abort()
-        })
-    };
-    ($name:literal, $cond:expr) => {
-        fail::fail_point!($name, $cond, |_| {
-            tracing::warn!(failpoint = $name, "failpoint: aborting the process");
-            std::process::abort()
-        })
-    };
-}
-
 impl Runner<'_> {
     /// Checkpoint N (see `checkpoint::protocol`). A failure is answered by the protocol
     /// (`protocol::after_failure`): an abortable one aborts, rewinds and lets the loop go on;

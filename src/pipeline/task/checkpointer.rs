@@ -332,6 +332,7 @@ impl Checkpointer {
             if let Some(state) = state {
                 let dir = format!("{}-{}", p.topic, p.partition);
                 files.push(state.snapshot(&staging.join(&dir))?);
+                crash_point!("checkpoint::mid_snapshot");
                 snapshots.push(TaskSnapshot {
                     topic: p.topic.clone(),
                     partition: p.partition,

@@ -109,7 +109,9 @@ impl Runner<'_> {
             ("flumen.error.class", error_class(stage).as_bytes()),
             ("flumen.error.message", message.as_bytes()),
         ];
-        self.txn.send_with_headers(topic, key, value, &headers)
+        self.txn.send_with_headers(topic, key, value, &headers)?;
+        crash_point!("dead_letter::after_send");
+        Ok(())
     }
 
     /// A record stops the pipeline: abort the open transaction (nothing in it must survive; a

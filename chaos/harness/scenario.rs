@@ -1,0 +1,328 @@
+//! One scenario's frame: topics, the daemon, live input and a reader; the fault, injected by
+//! the scenario's own function (`faults.rs`); then the input stops, the daemon catches up and
+//! stops, and the verifier reads everything back.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::brokers::Brokers;
+use crate::daemon::{Daemon, Names, Settings, config, tail};
+use crate::topics::{self, Feeder, Load, Reader};
+use crate::verify::{self, Kind, Verdict};
+
+/// What a fault function works with.
+pub struct Ctx<'a> {
+    pub bed: &'a Bed,
+    pub names: Names,
+    pub settings: Settings,
+    /// The daemon the input flows through; a zombie scenario swaps in its replacement.
+    pub daemon: Daemon,
+    /// Other daemons that must end, and did (a zombie).
+    pub retired: Vec<Daemon>,
+    pub faults: u64,
+    /// Expectations of the scenario itself that failed (an exit code, a missing detection).
+    pub failures: Vec<String>,
+    pub notes: Vec<String>,
+    /// How long each fault lasted until the broker was back, where a scenario measures it.
+    pub recoveries: Vec<Duration>,
+    pub rng: rand::rngs::ThreadRng,
+    pub feeder_started: Instant,
+}
+
+/// The machine-wide parts: brokers, the flumen binary, the work directory, and how long.
+pub struct Bed {
+    pub brokers: Brokers,
+    pub flumen: PathBuf,
+    pub work: PathBuf,
+    pub quick: bool,
+    pub load: Load,
+    pub replication: i32,
+    next_port: std::sync::atomic::AtomicU16,
+}
+
+impl Bed {
+    pub fn new(brokers: Brokers, flumen: PathBuf, work: PathBuf, quick: bool, load: Load) -> Bed {
+        let replication = if brokers.nodes >= 3 { 3 } else { 1 };
+        Bed {
+            brokers,
+            flumen,
+            work,
+            quick,
+            load,
+            replication,
+            next_port: std::sync::atomic::AtomicU16::new(19_700),
+        }
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.next_port
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `quick` in the quick set, `full` otherwise.
+    pub fn pick<T>(&self, quick: T, full: T) -> T {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// A scenario's row of the table.
+#[derive(Default)]
+pub struct Row {
+    pub scenario: String,
+    pub faults: u64,
+    pub inputs: u64,
+    pub bad_inputs: usize,
+    /// Good inputs of the count pipeline (every well-formed record).
+    pub good_inputs: usize,
+    pub verdicts: Vec<(Kind, Verdict)>,
+    pub hanging: Vec<String>,
+    pub aborted_records: usize,
+    pub longest_stall: Duration,
+    pub stalls: usize,
+    pub failures: Vec<String>,
+    pub notes: Vec<String>,
+    pub took: Duration,
+}
+
+impl Row {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+            && self.hanging.is_empty()
+            && self.verdicts.iter().all(|(_, v)| v.ok())
+            && !self.verdicts.is_empty()
+    }
+
+    pub fn sum(&self, f: fn(&Verdict) -> usize) -> usize {
+        self.verdicts.iter().map(|(_, v)| f(v)).sum()
+    }
+}
+
+/// A gap in committed output longer than this, while input flows, is a stall.
+const STALL: Duration = Duration::from_secs(5);
+
+impl<'a> Ctx<'a> {
+    /// Starts the daemon with `env` once more (after a crash or a stop).
+    pub fn restart(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.daemon.start(env)
+    }
+
+    /// A second daemon of the same pipelines and instance id, with its own state directory
+    /// (the checkpoint directory is shared, as instances share it).
+    pub fn replacement(&self, name: &str) -> Result<Daemon> {
+        let dir = self.bed.work.join(&self.names.prefix).join(name);
+        let port = self.bed.admin_port();
+        let text = config(&self.names, &self.settings, &dir.join("state"), port);
+        let mut d = Daemon::new(&self.settings.program, &dir, &text, port)?;
+        d.env = self.settings.env.clone();
+        Ok(d)
+    }
+
+    pub fn sleep_ms(&mut self, range: std::ops::Range<u64>) {
+        use rand::Rng;
+        std::thread::sleep(Duration::from_millis(self.rng.random_range(range)));
+    }
+
+    pub fn fail(&mut self, what: String) {
+        eprintln!("chaos:   FAILED: {what}");
+        self.failures.push(what);
+    }
+}
+
+/// Runs one scenario: `tweak` adjusts the settings, `fault` injects its faults while input
+/// flows.
+pub fn run(
+    bed: &Bed,
+    scenario: &str,
+    tweak: impl FnOnce(&mut Settings),
+    fault: impl FnOnce(&mut Ctx<'_>) -> Result<()>,
+) -> Result<Row> {
+    let began = Instant::now();
+    let names = Names::new(scenario);
+    eprintln!("chaos: {scenario} ({})", names.prefix);
+    topics::create(&bed.brokers.direct, &names.topics(), bed.replication)?;
+    let dir = bed.work.join(&names.prefix).join("a");
+    let mut settings = Settings {
+        bootstrap: bed.brokers.bootstrap.clone(),
+        interval: "500ms",
+        transaction_timeout: "15s",
+        checkpoint_dir: bed.work.join(&names.prefix).join("checkpoints"),
+        instance_id: "chaos".into(),
+        properties: vec![("session.timeout.ms".into(), "10000".into())],
+        kinds: Kind::ALL.to_vec(),
+        program: bed.flumen.clone(),
+        env: Vec::new(),
+    };
+    tweak(&mut settings);
+    let port = bed.admin_port();
+    let text = config(&names, &settings, &dir.join("state"), port);
+    let mut daemon = Daemon::new(&settings.program, &dir, &text, port)?;
+    daemon.env = settings.env.clone();
+    daemon.start(&[])?;
+    daemon.wait_ready(Duration::from_secs(120))?;
+    let mut watched = Vec::new();
+    for &k in &settings.kinds {
+        watched.push(names.sink(k));
+    }
+    for &k in &settings.kinds {
+        watched.push(names.dead_letters(k));
+    }
+    let reader = Reader::start(&bed.brokers.direct, &watched)?;
+    let feeder = Feeder::start(&bed.brokers.direct, &names.source, bed.load)?;
+    let mut ctx = Ctx {
+        bed,
+        names: names.clone(),
+        settings,
+        daemon,
+        retired: Vec::new(),
+        faults: 0,
+        failures: Vec::new(),
+        notes: Vec::new(),
+        recoveries: Vec::new(),
+        rng: rand::rng(),
+        feeder_started: Instant::now(),
+    };
+    let faulted = fault(&mut ctx);
+    let fault_window = (ctx.feeder_started, Instant::now());
+    let inputs = feeder.stop()?;
+    if let Err(e) = faulted {
+        ctx.fail(format!("the fault injection failed: {e:#}"));
+    }
+    let row = finish(bed, scenario, ctx, reader, inputs, fault_window, began)?;
+    Ok(row)
+}
+
+/// The input has stopped: the daemon catches up, is healthy and stops cleanly; the outputs
+/// are read to their end and checked.
+fn finish(
+    bed: &Bed,
+    scenario: &str,
+    mut ctx: Ctx<'_>,
+    reader: Reader,
+    inputs: u64,
+    fault_window: (Instant, Instant),
+    began: Instant,
+) -> Result<Row> {
+    let names = ctx.names.clone();
+    let source = topics::read_all(&bed.brokers.direct, &names.source, "read_uncommitted")?;
+    let references: Vec<_> = ctx
+        .settings
+        .kinds
+        .iter()
+        .map(|&k| verify::reference(k, &source))
+        .collect();
+    if !ctx.daemon.is_running() {
+        ctx.daemon.start(&[])?;
+    }
+    if let Err(e) = ctx.daemon.wait_ready(Duration::from_secs(180)) {
+        ctx.fail(format!("not ready after the faults: {e:#}"));
+    }
+    // caught up: every sink and dead-letter topic holds at least what the reference asks
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let want: Vec<(String, usize)> = references
+        .iter()
+        .flat_map(|r| {
+            let outputs: usize = r.per_key.values().map(Vec::len).sum();
+            [
+                (names.sink(r.kind), outputs),
+                (names.dead_letters(r.kind), r.bad.len()),
+            ]
+        })
+        .collect();
+    while Instant::now() < deadline {
+        let have = reader.counts();
+        if want
+            .iter()
+            .all(|(t, n)| have.get(t).copied().unwrap_or(0) >= *n)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // a late duplicate would show now
+    if ctx.daemon.probe("/readyz") != 200 {
+        ctx.fail("/readyz does not answer 200 after catching up".into());
+    }
+    match ctx.daemon.terminate(Duration::from_secs(60))? {
+        Some(s) if s.success() => {}
+        other => {
+            let log = tail(&ctx.daemon.last_log(), 20);
+            ctx.fail(format!(
+                "the final SIGTERM ended with {other:?}, not 0:\n{log}"
+            ));
+        }
+    }
+    let read = reader.finish(Duration::from_secs(60))?;
+    let mut hanging = read.behind.clone();
+    match bed.brokers.hanging() {
+        Ok(h) => hanging.extend(h.into_iter().map(|l| format!("find-hanging: {l}"))),
+        Err(e) => ctx.fail(format!("kafka-transactions find-hanging failed: {e:#}")),
+    }
+    let mut row = Row {
+        scenario: scenario.to_string(),
+        faults: ctx.faults,
+        inputs,
+        bad_inputs: references.first().map(|r| r.bad.len()).unwrap_or(0),
+        good_inputs: references.first().map(|r| r.good).unwrap_or(0),
+        hanging,
+        ..Row::default()
+    };
+    for r in &references {
+        let empty = Vec::new();
+        let out = read.records.get(&names.sink(r.kind)).unwrap_or(&empty);
+        let dlq = read
+            .records
+            .get(&names.dead_letters(r.kind))
+            .unwrap_or(&empty);
+        row.verdicts.push((r.kind, verify::check(r, out, dlq)));
+    }
+    let uncommitted = topics::read_all(
+        &bed.brokers.direct,
+        &names.sink(Kind::Count),
+        "read_uncommitted",
+    )
+    .context("reading the count sink read_uncommitted")?;
+    let committed = read
+        .records
+        .get(&names.sink(Kind::Count))
+        .map_or(0, Vec::len);
+    row.aborted_records = uncommitted.len().saturating_sub(committed);
+    let (stalls, longest) = stalls(&read.arrivals, fault_window);
+    row.stalls = stalls;
+    row.longest_stall = longest;
+    row.failures = std::mem::take(&mut ctx.failures);
+    row.notes = std::mem::take(&mut ctx.notes);
+    row.took = began.elapsed();
+    if !row.passed() {
+        keep_logs(&ctx);
+    } else if std::env::var_os("FLUMEN_CHAOS_KEEP").is_none() {
+        std::fs::remove_dir_all(bed.work.join(&names.prefix)).ok();
+    }
+    Ok(row)
+}
+
+fn keep_logs(ctx: &Ctx<'_>) {
+    eprintln!(
+        "chaos:   logs kept in {}",
+        ctx.bed.work.join(&ctx.names.prefix).display()
+    );
+}
+
+/// Gaps between committed outputs within the fault window: how many exceed `STALL`, and the
+/// longest.
+fn stalls(arrivals: &[Instant], (from, to): (Instant, Instant)) -> (usize, Duration) {
+    let mut inside: Vec<Instant> = arrivals
+        .iter()
+        .copied()
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    inside.sort();
+    inside.insert(0, from);
+    inside.push(to);
+    let gaps: Vec<Duration> = inside.windows(2).map(|w| w[1] - w[0]).collect();
+    (
+        gaps.iter().filter(|g| **g > STALL).count(),
+        gaps.into_iter().max().unwrap_or_default(),
+    )
+}
