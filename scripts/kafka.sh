@@ -468,8 +468,6 @@ start() {
   check_txn_version
   if (( ssl_on )); then ensure_tls; fi
   write_common; for i in $(node_ids); do write_config "$i"; done
-  local fresh_data=0
-  for i in "${down[@]}"; do formatted "$i" || fresh_data=1; done
   format_missing
   for i in "${down[@]}"; do
     if (( nodes == 1 && ${#advertised[@]} == 0 )); then say "starting Kafka $version on $(bootstrap) (log: $(log_file 1))"
@@ -479,15 +477,6 @@ start() {
   done
   wait_ready "${down[@]}"
   scram_user
-  if (( fresh_data )); then
-    # a freshly formatted broker answers before it has settled: the first test against it (7
-    # pipelines of tests/aggregates.rs) stalled its controller 15-17 s and fenced the broker,
-    # 3 times in 3 (2026-12-02); 20 s later the same test passed. The script before the
-    # rewrite for the chaos suite polled with a JVM a second from the launch on, which took
-    # about as long.
-    say "letting the freshly formatted data settle (${FLUMEN_KAFKA_SETTLE:-15}s)"
-    sleep "${FLUMEN_KAFKA_SETTLE:-15}"
-  fi
   if (( nodes == 1 )); then say "broker ready (pid $(node_pid 1))"
   else say "cluster ready on $(bootstrap) (internal $(tools_bootstrap))"; fi
   bootstrap
