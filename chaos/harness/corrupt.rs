@@ -157,7 +157,7 @@ pub fn scenario(bed: &Bed) -> Result<Row> {
                     log.contains(name)
                 )),
             }
-                if other_running(c) {
+                if c.daemon.is_running() {
                     c.daemon.kill9()?;
                 }
                 std::fs::write(file, original)?;
@@ -172,10 +172,6 @@ pub fn scenario(bed: &Bed) -> Result<Row> {
             Ok(())
         },
     )
-}
-
-fn other_running(c: &mut Ctx<'_>) -> bool {
-    c.daemon.is_running()
 }
 
 /// Committed records of `topic` by its high watermarks (markers included): enough to see a

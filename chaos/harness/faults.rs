@@ -127,11 +127,9 @@ fn broker_kill(bed: &Bed) -> Result<Row> {
             for _ in 0..kills {
                 c.sleep_ms(3_000..10_000);
                 let node = c.rng.random_range(1..=c.bed.brokers.nodes);
-                let down = Instant::now();
                 c.bed.brokers.kill(node)?;
                 c.sleep_ms(1_000..5_000);
                 c.bed.brokers.start_node(node)?;
-                c.recoveries.push(down.elapsed());
                 c.faults += 1;
             }
             Ok(())
@@ -338,7 +336,6 @@ fn cluster(bed: &Bed) -> Result<Row> {
 }
 
 fn bounce(c: &mut Ctx<'_>, node: usize, hard: bool) -> Result<()> {
-    let began = Instant::now();
     if hard {
         c.bed.brokers.kill(node)?;
     } else {
@@ -346,7 +343,6 @@ fn bounce(c: &mut Ctx<'_>, node: usize, hard: bool) -> Result<()> {
     }
     c.sleep_ms(2_000..5_000);
     c.bed.brokers.start_node(node)?;
-    c.recoveries.push(began.elapsed());
     c.faults += 1;
     Ok(())
 }

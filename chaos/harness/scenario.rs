@@ -25,8 +25,6 @@ pub struct Ctx<'a> {
     /// Expectations of the scenario itself that failed (an exit code, a missing detection).
     pub failures: Vec<String>,
     pub notes: Vec<String>,
-    /// How long each fault lasted until the broker was back, where a scenario measures it.
-    pub recoveries: Vec<Duration>,
     pub rng: rand::rngs::ThreadRng,
     pub feeder_started: Instant,
 }
@@ -179,7 +177,6 @@ pub fn run(
         faults: 0,
         failures: Vec::new(),
         notes: Vec::new(),
-        recoveries: Vec::new(),
         rng: rand::rng(),
         feeder_started: Instant::now(),
     };
