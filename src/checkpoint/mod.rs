@@ -4,6 +4,7 @@
 //! - [`protocol`]: the decisions (which snapshot to restore, what to do after a failed commit,
 //!   what to delete), pure and unit/property tested.
 //! - [`store`]: the directory layout, checksums, fsync and atomic rename.
+//! - [`seal`]: a manifest's file bytes, ending in the manifest's own checksum.
 //! - [`catalog`]: a read-only view of the checkpoints wherever they are (CLI, doctor).
 //! - [`remote`]: the copy in an object store (`checkpoint.dir = "s3://..."`), uploaded
 //!   incrementally before the commit, which any instance restores from.
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod protocol;
 pub mod remote;
 pub mod savepoint;
+pub mod seal;
 pub mod store;
 pub mod tag;
 
@@ -57,8 +59,9 @@ pub struct Manifest {
     pub tasks: Vec<TaskSnapshot>,
 }
 
-/// Format 2 added `writer` and `restored_from`; format 1 manifests are still read.
-pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// Format 2 added `writer` and `restored_from`, format 3 the manifest's own checksum
+/// ([`seal`]); formats 1 and 2 are still read.
+pub const MANIFEST_FORMAT_VERSION: u32 = 3;
 /// The oldest manifest format this version reads.
 pub const MANIFEST_FORMAT_OLDEST: u32 = 1;
 

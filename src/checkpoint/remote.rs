@@ -259,9 +259,9 @@ impl Remote {
 
     fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = self.manifest_key(&self.writer, manifest.checkpoint);
-        let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Corrupt {
+        let bytes = super::seal::encode(manifest).map_err(|message| Error::Corrupt {
             key: key.to_string(),
-            message: e.to_string(),
+            message,
         })?;
         let create = PutOptions {
             mode: PutMode::Create,

@@ -3,7 +3,7 @@
 //! Layout under `checkpoint.dir/<pipeline>/writers/<writer>/` (the writer `%XX`-escaped):
 //! ```text
 //! chk-00000000000000000007/          one checkpoint, complete once renamed from .tmp
-//!   manifest.json                    offsets, task list, per-file length and CRC32C
+//!   manifest.json                    offsets, task list, per-file length and CRC32C, its own CRC32C
 //!   <topic>-<partition>/...          each stateful task's snapshot files
 //!   COMMITTED                        local hint, written after the Kafka commit
 //! chk-00000000000000000008.<writer>.tmp/  being written; deleted on the writer's next start
@@ -110,7 +110,7 @@ impl Store {
                     .map_err(io("remove unfinished checkpoint", &path))?;
             } else if digits(rest) {
                 let bytes = std::fs::read(path.join(MANIFEST)).unwrap_or_default();
-                let writer = serde_json::from_slice::<Manifest>(&bytes)
+                let writer = super::seal::decode(&bytes)
                     .ok()
                     .map(|m| m.writer.map(|w| super::tag::file_safe(&w)));
                 let ours = writer.is_some_and(|w| w.is_none_or(|w| w == self.writer));
@@ -186,9 +186,9 @@ impl Store {
     pub fn manifest(&self, id: CheckpointId) -> Result<Manifest> {
         let path = self.dir_of(id).join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(io("read", &path))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        let manifest = super::seal::decode(&bytes).map_err(|message| Error::Corrupt {
             path: path.clone(),
-            message: e.to_string(),
+            message,
         })?;
         let known = MANIFEST_FORMAT_OLDEST..=MANIFEST_FORMAT_VERSION;
         if !known.contains(&manifest.format_version) || manifest.checkpoint != id {
@@ -247,9 +247,9 @@ impl Store {
             fsync(&dir)?;
         }
         let path = staging.join(MANIFEST);
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt {
+        let bytes = super::seal::encode(&manifest).map_err(|message| Error::Corrupt {
             path: path.clone(),
-            message: e.to_string(),
+            message,
         })?;
         std::fs::write(&path, bytes).map_err(io("write", &path))?;
         fsync(&path)?;

@@ -69,17 +69,24 @@ pub(super) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Parsed 
     }
 }
 
-/// The serde mirror, read again after each unknown key is reported and taken out.
+/// The serde mirror, read again after each unknown key or wrongly typed value is reported and
+/// taken out. A file with a wrong value gets no raw config (validation would judge a file with
+/// a key missing that the user did write); its other unknown keys and wrong values are still
+/// reported. A required key taken out ends the report at its table (serde's "missing field",
+/// which is the same mistake, is not reported again).
 fn read_mirror(
     mut table: Spanned<DeTable<'_>>,
     text: &str,
     problem: &dyn Fn(String, Range<usize>, String) -> Problem,
 ) -> (Option<raw::Root>, Vec<Problem>) {
     let mut problems = Vec::new();
+    // keys already reported (near misses of unknown keys, keys with a wrong value): serde's
+    // "missing field" for one of them is the same mistake
     let mut suggested: Vec<String> = Vec::new();
+    let mut wrong_value = false;
     for _ in 0..MAX_UNKNOWN {
         let e = match raw::Root::deserialize(toml::de::Deserializer::from(table.clone())) {
-            Ok(root) => return (Some(root), problems),
+            Ok(root) => return (Some(root).filter(|_| !wrong_value), problems),
             Err(e) => e,
         };
         let span = e.span().unwrap_or(0..0);
@@ -116,13 +123,45 @@ fn read_mirror(
         let missing = message
             .strip_prefix("missing field `")
             .and_then(|m| m.strip_suffix('`'));
+        let is_missing = missing.is_some();
         if !missing.is_some_and(|m| suggested.iter().any(|s| s == m)) {
             let path = super::validate::key_path_at(text, span.start);
-            problems.push(problem(path, span, message));
+            problems.push(problem(path, span.clone(), message));
+        }
+        if !is_missing && let Some(key) = remove_value_at(table.get_mut(), &span) {
+            suggested.push(key);
+            wrong_value = true;
+            continue;
         }
         return (None, problems);
     }
     (None, problems)
+}
+
+/// Removes the key whose value's span is `span` (a value serde refused), wherever it is; its
+/// name, if there was one.
+fn remove_value_at(table: &mut DeTable<'_>, span: &Range<usize>) -> Option<String> {
+    let found = table
+        .iter()
+        .find(|(_, v)| v.span() == *span)
+        .map(|(k, _)| k.clone());
+    if let Some(key) = found {
+        table.remove(&key);
+        return Some(key.get_ref().to_string());
+    }
+    table
+        .iter_mut()
+        .find_map(|(_, v)| remove_value_in(v.get_mut(), span))
+}
+
+fn remove_value_in(value: &mut DeValue<'_>, span: &Range<usize>) -> Option<String> {
+    match value {
+        DeValue::Table(t) => remove_value_at(t, span),
+        DeValue::Array(items) => items
+            .iter_mut()
+            .find_map(|item| remove_value_in(item.get_mut(), span)),
+        _ => None,
+    }
 }
 
 /// `unknown field `x`, expected one of `a`, `b`` → (x, [a, b]).
@@ -261,6 +300,58 @@ fn place_in_literal(text: &str, span: &Range<usize>, decoded: &str, offset: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wrong value is reported and taken out like an unknown key: the mistakes after it (in
+    /// serde's order: a table's keys sorted) are reported too.
+    #[test]
+    fn a_wrong_value_hides_no_mistake_after_it() {
+        let text = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:19092"
+transaction_timeout = 30
+colour = "blue"
+
+[checkpoint]
+interval = "1s"
+dir = "d"
+
+[restart]
+max_attempts = "3"
+
+[state]
+backend = "memory"
+budget = 3
+
+[[pipelines]]
+name = "p"
+source = { topic = "in", format = "json" }
+sink = { topic = "out", format = "json" }
+"#;
+        let shown = |text: &str| -> Vec<String> {
+            let parsed = parse(text, &|_| None);
+            assert!(parsed.raw.is_none());
+            parsed.problems.iter().map(ToString::to_string).collect()
+        };
+        let expect = [
+            "kafka.colour (5:1): unknown key `colour`",
+            "kafka.transaction_timeout (4:23): invalid type: integer `30`, expected a string",
+            "restart.max_attempts (12:16): invalid type: string \"3\", expected i64",
+            "state.budget (16:1): unknown key `budget`",
+        ];
+        let all = shown(text);
+        assert_eq!(all.len(), expect.len(), "{all:#?}");
+        for (shown, expect) in all.iter().zip(expect) {
+            assert!(shown.starts_with(expect), "{shown} is not {expect}");
+        }
+        // a required key's wrong value ends the report at its table (`pipelines` before
+        // `restart` and `state`), without a "missing field" for it
+        let required = shown(&text.replace(r#"name = "p""#, "name = 5"));
+        assert_eq!(required.len(), 3, "{required:#?}");
+        assert!(
+            required[2].starts_with("pipelines[0].name (19:8): invalid type"),
+            "{required:#?}"
+        );
+    }
 
     #[test]
     fn an_unknown_field_message_gives_the_key_and_the_choices() {

@@ -65,7 +65,11 @@ fn a_writer_takes_its_checkpoints_of_the_old_layout_and_no_one_elses() {
         std::fs::create_dir_all(&dir).unwrap();
         let mut m = manifest(id);
         m.writer = writer.map(Into::into);
-        std::fs::write(dir.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(MANIFEST),
+            crate::checkpoint::seal::encode(&m).unwrap(),
+        )
+        .unwrap();
     };
     write(1, None); // format 1: one writer then, whoever opens first
     write(2, Some("w"));
