@@ -259,7 +259,7 @@ impl Remote {
 
     fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
         let key = self.manifest_key(&self.writer, manifest.checkpoint);
-        let bytes = super::seal::encode(manifest).map_err(|message| Error::Corrupt {
+        let bytes = super::seal::encode_manifest(manifest).map_err(|message| Error::Corrupt {
             key: key.to_string(),
             message,
         })?;

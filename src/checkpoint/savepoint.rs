@@ -28,7 +28,11 @@ use super::store::{check_file, crc_of, fsync};
 use crate::position::NextOffset;
 use crate::state::kvfile;
 
-pub const FORMAT_VERSION: u32 = 2;
+/// Format 2 added the stream join's other topic and pending records with keys, format 3 the
+/// manifest's own checksum (`checkpoint::seal`).
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format whose manifest carries its own checksum.
+const SEALED_FROM: u32 = 3;
 /// The oldest format this Flumen reads.
 const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -312,9 +316,10 @@ impl Builder {
             }
         }
         let path = staging.join(MANIFEST);
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt {
+        let sealed = manifest.format_version >= SEALED_FROM;
+        let bytes = super::seal::encode(&manifest, sealed).map_err(|message| Error::Corrupt {
             path: path.clone(),
-            message: e.to_string(),
+            message,
         })?;
         std::fs::write(&path, bytes).map_err(io("write", &path))?;
         fsync(&path)?;
@@ -375,10 +380,13 @@ impl Savepoint {
                 found: u32::try_from(found).unwrap_or(u32::MAX),
             });
         }
-        let manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        let corrupt = |message| Error::Corrupt {
             path: path.clone(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let (manifest, sealed): (SavepointManifest, bool) =
+            super::seal::decode(&bytes).map_err(corrupt)?;
+        super::seal::check_format(manifest.format_version, SEALED_FROM, sealed).map_err(corrupt)?;
         Ok(Self { dir, manifest })
     }
 

@@ -1,9 +1,9 @@
-//! The bytes of a `manifest.json`: the manifest as pretty JSON whose last field is the CRC32C
-//! of the file's bytes before that field (format 3 on).
+//! The bytes of a `manifest.json` (a checkpoint's, format 3 on; a savepoint's, format 3 on):
+//! pretty JSON whose last field is the CRC32C of the file's bytes before that field.
 //!
-//! The manifest holds the offsets a restore seeks to and every task file's CRC32C, so a damaged
+//! A manifest holds the offsets a restore seeks to and every data file's CRC32C, so a damaged
 //! manifest that still parses (a flipped digit in an offset, a length or a checksum) would be
-//! trusted. Its own checksum makes every change to it visible at read, as the task files'
+//! trusted. Its own checksum makes every change to it visible at read, as the data files'
 //! damage is by theirs. The field goes last so the file stays plain JSON (`jq` reads it):
 //!
 //! ```text
@@ -16,21 +16,23 @@
 //! ```
 //!
 //! The checksum covers the same text with the field taken out: the bytes up to the comma
-//! before it, then `\n}`. Formats 1 and 2 were written without it and are still read.
+//! before it, then `\n}`. Older formats were written without it and are still read; whether a
+//! format has one is the caller's to say ([`decode`] returns whether the file had one).
 
-use super::Manifest;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-/// The first manifest format with its own checksum.
+/// The first checkpoint manifest format with its own checksum.
 pub const SEALED_FROM: u32 = 3;
 
 /// What precedes the checksum: the end of the previous field, and the field's name.
 const FIELD: &str = ",\n  \"manifest_crc32c\": ";
 const END: &str = "\n}\n";
 
-/// The file's bytes of `manifest` (sealed when its format has a checksum).
-pub fn encode(manifest: &Manifest) -> Result<Vec<u8>, String> {
+/// The file's bytes of `manifest`: pretty JSON, ending in its checksum when `sealed`.
+pub fn encode<T: Serialize>(manifest: &T, sealed: bool) -> Result<Vec<u8>, String> {
     let body = serde_json::to_string_pretty(manifest).map_err(|e| e.to_string())?;
-    if manifest.format_version < SEALED_FROM {
+    if !sealed {
         return Ok(body.into_bytes());
     }
     let crc = crc32c::crc32c(body.as_bytes());
@@ -40,19 +42,13 @@ pub fn encode(manifest: &Manifest) -> Result<Vec<u8>, String> {
     Ok(format!("{open}{FIELD}{crc}{END}").into_bytes())
 }
 
-/// The manifest in a file's bytes; an error says what is wrong with them (the caller names the
-/// file).
-pub fn decode(bytes: &[u8]) -> Result<Manifest, String> {
+/// The manifest in a file's bytes, and whether the file carried its checksum (which is then
+/// checked); an error says what is wrong with the bytes (the caller names the file).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, bool), String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
     let Some(at) = text.rfind(FIELD) else {
-        let manifest: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if manifest.format_version >= SEALED_FROM {
-            return Err(format!(
-                "format {} has its own checksum, and this manifest has none",
-                manifest.format_version
-            ));
-        }
-        return Ok(manifest);
+        let manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        return Ok((manifest, false));
     };
     let written = &text[at + FIELD.len()..];
     let digits = written
@@ -70,20 +66,40 @@ pub fn decode(bytes: &[u8]) -> Result<Manifest, String> {
             "crc32c of the manifest {actual:08x}, its checksum field says {crc:08x}"
         ));
     }
-    let manifest: Manifest = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    if manifest.format_version < SEALED_FROM {
-        return Err(format!(
-            "format {} has no checksum of its own, and this manifest has one",
-            manifest.format_version
-        ));
+    let manifest = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    Ok((manifest, true))
+}
+
+/// Refuses a manifest whose format and checksum disagree: a format from `sealed_from` on has
+/// one, an older one has none (a damaged format number shows here).
+pub fn check_format(version: u32, sealed_from: u32, sealed: bool) -> Result<(), String> {
+    match (version >= sealed_from, sealed) {
+        (true, false) => Err(format!(
+            "format {version} has its own checksum, and this manifest has none"
+        )),
+        (false, true) => Err(format!(
+            "format {version} has no checksum of its own, and this manifest has one"
+        )),
+        _ => Ok(()),
     }
+}
+
+/// A checkpoint manifest's file bytes (sealed from format [`SEALED_FROM`]).
+pub fn encode_manifest(manifest: &super::Manifest) -> Result<Vec<u8>, String> {
+    encode(manifest, manifest.format_version >= SEALED_FROM)
+}
+
+/// A checkpoint manifest from its file's bytes, its checksum checked.
+pub fn decode_manifest(bytes: &[u8]) -> Result<super::Manifest, String> {
+    let (manifest, sealed): (super::Manifest, bool) = decode(bytes)?;
+    check_format(manifest.format_version, SEALED_FROM, sealed)?;
     Ok(manifest)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{CheckpointId, FileSum, TaskSnapshot};
+    use crate::checkpoint::{CheckpointId, FileSum, Manifest, TaskSnapshot};
     use crate::position::{NextOffset, Partition};
 
     fn manifest() -> Manifest {
@@ -115,8 +131,8 @@ mod tests {
     #[test]
     fn a_sealed_manifest_reads_back_and_is_plain_json() {
         let m = manifest();
-        let bytes = encode(&m).unwrap();
-        assert_eq!(decode(&bytes).unwrap(), m);
+        let bytes = encode_manifest(&m).unwrap();
+        assert_eq!(decode_manifest(&bytes).unwrap(), m);
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert!(json["manifest_crc32c"].is_u64(), "{json}");
     }
@@ -124,13 +140,13 @@ mod tests {
     /// Every single-bit flip anywhere in the file is refused: none yields a manifest.
     #[test]
     fn every_flipped_bit_is_detected() {
-        let bytes = encode(&manifest()).unwrap();
+        let bytes = encode_manifest(&manifest()).unwrap();
         for i in 0..bytes.len() {
             for bit in 0..8 {
                 let mut damaged = bytes.clone();
                 damaged[i] ^= 1 << bit;
                 assert!(
-                    decode(&damaged).is_err(),
+                    decode_manifest(&damaged).is_err(),
                     "byte {i} bit {bit} undetected: {}",
                     String::from_utf8_lossy(&damaged)
                 );
@@ -140,15 +156,15 @@ mod tests {
 
     #[test]
     fn truncation_and_a_removed_checksum_are_detected() {
-        let bytes = encode(&manifest()).unwrap();
+        let bytes = encode_manifest(&manifest()).unwrap();
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "cut at {len}");
+            assert!(decode_manifest(&bytes[..len]).is_err(), "cut at {len}");
         }
         let text = String::from_utf8(bytes).unwrap();
         let at = text.rfind(FIELD).unwrap();
         let stripped = format!("{}\n}}\n", &text[..at]);
         assert!(
-            decode(stripped.as_bytes())
+            decode_manifest(stripped.as_bytes())
                 .unwrap_err()
                 .contains("has none")
         );
@@ -159,7 +175,7 @@ mod tests {
         let mut m = manifest();
         m.format_version = 2;
         let bytes = serde_json::to_vec_pretty(&m).unwrap();
-        assert_eq!(decode(&bytes).unwrap(), m);
-        assert_eq!(encode(&m).unwrap(), bytes);
+        assert_eq!(decode_manifest(&bytes).unwrap(), m);
+        assert_eq!(encode_manifest(&m).unwrap(), bytes);
     }
 }

@@ -110,7 +110,7 @@ impl Store {
                     .map_err(io("remove unfinished checkpoint", &path))?;
             } else if digits(rest) {
                 let bytes = std::fs::read(path.join(MANIFEST)).unwrap_or_default();
-                let writer = super::seal::decode(&bytes)
+                let writer = super::seal::decode_manifest(&bytes)
                     .ok()
                     .map(|m| m.writer.map(|w| super::tag::file_safe(&w)));
                 let ours = writer.is_some_and(|w| w.is_none_or(|w| w == self.writer));
@@ -186,7 +186,7 @@ impl Store {
     pub fn manifest(&self, id: CheckpointId) -> Result<Manifest> {
         let path = self.dir_of(id).join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(io("read", &path))?;
-        let manifest = super::seal::decode(&bytes).map_err(|message| Error::Corrupt {
+        let manifest = super::seal::decode_manifest(&bytes).map_err(|message| Error::Corrupt {
             path: path.clone(),
             message,
         })?;
@@ -247,7 +247,7 @@ impl Store {
             fsync(&dir)?;
         }
         let path = staging.join(MANIFEST);
-        let bytes = super::seal::encode(&manifest).map_err(|message| Error::Corrupt {
+        let bytes = super::seal::encode_manifest(&manifest).map_err(|message| Error::Corrupt {
             path: path.clone(),
             message,
         })?;

@@ -43,10 +43,11 @@ impl Remote {
         let w = writer.map_or_else(|| self.writer.clone(), crate::checkpoint::tag::file_safe);
         let key = self.manifest_key(&w, id);
         let bytes = self.get(&key)?;
-        let manifest = super::super::seal::decode(&bytes).map_err(|message| Error::Corrupt {
-            key: key.to_string(),
-            message,
-        })?;
+        let manifest =
+            super::super::seal::decode_manifest(&bytes).map_err(|message| Error::Corrupt {
+                key: key.to_string(),
+                message,
+            })?;
         if manifest.checkpoint != id {
             return Err(Error::Corrupt {
                 key: key.to_string(),

@@ -67,7 +67,7 @@ fn a_writer_takes_its_checkpoints_of_the_old_layout_and_no_one_elses() {
         m.writer = writer.map(Into::into);
         std::fs::write(
             dir.join(MANIFEST),
-            crate::checkpoint::seal::encode(&m).unwrap(),
+            crate::checkpoint::seal::encode_manifest(&m).unwrap(),
         )
         .unwrap();
     };
