@@ -1,13 +1,98 @@
 //! Typed config → librdkafka `ClientConfig`. Engine-owned settings are applied after the
 //! user's pass-through properties (which `config` already refused to contain them).
+//!
+//! `[kafka.properties]` serve every client, as one `Properties` does in a Kafka Streams app;
+//! each client gets those of its role only (librdkafka logs a CONFWARN for every property of
+//! the other role, on every client it creates: `session.timeout.ms` on each producer).
 
 use rdkafka::config::ClientConfig;
 
 use crate::config::KafkaConfig;
 
-fn base(kafka: &KafkaConfig) -> ClientConfig {
+/// What a client is, as librdkafka sees it (an admin client is a producer handle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Consumer,
+    Producer,
+}
+
+/// The consumer-only properties ("C" in librdkafka 2.12's CONFIGURATION.md), global and
+/// topic-level; the engine sets several of them itself (refused in `[kafka.properties]`).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.commit.enable",
+    "auto.offset.reset",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "consume.callback.max.messages",
+];
+
+/// The producer-only properties ("P" in the same table).
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+    "compression.level",
+];
+
+fn base(kafka: &KafkaConfig, role: Role) -> ClientConfig {
+    let other = match role {
+        Role::Consumer => PRODUCER_ONLY,
+        Role::Producer => CONSUMER_ONLY,
+    };
     let mut cfg = ClientConfig::new();
-    for (k, v) in &kafka.properties {
+    for (k, v) in kafka
+        .properties
+        .iter()
+        .filter(|(k, _)| !other.contains(&k.as_str()))
+    {
         cfg.set(k, v);
     }
     cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
@@ -45,7 +130,7 @@ pub fn max_poll_interval(kafka: &KafkaConfig) -> std::time::Duration {
 /// records between were never processed (a partition never committed starts at its log
 /// start explicitly, `consumer.rs`).
 pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
-    let mut cfg = base(kafka);
+    let mut cfg = base(kafka, Role::Consumer);
     if let Some(id) = instance_id {
         cfg.set("group.instance.id", id);
     }
@@ -85,7 +170,7 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str, instance_id: Option<&str>) 
 /// The transactional producer. `message.timeout.ms` stays below the transaction timeout, as
 /// librdkafka requires; murmur2 partitions by key as Kafka's Java clients do.
 pub fn producer(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
-    let mut cfg = base(kafka);
+    let mut cfg = base(kafka, Role::Producer);
     let txn_ms = kafka.transaction_timeout.as_millis();
     cfg.set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", txn_ms.to_string())
@@ -107,7 +192,7 @@ pub fn producer(kafka: &KafkaConfig, transactional_id: &str) -> ClientConfig {
 
 /// A group-less read_committed reader that reports partition ends (savepoints).
 pub fn reader(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = base(kafka);
+    let mut cfg = base(kafka, Role::Consumer);
     cfg.set("group.id", "flumen-reader")
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
@@ -120,7 +205,7 @@ pub fn reader(kafka: &KafkaConfig) -> ClientConfig {
 /// The control topic's writer (`kafka::control`): idempotent, not transactional (a request
 /// is a command to the running instances, never pipeline data).
 pub fn control_writer(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = base(kafka);
+    let mut cfg = base(kafka, Role::Producer);
     cfg.set("enable.idempotence", "true").set("acks", "all");
     cfg
 }
@@ -129,7 +214,7 @@ pub fn control_writer(kafka: &KafkaConfig) -> ClientConfig {
 /// topic: a broker with `auto.create.topics.enable` would answer "what partitions has X?"
 /// by creating X with its default partition count.
 pub fn admin(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = base(kafka);
+    let mut cfg = base(kafka, Role::Producer);
     cfg.set("allow.auto.create.topics", "false");
     cfg
 }
@@ -142,4 +227,47 @@ pub fn max_message_bytes(kafka: &KafkaConfig) -> usize {
         .find(|(k, _)| k == "message.max.bytes")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            transaction_timeout: std::time::Duration::from_secs(60),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_client_gets_the_properties_of_its_role() {
+        let k = kafka(&[
+            ("session.timeout.ms", "20000"),
+            ("fetch.min.bytes", "10"),
+            ("linger.ms", "20"),
+            ("compression.type", "zstd"),
+            ("socket.keepalive.enable", "true"),
+        ]);
+        let consumer = consumer(&k, "g", None);
+        let producer = producer(&k, "t");
+        for c in [&consumer, &reader(&k)] {
+            assert_eq!(c.get("fetch.min.bytes"), Some("10"));
+            assert_eq!(c.get("compression.type"), None);
+            assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
+        }
+        assert_eq!(consumer.get("session.timeout.ms"), Some("20000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        for p in [&producer, &control_writer(&k), &admin(&k)] {
+            assert_eq!(p.get("session.timeout.ms"), None);
+            assert_eq!(p.get("fetch.min.bytes"), None);
+            assert_eq!(p.get("socket.keepalive.enable"), Some("true"));
+        }
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("compression.type"), Some("zstd"));
+    }
 }
