@@ -125,10 +125,10 @@ fn broker_kill(bed: &Bed) -> Result<Row> {
         |_| {},
         |c| {
             for _ in 0..kills {
-                c.sleep_ms(3_000..10_000);
+                c.supervised_sleep_ms(3_000..10_000)?;
                 let node = c.rng.random_range(1..=c.bed.brokers.nodes);
                 c.bed.brokers.kill(node)?;
-                c.sleep_ms(1_000..5_000);
+                c.supervised_sleep_ms(1_000..5_000)?;
                 c.bed.brokers.start_node(node)?;
                 c.faults += 1;
             }
@@ -148,9 +148,9 @@ fn blackhole(bed: &Bed) -> Result<Row> {
         |c| {
             let proxies = &c.bed.brokers.proxies;
             for _ in 0..short {
-                c.sleep_ms(2_000..6_000);
+                c.supervised_sleep_ms(2_000..6_000)?;
                 proxies.iter().for_each(|p| p.blackhole(true));
-                c.sleep_ms(2_000..5_000);
+                c.supervised_sleep_ms(2_000..5_000)?;
                 proxies.iter().for_each(|p| p.blackhole(false));
                 c.faults += 1;
             }
@@ -186,7 +186,7 @@ fn lost_commit_response(bed: &Bed) -> Result<Row> {
         |c| {
             let proxies = &c.bed.brokers.proxies;
             for i in 0..n {
-                c.sleep_ms(2_000..5_000);
+                c.supervised_sleep_ms(2_000..5_000)?;
                 let fate = if i % 2 == 0 {
                     Fate::Drop
                 } else {
@@ -307,7 +307,7 @@ fn cluster(bed: &Bed) -> Result<Row> {
                     c.names.pipeline(crate::verify::Kind::Count)
                 );
                 for hard in [true, false] {
-                    c.sleep_ms(3_000..6_000);
+                    c.supervised_sleep_ms(3_000..6_000)?;
                     let node = c
                         .bed
                         .brokers
@@ -319,11 +319,11 @@ fn cluster(bed: &Bed) -> Result<Row> {
                         if hard { "killed" } else { "stopped" }
                     ));
                 }
-                c.sleep_ms(3_000..6_000);
+                c.supervised_sleep_ms(3_000..6_000)?;
                 let node = c.rng.random_range(1..=3);
                 bounce(c, node, true)?;
                 for node in 1..=3 {
-                    c.sleep_ms(2_000..4_000);
+                    c.supervised_sleep_ms(2_000..4_000)?;
                     bounce(c, node, false)?;
                 }
                 c.notes.push(format!(
@@ -341,7 +341,7 @@ fn bounce(c: &mut Ctx<'_>, node: usize, hard: bool) -> Result<()> {
     } else {
         c.bed.brokers.stop_node(node)?;
     }
-    c.sleep_ms(2_000..5_000);
+    c.supervised_sleep_ms(2_000..5_000)?;
     c.bed.brokers.start_node(node)?;
     c.faults += 1;
     Ok(())

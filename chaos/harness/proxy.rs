@@ -103,14 +103,18 @@ fn serve(client: TcpStream, upstream: u16, s: Arc<Shared>) -> Result<()> {
     wait_open(&s);
     let server = TcpStream::connect(("127.0.0.1", upstream))?;
     let marked: Marked = Arc::default();
-    let (c2, s2, sh2, m2) = (
+    let (c2, s2, s3, sh2, m2) = (
         client.try_clone()?,
+        server.try_clone()?,
         server.try_clone()?,
         s.clone(),
         marked.clone(),
     );
     let up = std::thread::spawn(move || {
         requests(c2, s2, &sh2, &m2).ok();
+        // the client is gone (a killed daemon): end the broker's side too, or its reader
+        // waits out the broker's idle timeout holding both sockets
+        s3.shutdown(Shutdown::Both).ok();
     });
     responses(server.try_clone()?, client.try_clone()?, &s, &marked).ok();
     client.shutdown(Shutdown::Both).ok();

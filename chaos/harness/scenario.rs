@@ -122,6 +122,36 @@ impl<'a> Ctx<'a> {
         std::thread::sleep(Duration::from_millis(self.rng.random_range(range)));
     }
 
+    /// Sleeps as [`Ctx::sleep_ms`], watching the daemon as its supervisor would (systemd's
+    /// `Restart=on-failure`, a pod's restart policy): one that exited (a fatal error exits
+    /// non-zero, rule 3) is started again a second later, and the exit is noted. Without this a
+    /// fatal exit in the middle of the faults stalled the run until the end of the scenario.
+    pub fn supervised_sleep_ms(&mut self, range: std::ops::Range<u64>) -> Result<()> {
+        use rand::Rng;
+        let until = Instant::now() + Duration::from_millis(self.rng.random_range(range));
+        loop {
+            if let Some(status) = self.daemon.wait(Duration::ZERO)? {
+                let log = self.daemon.last_log();
+                let cause = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("fatal") || l.contains("ERROR"))
+                    .unwrap_or_default();
+                self.notes.push(format!(
+                    "the daemon exited ({status}) during the faults; restarted as a supervisor would. Cause: {}",
+                    cause.trim()
+                ));
+                std::thread::sleep(Duration::from_secs(1));
+                self.daemon.start(&[])?;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(250)));
+        }
+    }
+
     pub fn fail(&mut self, what: String) {
         eprintln!("chaos:   FAILED: {what}");
         self.failures.push(what);

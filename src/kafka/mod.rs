@@ -77,6 +77,7 @@ impl Error {
             }
             // a failed delivery inside a transaction makes it abortable
             Self::Delivery(_) => TxnFailure::Abortable,
+            Self::Client { source, .. } if fenced_or_fatal(source) => TxnFailure::Fatal,
             Self::Client { .. } | Self::NoGroupMetadata | Self::Timeout { .. } => {
                 TxnFailure::Retriable
             }
@@ -84,6 +85,58 @@ impl Error {
             | Self::PartitionCount { .. }
             | Self::TooLarge { .. }
             | Self::Unauthenticated { .. } => TxnFailure::Fatal,
+        }
+    }
+}
+
+/// A client error (of a produce, a poll, any call) after which this process must not go on:
+/// librdkafka's producer is in its fatal state, or this instance was fenced by a newer one with
+/// the same transactional id or `group.instance.id` (a zombie after a pause). Restarting the
+/// pipeline in-process would call `init_transactions` and join the group again, fencing the
+/// new owner back (the chaos suite's zombie rounds ping-ponged so between two instances).
+fn fenced_or_fatal(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    // librdkafka's only fatal consumer error is a fenced static member
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                Code::Fatal
+                    | Code::Fenced
+                    | Code::FencedInstanceId
+                    | Code::ProducerFenced
+                    | Code::InvalidProducerEpoch
+            )
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::*;
+
+    #[test]
+    fn a_fenced_or_fatal_client_error_is_fatal_whatever_the_call() {
+        let client = |source| Error::Client {
+            op: "produce",
+            source,
+        };
+        for fatal in [
+            KafkaError::MessageProduction(Code::Fatal),
+            KafkaError::MessageConsumptionFatal(Code::FencedInstanceId),
+            KafkaError::MessageConsumption(Code::FencedInstanceId),
+            KafkaError::MessageProduction(Code::ProducerFenced),
+            KafkaError::Global(Code::Fenced),
+        ] {
+            assert_eq!(client(fatal).txn_failure(), TxnFailure::Fatal);
+        }
+        for transient in [
+            KafkaError::MessageProduction(Code::QueueFull),
+            KafkaError::MessageConsumption(Code::BrokerTransportFailure),
+            KafkaError::Global(Code::AllBrokersDown),
+        ] {
+            assert_eq!(client(transient).txn_failure(), TxnFailure::Retriable);
         }
     }
 }

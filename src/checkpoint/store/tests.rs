@@ -43,6 +43,11 @@ fn a_finished_checkpoint_verifies_and_a_flipped_byte_is_caught() {
     std::fs::write(&file, b"hellO state").unwrap();
     let err = store.verify(CheckpointId(1), &m.tasks[0]).unwrap_err();
     assert!(err.to_string().contains("state.kv"), "{err}");
+    // a deleted file is damage too, not an I/O error a retry could get past
+    std::fs::remove_file(&file).unwrap();
+    let err = store.verify(CheckpointId(1), &m.tasks[0]).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("state.kv"), "{err}");
 }
 
 #[test]

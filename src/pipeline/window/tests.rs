@@ -57,6 +57,7 @@ fn watermark_is_the_minimum_of_inputs_that_are_not_idle() {
     assert_eq!(wm.advance(t0), None, "input 1 has not spoken yet");
     wm.observe(1, 50, t0);
     assert_eq!(wm.advance(t0), Some(50));
+    wm.observe(0, 150, t0 + Duration::from_secs(5));
     wm.observe(0, 200, t0 + Duration::from_secs(11));
     // input 1 has been quiet for 11 s: it no longer holds the watermark back
     assert_eq!(wm.advance(t0 + Duration::from_secs(11)), Some(200));
@@ -67,6 +68,32 @@ fn watermark_is_the_minimum_of_inputs_that_are_not_idle() {
     wm.observe(1, 300, t0 + Duration::from_secs(12));
     wm.observe(0, 250, t0 + Duration::from_secs(12));
     assert_eq!(wm.advance(t0 + Duration::from_secs(12)), Some(250));
+}
+
+/// A silence of every input (an outage) is not idleness: the first input heard after it does
+/// not set the watermark alone, the others get a full idle timeout to speak again.
+#[test]
+fn after_every_input_was_silent_none_leads_alone() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut wm = Watermarks::new([0, 1], s(10), t0);
+    wm.observe(0, 100, t0);
+    wm.observe(1, 100, t0);
+    assert_eq!(wm.advance(t0), Some(100));
+    // both silent for 30 s; input 0 is back first, far ahead
+    wm.observe(0, 500, t0 + s(30));
+    assert_eq!(
+        wm.advance(t0 + s(30)),
+        None,
+        "input 1 still holds the watermark"
+    );
+    wm.observe(1, 300, t0 + s(32));
+    assert_eq!(wm.advance(t0 + s(32)), Some(300));
+    // input 1 goes quiet alone: after the idle timeout it no longer holds input 0 back
+    wm.observe(0, 600, t0 + s(41));
+    assert_eq!(wm.advance(t0 + s(41)), None);
+    wm.observe(0, 700, t0 + s(43));
+    assert_eq!(wm.advance(t0 + s(43)), Some(700));
 }
 
 #[test]
