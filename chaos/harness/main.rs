@@ -104,6 +104,7 @@ fn suite(a: SuiteArgs) -> Result<()> {
         a.scenarios.clone()
     };
     names.dedup();
+    let git = report::git_head();
     std::fs::remove_dir_all(&a.work_dir).ok();
     std::fs::create_dir_all(&a.work_dir)?;
     let brokers = brokers::Brokers::start(&a.root, a.nodes, a.base_port, a.txn_version)?;
@@ -147,6 +148,7 @@ fn suite(a: SuiteArgs) -> Result<()> {
                 a.rate, a.users, a.pill_percent
             ),
             flumen: &a.flumen,
+            git,
         },
     )?;
     println!("{table}\n{}", report::details(&rows)?);

@@ -81,6 +81,18 @@ pub struct Setup<'a> {
     pub txn_version: Option<u8>,
     pub load: String,
     pub flumen: &'a Path,
+    /// The commit checked out when the suite started (HEAD may move during a long run).
+    pub git: String,
+}
+
+/// The commit checked out now, short, with `+changes` when the tree differs from it.
+pub fn git_head() -> String {
+    let head = out("git", &["rev-parse", "--short", "HEAD"]);
+    if out("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        head
+    } else {
+        format!("{head}+changes")
+    }
 }
 
 fn out(cmd: &str, args: &[&str]) -> String {
@@ -107,7 +119,7 @@ pub fn write(dir: &Path, rows: &[Row], s: &Setup<'_>) -> Result<PathBuf> {
         "- Flumen: {} (`{}`), git {}",
         out(&s.flumen.display().to_string(), &["--version"]),
         s.flumen.display(),
-        out("git", &["rev-parse", "--short", "HEAD"])
+        s.git
     )?;
     writeln!(
         text,
