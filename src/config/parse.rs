@@ -92,7 +92,7 @@ fn read_mirror(
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim().to_string();
         if let Some((key, expected)) = unknown_field(&message)
-            && let Some(path) = remove_key_at(table.get_mut(), "", &span)
+            && let Some((path, _)) = remove_key_at(table.get_mut(), "", &span, At::Key)
         {
             let near = nearest(&key, &expected);
             let hint = match near {
@@ -128,7 +128,8 @@ fn read_mirror(
             let path = super::validate::key_path_at(text, span.start);
             problems.push(problem(path, span.clone(), message));
         }
-        if !is_missing && let Some(key) = remove_value_at(table.get_mut(), &span) {
+        if !is_missing && let Some((_, key)) = remove_key_at(table.get_mut(), "", &span, At::Value)
+        {
             suggested.push(key);
             wrong_value = true;
             continue;
@@ -136,32 +137,6 @@ fn read_mirror(
         return (None, problems);
     }
     (None, problems)
-}
-
-/// Removes the key whose value's span is `span` (a value serde refused), wherever it is; its
-/// name, if there was one.
-fn remove_value_at(table: &mut DeTable<'_>, span: &Range<usize>) -> Option<String> {
-    let found = table
-        .iter()
-        .find(|(_, v)| v.span() == *span)
-        .map(|(k, _)| k.clone());
-    if let Some(key) = found {
-        table.remove(&key);
-        return Some(key.get_ref().to_string());
-    }
-    table
-        .iter_mut()
-        .find_map(|(_, v)| remove_value_in(v.get_mut(), span))
-}
-
-fn remove_value_in(value: &mut DeValue<'_>, span: &Range<usize>) -> Option<String> {
-    match value {
-        DeValue::Table(t) => remove_value_at(t, span),
-        DeValue::Array(items) => items
-            .iter_mut()
-            .find_map(|item| remove_value_in(item.get_mut(), span)),
-        _ => None,
-    }
 }
 
 /// `unknown field `x`, expected one of `a`, `b`` → (x, [a, b]).
@@ -210,28 +185,49 @@ fn child(parent: &str, key: &str) -> String {
     }
 }
 
-/// Removes the key whose span is `span`, wherever it is; its path, if there was one.
-fn remove_key_at(table: &mut DeTable<'_>, path: &str, span: &Range<usize>) -> Option<String> {
+/// Which span of a key-value pair an error points at: the key's (an unknown key) or the
+/// value's (a value serde refused).
+#[derive(Clone, Copy)]
+enum At {
+    Key,
+    Value,
+}
+
+/// Removes the key whose key or value span (`at`) is `span`, wherever it is; its path and its
+/// name, if there was one.
+fn remove_key_at(
+    table: &mut DeTable<'_>,
+    path: &str,
+    span: &Range<usize>,
+    at: At,
+) -> Option<(String, String)> {
     let found = table
         .iter()
-        .find(|(k, _)| k.span() == *span)
+        .find(|(k, v)| match at {
+            At::Key => k.span() == *span,
+            At::Value => v.span() == *span,
+        })
         .map(|(k, _)| k.clone());
     if let Some(key) = found {
         table.remove(&key);
-        return Some(child(path, key.get_ref()));
+        return Some((child(path, key.get_ref()), key.get_ref().to_string()));
     }
     table
         .iter_mut()
-        .find_map(|(k, v)| remove_in_value(v.get_mut(), &child(path, k.get_ref()), span))
+        .find_map(|(k, v)| remove_in_value(v.get_mut(), &child(path, k.get_ref()), span, at))
 }
 
-fn remove_in_value(value: &mut DeValue<'_>, path: &str, span: &Range<usize>) -> Option<String> {
+fn remove_in_value(
+    value: &mut DeValue<'_>,
+    path: &str,
+    span: &Range<usize>,
+    at: At,
+) -> Option<(String, String)> {
     match value {
-        DeValue::Table(t) => remove_key_at(t, path, span),
-        DeValue::Array(items) => items
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, item)| remove_in_value(item.get_mut(), &format!("{path}[{i}]"), span)),
+        DeValue::Table(t) => remove_key_at(t, path, span, at),
+        DeValue::Array(items) => items.iter_mut().enumerate().find_map(|(i, item)| {
+            remove_in_value(item.get_mut(), &format!("{path}[{i}]"), span, at)
+        }),
         _ => None,
     }
 }
