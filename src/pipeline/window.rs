@@ -108,6 +108,9 @@ pub struct Watermarks {
     inputs: BTreeMap<i32, Input>,
     combined: i64,
     idle_timeout: Duration,
+    /// When any input was last heard from: a silence of every input is a check of this one
+    /// instant, not of each input, on the per-record path.
+    any_heard: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +142,7 @@ impl Watermarks {
                 .collect(),
             combined: NO_WATERMARK,
             idle_timeout,
+            any_heard: now,
         }
     }
 
@@ -148,15 +152,12 @@ impl Watermarks {
 
     /// Input `input` reached `watermark` (or spoke without advancing).
     pub fn observe(&mut self, input: i32, watermark: i64, now: Instant) {
-        let all_silent = self
-            .inputs
-            .values()
-            .all(|i| now.saturating_duration_since(i.last_heard) >= self.idle_timeout);
-        if all_silent {
+        if now.saturating_duration_since(self.any_heard) >= self.idle_timeout {
             for i in self.inputs.values_mut() {
                 i.last_heard = now;
             }
         }
+        self.any_heard = self.any_heard.max(now);
         let e = self.inputs.entry(input).or_insert(Input {
             watermark: NO_WATERMARK,
             last_heard: now,
