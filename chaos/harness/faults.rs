@@ -242,7 +242,19 @@ fn zombie(bed: &Bed) -> Result<Row> {
                 let mut zombie = std::mem::replace(&mut c.daemon, b);
                 zombie.signal("CONT")?;
                 match zombie.wait(Duration::from_secs(90))? {
-                    Some(s) if !s.success() => c.faults += 1,
+                    Some(s) if !s.success() => {
+                        c.faults += 1;
+                        let log = zombie.last_log();
+                        let cause = log.lines().rev().find(|l| l.starts_with("error:"));
+                        c.notes.push(format!(
+                            "round {round}: the zombie exited ({s}): {}",
+                            cause
+                                .unwrap_or("no error line")
+                                .chars()
+                                .take(300)
+                                .collect::<String>()
+                        ));
+                    }
                     other => c.fail(format!("the zombie did not exit non-zero: {other:?}")),
                 }
                 c.retired.push(zombie);

@@ -105,8 +105,7 @@ fn suite(a: SuiteArgs) -> Result<()> {
     };
     names.dedup();
     let git = report::git_head();
-    std::fs::remove_dir_all(&a.work_dir).ok();
-    std::fs::create_dir_all(&a.work_dir)?;
+    scenario::clear_work_dir(&a.work_dir)?;
     let brokers = brokers::Brokers::start(&a.root, a.nodes, a.base_port, a.txn_version)?;
     let bed = scenario::Bed::new(brokers, a.flumen.clone(), a.work_dir.clone(), a.quick, load);
     let mut rows = Vec::new();

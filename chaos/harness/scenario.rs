@@ -27,6 +27,9 @@ pub struct Ctx<'a> {
     pub notes: Vec<String>,
     pub rng: rand::rngs::ThreadRng,
     pub feeder_started: Instant,
+    /// The faults ran under a supervisor ([`Ctx::supervised_sleep_ms`]): an exit after the
+    /// last one is restarted too.
+    pub supervised: bool,
 }
 
 /// The machine-wide parts: brokers, the flumen binary, the work directory, and how long.
@@ -128,21 +131,11 @@ impl<'a> Ctx<'a> {
     /// fatal exit in the middle of the faults stalled the run until the end of the scenario.
     pub fn supervised_sleep_ms(&mut self, range: std::ops::Range<u64>) -> Result<()> {
         use rand::Rng;
+        self.supervised = true;
         let until = Instant::now() + Duration::from_millis(self.rng.random_range(range));
         loop {
             if let Some(status) = self.daemon.wait(Duration::ZERO)? {
-                let log = self.daemon.last_log();
-                let cause = log
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("fatal") || l.contains("ERROR"))
-                    .unwrap_or_default();
-                self.notes.push(format!(
-                    "the daemon exited ({status}) during the faults; restarted as a supervisor would. Cause: {}",
-                    cause.trim()
-                ));
-                std::thread::sleep(Duration::from_secs(1));
-                self.daemon.start(&[])?;
+                self.restart_exited(status, "during the faults")?;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -150,6 +143,23 @@ impl<'a> Ctx<'a> {
             }
             std::thread::sleep(left.min(Duration::from_millis(250)));
         }
+    }
+
+    /// Notes the exit of the daemon with its cause (the log's last error), and starts it again
+    /// a second later, as a supervisor would.
+    fn restart_exited(&mut self, status: std::process::ExitStatus, when: &str) -> Result<()> {
+        let log = self.daemon.last_log();
+        let cause = log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:") || l.contains("fatal") || l.contains("ERROR"))
+            .unwrap_or_default();
+        self.notes.push(format!(
+            "the daemon exited ({status}) {when}; restarted as a supervisor would. Cause: {}",
+            cause.trim()
+        ));
+        std::thread::sleep(Duration::from_secs(1));
+        self.daemon.start(&[])
     }
 
     pub fn fail(&mut self, what: String) {
@@ -209,6 +219,7 @@ pub fn run(
         notes: Vec::new(),
         rng: rand::rng(),
         feeder_started: Instant::now(),
+        supervised: false,
     };
     let faulted = fault(&mut ctx);
     let fault_window = (ctx.feeder_started, Instant::now());
@@ -242,7 +253,16 @@ fn finish(
     if !ctx.daemon.is_running() {
         ctx.daemon.start(&[])?;
     }
-    if let Err(e) = ctx.daemon.wait_ready(Duration::from_secs(180)) {
+    let mut ready = ctx.daemon.wait_ready(Duration::from_secs(180));
+    if ready.is_err() && ctx.supervised {
+        // the last fault may end the daemon a moment after the loop (fenced by the
+        // coordinator's abort of a transaction that outlived the timeout): supervised still
+        if let Some(status) = ctx.daemon.wait(Duration::ZERO)? {
+            ctx.restart_exited(status, "after the last fault")?;
+            ready = ctx.daemon.wait_ready(Duration::from_secs(180));
+        }
+    }
+    if let Err(e) = ready {
         ctx.fail(format!("not ready after the faults: {e:#}"));
     }
     // caught up: every sink and dead-letter topic holds at least what the reference asks
@@ -329,11 +349,41 @@ fn finish(
     Ok(row)
 }
 
+/// A failed scenario's directory (its daemons' logs, state and checkpoints) outlives later
+/// runs: it is marked, and [`clear_work_dir`] leaves marked directories alone.
 fn keep_logs(ctx: &Ctx<'_>) {
+    let dir = ctx.bed.work.join(&ctx.names.prefix);
+    if let Err(e) = std::fs::write(dir.join(KEPT), "failed; delete this directory by hand\n") {
+        eprintln!("chaos:   cannot mark {} as kept: {e}", dir.display());
+    }
     eprintln!(
-        "chaos:   logs kept in {}",
-        ctx.bed.work.join(&ctx.names.prefix).display()
+        "chaos:   logs kept in {} (later runs leave it; delete it by hand)",
+        dir.display()
     );
+}
+
+/// The marker of a failed scenario's directory.
+const KEPT: &str = "KEPT";
+
+/// Empties the work directory for a run, but for failed scenarios' directories.
+pub fn clear_work_dir(work: &std::path::Path) -> Result<()> {
+    if let Ok(entries) = std::fs::read_dir(work) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.join(KEPT).try_exists().unwrap_or(true) {
+                eprintln!(
+                    "chaos: an earlier failed scenario's logs stay in {}",
+                    path.display()
+                );
+            } else if path.is_dir() {
+                std::fs::remove_dir_all(&path).ok();
+            } else {
+                std::fs::remove_file(&path).ok();
+            }
+        }
+    }
+    std::fs::create_dir_all(work)?;
+    Ok(())
 }
 
 /// Gaps between committed outputs within the fault window: how many exceed `STALL`, and the

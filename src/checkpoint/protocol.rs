@@ -129,7 +129,12 @@ pub enum TxnFailure {
     Retriable,
     /// The transaction must be aborted; the input is rewound to the last checkpoint.
     Abortable,
-    /// The producer is unusable (fenced, or a fatal error): the process must exit.
+    /// This producer is unusable, but no other instance took its transactional id over (a
+    /// fatal error that is not fencing: INVALID_TXN_STATE from a coordinator that restarted
+    /// mid-abort). Nothing can be aborted with it: a new incarnation's producer settles the
+    /// transaction by rule 2, as after a commit of unknown outcome.
+    Broken,
+    /// The producer is fenced, or fatally misconfigured: the process must exit.
     Fatal,
 }
 
@@ -152,7 +157,7 @@ pub enum CommitAction {
 pub fn on_commit_failure(failure: TxnFailure, attempt: u32, max_retries: u32) -> CommitAction {
     match failure {
         TxnFailure::Retriable if attempt < max_retries => CommitAction::Retry,
-        TxnFailure::Retriable => CommitAction::RestartWithoutAbort,
+        TxnFailure::Retriable | TxnFailure::Broken => CommitAction::RestartWithoutAbort,
         TxnFailure::Abortable => CommitAction::AbortAndRestore,
         TxnFailure::Fatal => CommitAction::Exit,
     }
@@ -365,6 +370,11 @@ mod tests {
         assert_eq!(
             on_commit_failure(TxnFailure::Fatal, 0, 3),
             CommitAction::Exit
+        );
+        // a broken producer cannot retry, and must not abort an outcome it does not know
+        assert_eq!(
+            on_commit_failure(TxnFailure::Broken, 0, 3),
+            CommitAction::RestartWithoutAbort
         );
     }
 

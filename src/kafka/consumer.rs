@@ -223,6 +223,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
 
 pub struct Consumer {
     inner: BaseConsumer<RebalanceContext>,
+    group: String,
 }
 
 /// Time limit of the consumer's blocking coordinator calls.
@@ -235,7 +236,10 @@ impl Consumer {
         let inner = super::client::consumer(kafka, group_id, instance_id)
             .create_with_context(RebalanceContext::default())
             .map_err(client("create consumer"))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            group: group_id.to_string(),
+        })
     }
 
     /// The next assignment of these partitions starts at these offsets, not the committed.
@@ -333,7 +337,21 @@ impl Consumer {
         let got = self
             .inner
             .committed_offsets(tpl_of(partitions), TIMEOUT)
-            .map_err(client("fetch committed offsets"))?;
+            .map_err(|source| match source.rdkafka_error_code() {
+                // read_committed asks for stable offsets: librdkafka waits while a transaction
+                // holds pending offsets of the group, and says only "timed out"
+                Some(rdkafka::types::RDKafkaErrorCode::OperationTimedOut) => {
+                    Error::UnstableOffsets {
+                        group: self.group.clone(),
+                        after: TIMEOUT,
+                        source,
+                    }
+                }
+                _ => Error::Client {
+                    op: "fetch committed offsets",
+                    source,
+                },
+            })?;
         Ok(got
             .elements()
             .iter()

@@ -14,6 +14,7 @@ pub mod producer;
 pub mod reader;
 
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::checkpoint::protocol::TxnFailure;
 
@@ -38,6 +39,15 @@ pub enum Error {
     Delivery(String),
     #[error("the consumer group metadata is not available (the consumer has not joined)")]
     NoGroupMetadata,
+    /// The group's committed offsets could not be read as stable (read_committed) in time.
+    #[error(
+        "the committed offsets of group {group:?} could not be read within {after:?} ({source}): the group coordinator is unreachable, or pending offsets of a transaction hold them. If this repeats while the brokers are up, a transaction nobody will end may hang (librdkafka lacks KIP-890's defences; seen after broker crashes): `kafka-transactions.sh --bootstrap-server HOST:PORT find-hanging --broker-id N --max-transaction-timeout 1` lists it, and `kafka-transactions.sh --bootstrap-server HOST:PORT abort --topic T --partition P --start-offset S` ends it"
+    )]
+    UnstableOffsets {
+        group: String,
+        after: std::time::Duration,
+        source: KafkaError,
+    },
     #[error("timed out after {after:?}: {op}")]
     Timeout {
         op: &'static str,
@@ -64,28 +74,52 @@ impl Error {
             Self::Client {
                 source: KafkaError::Transaction(rd),
                 ..
-            } => {
-                if rd.is_fatal() {
-                    TxnFailure::Fatal
-                } else if rd.txn_requires_abort() {
-                    TxnFailure::Abortable
-                } else if rd.is_retriable() {
-                    TxnFailure::Retriable
-                } else {
-                    TxnFailure::Fatal
-                }
-            }
+            } => transaction_failure(
+                Flags {
+                    fatal: rd.is_fatal(),
+                    abortable: rd.txn_requires_abort(),
+                    retriable: rd.is_retriable(),
+                },
+                rd.code(),
+            ),
             // a failed delivery inside a transaction makes it abortable
             Self::Delivery(_) => TxnFailure::Abortable,
             Self::Client { source, .. } if fenced_or_fatal(source) => TxnFailure::Fatal,
-            Self::Client { .. } | Self::NoGroupMetadata | Self::Timeout { .. } => {
-                TxnFailure::Retriable
-            }
+            Self::Client { .. }
+            | Self::NoGroupMetadata
+            | Self::UnstableOffsets { .. }
+            | Self::Timeout { .. } => TxnFailure::Retriable,
             Self::MissingTopic(_)
             | Self::PartitionCount { .. }
             | Self::TooLarge { .. }
             | Self::Unauthenticated { .. } => TxnFailure::Fatal,
         }
+    }
+}
+
+/// librdkafka's flags on a failed transactional call.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    fatal: bool,
+    abortable: bool,
+    retriable: bool,
+}
+
+/// A failed transactional call by its flags and code; unflagged counts as fatal, as
+/// librdkafka's documentation says.
+fn transaction_failure(flags: Flags, code: RDKafkaErrorCode) -> TxnFailure {
+    if flags.fatal && code == RDKafkaErrorCode::InvalidTransactionalState {
+        // the coordinator lost track of this producer's transaction (it restarted mid-abort,
+        // seen under broker kills); fencing says PRODUCER_FENCED or INVALID_PRODUCER_EPOCH
+        TxnFailure::Broken
+    } else if flags.fatal {
+        TxnFailure::Fatal
+    } else if flags.abortable {
+        TxnFailure::Abortable
+    } else if flags.retriable {
+        TxnFailure::Retriable
+    } else {
+        TxnFailure::Fatal
     }
 }
 
@@ -115,6 +149,38 @@ mod tests {
     use rdkafka::types::RDKafkaErrorCode as Code;
 
     use super::*;
+
+    #[test]
+    fn a_fatal_invalid_txn_state_breaks_the_producer_but_fencing_ends_the_process() {
+        let fatal = Flags {
+            fatal: true,
+            ..Flags::default()
+        };
+        assert_eq!(
+            transaction_failure(fatal, Code::InvalidTransactionalState),
+            TxnFailure::Broken
+        );
+        for fenced in [
+            Code::ProducerFenced,
+            Code::Fenced,
+            Code::InvalidProducerEpoch,
+            Code::TransactionalIdAuthorizationFailed,
+        ] {
+            assert_eq!(transaction_failure(fatal, fenced), TxnFailure::Fatal);
+        }
+        let abortable = Flags {
+            abortable: true,
+            ..Flags::default()
+        };
+        assert_eq!(
+            transaction_failure(abortable, Code::InvalidTransactionalState),
+            TxnFailure::Abortable
+        );
+        assert_eq!(
+            transaction_failure(Flags::default(), Code::Unknown),
+            TxnFailure::Fatal
+        );
+    }
 
     #[test]
     fn a_fenced_or_fatal_client_error_is_fatal_whatever_the_call() {

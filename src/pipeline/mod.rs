@@ -8,11 +8,13 @@
 //! - [`topology`]: which topics the pipeline reads and each task's role.
 //! - [`keyed`]: the keyed step of a record, one file per operator kind, free of I/O.
 //! - [`operator`]: what each built-in operator does to a record, free of I/O.
-//! - [`run`] (here): the restart strategy around incarnations.
+//! - [`run`] (here): the restart strategy around incarnations; [`freeze`]: whether the
+//!   process was frozen meanwhile (then it exits instead of restarting).
 
 pub mod aggregate;
 pub mod custom;
 pub mod dedupe;
+mod freeze;
 pub mod keyed;
 pub mod operator;
 pub mod rescale;
@@ -155,6 +157,12 @@ pub enum Error {
         "the transactional producer failed fatally (fenced by another instance, or a fatal broker error): {0}"
     )]
     Fatal(kafka::Error),
+    /// The process was frozen longer than the group session (`freeze.rs`) and then failed:
+    /// another instance may own this pipeline thread's partitions and transactional id now.
+    #[error(
+        "this process was frozen for {frozen:?}, longer than the group session timeout: another instance may own its partitions and transactional id now, so it stops instead of restarting in-process; the failure after the freeze: {error}"
+    )]
+    Frozen { frozen: Duration, error: Box<Error> },
     /// A panic outside the processing of one record (which is that record's error): the
     /// daemon stops non-zero, never silently with one pipeline less.
     #[error("panicked: {0}")]
@@ -208,6 +216,7 @@ impl Error {
             | Self::Remote(checkpoint::remote::Error::Corrupt { .. }) => ErrorKind::State,
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
             Self::Fatal(_)
+            | Self::Frozen { .. }
             | Self::Panicked(_)
             | Self::PipelineRunning(_)
             | Self::Cut(_)
@@ -297,6 +306,7 @@ pub fn run(
     loop {
         let mut committed = 0u64;
         health.set_phase(crate::metrics::Phase::Starting);
+        let watch = freeze::Watch::start();
         let result = Runner::start(inputs, restore).and_then(|mut runner| {
             let r = runner.run(commands);
             committed = runner.committed_checkpoints();
@@ -305,6 +315,14 @@ pub fn run(
                 restore = None;
             }
             r
+        });
+        let lease = crate::kafka::client::session_timeout(&inputs.config.kafka);
+        let result = result.map_err(|error| match watch.frozen_longer_than(lease) {
+            Some(frozen) => Error::Frozen {
+                frozen,
+                error: Box::new(error),
+            },
+            None => error,
         });
         let error = match result {
             Ok(()) => {

@@ -216,6 +216,29 @@ impl Watermarks {
     }
 }
 
+/// The watermark a source task's marker carries at a checkpoint, if one is due: when its
+/// watermark moved past the last marker's, when it processed a record since (`spoke`), or
+/// when its partition holds records it has not read yet (`behind`, from the consumer's view of
+/// the last stable offset). A task that is behind keeps sending markers, with no watermark if
+/// it has read nothing yet, so that downstream tasks never take its partition for idle while
+/// its records wait (a fetch stalled after a broker restart): idleness means nothing to read,
+/// not slow to arrive, as Kafka Streams' KIP-695 has it. Its records would be late otherwise.
+pub fn marker_due(
+    et: &EventTime,
+    max_event_time: i64,
+    marker_sent: i64,
+    spoke: bool,
+    behind: bool,
+) -> Option<i64> {
+    let wm = if max_event_time == NO_WATERMARK {
+        NO_WATERMARK
+    } else {
+        watermark_after(et, max_event_time)
+    };
+    let moved = wm != NO_WATERMARK && (wm > marker_sent || spoke);
+    (moved || behind).then_some(wm)
+}
+
 /// An input's watermark once it has seen event time `max_ts`.
 pub fn watermark_after(et: &EventTime, max_ts: i64) -> i64 {
     let ooo = i64::try_from(et.max_out_of_orderness.as_millis()).unwrap_or(i64::MAX);

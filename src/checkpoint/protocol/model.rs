@@ -41,6 +41,12 @@ enum Fault {
     UnknownAborted,
     /// Another incarnation fenced this producer.
     Fenced,
+    /// The producer broke (a fatal error that is not fencing) before the commit.
+    BrokenBeforeCommit,
+    /// The producer broke at the commit; the broker had committed.
+    BrokenCommitted,
+    /// The producer broke at the commit; the broker never committed.
+    BrokenAborted,
     CrashAfterSnapshot,
     CrashBeforeCommit,
     /// The commit succeeded; the process died before its garbage collection.
@@ -248,6 +254,16 @@ impl<'a> World<'a> {
             Fault::CrashBeforeCommit => self.restart(),
             Fault::AbortableAtCommit => self.act(after_failure(commit(0), TxnFailure::Abortable)),
             Fault::Fenced => self.act(after_failure(commit(0), TxnFailure::Fatal)),
+            Fault::BrokenBeforeCommit => self.act(after_failure(
+                Phase::BeforeCommit { written: Some(id) },
+                TxnFailure::Broken,
+            )),
+            Fault::BrokenCommitted | Fault::BrokenAborted => {
+                if fault == Fault::BrokenCommitted {
+                    self.broker.commit();
+                }
+                self.act(after_failure(commit(0), TxnFailure::Broken))
+            }
             Fault::UnknownCommitted | Fault::UnknownAborted => {
                 if fault == Fault::UnknownCommitted {
                     self.broker.commit();
@@ -332,6 +348,9 @@ fn fault() -> impl Strategy<Value = Fault> {
         1 => Just(Fault::UnknownCommitted),
         1 => Just(Fault::UnknownAborted),
         1 => Just(Fault::Fenced),
+        1 => Just(Fault::BrokenBeforeCommit),
+        1 => Just(Fault::BrokenCommitted),
+        1 => Just(Fault::BrokenAborted),
         1 => Just(Fault::CrashAfterSnapshot),
         1 => Just(Fault::CrashBeforeCommit),
         1 => Just(Fault::CrashAfterCommit),

@@ -5,9 +5,9 @@
 //! Without a repartition topic a stateful task is its source partition and its watermark is
 //! that partition's. With one, every record a source task writes to the repartition topic
 //! carries its event time (header `flumen.event_time`) and its source partition's watermark (a
-//! header); at each checkpoint a source task whose watermark moved also writes a marker (no
-//! key, no value, the header) to every repartition partition, so quiet keys do not hold windows
-//! open. Markers and records go through the transaction like everything else.
+//! header); at each checkpoint a source task whose watermark moved, or that has records left
+//! to read, also writes a marker (no key, no value, the header) to every repartition
+//! partition, so quiet keys do not hold windows open and a slow partition is not idle. Markers and records go through the transaction like everything else.
 
 use std::time::Instant;
 
@@ -248,7 +248,8 @@ impl<'a> Runner<'a> {
     }
 
     /// Repartitioning windowed pipelines: at each checkpoint, every source task whose
-    /// watermark moved since its last marker sends one to every repartition partition.
+    /// watermark moved since its last marker, or whose partition it has not read to its end,
+    /// sends one to every repartition partition ([`window::marker_due`]).
     pub(super) fn send_markers(&mut self) -> Result<()> {
         let (Some(topic), Some(et), true) = (
             self.topology.repartition_topic().map(str::to_string),
@@ -259,20 +260,26 @@ impl<'a> Runner<'a> {
         };
         let partitions = self.topology.source_partitions;
         for (p, task) in &mut self.tasks {
-            if !task.role.reads_source() || task.max_event_time == NO_WATERMARK {
+            if !task.role.reads_source() {
                 continue;
             }
-            let wm = window::watermark_after(&et, task.max_event_time);
-            if wm <= task.marker_sent && !task.spoke {
+            let behind = self.consumer.end_of(p).is_some_and(|e| !e.read_to_end());
+            let Some(wm) = window::marker_due(
+                &et,
+                task.max_event_time,
+                task.marker_sent,
+                task.spoke,
+                behind,
+            ) else {
                 continue;
-            }
+            };
             let header = window::format_watermark(p.partition, wm);
             self.txn.send_marker(
                 &topic,
                 partitions,
                 (window::WATERMARK_HEADER, header.as_bytes()),
             )?;
-            task.marker_sent = wm;
+            task.marker_sent = task.marker_sent.max(wm);
             task.spoke = false;
             self.dirty = true;
         }

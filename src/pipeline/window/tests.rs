@@ -205,3 +205,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_source_task_that_is_behind_keeps_sending_markers() {
+    let et = EventTime {
+        field: Some("ts".into()),
+        format: TimeFormat::UnixMs,
+        max_out_of_orderness: Duration::from_millis(1000),
+        idle_timeout: Duration::from_secs(10),
+    };
+    // the watermark moved: due, caught up or not
+    assert_eq!(marker_due(&et, 5_000, 3_000, false, false), Some(3_999));
+    // nothing moved, nothing read since, nothing left to read: none (the input may go idle)
+    assert_eq!(marker_due(&et, 5_000, 3_999, false, false), None);
+    // nothing moved, but records wait in its partition: due, so it is not taken for idle
+    assert_eq!(marker_due(&et, 5_000, 3_999, false, true), Some(3_999));
+    // behind before reading anything: a marker without a watermark
+    assert_eq!(
+        marker_due(&et, NO_WATERMARK, NO_WATERMARK, false, true),
+        Some(NO_WATERMARK)
+    );
+    assert_eq!(
+        marker_due(&et, NO_WATERMARK, NO_WATERMARK, true, false),
+        None
+    );
+}
+
+#[test]
+fn a_marker_without_a_watermark_keeps_its_input_from_idling() {
+    let t0 = Instant::now();
+    let idle = Duration::from_secs(10);
+    let mut w = Watermarks::new([0, 1], idle, t0);
+    w.observe(0, 1_000, t0);
+    w.observe(1, 500, t0);
+    assert_eq!(w.advance(t0), Some(500));
+    // input 1 stalls behind; its source task's markers say so every checkpoint
+    for s in 1..=30 {
+        let now = t0 + Duration::from_secs(s);
+        w.observe(0, 1_000 + 1_000 * i64::try_from(s).unwrap_or(0), now);
+        w.observe(1, NO_WATERMARK, now);
+        assert_eq!(w.advance(now), None, "input 1 was taken for idle at {s} s");
+    }
+    assert_eq!(w.current(), 500);
+}
