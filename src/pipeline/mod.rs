@@ -316,13 +316,15 @@ pub fn run(
             }
             r
         });
+        // a failure that would restart in-process stops the daemon after a freeze; the others
+        // stop it anyway, with their own exit code
         let lease = crate::kafka::client::session_timeout(&inputs.config.kafka);
         let result = result.map_err(|error| match watch.frozen_longer_than(lease) {
-            Some(frozen) => Error::Frozen {
+            Some(frozen) if error.kind() == ErrorKind::Transient => Error::Frozen {
                 frozen,
                 error: Box::new(error),
             },
-            None => error,
+            _ => error,
         });
         let error = match result {
             Ok(()) => {
