@@ -30,6 +30,9 @@ pub struct Ctx<'a> {
     /// The faults ran under a supervisor ([`Ctx::supervised_sleep_ms`]): an exit after the
     /// last one is restarted too.
     pub supervised: bool,
+    /// Hanging transactions the brokers had before this scenario began (an earlier
+    /// scenario's, on the same brokers): not this scenario's to count.
+    pub hanging_before: Vec<String>,
 }
 
 /// The machine-wide parts: brokers, the flumen binary, the work directory, and how long.
@@ -207,6 +210,7 @@ pub fn run(
         watched.push(names.dead_letters(k));
     }
     let reader = Reader::start(&bed.brokers.direct, &watched)?;
+    let hanging_before = bed.brokers.hanging().unwrap_or_default();
     let feeder = Feeder::start(&bed.brokers.direct, &names.source, bed.load)?;
     let mut ctx = Ctx {
         bed,
@@ -220,6 +224,7 @@ pub fn run(
         rng: rand::rng(),
         feeder_started: Instant::now(),
         supervised: false,
+        hanging_before,
     };
     let faulted = fault(&mut ctx);
     let fault_window = (ctx.feeder_started, Instant::now());
@@ -303,7 +308,19 @@ fn finish(
     let read = reader.finish(Duration::from_secs(60))?;
     let mut hanging = read.behind.clone();
     match bed.brokers.hanging() {
-        Ok(h) => hanging.extend(h.into_iter().map(|l| format!("find-hanging: {l}"))),
+        Ok(h) => {
+            let before: Vec<String> = ctx.hanging_before.iter().map(|l| hanging_key(l)).collect();
+            let (old, new): (Vec<String>, Vec<String>) = h
+                .into_iter()
+                .partition(|l| before.contains(&hanging_key(l)));
+            if !old.is_empty() {
+                ctx.notes.push(format!(
+                    "{} hanging transaction(s) left by an earlier scenario on these brokers, not counted here",
+                    old.len()
+                ));
+            }
+            hanging.extend(new.into_iter().map(|l| format!("find-hanging: {l}")));
+        }
         Err(e) => ctx.fail(format!("kafka-transactions find-hanging failed: {e:#}")),
     }
     let mut row = Row {
@@ -347,6 +364,15 @@ fn finish(
         std::fs::remove_dir_all(bed.work.join(&names.prefix)).ok();
     }
     Ok(row)
+}
+
+/// A find-hanging row without its columns that grow with time (last timestamp, duration):
+/// topic, partition, producer id and epoch, coordinator epoch, start offset.
+fn hanging_key(line: &str) -> String {
+    line.split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A failed scenario's directory (its daemons' logs, state and checkpoints) outlives later
