@@ -7,7 +7,8 @@
 //! carries its event time (header `flumen.event_time`) and its source partition's watermark (a
 //! header); at each checkpoint a source task whose watermark moved, or that has records left
 //! to read, also writes a marker (no key, no value, the header) to every repartition
-//! partition, so quiet keys do not hold windows open and a slow partition is not idle. Markers and records go through the transaction like everything else.
+//! partition, so quiet keys do not hold windows open and a slow partition is not idle.
+//! Markers and records go through the transaction like everything else.
 
 use std::time::Instant;
 
