@@ -31,6 +31,12 @@
 #   FLUMEN_KAFKA_TXN_VERSION  1|2: the transaction.version feature (KIP-890) fresh data is
 #                       formatted with (default: Kafka's, 2 in 4.3). Recorded in the run dir: a
 #                       start asking another level of existing data is refused (start --fresh)
+#   FLUMEN_KAFKA_BROKER_SESSION_MS  the controllers' broker.session.timeout.ms (default Kafka's,
+#                       9000; broker.heartbeat.interval.ms becomes a sixth of it). The chaos suite
+#                       sets 3000: a node restarted after a SIGKILL acts on its old, unfenced
+#                       registration until this timeout fences it, and Kafka's transaction
+#                       coordinator drops the markers of partitions left without a leader then
+#                       (CHAOS.md, finding 11); a shorter timeout ends that window sooner
 #   FLUMEN_CACHE        where the jars and the brokers' data live (default ~/.cache/flumen)
 #   KAFKA_HEAP_OPTS     JVM heap of each node (default -Xms512m -Xmx512m; -Xms384m -Xmx384m in a cluster)
 #   FLUMEN_KAFKA_START_TIMEOUT  seconds start and start-node wait for an answer (default 120)
@@ -54,7 +60,9 @@
 # TXNID runs kafka-transactions describe (its CoordinatorId column: the coordinator's node id);
 # txn-hanging runs find-hanging on every running node: one table, a header and then a row per
 # hanging transaction, i.e. open for over a minute (its default, 15 minutes, let the chaos
-# suite miss real ones); it fails if a node could not be asked.
+# suite miss real ones); it fails if a node could not be asked. marker-skips prints every node's
+# log lines (rotated logs too) where the transaction coordinator dropped a transaction's markers
+# to partitions it found without a leader ("likely deleted"): CHAOS.md, finding 11.
 # ssl-bootstrap prints the SASL_SSL listeners (127.0.0.1:P+4 of each node, comma-separated);
 # ca-path and other-ca-path print the two CAs' PEM files (making the certificates if missing).
 # topic/produce/consume are small conveniences over Kafka's own console tools (quickstart).
@@ -70,6 +78,7 @@ cache="${FLUMEN_CACHE:-$HOME/.cache/flumen}"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
 libs="$cache/kafka-$version/libs"
 txn_requested="${FLUMEN_KAFKA_TXN_VERSION:-}"
+session_ms="${FLUMEN_KAFKA_BROKER_SESSION_MS:-}"
 ssl_on="${FLUMEN_KAFKA_SSL:-0}"
 ssl_password="${FLUMEN_KAFKA_SSL_PASSWORD:-flumen-ssl-canary-7f3a}"
 tls="$cache/tls"
@@ -82,6 +91,8 @@ die() { say "error: $*"; exit 1; }
 [[ "$port" =~ ^[0-9]+$ ]] || die "FLUMEN_KAFKA_PORT must be a port number, not '$port'"
 [[ -z "$txn_requested" || "$txn_requested" =~ ^[0-9]+$ ]] \
   || die "FLUMEN_KAFKA_TXN_VERSION must be a transaction.version level (1 or 2), not '$txn_requested'"
+[[ -z "$session_ms" || ( "$session_ms" =~ ^[0-9]+$ && "$session_ms" -ge 1200 ) ]] \
+  || die "FLUMEN_KAFKA_BROKER_SESSION_MS must be milliseconds, at least 1200, not '$session_ms'"
 [[ "$ssl_on" == 0 || "$ssl_on" == 1 ]] || die "FLUMEN_KAFKA_SSL must be 1 (a SASL_SSL listener) or 0, not '$ssl_on'"
 # the password goes into a ConfigCommand list (',' '[' ']' '=' split it) and into clients' JAAS quotes
 if (( ssl_on )) && [[ ! "$ssl_password" =~ ^[A-Za-z0-9._~:@%+/-]+$ ]]; then
@@ -301,6 +312,12 @@ group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
 log.retention.hours=24
 PROPS
+  if [[ -n "$session_ms" ]]; then
+    cat >> "$dir/server.properties" <<PROPS
+broker.session.timeout.ms=$session_ms
+broker.heartbeat.interval.ms=$((session_ms / 6))
+PROPS
+  fi
   if (( nodes > 1 )); then
     cat >> "$dir/server.properties" <<PROPS
 default.replication.factor=$rf
@@ -668,10 +685,14 @@ case "${1:-}" in
   features) features ;;
   txn-describe) shift; txn_describe "$@" ;;
   txn-hanging) txn_hanging ;;
+  marker-skips) # Kafka's transaction coordinator dropping markers (CHAOS.md, finding 11)
+    for i in $(node_ids); do
+      grep -h "Couldn't find leader endpoint for partitions" "$(node_dir "$i")"/broker.log* 2>/dev/null || true
+    done ;;
   ssl-bootstrap)
     (( ssl_on )) || say "note: FLUMEN_KAFKA_SSL is not 1: brokers this script starts so have no SASL_SSL listener"
     ssl_bootstrap ;;
   ca-path) ensure_tls; echo "$tls/ca.pem" ;;
   other-ca-path) ensure_tls; echo "$tls/other-ca.pem" ;;
-  *) echo "usage: $0 start [--fresh]|stop|status|restart|log [LINES] [N]|kill [N]|stop-node N|start-node N|pid [N]|features|txn-describe TXNID|txn-hanging|ssl-bootstrap|ca-path|other-ca-path|topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC MAX [TIMEOUT_MS]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--fresh]|stop|status|restart|log [LINES] [N]|kill [N]|stop-node N|start-node N|pid [N]|features|txn-describe TXNID|txn-hanging|marker-skips|ssl-bootstrap|ca-path|other-ca-path|topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC MAX [TIMEOUT_MS]" >&2; exit 2 ;;
 esac

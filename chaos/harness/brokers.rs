@@ -77,6 +77,9 @@ impl Brokers {
             .env("FLUMEN_KAFKA_SSL_PASSWORD", crate::security::CANARY)
             .env("FLUMEN_KAFKA_PORT", self.base_port.to_string())
             .env("FLUMEN_KAFKA_NODES", self.nodes.to_string())
+            // a node restarted after a kill acts on its old registration until this fences it,
+            // and Kafka drops transaction markers meanwhile (CHAOS.md, finding 11): 3 s, not 9
+            .env("FLUMEN_KAFKA_BROKER_SESSION_MS", "3000")
             .env(
                 "FLUMEN_KAFKA_ADVERTISED_PORTS",
                 (1..=self.nodes)
@@ -158,10 +161,133 @@ impl Brokers {
     }
 }
 
+/// Kafka's transaction coordinator dropping the markers of one transaction: while sending
+/// them it found some partitions without a leader and skipped them as "likely deleted" (a
+/// restarted node acting on its old registration until the controller fences it leaves every
+/// partition leaderless for a moment). What it skipped stays open, a hanging transaction,
+/// unless a later transaction of the same producer writes a marker there (CHAOS.md, finding 11).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MarkerSkip {
+    /// The broker log's time stamp, `2026-12-02 19:21:53,851`.
+    pub time: String,
+    pub transactional_id: String,
+    /// `topic-partition`, as Kafka names them.
+    pub partitions: Vec<String>,
+}
+
+impl MarkerSkip {
+    /// One line of `kafka.sh marker-skips`.
+    pub fn parse(line: &str) -> Option<MarkerSkip> {
+        let time = line.strip_prefix('[')?.split(']').next()?.to_string();
+        let (_, rest) = line.split_once("Couldn't find leader endpoint for partitions ")?;
+        let (set, rest) = rest.split_once(" while trying to send transaction markers for ")?;
+        let (transactional_id, _) = rest.split_once(", these partitions")?;
+        let inner = set.split_once('(')?.1.strip_suffix(')')?;
+        Some(MarkerSkip {
+            time,
+            transactional_id: transactional_id.to_string(),
+            partitions: inner.split(", ").map(str::to_string).collect(),
+        })
+    }
+}
+
+/// Notes each of `skips`, and marks the `hanging` rows (`find-hanging: TOPIC PARTITION ...`)
+/// on a partition whose markers Kafka dropped.
+pub fn attribute(skips: &[MarkerSkip], notes: &mut Vec<String>, hanging: &mut [String]) {
+    for s in skips {
+        notes.push(format!(
+            "Kafka dropped the transaction markers of {} for {} partition(s) at {} (no leader \
+             while a restarted node's old registration was fenced; CHAOS.md, finding 11): {}",
+            s.transactional_id,
+            s.partitions.len(),
+            s.time,
+            s.partitions.join(", ")
+        ));
+    }
+    for row in hanging.iter_mut() {
+        let Some((_, cols)) = row.split_once("find-hanging: ") else {
+            continue;
+        };
+        let mut cols = cols.split_whitespace();
+        let (Some(topic), Some(partition)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        let tp = format!("{topic}-{partition}");
+        if let Some(s) = skips.iter().find(|s| s.partitions.contains(&tp)) {
+            row.push_str(&format!(
+                " [Kafka dropped its markers at {}: finding 11]",
+                s.time
+            ));
+        }
+    }
+}
+
+impl Brokers {
+    /// The markers Kafka dropped for transactions whose id contains `prefix` (a scenario's),
+    /// from every node's log.
+    pub fn marker_skips(&self, prefix: &str) -> Result<Vec<MarkerSkip>> {
+        let out = self.run(&["marker-skips"])?;
+        Ok(out
+            .lines()
+            .filter_map(MarkerSkip::parse)
+            .filter(|s| s.transactional_id.contains(prefix))
+            .collect())
+    }
+}
+
 impl Drop for Brokers {
     fn drop(&mut self) {
         if std::env::var_os("FLUMEN_CHAOS_KEEP").is_none() {
             self.stop().ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MarkerSkip;
+
+    #[test]
+    fn a_dropped_marker_line_names_the_transaction_and_its_partitions() {
+        // as Kafka 4.3.1 logged it in the broker-kill run of 2026-12-02T193233Z
+        let line = "[2026-12-02 19:21:53,851] INFO [Transaction Marker Channel Manager 1]: \
+            Couldn't find leader endpoint for partitions HashSet(chaos-x-sum-out-0, \
+            __consumer_offsets-2, chaos-x-sum-dlq-1) while trying to send transaction markers \
+            for flumen-chaos-x-sum-chaos, these partitions are likely deleted already and hence \
+            can be skipped (kafka.coordinator.transaction.TransactionMarkerChannelManager)";
+        assert_eq!(
+            MarkerSkip::parse(line),
+            Some(MarkerSkip {
+                time: "2026-12-02 19:21:53,851".into(),
+                transactional_id: "flumen-chaos-x-sum-chaos".into(),
+                partitions: vec![
+                    "chaos-x-sum-out-0".into(),
+                    "__consumer_offsets-2".into(),
+                    "chaos-x-sum-dlq-1".into()
+                ],
+            })
+        );
+        assert_eq!(
+            MarkerSkip::parse("[2026-12-02 19:21:53,851] INFO something else"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_hanging_row_on_a_skipped_partition_is_marked() {
+        let skips = [MarkerSkip {
+            time: "19:21:53".into(),
+            transactional_id: "t".into(),
+            partitions: vec!["s-out-2".into()],
+        }];
+        let mut hanging = vec![
+            "find-hanging: s-out\t2\t0\t15".to_string(),
+            "find-hanging: s-out\t3\t0\t15".to_string(),
+        ];
+        let mut notes = Vec::new();
+        super::attribute(&skips, &mut notes, &mut hanging);
+        assert_eq!(notes.len(), 1);
+        assert!(hanging[0].ends_with("[Kafka dropped its markers at 19:21:53: finding 11]"));
+        assert_eq!(hanging[1], "find-hanging: s-out\t3\t0\t15");
     }
 }

@@ -323,6 +323,12 @@ fn finish(
         }
         Err(e) => ctx.fail(format!("kafka-transactions find-hanging failed: {e:#}")),
     }
+    match bed.brokers.marker_skips(&names.prefix) {
+        Ok(skips) => crate::brokers::attribute(&skips, &mut ctx.notes, &mut hanging),
+        Err(e) => ctx.notes.push(format!(
+            "the brokers' logs could not be searched for dropped markers: {e:#}"
+        )),
+    }
     let mut row = Row {
         scenario: scenario.to_string(),
         faults: ctx.faults,

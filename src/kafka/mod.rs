@@ -41,7 +41,7 @@ pub enum Error {
     NoGroupMetadata,
     /// The group's committed offsets could not be read as stable (read_committed) in time.
     #[error(
-        "the committed offsets of group {group:?} could not be read within {after:?} ({source}): the group coordinator is unreachable, or pending offsets of a transaction hold them. If this repeats while the brokers are up, a transaction nobody will end may hang (librdkafka lacks KIP-890's defences; seen after broker crashes): `kafka-transactions.sh --bootstrap-server HOST:PORT find-hanging --broker-id N --max-transaction-timeout 1` lists it, and `kafka-transactions.sh --bootstrap-server HOST:PORT abort --topic T --partition P --start-offset S` ends it"
+        "the committed offsets of group {group:?} could not be read within {after:?} ({source}): the group coordinator is unreachable, or a transaction's pending offsets hold them. If this repeats while the brokers are up, a transaction whose markers the broker never wrote may hang (seen after a broker restart: Kafka's transaction coordinator skips partitions it finds without a leader): `kafka-transactions.sh --bootstrap-server HOST:PORT find-hanging --broker-id N --max-transaction-timeout 1` lists it; before ending it with `kafka-transactions.sh abort`, see the README's \"Hanging transactions\" (aborting what the coordinator committed rolls back part of a committed transaction)"
     )]
     UnstableOffsets {
         group: String,
