@@ -146,6 +146,9 @@ pub struct Daemon {
     pub config: PathBuf,
     pub admin_port: u16,
     child: Option<Child>,
+    /// The exit status [`Daemon::is_running`] reaped, until [`Daemon::wait`] hands it out
+    /// (a supervisor must still see an exit noticed while waiting for readiness).
+    exited: Option<ExitStatus>,
     pub runs: usize,
     pub env: Vec<(String, String)>,
 }
@@ -161,6 +164,7 @@ impl Daemon {
             config,
             admin_port,
             child: None,
+            exited: None,
             runs: 0,
             env: Vec::new(),
         })
@@ -193,6 +197,7 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.exited = None;
         self.child = Some(
             cmd.spawn()
                 .with_context(|| format!("starting {}", self.flumen.display()))?,
@@ -207,7 +212,12 @@ impl Daemon {
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => true,
-            Some(_) => {
+            Some(Ok(Some(status))) => {
+                self.child = None;
+                self.exited = Some(status);
+                false
+            }
+            Some(Err(_)) => {
                 self.child = None;
                 false
             }
@@ -242,7 +252,7 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             let Some(child) = self.child.as_mut() else {
-                return Ok(None);
+                return Ok(self.exited.take());
             };
             if let Some(status) = child.try_wait()? {
                 self.child = None;
