@@ -179,7 +179,7 @@ pub fn scenario(bed: &Bed) -> Result<Row> {
 /// Committed records of `topic` by its high watermarks (markers included): enough to see a
 /// change.
 fn sink_records(c: &Ctx<'_>, topic: &str) -> i64 {
-    let Ok(consumer) = crate::topics::consumer(&c.bed.brokers.direct, "read_committed") else {
+    let Ok(consumer) = crate::reader::consumer(&c.bed.brokers.direct, "read_committed") else {
         return -1;
     };
     (0..crate::topics::PARTITIONS)

@@ -5,7 +5,11 @@
 //! - `brokers`: the suite's own brokers (`scripts/kafka.sh`, one node or three), each behind
 //!   a `proxy`: a TCP proxy that reads Kafka's framing, for blackholes and lost commit
 //!   responses.
-//! - `topics`: topic creation, the live input with poison pills, the read_committed reader.
+//! - `topics`: topic creation, the live input with poison pills.
+//! - `after`: once the faults end: the daemon settles; hanging transactions, the live reader
+//!   against the fresh one, the stalls.
+//! - `reader`: the read_committed reader through the faults, the fresh one after them, and
+//!   their reconciliation.
 //! - `daemon`: the pipelines' config and the `flumen run` child process.
 //! - `scenario`: one scenario's frame (input, fault, catch-up, clean stop, verification);
 //!   `faults` and `corrupt`: the faults themselves.
@@ -15,11 +19,13 @@
 //!   failing.
 //! - `report`: the table, printed and written to `chaos/results/`.
 
+mod after;
 mod brokers;
 mod corrupt;
 mod daemon;
 mod faults;
 mod proxy;
+mod reader;
 mod report;
 mod scenario;
 mod security;

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::after;
 use crate::brokers::Brokers;
-use crate::daemon::{Daemon, Names, Settings, config, tail};
-use crate::topics::{self, Feeder, Load, Reader};
+use crate::daemon::{Daemon, Names, Settings, config};
+use crate::reader::{self, Reader};
+use crate::topics::{self, Feeder, Load};
 use crate::verify::{self, Kind, Verdict};
 
 /// What a fault function works with.
@@ -103,9 +105,6 @@ impl Row {
     }
 }
 
-/// A gap in committed output longer than this, while input flows, is a stall.
-const STALL: Duration = Duration::from_secs(5);
-
 impl<'a> Ctx<'a> {
     /// Starts the daemon with `env` once more (after a crash or a stop).
     pub fn restart(&mut self, env: &[(&str, &str)]) -> Result<()> {
@@ -150,7 +149,7 @@ impl<'a> Ctx<'a> {
 
     /// Notes the exit of the daemon with its cause (the log's last error), and starts it again
     /// a second later, as a supervisor would.
-    fn restart_exited(&mut self, status: std::process::ExitStatus, when: &str) -> Result<()> {
+    pub fn restart_exited(&mut self, status: std::process::ExitStatus, when: &str) -> Result<()> {
         let log = self.daemon.last_log();
         let cause = log
             .lines()
@@ -202,14 +201,7 @@ pub fn run(
     daemon.env = settings.env.clone();
     daemon.start(&[])?;
     daemon.wait_ready(Duration::from_secs(120))?;
-    let mut watched = Vec::new();
-    for &k in &settings.kinds {
-        watched.push(names.sink(k));
-    }
-    for &k in &settings.kinds {
-        watched.push(names.dead_letters(k));
-    }
-    let reader = Reader::start(&bed.brokers.direct, &watched)?;
+    let reader = Reader::start(&bed.brokers.direct, &watched(&names, &settings.kinds))?;
     let hanging_before = bed.brokers.hanging().unwrap_or_default();
     let feeder = Feeder::start(&bed.brokers.direct, &names.source, bed.load)?;
     let mut ctx = Ctx {
@@ -228,7 +220,8 @@ pub fn run(
     };
     let faulted = fault(&mut ctx);
     let fault_window = (ctx.feeder_started, Instant::now());
-    let inputs = feeder.stop()?;
+    let (inputs, stalled) = feeder.stop()?;
+    ctx.notes.extend(stalled);
     if let Err(e) = faulted {
         ctx.fail(format!("the fault injection failed: {e:#}"));
     }
@@ -248,87 +241,23 @@ fn finish(
     began: Instant,
 ) -> Result<Row> {
     let names = ctx.names.clone();
-    let source = topics::read_all(&bed.brokers.direct, &names.source, "read_uncommitted")?;
+    let source = reader::read_all(&bed.brokers.direct, &names.source, "read_uncommitted")?;
     let references: Vec<_> = ctx
         .settings
         .kinds
         .iter()
         .map(|&k| verify::reference(k, &source))
         .collect();
-    if !ctx.daemon.is_running() {
-        ctx.daemon.start(&[])?;
-    }
-    let mut ready = ctx.daemon.wait_ready(Duration::from_secs(180));
-    if ready.is_err() && ctx.supervised {
-        // the last fault may end the daemon a moment after the loop (fenced by the
-        // coordinator's abort of a transaction that outlived the timeout): supervised still
-        if let Some(status) = ctx.daemon.wait(Duration::ZERO)? {
-            ctx.restart_exited(status, "after the last fault")?;
-            ready = ctx.daemon.wait_ready(Duration::from_secs(180));
-        }
-    }
-    if let Err(e) = ready {
-        ctx.fail(format!("not ready after the faults: {e:#}"));
-    }
-    // caught up: every sink and dead-letter topic holds at least what the reference asks
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let want: Vec<(String, usize)> = references
-        .iter()
-        .flat_map(|r| {
-            let outputs: usize = r.per_key.values().map(Vec::len).sum();
-            [
-                (names.sink(r.kind), outputs),
-                (names.dead_letters(r.kind), r.bad.len()),
-            ]
-        })
-        .collect();
-    while Instant::now() < deadline {
-        let have = reader.counts();
-        if want
-            .iter()
-            .all(|(t, n)| have.get(t).copied().unwrap_or(0) >= *n)
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    std::thread::sleep(Duration::from_secs(2)); // a late duplicate would show now
-    if ctx.daemon.probe("/readyz") != 200 {
-        ctx.fail("/readyz does not answer 200 after catching up".into());
-    }
-    match ctx.daemon.terminate(Duration::from_secs(60))? {
-        Some(s) if s.success() => {}
-        other => {
-            let log = tail(&ctx.daemon.last_log(), 20);
-            ctx.fail(format!(
-                "the final SIGTERM ended with {other:?}, not 0:\n{log}"
-            ));
-        }
-    }
-    let read = reader.finish(Duration::from_secs(60))?;
-    let mut hanging = read.behind.clone();
-    match bed.brokers.hanging() {
-        Ok(h) => {
-            let before: Vec<String> = ctx.hanging_before.iter().map(|l| hanging_key(l)).collect();
-            let (old, new): (Vec<String>, Vec<String>) = h
-                .into_iter()
-                .partition(|l| before.contains(&hanging_key(l)));
-            if !old.is_empty() {
-                ctx.notes.push(format!(
-                    "{} hanging transaction(s) left by an earlier scenario on these brokers, not counted here",
-                    old.len()
-                ));
-            }
-            hanging.extend(new.into_iter().map(|l| format!("find-hanging: {l}")));
-        }
-        Err(e) => ctx.fail(format!("kafka-transactions find-hanging failed: {e:#}")),
-    }
-    match bed.brokers.marker_skips(&names.prefix) {
-        Ok(skips) => crate::brokers::attribute(&skips, &mut ctx.notes, &mut hanging),
-        Err(e) => ctx.notes.push(format!(
-            "the brokers' logs could not be searched for dropped markers: {e:#}"
-        )),
-    }
+    after::settle(&mut ctx, &references, &reader)?;
+    let live = reader.finish(Duration::from_secs(30))?;
+    let read = reader::read_to_end(
+        &bed.brokers.direct,
+        &watched(&names, &ctx.settings.kinds),
+        "read_committed",
+        Duration::from_secs(120),
+    )?;
+    after::reconcile(&mut ctx, &live, &read);
+    let hanging = after::hanging(bed, &mut ctx, &read);
     let mut row = Row {
         scenario: scenario.to_string(),
         faults: ctx.faults,
@@ -347,7 +276,7 @@ fn finish(
             .unwrap_or(&empty);
         row.verdicts.push((r.kind, verify::check(r, out, dlq)));
     }
-    let uncommitted = topics::read_all(
+    let uncommitted = reader::read_all(
         &bed.brokers.direct,
         &names.sink(Kind::Count),
         "read_uncommitted",
@@ -358,7 +287,7 @@ fn finish(
         .get(&names.sink(Kind::Count))
         .map_or(0, Vec::len);
     row.aborted_records = uncommitted.len().saturating_sub(committed);
-    let (stalls, longest) = stalls(&read.arrivals, fault_window);
+    let (stalls, longest) = after::stalls(&live.arrivals, fault_window);
     row.stalls = stalls;
     row.longest_stall = longest;
     row.failures = std::mem::take(&mut ctx.failures);
@@ -372,13 +301,13 @@ fn finish(
     Ok(row)
 }
 
-/// A find-hanging row without its columns that grow with time (last timestamp, duration):
-/// topic, partition, producer id and epoch, coordinator epoch, start offset.
-fn hanging_key(line: &str) -> String {
-    line.split_whitespace()
-        .take(6)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The sink and dead-letter topics of `kinds`, sinks first (the first one's arrivals give the
+/// stall figures).
+fn watched(names: &Names, kinds: &[Kind]) -> Vec<String> {
+    let sinks = kinds.iter().map(|&k| names.sink(k));
+    sinks
+        .chain(kinds.iter().map(|&k| names.dead_letters(k)))
+        .collect()
 }
 
 /// A failed scenario's directory (its daemons' logs, state and checkpoints) outlives later
@@ -416,22 +345,4 @@ pub fn clear_work_dir(work: &std::path::Path) -> Result<()> {
     }
     std::fs::create_dir_all(work)?;
     Ok(())
-}
-
-/// Gaps between committed outputs within the fault window: how many exceed `STALL`, and the
-/// longest.
-fn stalls(arrivals: &[Instant], (from, to): (Instant, Instant)) -> (usize, Duration) {
-    let mut inside: Vec<Instant> = arrivals
-        .iter()
-        .copied()
-        .filter(|t| *t >= from && *t <= to)
-        .collect();
-    inside.sort();
-    inside.insert(0, from);
-    inside.push(to);
-    let gaps: Vec<Duration> = inside.windows(2).map(|w| w[1] - w[0]).collect();
-    (
-        gaps.iter().filter(|g| **g > STALL).count(),
-        gaps.into_iter().max().unwrap_or_default(),
-    )
 }

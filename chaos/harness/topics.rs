@@ -1,23 +1,19 @@
-//! Kafka from the harness's side: topic creation, the live input (with poison pills), and the
-//! read_committed reader that watches the outputs during the faults and reads them to their
-//! end after. The harness's clients bootstrap on the brokers' own listeners, never through the
-//! fault proxy, so a blackhole cuts only Flumen off.
+//! Kafka from the harness's side: topic creation and the live input (with poison pills); the
+//! outputs are read by `reader`. The harness's clients bootstrap on the brokers' own
+//! listeners, never through the fault proxy, so a blackhole cuts only Flumen off.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rand::Rng;
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::verify::{FLUSH_USER, Rec};
+use crate::verify::FLUSH_USER;
 
 pub const PARTITIONS: i32 = 4;
 
@@ -68,8 +64,12 @@ fn pill(kind: usize) -> Option<Vec<u8>> {
 pub struct Feeder {
     stop: Arc<AtomicBool>,
     pub produced: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    thread: Option<std::thread::JoinHandle<Result<Option<String>>>>,
 }
+
+/// How long the input's last records may take to reach the topic before the producer is taken
+/// for stalled (a broker restart can leave a librdkafka producer delivering nothing, for good).
+const FLUSH: Duration = Duration::from_secs(120);
 
 /// The live input's shape.
 #[derive(Clone, Copy)]
@@ -87,6 +87,8 @@ fn producer(bootstrap: &str) -> Result<BaseProducer> {
         // rides out broker kills and restarts: a record is never given up
         .set("message.timeout.ms", "900000")
         .set("linger.ms", "5")
+        // as Flumen's own clients: a broker restart can leave it without brokers (finding 13)
+        .set("metadata.recovery.rebootstrap.trigger.ms", "10000")
         .create()?)
 }
 
@@ -103,7 +105,8 @@ impl Feeder {
         let stop = Arc::new(AtomicBool::new(false));
         let produced = Arc::new(AtomicU64::new(0));
         let (s, n, topic) = (stop.clone(), produced.clone(), topic.to_string());
-        let thread = std::thread::spawn(move || -> Result<()> {
+        let bootstrap = bootstrap.to_string();
+        let thread = std::thread::spawn(move || -> Result<Option<String>> {
             let mut rng = rand::rng();
             let started = Instant::now();
             let mut id: u64 = 0;
@@ -124,7 +127,7 @@ impl Feeder {
                 }
                 p.poll(Duration::from_millis(10));
             }
-            finish(&p, &topic, id)
+            finish(&p, &bootstrap, &topic, id)
         });
         Ok(Feeder {
             stop,
@@ -134,26 +137,44 @@ impl Feeder {
     }
 
     /// Stops the input: one record per partition far in event time closes every window, then
-    /// everything is flushed.
-    pub fn stop(mut self) -> Result<u64> {
+    /// everything is flushed. Returns the records produced, and a note when the producer
+    /// stalled and a new one sent the last records (what the stalled one never delivered is
+    /// not in the topic, and the reference, read back from the topic, does not count it).
+    pub fn stop(mut self) -> Result<(u64, Option<String>)> {
         self.stop.store(true, Ordering::Relaxed);
+        let mut note = None;
         if let Some(t) = self.thread.take() {
-            t.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+            note = t.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
         }
-        Ok(self.produced.load(Ordering::Relaxed))
+        Ok((self.produced.load(Ordering::Relaxed), note))
     }
 }
 
-fn finish(p: &BaseProducer, topic: &str, last_id: u64) -> Result<()> {
+fn finish(p: &BaseProducer, bootstrap: &str, topic: &str, last_id: u64) -> Result<Option<String>> {
     let far = now_ms() + 60_000;
-    for partition in 0..PARTITIONS {
-        let id = last_id + 1 + partition as u64;
-        let user = format!("{FLUSH_USER}{partition}");
-        let v = format!(r#"{{"user":"{user}","id":{id},"ts":{far}}}"#);
-        send(p, topic, Some(partition), &user, Some(v.as_bytes()))?;
-    }
-    p.flush(Duration::from_secs(900))
-        .context("flushing the input")
+    let last = |p: &BaseProducer| -> Result<()> {
+        for partition in 0..PARTITIONS {
+            let id = last_id + 1 + partition as u64;
+            let user = format!("{FLUSH_USER}{partition}");
+            let v = format!(r#"{{"user":"{user}","id":{id},"ts":{far}}}"#);
+            send(p, topic, Some(partition), &user, Some(v.as_bytes()))?;
+        }
+        Ok(())
+    };
+    last(p)?;
+    let Err(e) = p.flush(FLUSH) else {
+        return Ok(None);
+    };
+    let undelivered = p.in_flight_count();
+    p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    let fresh = producer(bootstrap)?;
+    last(&fresh)?;
+    fresh
+        .flush(FLUSH)
+        .context("flushing the input's last records through a new producer")?;
+    Ok(Some(format!(
+        "the harness's input producer delivered nothing for {FLUSH:?} ({e}; {undelivered} records undelivered, dropped; the reference counts what reached the topic); a new producer sent the last records"
+    )))
 }
 
 fn send(
@@ -185,186 +206,6 @@ pub fn produce(p: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<
                 rec = back;
             }
             Err((e, _)) => bail!("producing: {e}"),
-        }
-    }
-}
-
-/// A read_committed reader of several topics from their beginning, running through the whole
-/// scenario (the "consumer reading during the chaos"); notes when each record arrived.
-pub struct Reader {
-    consumer: Arc<BaseConsumer>,
-    topics: Vec<String>,
-    got: Arc<Mutex<Got>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-#[derive(Default)]
-struct Got {
-    records: BTreeMap<String, Vec<Rec>>,
-    /// When records of the first topic arrived (the stall figures).
-    arrivals: Vec<Instant>,
-}
-
-/// What a reader read, and the partitions it could not read to their end (an open
-/// transaction holds the last stable offset back: a hanging transaction).
-pub struct Read {
-    pub records: BTreeMap<String, Vec<Rec>>,
-    pub arrivals: Vec<Instant>,
-    pub behind: Vec<String>,
-}
-
-pub fn consumer(bootstrap: &str, isolation: &str) -> Result<BaseConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "flumen-chaos-reader")
-        .set("isolation.level", isolation)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?)
-}
-
-fn assign_all(c: &BaseConsumer, topics: &[String]) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    for t in topics {
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(t, p, Offset::Beginning)?;
-        }
-    }
-    c.assign(&tpl)?;
-    Ok(())
-}
-
-fn rec_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
-    Rec {
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-    }
-}
-
-impl Reader {
-    pub fn start(bootstrap: &str, topics: &[String]) -> Result<Reader> {
-        let c = consumer(bootstrap, "read_committed")?;
-        assign_all(&c, topics)?;
-        let consumer = Arc::new(c);
-        let got = Arc::new(Mutex::new(Got::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, g, s, first) = (
-            consumer.clone(),
-            got.clone(),
-            stop.clone(),
-            topics[0].clone(),
-        );
-        let thread = std::thread::spawn(move || -> Result<()> {
-            while !s.load(Ordering::Relaxed) {
-                // a broker down (the faults) is an error the client rides out
-                let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
-                    continue;
-                };
-                let mut got = g.lock().map_err(|_| anyhow::anyhow!("reader poisoned"))?;
-                if m.topic() == first {
-                    got.arrivals.push(Instant::now());
-                }
-                got.records
-                    .entry(m.topic().to_string())
-                    .or_default()
-                    .push(rec_of(&m));
-            }
-            Ok(())
-        });
-        Ok(Reader {
-            consumer,
-            topics: topics.to_vec(),
-            got,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Records read so far, per topic.
-    pub fn counts(&self) -> std::collections::HashMap<String, usize> {
-        self.got
-            .lock()
-            .map(|g| {
-                g.records
-                    .iter()
-                    .map(|(t, r)| (t.clone(), r.len()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Reads on until the position reaches every partition's end (call it once no writer is
-    /// open), or `timeout`; then stops.
-    pub fn finish(mut self, timeout: Duration) -> Result<Read> {
-        let deadline = Instant::now() + timeout;
-        let behind = loop {
-            let behind = behind(&self.consumer, &self.topics)
-                .unwrap_or_else(|e| vec![format!("no watermarks: {e}")]);
-            if behind.is_empty() || Instant::now() > deadline {
-                break behind;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-        }
-        let mut got = self
-            .got
-            .lock()
-            .map_err(|_| anyhow::anyhow!("reader poisoned"))?;
-        Ok(Read {
-            records: std::mem::take(&mut got.records),
-            arrivals: std::mem::take(&mut got.arrivals),
-            behind,
-        })
-    }
-}
-
-/// Partitions whose position is short of the high watermark.
-fn behind(c: &BaseConsumer, topics: &[String]) -> Result<Vec<String>> {
-    let positions = c.position()?;
-    let mut out = Vec::new();
-    for t in topics {
-        for p in 0..PARTITIONS {
-            let (_, high) = c.fetch_watermarks(t, p, Duration::from_secs(10))?;
-            let at = positions
-                .find_partition(t, p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            if at < high {
-                out.push(format!("{t}/{p} at {at} of {high}"));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Every record of `topic` with `isolation`, read to the end.
-pub fn read_all(bootstrap: &str, topic: &str, isolation: &str) -> Result<Vec<Rec>> {
-    let c = consumer(bootstrap, isolation)?;
-    assign_all(&c, &[topic.to_string()])?;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        while let Some(m) = c.poll(Duration::from_millis(200)) {
-            if let Ok(m) = m {
-                out.push(rec_of(&m));
-            }
-        }
-        let left = behind(&c, &[topic.to_string()])
-            .unwrap_or_else(|e| vec![format!("no watermarks: {e}")]);
-        if left.is_empty() {
-            return Ok(out);
-        }
-        if Instant::now() > deadline {
-            bail!("{topic} not read to its end in 120 s: {}", left.join(", "));
         }
     }
 }

@@ -88,6 +88,15 @@ fn base(kafka: &KafkaConfig, role: Role) -> ClientConfig {
         Role::Producer => CONSUMER_ONLY,
     };
     let mut cfg = ClientConfig::new();
+    // librdkafka (since 2.10) drops every broker a Metadata response leaves out, and a KRaft
+    // broker restarting while its old registration is fenced leaves itself out: with one
+    // broker, or all of them restarting, the client has no broker left and would wait the
+    // default 5 minutes before bootstrapping again, delivering and fetching nothing
+    // (CHAOS.md, finding 13). A user's own value, set below, wins.
+    cfg.set(
+        "metadata.recovery.rebootstrap.trigger.ms",
+        REBOOTSTRAP_AFTER_MS.to_string(),
+    );
     for (k, v) in kafka
         .properties
         .iter()
@@ -99,6 +108,8 @@ fn base(kafka: &KafkaConfig, role: Role) -> ClientConfig {
     cfg
 }
 
+/// How long a client that reaches no broker waits before it bootstraps again.
+const REBOOTSTRAP_AFTER_MS: u64 = 10_000;
 const DEFAULT_SESSION_TIMEOUT_MS: u64 = 15_000;
 const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
@@ -269,5 +280,23 @@ mod tests {
         }
         assert_eq!(producer.get("linger.ms"), Some("20"));
         assert_eq!(producer.get("compression.type"), Some("zstd"));
+    }
+
+    #[test]
+    fn every_client_bootstraps_again_soon_unless_the_user_says_otherwise() {
+        let k = kafka(&[]);
+        let key = "metadata.recovery.rebootstrap.trigger.ms";
+        for c in [
+            consumer(&k, "g", None),
+            producer(&k, "t"),
+            reader(&k),
+            control_writer(&k),
+            admin(&k),
+        ] {
+            assert_eq!(c.get(key), Some("10000"));
+        }
+        let own = kafka(&[(key, "60000")]);
+        assert_eq!(consumer(&own, "g", None).get(key), Some("60000"));
+        assert_eq!(producer(&own, "t").get(key), Some("60000"));
     }
 }

@@ -16,7 +16,7 @@ mod group;
 mod message;
 mod offsets;
 
-pub use ends::End;
+pub use ends::{End, Membership, may_hold_unread};
 pub use message::Message;
 use message::record_of;
 
@@ -283,6 +283,25 @@ impl Consumer {
             }
         }
         Ok(out)
+    }
+
+    /// An error once the consumer has been without a group coordinator longer than `limit`:
+    /// librdkafka, left without brokers by a broker restart, did not rejoin and sat with
+    /// nothing assigned, silently (CHAOS.md, finding 13). A consumer given no partitions by a
+    /// group it is in, or waiting in a long rebalance, has its coordinator, and never this.
+    pub fn check_membership(&self, limit: Duration) -> Result<()> {
+        let m = self.membership();
+        let after = m.out_for(Instant::now());
+        if after <= limit {
+            return Ok(());
+        }
+        Err(Error::OutOfGroup {
+            group: self.group.clone(),
+            after,
+            state: m.state,
+            join_state: m.join_state,
+            brokers: m.brokers,
+        })
     }
 
     /// One poll that keeps the group membership alive while the pipeline thread waits for

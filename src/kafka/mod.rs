@@ -48,6 +48,19 @@ pub enum Error {
         after: std::time::Duration,
         source: KafkaError,
     },
+    /// librdkafka's group handler stayed without a coordinator (left without brokers by a
+    /// broker restart, seen in the chaos suite's broker kills): the pipeline restarts with a
+    /// new consumer, which joins.
+    #[error(
+        "the consumer of group {group:?} has been without a group coordinator for {after:?} (librdkafka's group handler in state {state:?}, join state {join_state:?}; its broker connections: {brokers}); restarting the pipeline with a new consumer"
+    )]
+    OutOfGroup {
+        group: String,
+        after: std::time::Duration,
+        state: String,
+        join_state: String,
+        brokers: String,
+    },
     #[error("timed out after {after:?}: {op}")]
     Timeout {
         op: &'static str,
@@ -88,6 +101,7 @@ impl Error {
             Self::Client { .. }
             | Self::NoGroupMetadata
             | Self::UnstableOffsets { .. }
+            | Self::OutOfGroup { .. }
             | Self::Timeout { .. } => TxnFailure::Retriable,
             Self::MissingTopic(_)
             | Self::PartitionCount { .. }

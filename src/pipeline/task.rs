@@ -187,7 +187,7 @@ impl<'a> Runner<'a> {
         // after a session's time (`task/observe.rs`)
         self.started = Instant::now();
         loop {
-            self.observe();
+            self.observe()?;
             // the liveness test stalls the loop here (`pipeline::loop=…sleep(ms)`)
             fail::fail_point!("pipeline::loop");
             if let Ok(command) = commands.try_recv()
@@ -222,8 +222,14 @@ impl<'a> Runner<'a> {
             if self.dirty && due {
                 self.checkpoint()?;
             }
-            let until_checkpoint = interval.saturating_sub(self.last_checkpoint.elapsed());
-            let wait = until_checkpoint.clamp(Duration::from_millis(1), Duration::from_millis(100));
+            // nothing to checkpoint: no hurry (a wait of 1 ms once the interval had passed
+            // spun idle pipelines at full CPU, starving the brokers on a small machine)
+            let wait = if self.dirty {
+                let until_checkpoint = interval.saturating_sub(self.last_checkpoint.elapsed());
+                until_checkpoint.clamp(Duration::from_millis(1), Duration::from_millis(100))
+            } else {
+                Duration::from_millis(100)
+            };
             // partitions whose position a rebalance moved (a rewind, an adopted commit): their
             // records later in this batch were fetched before, and are fetched again
             let mut moved: Vec<Partition> = Vec::new();

@@ -3,9 +3,12 @@
 //! last stable offset, which a read_committed reader cannot pass, the fetch position, and the
 //! records fetched but not yet polled, and whether the partition's leader is up and fetched
 //! from. The lag metric, readiness's "nothing to do" and windowed source tasks' markers read it.
+//! The same statistics tell whether the consumer is in its group: a pipeline whose consumer
+//! stays out of it is restarted with a new one (`Runner::check_membership`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
 use serde::Deserialize;
@@ -40,8 +43,49 @@ impl End {
     }
 }
 
+/// Whether a partition may still hold records its consumer has not read: anything but a
+/// known end read to (no statistics yet, or none naming it, is not "nothing to read").
+pub fn may_hold_unread(end: Option<End>) -> bool {
+    end.is_none_or(|e| !e.read_to_end())
+}
+
 #[derive(Default)]
-pub(super) struct Ends(Mutex<HashMap<(String, i32), End>>);
+pub(super) struct Ends(Mutex<HashMap<(String, i32), End>>, Mutex<Membership>);
+
+/// The consumer's standing in its group, from the `cgrp` section of the statistics: since
+/// when its group handler has been without a group coordinator (any state but "up": querying
+/// for one, waiting for its broker), if it is. A join or a rebalance under way has its
+/// coordinator: it may rightly wait for other members up to the rebalance timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// librdkafka's group handler state and join state, as of the latest statistics.
+    pub state: String,
+    pub join_state: String,
+    /// When the statistics first showed it without a coordinator, this time.
+    pub out_since: Option<Instant>,
+    /// Each broker connection and its state (`name state`, sorted), for the error that says
+    /// the consumer stayed out.
+    pub brokers: String,
+}
+
+impl Membership {
+    /// Folds one statistics document's group handler in at `now`.
+    fn observe(&mut self, cgrp: &CgrpStats, now: Instant) {
+        self.state.clone_from(&cgrp.state);
+        self.join_state.clone_from(&cgrp.join_state);
+        if cgrp.state == "up" {
+            self.out_since = None;
+        } else if self.out_since.is_none() {
+            self.out_since = Some(now);
+        }
+    }
+
+    /// How long the consumer has been without a coordinator, as of `now` (zero with one).
+    pub fn out_for(&self, now: Instant) -> Duration {
+        self.out_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
 
 #[derive(Deserialize)]
 struct Stats {
@@ -49,10 +93,22 @@ struct Stats {
     topics: HashMap<String, TopicStats>,
     #[serde(default)]
     brokers: HashMap<String, BrokerStats>,
+    /// Present for a consumer with a group.
+    cgrp: Option<CgrpStats>,
+}
+
+#[derive(Deserialize)]
+struct CgrpStats {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    join_state: String,
 }
 
 #[derive(Deserialize)]
 struct BrokerStats {
+    #[serde(default)]
+    name: String,
     nodeid: i32,
     #[serde(default)]
     state: String,
@@ -114,6 +170,16 @@ impl Ends {
         if let Ok(mut held) = self.0.lock() {
             *held = ends;
         }
+        if let (Some(cgrp), Ok(mut m)) = (stats.cgrp, self.1.lock()) {
+            m.observe(&cgrp, Instant::now());
+            let mut brokers: Vec<String> = stats
+                .brokers
+                .values()
+                .map(|b| format!("{} {}", b.name, b.state))
+                .collect();
+            brokers.sort();
+            m.brokers = brokers.join(", ");
+        }
     }
 }
 
@@ -124,6 +190,17 @@ impl Consumer {
         let ends = self.inner.context().ends.0.lock().ok()?;
         ends.get(&(partition.topic.clone(), partition.partition))
             .copied()
+    }
+
+    /// The consumer's standing in its group as of the latest statistics.
+    pub fn membership(&self) -> Membership {
+        self.inner
+            .context()
+            .ends
+            .1
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -174,5 +251,47 @@ mod tests {
         assert!(!at_end(1), "leader's broker down");
         assert!(!at_end(2), "no leader known");
         assert!(!at_end(3), "not fetching");
+        let end = |p: i32| held.get(&("in".to_string(), p)).copied();
+        assert!(!may_hold_unread(end(0)));
+        assert!(may_hold_unread(end(1)));
+        assert!(may_hold_unread(end(4)), "a partition no statistics name");
+    }
+
+    #[test]
+    fn time_without_a_coordinator_counts_from_the_first_statistics_that_show_it() {
+        let ends = Ends::default();
+        let doc = |state: &str, join: &str| {
+            format!(
+                r#"{{"cgrp":{{"state":"{state}","join_state":"{join}"}},"topics":{{}},
+                "brokers":{{"b:9/1":{{"name":"b:9/1","nodeid":1,"state":"UP"}},
+                "GroupCoordinator":{{"name":"GroupCoordinator","nodeid":-1,"state":"DOWN"}}}}}}"#
+            )
+        };
+        let out = |ends: &Ends| ends.1.lock().unwrap().out_since;
+        ends.update(doc("up", "steady").as_bytes());
+        assert_eq!(out(&ends), None);
+        ends.update(doc("up", "wait-join").as_bytes());
+        assert_eq!(out(&ends), None, "a join has its coordinator");
+        ends.update(doc("query-coord", "init").as_bytes());
+        let since = out(&ends).expect("without a coordinator");
+        ends.update(doc("wait-coord", "init").as_bytes());
+        assert_eq!(
+            out(&ends),
+            Some(since),
+            "still without: the first sighting counts"
+        );
+        let m = ends.1.lock().unwrap().clone();
+        assert_eq!(
+            (m.state.as_str(), m.join_state.as_str()),
+            ("wait-coord", "init")
+        );
+        assert_eq!(m.brokers, "GroupCoordinator DOWN, b:9/1 UP");
+        assert!(m.out_for(since + Duration::from_secs(61)) >= Duration::from_secs(61));
+        ends.update(doc("up", "init").as_bytes());
+        assert_eq!(out(&ends), None);
+        assert_eq!(
+            ends.1.lock().unwrap().out_for(Instant::now()),
+            Duration::ZERO
+        );
     }
 }

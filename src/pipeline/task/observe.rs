@@ -14,9 +14,18 @@ use crate::pipeline::topology::Role;
 /// (which librdkafka emits every 2 s).
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a consumer may be without a group coordinator before its pipeline restarts with a
+/// new one: three sessions, and at least a minute (finding one during a broker restart takes
+/// seconds; a consumer left without brokers stays without for good).
+fn out_of_group_limit(kafka: &crate::config::KafkaConfig) -> Duration {
+    (3 * crate::kafka::client::session_timeout(kafka)).max(Duration::from_secs(60))
+}
+
 impl Runner<'_> {
-    /// Once round the loop: the heartbeat, and every [`LAG_EVERY`] the lag.
-    pub(super) fn observe(&mut self) {
+    /// Once round the loop: the heartbeat, and every [`LAG_EVERY`] the lag and the consumer's
+    /// group coordinator (none for longer than [`out_of_group_limit`]: an error, so that the
+    /// pipeline restarts with a new consumer).
+    pub(super) fn observe(&mut self) -> crate::pipeline::Result<()> {
         self.metrics.health.beat();
         // a member the group gives nothing (more threads than partitions) has nothing to
         // restore: running once the group has had a session's time to assign
@@ -31,7 +40,10 @@ impl Runner<'_> {
             self.observe_lag();
             let now = crate::metrics::health::unix_seconds();
             self.metrics.health.update(|s| s.sample(now));
+            self.consumer
+                .check_membership(out_of_group_limit(&self.config.kafka))?;
         }
+        Ok(())
     }
 
     /// One record of the pipeline's processed (its key and value bytes).

@@ -264,7 +264,7 @@ impl<'a> Runner<'a> {
             if !task.role.reads_source() {
                 continue;
             }
-            let behind = self.consumer.end_of(p).is_some_and(|e| !e.read_to_end());
+            let behind = crate::kafka::consumer::may_hold_unread(self.consumer.end_of(p));
             let Some(wm) = window::marker_due(
                 &et,
                 task.max_event_time,
