@@ -80,6 +80,9 @@ impl Brokers {
             // a node restarted after a kill acts on its old registration until this fences it,
             // and Kafka drops transaction markers meanwhile (CHAOS.md, finding 11): 3 s, not 9
             .env("FLUMEN_KAFKA_BROKER_SESSION_MS", "3000")
+            // a cluster node restarted under load on two cores took over 2 minutes to load its
+            // logs and catch up (cluster run 024823Z), past the script's default 120 s
+            .env("FLUMEN_KAFKA_START_TIMEOUT", "300")
             .env(
                 "FLUMEN_KAFKA_ADVERTISED_PORTS",
                 (1..=self.nodes)
