@@ -3,8 +3,8 @@
 //! last stable offset, which a read_committed reader cannot pass, the fetch position, and the
 //! records fetched but not yet polled, and whether the partition's leader is up and fetched
 //! from. The lag metric, readiness's "nothing to do" and windowed source tasks' markers read it.
-//! The same statistics tell whether the consumer is in its group: a pipeline whose consumer
-//! stays out of it is restarted with a new one (`Runner::check_membership`).
+//! The same statistics tell whether the consumer has its group coordinator: a pipeline whose
+//! consumer stays without one is restarted with a new one (`Consumer::check_membership`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,7 +64,7 @@ pub struct Membership {
     /// When the statistics first showed it without a coordinator, this time.
     pub out_since: Option<Instant>,
     /// Each broker connection and its state (`name state`, sorted), for the error that says
-    /// the consumer stayed out.
+    /// the consumer stayed without a coordinator.
     pub brokers: String,
 }
 
