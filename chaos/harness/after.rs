@@ -91,7 +91,7 @@ pub fn hanging(bed: &Bed, ctx: &mut Ctx<'_>, read: &Read) -> Vec<String> {
         }
         Err(e) => ctx.fail(format!("kafka-transactions find-hanging failed: {e:#}")),
     }
-    match bed.brokers.marker_skips(&ctx.names.prefix.clone()) {
+    match bed.brokers.marker_skips(&ctx.names.prefix) {
         Ok(skips) => crate::brokers::attribute(&skips, &mut ctx.notes, &mut hanging),
         Err(e) => ctx.notes.push(format!(
             "the brokers' logs could not be searched for dropped markers: {e:#}"

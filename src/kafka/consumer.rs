@@ -289,13 +289,13 @@ impl Consumer {
     /// librdkafka, left without brokers by a broker restart, did not rejoin and sat with
     /// nothing assigned, silently (CHAOS.md, finding 13). A consumer given no partitions by a
     /// group it is in, or waiting in a long rebalance, has its coordinator, and never this.
-    pub fn check_membership(&self, limit: Duration) -> Result<()> {
+    pub fn check_coordinator(&self, limit: Duration) -> Result<()> {
         let m = self.membership();
-        let after = m.out_for(Instant::now());
+        let after = m.without_coordinator_for(Instant::now());
         if after <= limit {
             return Ok(());
         }
-        Err(Error::OutOfGroup {
+        Err(Error::NoCoordinator {
             group: self.group.clone(),
             after,
             state: m.state,

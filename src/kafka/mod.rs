@@ -54,7 +54,7 @@ pub enum Error {
     #[error(
         "the consumer of group {group:?} has been without a group coordinator for {after:?} (librdkafka's group handler in state {state:?}, join state {join_state:?}; its broker connections: {brokers}); restarting the pipeline with a new consumer"
     )]
-    OutOfGroup {
+    NoCoordinator {
         group: String,
         after: std::time::Duration,
         state: String,
@@ -101,7 +101,7 @@ impl Error {
             Self::Client { .. }
             | Self::NoGroupMetadata
             | Self::UnstableOffsets { .. }
-            | Self::OutOfGroup { .. }
+            | Self::NoCoordinator { .. }
             | Self::Timeout { .. } => TxnFailure::Retriable,
             Self::MissingTopic(_)
             | Self::PartitionCount { .. }

@@ -4,7 +4,7 @@
 //! records fetched but not yet polled, and whether the partition's leader is up and fetched
 //! from. The lag metric, readiness's "nothing to do" and windowed source tasks' markers read it.
 //! The same statistics tell whether the consumer has its group coordinator: a pipeline whose
-//! consumer stays without one is restarted with a new one (`Consumer::check_membership`).
+//! consumer stays without one is restarted with a new one (`Consumer::check_coordinator`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -50,7 +50,10 @@ pub fn may_hold_unread(end: Option<End>) -> bool {
 }
 
 #[derive(Default)]
-pub(super) struct Ends(Mutex<HashMap<(String, i32), End>>, Mutex<Membership>);
+pub(super) struct Ends {
+    partitions: Mutex<HashMap<(String, i32), End>>,
+    group: Mutex<Membership>,
+}
 
 /// The consumer's standing in its group, from the `cgrp` section of the statistics: since
 /// when its group handler has been without a group coordinator (any state but "up": querying
@@ -62,7 +65,7 @@ pub struct Membership {
     pub state: String,
     pub join_state: String,
     /// When the statistics first showed it without a coordinator, this time.
-    pub out_since: Option<Instant>,
+    pub without_coordinator_since: Option<Instant>,
     /// Each broker connection and its state (`name state`, sorted), for the error that says
     /// the consumer stayed without a coordinator.
     pub brokers: String,
@@ -74,15 +77,15 @@ impl Membership {
         self.state.clone_from(&cgrp.state);
         self.join_state.clone_from(&cgrp.join_state);
         if cgrp.state == "up" {
-            self.out_since = None;
-        } else if self.out_since.is_none() {
-            self.out_since = Some(now);
+            self.without_coordinator_since = None;
+        } else if self.without_coordinator_since.is_none() {
+            self.without_coordinator_since = Some(now);
         }
     }
 
     /// How long the consumer has been without a coordinator, as of `now` (zero with one).
-    pub fn out_for(&self, now: Instant) -> Duration {
-        self.out_since
+    pub fn without_coordinator_for(&self, now: Instant) -> Duration {
+        self.without_coordinator_since
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
     }
 }
@@ -167,10 +170,10 @@ impl Ends {
                 }
             }
         }
-        if let Ok(mut held) = self.0.lock() {
+        if let Ok(mut held) = self.partitions.lock() {
             *held = ends;
         }
-        if let (Some(cgrp), Ok(mut m)) = (stats.cgrp, self.1.lock()) {
+        if let (Some(cgrp), Ok(mut m)) = (stats.cgrp, self.group.lock()) {
             m.observe(&cgrp, Instant::now());
             let mut brokers: Vec<String> = stats
                 .brokers
@@ -187,7 +190,7 @@ impl Consumer {
     /// The ends of `partition` as of the latest statistics; `None` before the first that
     /// named it.
     pub fn end_of(&self, partition: &Partition) -> Option<End> {
-        let ends = self.inner.context().ends.0.lock().ok()?;
+        let ends = self.inner.context().ends.partitions.lock().ok()?;
         ends.get(&(partition.topic.clone(), partition.partition))
             .copied()
     }
@@ -197,7 +200,7 @@ impl Consumer {
         self.inner
             .context()
             .ends
-            .1
+            .group
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default()
@@ -217,7 +220,7 @@ mod tests {
             "-1":{"partition":-1,"desired":false,"ls_offset":-1001,"next_offset":-1001,"fetchq_cnt":0}}}}}"#;
         let ends = Ends::default();
         ends.update(json);
-        let held = ends.0.lock().unwrap();
+        let held = ends.partitions.lock().unwrap();
         assert_eq!(held.len(), 2);
         let zero = held[&("in".to_string(), 0)];
         assert!(zero.read_to_end());
@@ -227,7 +230,7 @@ mod tests {
         drop(held);
         // a document that does not parse keeps what was known
         ends.update(b"{not json");
-        assert_eq!(ends.0.lock().unwrap().len(), 2);
+        assert_eq!(ends.partitions.lock().unwrap().len(), 2);
     }
 
     /// A partition at its last known end is not read to its end while its leader is down,
@@ -245,7 +248,7 @@ mod tests {
             "3":{"partition":3,"desired":true,"ls_offset":9,"next_offset":9,"fetchq_cnt":0,"leader":1,"fetch_state":"offset-query"}}}}}"#;
         let ends = Ends::default();
         ends.update(json);
-        let held = ends.0.lock().unwrap();
+        let held = ends.partitions.lock().unwrap();
         let at_end = |p: i32| held[&("in".to_string(), p)].read_to_end();
         assert!(at_end(0));
         assert!(!at_end(1), "leader's broker down");
@@ -267,7 +270,7 @@ mod tests {
                 "GroupCoordinator":{{"name":"GroupCoordinator","nodeid":-1,"state":"DOWN"}}}}}}"#
             )
         };
-        let out = |ends: &Ends| ends.1.lock().unwrap().out_since;
+        let out = |ends: &Ends| ends.group.lock().unwrap().without_coordinator_since;
         ends.update(doc("up", "steady").as_bytes());
         assert_eq!(out(&ends), None);
         ends.update(doc("up", "wait-join").as_bytes());
@@ -280,17 +283,22 @@ mod tests {
             Some(since),
             "still without: the first sighting counts"
         );
-        let m = ends.1.lock().unwrap().clone();
+        let m = ends.group.lock().unwrap().clone();
         assert_eq!(
             (m.state.as_str(), m.join_state.as_str()),
             ("wait-coord", "init")
         );
         assert_eq!(m.brokers, "GroupCoordinator DOWN, b:9/1 UP");
-        assert!(m.out_for(since + Duration::from_secs(61)) >= Duration::from_secs(61));
+        assert!(
+            m.without_coordinator_for(since + Duration::from_secs(61)) >= Duration::from_secs(61)
+        );
         ends.update(doc("up", "init").as_bytes());
         assert_eq!(out(&ends), None);
         assert_eq!(
-            ends.1.lock().unwrap().out_for(Instant::now()),
+            ends.group
+                .lock()
+                .unwrap()
+                .without_coordinator_for(Instant::now()),
             Duration::ZERO
         );
     }

@@ -17,13 +17,13 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 /// How long a consumer may be without a group coordinator before its pipeline restarts with a
 /// new one: three sessions, and at least a minute (finding one during a broker restart takes
 /// seconds; a consumer left without brokers stays without for good).
-fn out_of_group_limit(kafka: &crate::config::KafkaConfig) -> Duration {
+fn no_coordinator_limit(kafka: &crate::config::KafkaConfig) -> Duration {
     (3 * crate::kafka::client::session_timeout(kafka)).max(Duration::from_secs(60))
 }
 
 impl Runner<'_> {
     /// Once round the loop: the heartbeat, and every [`LAG_EVERY`] the lag and the consumer's
-    /// group coordinator (none for longer than [`out_of_group_limit`]: an error, so that the
+    /// group coordinator (none for longer than [`no_coordinator_limit`]: an error, so that the
     /// pipeline restarts with a new consumer).
     pub(super) fn observe(&mut self) -> crate::pipeline::Result<()> {
         self.metrics.health.beat();
@@ -41,7 +41,7 @@ impl Runner<'_> {
             let now = crate::metrics::health::unix_seconds();
             self.metrics.health.update(|s| s.sample(now));
             self.consumer
-                .check_membership(out_of_group_limit(&self.config.kafka))?;
+                .check_coordinator(no_coordinator_limit(&self.config.kafka))?;
         }
         Ok(())
     }
