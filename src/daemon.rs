@@ -48,6 +48,10 @@ pub struct Stopped {
     pub stuck: usize,
     /// A second SIGTERM or SIGINT ended the wait.
     pub interrupted: bool,
+    /// A pipeline thread that did not come round its loop within `stuck_timeout` (which
+    /// thread, for how long): the daemon stopped the others and gives up, so that its
+    /// supervisor starts it again and every pipeline resumes from its last checkpoint.
+    pub stuck_thread: Option<String>,
 }
 
 /// Runs every pipeline of `config` until `shutdown` (also cancelled by SIGTERM and SIGINT), a
@@ -124,6 +128,7 @@ pub fn run(
     ));
     let pipelines = threads.len();
     let shutdown_timeout = config.shutdown_timeout;
+    let stuck_timeout = config.stuck_timeout;
     let servers = [Some(server), admin_server];
     let stopped = runtime.block_on(async move {
         let now = CancellationToken::new();
@@ -133,6 +138,8 @@ pub fn run(
         ));
         let ends = Ends {
             pipelines,
+            threads: metrics.threads(),
+            stuck_timeout,
             deadline: shutdown_timeout,
             shutdown: &shutdown,
             now: &now,
@@ -282,16 +289,20 @@ impl Pipelines {
 }
 
 /// What the daemon waits for at the end: its pipelines, within `deadline` once `shutdown`
-/// began, or until `now`.
+/// began, or until `now`; meanwhile it watches each thread's heartbeat (`threads`) for one
+/// stuck longer than `stuck_timeout`.
 struct Ends<'a> {
     pipelines: usize,
+    threads: Vec<Arc<crate::metrics::Health>>,
+    stuck_timeout: Duration,
     deadline: Duration,
     shutdown: &'a CancellationToken,
     now: &'a CancellationToken,
 }
 
-/// Collects every pipeline's end; the first failure cancels the others, and once shutdown
-/// began they have `ends.deadline` (none after a second signal).
+/// Collects every pipeline's end; the first failure, or the first thread stuck past
+/// `ends.stuck_timeout`, cancels the others, and once shutdown began they have `ends.deadline`
+/// (none after a second signal).
 async fn wait_for_pipelines(
     ends: Ends<'_>,
     mut done: tokio::sync::mpsc::Receiver<(String, pipeline::Result<()>)>,
@@ -299,6 +310,8 @@ async fn wait_for_pipelines(
 ) -> Stopped {
     let Ends {
         pipelines,
+        threads,
+        stuck_timeout,
         deadline: grace,
         shutdown,
         now,
@@ -308,6 +321,8 @@ async fn wait_for_pipelines(
     let deadline = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
     tokio::pin!(deadline);
     let mut deadline_armed = false;
+    let mut watch = tokio::time::interval(Duration::from_secs(1));
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while finished < pipelines {
         tokio::select! {
             end = done.recv() => {
@@ -326,6 +341,15 @@ async fn wait_for_pipelines(
             () = &mut deadline, if deadline_armed => {
                 stopped.stuck = pipelines - finished;
                 break;
+            }
+            _ = watch.tick(), if stopped.stuck_thread.is_none() => {
+                // a thread stuck in a call that never returns cannot be stopped or restarted
+                // from here; only a new process frees what it holds
+                if let Some(stuck) = crate::metrics::health::stuck(&threads, stuck_timeout) {
+                    tracing::error!("{stuck}: giving up on the daemon so that it starts again");
+                    stopped.stuck_thread = Some(stuck);
+                    shutdown.cancel();
+                }
             }
             () = now.cancelled() => {
                 stopped.stuck = pipelines - finished;

@@ -1,7 +1,7 @@
 //! The `[admin]` listener on a running daemon: `/metrics` scraped and parsed as Prometheus
 //! does, its counters checked against what was fed and what the output holds; `/readyz`
 //! false while partitions restore and true after; `/livez` false while a pipeline loop is
-//! stalled.
+//! stalled, and the daemon's exit when one stays stalled past `stuck_timeout`.
 
 #![allow(clippy::unwrap_used)] // tests panic on failure, by design
 
@@ -237,6 +237,43 @@ fn livez_fails_while_a_pipeline_loop_is_stalled() {
     let input = count_input(200, 20);
     cp.produce(&input);
     cp.assert_exact(&expected_counts(&input), Duration::from_secs(60));
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_daemon_with_a_stuck_pipeline_thread_exits_and_the_next_run_resumes() {
+    let Some(mut cp) = CountPipeline::new("ops-stuck", 1, "rocksdb", "300ms") else {
+        return;
+    };
+    // the shortest stuck timeout allowed: the transaction timeout (its least, 10 s) + 10 s
+    cp.rewrite_config("rocksdb", "300ms", |t| {
+        let t = t.replace("[kafka]\n", "[kafka]\ntransaction_timeout = \"10s\"\n");
+        format!("stuck_timeout = \"20s\"\nshutdown_timeout = \"5s\"\n{t}")
+    });
+    let input = count_input(200, 20);
+    cp.produce(&input);
+    // the loop runs for a while, then one iteration stalls for 10 minutes, as a call into
+    // librdkafka that never returns did (CHAOS.md, finding 15)
+    cp.daemon
+        .start_with(&[("FAILPOINTS", "pipeline::loop=150*off->1*sleep(600000)")]);
+    let began = Instant::now();
+    let status = cp.daemon.wait(Duration::from_secs(180));
+    let log = cp.daemon.last_log();
+    let status = status.unwrap_or_else(|| panic!("the daemon did not give up\n{log}"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("(thread 0) has not come round its loop for")
+            && log.contains("(stuck_timeout 20 s)")
+            && log.contains("exiting so that a supervisor starts the daemon again"),
+        "{log}"
+    );
+    eprintln!("the daemon gave up after {:?}", began.elapsed());
+    // the next run resumes from the last checkpoint: every record counted once
+    cp.daemon.start();
+    let more = count_input(100, 20);
+    cp.produce(&more);
+    let all: Vec<_> = input.iter().chain(&more).cloned().collect();
+    cp.assert_exact(&expected_counts(&all), Duration::from_secs(60));
     assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
 }
 

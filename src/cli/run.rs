@@ -111,6 +111,13 @@ fn run_config(
         );
         return Ok(failed.unwrap_or(exit::FAILURE).max(exit::FAILURE));
     }
+    if let Some(stuck) = &stopped.stuck_thread {
+        eprintln!(
+            "error: {stuck}; exiting so that a supervisor starts the daemon again (each pipeline \
+             resumes from its last checkpoint)"
+        );
+        return Ok(failed.unwrap_or(exit::FAILURE).max(exit::FAILURE));
+    }
     if stopped.stuck > 0 {
         eprintln!(
             "error: {} pipeline(s) still running {:?} after shutdown began (shutdown_timeout); exiting",

@@ -85,6 +85,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// How long pipelines get to finish once shutdown began.
     pub shutdown_timeout: Duration,
+    /// How long a pipeline thread may be stuck in one turn of its loop before the daemon exits.
+    pub stuck_timeout: Duration,
     pub pipelines: Vec<PipelineConfig>,
 }
 

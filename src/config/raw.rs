@@ -23,6 +23,10 @@ pub struct Root {
     /// How long pipelines get to take their final checkpoint once the daemon is told to stop
     /// (SIGTERM, SIGINT, a pipeline's failure); default "30s".
     pub shutdown_timeout: Option<Spanned<String>>,
+    /// How long a pipeline thread may go without coming round its loop (a call into librdkafka
+    /// that does not return) before the daemon gives up and exits 1, for its supervisor to
+    /// start it again; default the larger of 3 minutes and the liveness timeout plus 60 s.
+    pub stuck_timeout: Option<Spanned<String>>,
     /// Avro schemas by Confluent schema id: `1 = "schemas/purchase-v1.avsc"`.
     pub schemas: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     /// A Confluent-compatible schema registry for writer ids `[schemas]` lacks.

@@ -314,6 +314,11 @@ impl Cx<'_> {
             .map_or(Duration::from_secs(30), |d| {
                 self.duration("shutdown_timeout", d, Duration::from_secs(1)..=HOUR)
             });
+        let stuck_timeout = self.stuck_timeout(
+            raw.stuck_timeout.as_ref(),
+            kafka.transaction_timeout,
+            admin.as_ref(),
+        );
         let mut pipelines = Vec::new();
         if raw.pipelines.get_ref().is_empty() {
             self.problem(
@@ -373,6 +378,7 @@ impl Cx<'_> {
             schemas: std::mem::take(&mut self.sources),
             admin,
             shutdown_timeout,
+            stuck_timeout,
             pipelines,
         }
     }

@@ -213,6 +213,31 @@ pub fn judge_live(
     }
 }
 
+/// The first thread, if any, whose loop has not come round within `limit` while it should
+/// (`stuck_timeout`, past which the daemon gives up on itself): its pipeline, thread and how
+/// long it has been.
+pub fn stuck(threads: &[std::sync::Arc<Health>], limit: Duration) -> Option<String> {
+    threads.iter().find_map(|h| {
+        judge_stuck(h.phase(), h.since_beat(), limit)
+            .map(|reason| format!("pipeline {} (thread {}) {reason}", h.pipeline, h.thread))
+    })
+}
+
+/// Stuck: a starting or running loop that has not come round within `limit` (a call into
+/// librdkafka that does not return, a lock). The same rule as liveness, with a longer limit.
+pub fn judge_stuck(phase: Phase, since_beat: Duration, limit: Duration) -> Option<String> {
+    matches!(phase, Phase::Starting | Phase::Running)
+        .then_some(())
+        .filter(|()| since_beat > limit)
+        .map(|()| {
+            format!(
+                "has not come round its loop for {:.1} s (stuck_timeout {} s)",
+                since_beat.as_secs_f64(),
+                limit.as_secs()
+            )
+        })
+}
+
 /// How long a running thread may go without a commit while it has work, before it is not
 /// ready: three intervals, and 10 s for a slow commit.
 pub fn commit_grace(interval: Duration) -> Duration {
@@ -326,6 +351,40 @@ mod tests {
         }
         let e = judge_live(Phase::Failed, S, 60 * S, Some("fenced")).unwrap_err();
         assert!(e.contains("fenced"), "{e}");
+    }
+
+    #[test]
+    fn a_loop_is_stuck_only_past_the_limit_and_only_while_it_should_come_round() {
+        assert_eq!(judge_stuck(Phase::Running, 180 * S, 180 * S), None);
+        let e = judge_stuck(Phase::Running, 181 * S, 180 * S).unwrap_or_default();
+        assert!(
+            e.contains("181.0 s") && e.contains("stuck_timeout 180 s"),
+            "{e}"
+        );
+        assert!(judge_stuck(Phase::Starting, 181 * S, 180 * S).is_some());
+        // a restore, a backoff, a stop or a failure is not a stuck loop
+        for p in [
+            Phase::Restoring,
+            Phase::Restarting,
+            Phase::Stopped,
+            Phase::Failed,
+        ] {
+            assert_eq!(judge_stuck(p, 600 * S, 180 * S), None, "{p:?}");
+        }
+        // the daemon's check names the thread
+        let fresh = std::sync::Arc::new(Health::new("p", 3, S));
+        fresh.set_phase(Phase::Running);
+        assert_eq!(stuck(std::slice::from_ref(&fresh), 180 * S), None);
+        let old = std::sync::Arc::new(Health::new("q", 1, S));
+        old.set_phase(Phase::Running);
+        old.beat_ms.store(0, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        fresh.beat();
+        let e = stuck(&[fresh, old], Duration::from_millis(10)).unwrap_or_default();
+        assert!(
+            e.starts_with("pipeline q (thread 1) has not come round"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `[admin]`: the HTTP listener (metrics, health, the admin API), its token and its liveness
-//! timeout. A listener that other hosts can reach needs a token.
+//! timeout. A listener that other hosts can reach needs a token. Also the daemon's own limit
+//! on a stuck pipeline thread (`stuck_timeout`), which follows the liveness timeout.
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use super::super::{AdminConfig, TokenSource};
 use super::{Cx, HOUR};
 
 const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Flink's `task.cancellation.timeout` default, after which a task that does not react kills
+/// its TaskManager.
+const DEFAULT_STUCK_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Cx<'_> {
     /// `transaction_timeout` bounds a commit, during which a loop does not come round.
@@ -62,6 +66,46 @@ impl Cx<'_> {
             token,
             liveness_timeout,
         }
+    }
+
+    /// `stuck_timeout`: at least the time a commit may take (`transaction_timeout` plus 10 s)
+    /// and not shorter than the probe's liveness timeout, which should fail first.
+    pub(super) fn stuck_timeout(
+        &mut self,
+        raw: Option<&toml::Spanned<String>>,
+        transaction_timeout: Duration,
+        admin: Option<&AdminConfig>,
+    ) -> Duration {
+        let least = transaction_timeout + Duration::from_secs(10);
+        let liveness = admin.map(|a| a.liveness_timeout);
+        let Some(d) = raw else {
+            let after_probe = liveness.unwrap_or(least) + Duration::from_secs(60);
+            return DEFAULT_STUCK_TIMEOUT.max(after_probe);
+        };
+        let t = self.duration("stuck_timeout", d, Duration::from_secs(1)..=24 * HOUR);
+        let fmt = humantime::format_duration;
+        if t < least {
+            self.problem(
+                "stuck_timeout",
+                d.span(),
+                format!(
+                    "{} is shorter than kafka.transaction_timeout plus 10 s ({}): a commit whose outcome is unknown is retried that long, and the daemon would give up on a healthy pipeline",
+                    fmt(t),
+                    fmt(least)
+                ),
+            );
+        } else if let Some(l) = liveness.filter(|l| t < *l) {
+            self.problem(
+                "stuck_timeout",
+                d.span(),
+                format!(
+                    "{} is shorter than admin.liveness_timeout ({}): the daemon would exit before /livez says why",
+                    fmt(t),
+                    fmt(l)
+                ),
+            );
+        }
+        t
     }
 
     /// Where the token comes from; the file or variable is read now, so that a missing or empty
@@ -170,6 +214,39 @@ sink = {{ topic = "out", format = "json" }}
         // the default stays above the (default, 60 s) transaction timeout
         assert_eq!(admin.liveness_timeout, Duration::from_secs(90));
         assert!(from_str(&config("listen = \"[::1]:9249\"")).is_ok());
+    }
+
+    #[test]
+    fn the_stuck_timeout_follows_the_probe_and_the_commit() {
+        let with = |top: &str, admin: &str| format!("{top}\n{}", config(admin));
+        let listen = "listen = \"127.0.0.1:9249\"";
+        // the default: 3 minutes, or a minute after the probe fails when that is later
+        let c = from_str(&with("", listen)).unwrap();
+        assert_eq!(c.stuck_timeout, Duration::from_secs(180));
+        let c = from_str(&with("", &format!("{listen}\nliveness_timeout = \"5m\""))).unwrap();
+        assert_eq!(c.stuck_timeout, Duration::from_secs(360));
+        let c = from_str(&with("stuck_timeout = \"2m\"", listen)).unwrap();
+        assert_eq!(c.stuck_timeout, Duration::from_secs(120));
+        let errors = |top: &str, admin: &str| match from_str(&with(top, admin)) {
+            Ok(_) => Vec::new(),
+            Err(ps) => ps.iter().map(ToString::to_string).collect(),
+        };
+        let ps = errors("stuck_timeout = \"30s\"", listen);
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].starts_with(
+                "stuck_timeout (1:17): 30s is shorter than kafka.transaction_timeout plus 10 s (1m 10s)"
+            ),
+            "{ps:?}"
+        );
+        let ps = errors("stuck_timeout = \"80s\"", listen);
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].starts_with(
+                "stuck_timeout (1:17): 1m 20s is shorter than admin.liveness_timeout (1m 30s)"
+            ),
+            "{ps:?}"
+        );
     }
 
     #[test]
