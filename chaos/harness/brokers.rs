@@ -18,7 +18,17 @@ pub struct Brokers {
     /// Where the harness connects: the brokers' INTERNAL listeners.
     pub direct: String,
     pub proxies: Vec<Proxy>,
-    txn_version: Option<u8>,
+    layout: Layout,
+}
+
+/// How the brokers are laid out (`scripts/kafka.sh`'s settings).
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub nodes: usize,
+    /// `transaction.version` (KIP-890); the broker's default without it.
+    pub txn_version: Option<u8>,
+    /// One controller process of its own instead of nodes that are broker and controller.
+    pub dedicated_controller: bool,
 }
 
 /// Node `i`'s (1-based) client port, as `scripts/kafka.sh` lays them out.
@@ -37,13 +47,9 @@ fn proxy_port(base: u16, i: usize) -> u16 {
 }
 
 impl Brokers {
-    /// Starts `nodes` fresh brokers at `base_port` (node i at base + 10 (i - 1)).
-    pub fn start(
-        root: &std::path::Path,
-        nodes: usize,
-        base_port: u16,
-        txn_version: Option<u8>,
-    ) -> Result<Brokers> {
+    /// Starts `layout.nodes` fresh brokers at `base_port` (node i at base + 10 (i - 1)).
+    pub fn start(root: &std::path::Path, layout: Layout, base_port: u16) -> Result<Brokers> {
+        let nodes = layout.nodes;
         let mut proxies = Vec::new();
         for i in 1..=nodes {
             proxies.push(Proxy::start(
@@ -64,7 +70,7 @@ impl Brokers {
             bootstrap: list(proxy_port),
             direct: list(internal_port),
             proxies,
-            txn_version,
+            layout,
         };
         b.run(&["start", "--fresh"])?;
         Ok(b)
@@ -90,9 +96,15 @@ impl Brokers {
                     .collect::<Vec<_>>()
                     .join(","),
             );
-        if let Some(v) = self.txn_version {
+        if let Some(v) = self.layout.txn_version {
             c.env("FLUMEN_KAFKA_TXN_VERSION", v.to_string());
         }
+        let controller = if self.layout.dedicated_controller {
+            "dedicated"
+        } else {
+            "combined"
+        };
+        c.env("FLUMEN_KAFKA_CONTROLLER", controller);
         c
     }
 

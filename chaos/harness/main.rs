@@ -71,6 +71,10 @@ struct SuiteArgs {
     /// The brokers' `transaction.version` (1 or 2, KIP-890); the broker's default otherwise.
     #[arg(long)]
     txn_version: Option<u8>,
+    /// One KRaft controller of its own beside the brokers (production's layout), instead of
+    /// nodes that are broker and controller in one (CHAOS.md, finding 11).
+    #[arg(long)]
+    dedicated_controller: bool,
     /// First broker port (the test broker has 19092).
     #[arg(long, default_value_t = 19_400)]
     base_port: u16,
@@ -112,7 +116,12 @@ fn suite(a: SuiteArgs) -> Result<()> {
     names.dedup();
     let git = report::git_head();
     scenario::clear_work_dir(&a.work_dir)?;
-    let brokers = brokers::Brokers::start(&a.root, a.nodes, a.base_port, a.txn_version)?;
+    let layout = brokers::Layout {
+        nodes: a.nodes,
+        txn_version: a.txn_version,
+        dedicated_controller: a.dedicated_controller,
+    };
+    let brokers = brokers::Brokers::start(&a.root, layout, a.base_port)?;
     let bed = scenario::Bed::new(brokers, a.flumen.clone(), a.work_dir.clone(), a.quick, load);
     let mut rows = Vec::new();
     let mut standin_failed = None;
@@ -146,8 +155,7 @@ fn suite(a: SuiteArgs) -> Result<()> {
         &rows,
         &report::Setup {
             quick: a.quick,
-            nodes: a.nodes,
-            txn_version: a.txn_version,
+            layout,
             load: format!(
                 "{} records/s, {} users, {}% poison pills, 4 partitions",
                 a.rate, a.users, a.pill_percent

@@ -77,8 +77,7 @@ pub fn details(rows: &[Row]) -> Result<String, std::fmt::Error> {
 
 pub struct Setup<'a> {
     pub quick: bool,
-    pub nodes: usize,
-    pub txn_version: Option<u8>,
+    pub layout: crate::brokers::Layout,
     pub load: String,
     pub flumen: &'a Path,
     /// The commit checked out when the suite started (HEAD may move during a long run).
@@ -123,9 +122,15 @@ pub fn write(dir: &Path, rows: &[Row], s: &Setup<'_>) -> Result<PathBuf> {
     )?;
     writeln!(
         text,
-        "- Brokers: {} node(s), Apache Kafka from scripts/kafka/pom.xml, transaction.version {}",
-        s.nodes,
-        s.txn_version
+        "- Brokers: {} node(s), {}, Apache Kafka from scripts/kafka/pom.xml, transaction.version {}",
+        s.layout.nodes,
+        if s.layout.dedicated_controller {
+            "brokers only, beside a dedicated KRaft controller"
+        } else {
+            "each a combined broker and KRaft controller"
+        },
+        s.layout
+            .txn_version
             .map_or("default".to_string(), |v| v.to_string())
     )?;
     writeln!(text, "- Input: {}", s.load)?;

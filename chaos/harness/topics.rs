@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 use rand::Rng;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::message::{DeliveryResult, Message as _};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, PurgeConfig};
 
 use crate::verify::FLUSH_USER;
 
@@ -64,7 +65,42 @@ fn pill(kind: usize) -> Option<Vec<u8>> {
 pub struct Feeder {
     stop: Arc<AtomicBool>,
     pub produced: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<Result<Option<String>>>>,
+    thread: Option<std::thread::JoinHandle<Result<Vec<String>>>>,
+}
+
+/// How long the live input's producer may deliver nothing, with records waiting, before it is
+/// replaced (a broker restart left one idempotent producer delivering nothing for minutes in
+/// the full set of 2026-12-03, and the row checked almost no input).
+const STALL: Duration = Duration::from_secs(60);
+
+/// Watches the live input's producer: a fatal error (an idempotent producer stops for good
+/// after one), or nothing delivered for [`STALL`] while records wait.
+struct Watch {
+    in_flight: u64,
+    progress: Instant,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            in_flight: 0,
+            progress: Instant::now(),
+        }
+    }
+
+    /// Why `p` should be replaced, if it should.
+    fn check(&mut self, p: &Feed) -> Option<String> {
+        if let Some((code, reason)) = p.client().fatal_error() {
+            return Some(format!("failed fatally ({code:?}: {reason})"));
+        }
+        let now = u64::try_from(p.in_flight_count()).unwrap_or(0);
+        if now == 0 || now < self.in_flight {
+            self.progress = Instant::now();
+        }
+        self.in_flight = now;
+        (self.progress.elapsed() > STALL)
+            .then(|| format!("delivered nothing for {STALL:?} ({now} records waiting)"))
+    }
 }
 
 /// How long the input's last records may take to reach the topic before the producer is taken
@@ -79,7 +115,72 @@ pub struct Load {
     pub pill_percent: u64,
 }
 
-fn producer(bootstrap: &str) -> Result<BaseProducer> {
+/// A record the broker never acknowledged, as a purge or a failure handed it back.
+struct Unsent {
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    partition: Option<i32>,
+}
+
+/// The live input's producer context: it keeps every record whose delivery failed (a purge of
+/// a stalled producer hands back all it held), so that a new producer sends them again.
+#[derive(Default)]
+struct Keeper {
+    unsent: std::sync::Mutex<Vec<Unsent>>,
+}
+
+impl ClientContext for Keeper {}
+
+impl ProducerContext for Keeper {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Err((_, m)) = result
+            && let Ok(mut unsent) = self.unsent.lock()
+        {
+            unsent.push(Unsent {
+                key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                value: m.payload().map(<[u8]>::to_vec),
+                partition: (m.partition() >= 0).then(|| m.partition()),
+            });
+        }
+    }
+}
+
+type Feed = BaseProducer<Keeper>;
+
+/// Purges `p` (it stalled), then sends every record it never delivered through a new producer;
+/// how many. A purged record may have reached the broker after all: then it is in the topic
+/// twice, which is one more input to the reference (read back from the topic), not a loss.
+fn replace(p: &mut Feed, bootstrap: &str, topic: &str) -> Result<usize> {
+    p.purge(PurgeConfig::default().queue().inflight());
+    // the purged records' delivery reports come with the next polls
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.in_flight_count() > 0 && Instant::now() < deadline {
+        p.poll(Duration::from_millis(50));
+    }
+    let unsent = std::mem::take(
+        &mut *p
+            .context()
+            .unsent
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?,
+    );
+    *p = producer(bootstrap)?;
+    for u in &unsent {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(&u.key[..]);
+        if let Some(v) = &u.value {
+            rec = rec.payload(&v[..]);
+        }
+        if let Some(part) = u.partition {
+            rec = rec.partition(part);
+        }
+        produce(p, rec)?;
+    }
+    Ok(unsent.len())
+}
+
+fn producer(bootstrap: &str) -> Result<Feed> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -89,7 +190,7 @@ fn producer(bootstrap: &str) -> Result<BaseProducer> {
         .set("linger.ms", "5")
         // as Flumen's own clients: a broker restart can leave it without brokers (finding 13)
         .set("metadata.recovery.rebootstrap.trigger.ms", "10000")
-        .create()?)
+        .create_with_context(Keeper::default())?)
 }
 
 fn now_ms() -> i64 {
@@ -101,15 +202,17 @@ fn now_ms() -> i64 {
 
 impl Feeder {
     pub fn start(bootstrap: &str, topic: &str, load: Load) -> Result<Feeder> {
-        let p = producer(bootstrap)?;
+        let mut p = producer(bootstrap)?;
         let stop = Arc::new(AtomicBool::new(false));
         let produced = Arc::new(AtomicU64::new(0));
         let (s, n, topic) = (stop.clone(), produced.clone(), topic.to_string());
         let bootstrap = bootstrap.to_string();
-        let thread = std::thread::spawn(move || -> Result<Option<String>> {
+        let thread = std::thread::spawn(move || -> Result<Vec<String>> {
             let mut rng = rand::rng();
             let started = Instant::now();
             let mut id: u64 = 0;
+            let mut watch = Watch::new();
+            let mut notes = Vec::new();
             while !s.load(Ordering::Relaxed) {
                 let due = started.elapsed().as_secs_f64() * load.rate_per_s as f64;
                 while (id as f64) < due {
@@ -126,8 +229,17 @@ impl Feeder {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
                 p.poll(Duration::from_millis(10));
+                if let Some(why) = watch.check(&p) {
+                    let resent = replace(&mut p, &bootstrap, &topic)?;
+                    watch = Watch::new();
+                    notes.push(format!(
+                        "{:.0} s into the input, the harness's input producer {why}: replaced; the new one sent its {resent} undelivered records again",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
             }
-            finish(&p, &bootstrap, &topic, id)
+            notes.extend(finish(&mut p, &bootstrap, &topic, id)?);
+            Ok(notes)
         });
         Ok(Feeder {
             stop,
@@ -137,48 +249,39 @@ impl Feeder {
     }
 
     /// Stops the input: one record per partition far in event time closes every window, then
-    /// everything is flushed. Returns the records produced, and a note when the producer
-    /// stalled and a new one sent the last records (what the stalled one never delivered is
-    /// not in the topic, and the reference, read back from the topic, does not count it).
-    pub fn stop(mut self) -> Result<(u64, Option<String>)> {
+    /// everything is flushed. Returns the records produced, and a note for each time the
+    /// producer stalled and was replaced (a new one sends what it never delivered).
+    pub fn stop(mut self) -> Result<(u64, Vec<String>)> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut note = None;
+        let mut notes = Vec::new();
         if let Some(t) = self.thread.take() {
-            note = t.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+            notes = t.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
         }
-        Ok((self.produced.load(Ordering::Relaxed), note))
+        Ok((self.produced.load(Ordering::Relaxed), notes))
     }
 }
 
-fn finish(p: &BaseProducer, bootstrap: &str, topic: &str, last_id: u64) -> Result<Option<String>> {
+fn finish(p: &mut Feed, bootstrap: &str, topic: &str, last_id: u64) -> Result<Option<String>> {
     let far = now_ms() + 60_000;
-    let last = |p: &BaseProducer| -> Result<()> {
-        for partition in 0..PARTITIONS {
-            let id = last_id + 1 + partition as u64;
-            let user = format!("{FLUSH_USER}{partition}");
-            let v = format!(r#"{{"user":"{user}","id":{id},"ts":{far}}}"#);
-            send(p, topic, Some(partition), &user, Some(v.as_bytes()))?;
-        }
-        Ok(())
-    };
-    last(p)?;
+    for partition in 0..PARTITIONS {
+        let id = last_id + 1 + partition as u64;
+        let user = format!("{FLUSH_USER}{partition}");
+        let v = format!(r#"{{"user":"{user}","id":{id},"ts":{far}}}"#);
+        send(p, topic, Some(partition), &user, Some(v.as_bytes()))?;
+    }
     let Err(e) = p.flush(FLUSH) else {
         return Ok(None);
     };
-    let undelivered = p.in_flight_count();
-    p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-    let fresh = producer(bootstrap)?;
-    last(&fresh)?;
-    fresh
-        .flush(FLUSH)
+    let resent = replace(p, bootstrap, topic)?;
+    p.flush(FLUSH)
         .context("flushing the input's last records through a new producer")?;
     Ok(Some(format!(
-        "the harness's input producer delivered nothing for {FLUSH:?} ({e}; {undelivered} records undelivered, dropped; the reference counts what reached the topic); a new producer sent the last records"
+        "the harness's input producer delivered nothing for {FLUSH:?} at the end ({e}): replaced; the new one sent its {resent} undelivered records again"
     )))
 }
 
-fn send(
-    p: &BaseProducer,
+fn send<C: ProducerContext<DeliveryOpaque = ()>>(
+    p: &BaseProducer<C>,
     topic: &str,
     partition: Option<i32>,
     key: &str,
@@ -195,7 +298,10 @@ fn send(
 }
 
 /// Sends `rec`, waiting while the producer's queue is full.
-pub fn produce(p: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+pub fn produce<C: ProducerContext>(
+    p: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> Result<()> {
     loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),

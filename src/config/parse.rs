@@ -1,7 +1,8 @@
 //! From text to the raw config (`raw.rs`): the TOML parsed with every key's and value's span,
 //! `${VAR}` expanded in its strings (`interpolate.rs`), then the serde mirror read from it.
-//! Each unknown key is reported (with a "did you mean" for a near miss) and left out, and the
-//! mirror read again, so that one typo hides no other problem.
+//! Each unknown key is reported (with a "did you mean" for a near miss) and left out, each
+//! wrongly typed value reported and replaced by a stand-in, and the mirror read again, so that
+//! one mistake hides no other.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -69,11 +70,13 @@ pub(super) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Parsed 
     }
 }
 
-/// The serde mirror, read again after each unknown key or wrongly typed value is reported and
-/// taken out. A file with a wrong value gets no raw config (validation would judge a file with
-/// a key missing that the user did write); its other unknown keys and wrong values are still
-/// reported. A required key taken out ends the report at its table (serde's "missing field",
-/// which is the same mistake, is not reported again).
+/// The serde mirror, read again after each unknown key is reported and taken out, and each
+/// wrongly typed value reported and replaced by a stand-in of the type serde expected (taken
+/// out when that is a table, whose own required keys would be reported missing). A file with a
+/// wrong value gets no raw config (validation would judge a stand-in the user did not write);
+/// its other unknown keys and wrong values are still reported. A required table taken out ends
+/// the report at its table (serde's "missing field", which is the same mistake, is not
+/// reported again).
 fn read_mirror(
     mut table: Spanned<DeTable<'_>>,
     text: &str,
@@ -84,6 +87,8 @@ fn read_mirror(
     // "missing field" for one of them is the same mistake
     let mut suggested: Vec<String> = Vec::new();
     let mut wrong_value = false;
+    // the spans of values replaced by a stand-in: an error there again is not the user's
+    let mut replaced: Vec<Range<usize>> = Vec::new();
     for _ in 0..MAX_UNKNOWN {
         let e = match raw::Root::deserialize(toml::de::Deserializer::from(table.clone())) {
             Ok(root) => return (Some(root).filter(|_| !wrong_value), problems),
@@ -92,7 +97,7 @@ fn read_mirror(
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim().to_string();
         if let Some((key, expected)) = unknown_field(&message)
-            && let Some((path, _)) = remove_key_at(table.get_mut(), "", &span, At::Key)
+            && let Some((path, _)) = remove_key_at(table.get_mut(), "", &span, &mut At::Key)
         {
             let near = nearest(&key, &expected);
             let hint = match near {
@@ -124,12 +129,16 @@ fn read_mirror(
             .strip_prefix("missing field `")
             .and_then(|m| m.strip_suffix('`'));
         let is_missing = missing.is_some();
+        let mut at = At::Value(stand_in(&message));
+        if replaced.contains(&span) {
+            return (None, problems);
+        }
         if !missing.is_some_and(|m| suggested.iter().any(|s| s == m)) {
             let path = super::validate::key_path_at(text, span.start);
             problems.push(problem(path, span.clone(), message));
         }
-        if !is_missing && let Some((_, key)) = remove_key_at(table.get_mut(), "", &span, At::Value)
-        {
+        if !is_missing && let Some((_, key)) = remove_key_at(table.get_mut(), "", &span, &mut at) {
+            replaced.push(span);
             suggested.push(key);
             wrong_value = true;
             continue;
@@ -137,6 +146,23 @@ fn read_mirror(
         return (None, problems);
     }
     (None, problems)
+}
+
+/// A value of the type serde expected, from its message (`invalid type: integer `5`, expected
+/// a string`), to stand in for a wrongly typed one so that the reading goes on past it: a
+/// required key taken out would end the report there (CHAOS.md, defect 7). `None` for a table
+/// or anything else.
+fn stand_in(message: &str) -> Option<DeValue<'static>> {
+    let (_, expected) = message.rsplit_once(", expected ")?;
+    let text = match expected.trim() {
+        "a string" | "a borrowed string" => "\"\"",
+        "a boolean" => "false",
+        "a sequence" => "[]",
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => "0",
+        "f32" | "f64" => "0.0",
+        _ => return None,
+    };
+    DeValue::parse(text).ok().map(Spanned::into_inner)
 }
 
 /// `unknown field `x`, expected one of `a`, `b`` → (x, [a, b]).
@@ -186,30 +212,36 @@ fn child(parent: &str, key: &str) -> String {
 }
 
 /// Which span of a key-value pair an error points at: the key's (an unknown key) or the
-/// value's (a value serde refused).
-#[derive(Clone, Copy)]
+/// value's (a value serde refused; replaced by the stand-in, if any, or taken out).
 enum At {
     Key,
-    Value,
+    Value(Option<DeValue<'static>>),
 }
 
-/// Removes the key whose key or value span (`at`) is `span`, wherever it is; its path and its
-/// name, if there was one.
+/// Takes out the key whose key or value span (`at`) is `span`, wherever it is, or replaces
+/// its value by `at`'s stand-in; its path and its name, if there was one.
 fn remove_key_at(
     table: &mut DeTable<'_>,
     path: &str,
     span: &Range<usize>,
-    at: At,
+    at: &mut At,
 ) -> Option<(String, String)> {
     let found = table
         .iter()
         .find(|(k, v)| match at {
             At::Key => k.span() == *span,
-            At::Value => v.span() == *span,
+            At::Value(_) => v.span() == *span,
         })
         .map(|(k, _)| k.clone());
     if let Some(key) = found {
-        table.remove(&key);
+        let stand_in = match at {
+            At::Value(v) => v.take(),
+            At::Key => None,
+        };
+        match (stand_in, table.get_mut(&key)) {
+            (Some(v), Some(value)) => *value = Spanned::new(span.clone(), v),
+            _ => drop(table.remove(&key)),
+        }
         return Some((child(path, key.get_ref()), key.get_ref().to_string()));
     }
     table
@@ -221,7 +253,7 @@ fn remove_in_value(
     value: &mut DeValue<'_>,
     path: &str,
     span: &Range<usize>,
-    at: At,
+    at: &mut At,
 ) -> Option<(String, String)> {
     match value {
         DeValue::Table(t) => remove_key_at(t, path, span, at),
@@ -339,13 +371,36 @@ sink = { topic = "out", format = "json" }
         for (shown, expect) in all.iter().zip(expect) {
             assert!(shown.starts_with(expect), "{shown} is not {expect}");
         }
-        // a required key's wrong value ends the report at its table (`pipelines` before
-        // `restart` and `state`), without a "missing field" for it
-        let required = shown(&text.replace(r#"name = "p""#, "name = 5"));
-        assert_eq!(required.len(), 3, "{required:#?}");
+        // a required key's wrong value hides nothing either (it ended the report at its
+        // table before: defect 7), and no "missing field" follows it
+        let required = shown(&text.replace(r#"name = "p""#, "name = 5").replace(
+            r#"bootstrap_servers = "127.0.0.1:19092""#,
+            "bootstrap_servers = [1]",
+        ));
+        let mut expect = expect.to_vec();
+        expect.push("kafka.bootstrap_servers (3:21): invalid type: sequence, expected a string");
+        expect.push("pipelines[0].name (19:8): invalid type: integer `5`, expected a string");
+        assert_eq!(required.len(), expect.len(), "{required:#?}");
+        for e in expect {
+            assert!(
+                required.iter().any(|r| r.starts_with(e)),
+                "{e} not in {required:#?}"
+            );
+        }
+        // a wrongly typed table is taken out: its own required keys are not reported missing
+        let table = shown(&text.replace(
+            r#"source = { topic = "in", format = "json" }"#,
+            r#"source = "in""#,
+        ));
         assert!(
-            required[2].starts_with("pipelines[0].name (19:8): invalid type"),
-            "{required:#?}"
+            table
+                .iter()
+                .any(|p| p.starts_with("pipelines[0].source (20:10): invalid type")),
+            "{table:#?}"
+        );
+        assert!(
+            !table.iter().any(|p| p.contains("missing field")),
+            "{table:#?}"
         );
     }
 

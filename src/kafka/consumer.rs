@@ -304,6 +304,19 @@ impl Consumer {
         })
     }
 
+    /// Why the consumer has no group coordinator (librdkafka's group state and for how long),
+    /// while the statistics show it without one; for readiness.
+    pub fn without_coordinator(&self) -> Option<String> {
+        let m = self.membership();
+        m.without_coordinator_since.map(|_| {
+            format!(
+                "librdkafka's group handler in state {:?} for {:.0} s",
+                m.state,
+                m.without_coordinator_for(Instant::now()).as_secs_f64()
+            )
+        })
+    }
+
     /// One poll that keeps the group membership alive while the pipeline thread waits for
     /// work it handed off (a restore, with the partitions paused): rebalance events, and any
     /// record of a partition assigned meanwhile, stay queued in order for the next

@@ -40,6 +40,9 @@ impl Runner<'_> {
             self.observe_lag();
             let now = crate::metrics::health::unix_seconds();
             self.metrics.health.update(|s| s.sample(now));
+            self.metrics
+                .health
+                .set_no_coordinator(self.consumer.without_coordinator());
             self.consumer
                 .check_coordinator(no_coordinator_limit(&self.config.kafka))?;
         }
