@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/chaos.sh [--quick] [--scenarios a,b,...] [--nodes 1|3] [--txn-version 1|2] [...]
+# scripts/chaos.sh [--quick] [--scenarios a,b,...] [--nodes 1|3] [--txn-version 1|2]
+#                  [--dedicated-controller] [...]
 #
 # Flumen's chaos suite (CHAOS.md): each scenario runs three keyed pipelines (count, sum of
 # ids, tumbling-window count; 1% poison pills into dead letters) under live input, injects its
@@ -12,6 +13,8 @@
 #   --scenarios    sigkill,failpoints,broker-kill,blackhole,lost-commit-response,zombie,
 #                  txn-timeout,corrupt-checkpoint,disk-full,cluster (needs --nodes 3),
 #                  at-least-once (the verifier's own test: an at-least-once stand-in must FAIL)
+#   --dedicated-controller  the brokers beside one KRaft controller process of their own
+#                  (production's layout), not nodes that are broker and controller in one
 #   other flags go to `flumen-chaos suite` (see --help: --rate, --users, --base-port, ...)
 #
 # Needs root for the disk-full scenario's tmpfs; says so and fails that scenario otherwise.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# scripts/kafka.sh — a local Apache Kafka (KRaft, each node a combined broker+controller) on
-# 127.0.0.1: one broker, or a three-node cluster for the chaos suite, run from the jars Maven
-# fetches from Maven Central.
+# scripts/kafka.sh — a local Apache Kafka (KRaft, each node a combined broker+controller, or
+# brokers beside one dedicated controller) on 127.0.0.1: one broker, or a three-node cluster for
+# the chaos suite, run from the jars Maven fetches from Maven Central.
 #
 #   FLUMEN_KAFKA_PORT   client port (default 19092; the controller listens on PORT+1, and a
 #                       SASL_PLAINTEXT listener with SCRAM-SHA-256 on PORT+2, user
@@ -37,6 +37,14 @@
 #                       registration until this timeout fences it, and Kafka's transaction
 #                       coordinator drops the markers of partitions left without a leader then
 #                       (CHAOS.md, finding 11); a shorter timeout ends that window sooner
+#   FLUMEN_KAFKA_CONTROLLER  combined (default: each node is broker and controller) or dedicated:
+#                       the nodes are brokers only, and one controller process of its own (node
+#                       id 9, CONTROLLER listener on PORT+8, in the run dir's controller/) holds
+#                       the metadata quorum, as production clusters run; kill and stop-node never
+#                       touch it, stop stops it last. Recorded in the run dir: a start asking the
+#                       other layout of existing data is refused (start --fresh). A restarted
+#                       broker then learns it was fenced from the running controller before it
+#                       acts on its old registration (CHAOS.md, finding 11)
 #   FLUMEN_CACHE        where the jars and the brokers' data live (default ~/.cache/flumen)
 #   KAFKA_HEAP_OPTS     JVM heap of each node (default -Xms512m -Xmx512m; -Xms384m -Xmx384m in a cluster)
 #   FLUMEN_KAFKA_START_TIMEOUT  seconds start and start-node wait for an answer (default 120)
@@ -81,6 +89,7 @@ txn_requested="${FLUMEN_KAFKA_TXN_VERSION:-}"
 session_ms="${FLUMEN_KAFKA_BROKER_SESSION_MS:-}"
 ssl_on="${FLUMEN_KAFKA_SSL:-0}"
 ssl_password="${FLUMEN_KAFKA_SSL_PASSWORD:-flumen-ssl-canary-7f3a}"
+layout="${FLUMEN_KAFKA_CONTROLLER:-combined}"
 tls="$cache/tls"
 tls_store_password=flumen-tls-store # of the test certificates' PKCS12 files: no secret
 
@@ -93,6 +102,9 @@ die() { say "error: $*"; exit 1; }
   || die "FLUMEN_KAFKA_TXN_VERSION must be a transaction.version level (1 or 2), not '$txn_requested'"
 [[ -z "$session_ms" || ( "$session_ms" =~ ^[0-9]+$ && "$session_ms" -ge 1200 ) ]] \
   || die "FLUMEN_KAFKA_BROKER_SESSION_MS must be milliseconds, at least 1200, not '$session_ms'"
+[[ "$layout" == combined || "$layout" == dedicated ]] \
+  || die "FLUMEN_KAFKA_CONTROLLER must be combined (each node a broker and a controller) or dedicated, not '$layout'"
+dedicated=0; if [[ "$layout" == dedicated ]]; then dedicated=1; fi
 [[ "$ssl_on" == 0 || "$ssl_on" == 1 ]] || die "FLUMEN_KAFKA_SSL must be 1 (a SASL_SSL listener) or 0, not '$ssl_on'"
 # the password goes into a ConfigCommand list (',' '[' ']' '=' split it) and into clients' JAAS quotes
 if (( ssl_on )) && [[ ! "$ssl_password" =~ ^[A-Za-z0-9._~:@%+/-]+$ ]]; then
@@ -115,6 +127,8 @@ else
   top_dir="$cache/cluster-$port"; rf=3; min_isr=2; default_heap="-Xms384m -Xmx384m"
 fi
 txn_record="$top_dir/transaction.version"
+layout_record="$top_dir/controller.layout"
+ctl_id=9; ctl_dir="$top_dir/controller"; ctl_port=$((port + 8))
 
 node_ids() { seq 1 "$nodes"; }
 node_dir() { if (( nodes == 1 )); then echo "$top_dir"; else echo "$top_dir/node-$1"; fi; }
@@ -124,8 +138,9 @@ sasl_port() { echo $(($(client_port "$1") + 2)); }
 internal_port() { echo $(($(client_port "$1") + 3)); }
 ssl_port() { echo $(($(client_port "$1") + 4)); } # P+5: the chaos suite's proxy
 advertised_port() { if (( ${#advertised[@]} > 0 )); then echo "${advertised[$1 - 1]}"; else client_port "$1"; fi; }
-pid_file() { echo "$(node_dir "$1")/broker.pid"; }
-log_file() { echo "$(node_dir "$1")/broker.log"; }
+pid_file() { if [[ "$1" == "$ctl_id" ]]; then echo "$ctl_dir/controller.pid"; else echo "$(node_dir "$1")/broker.pid"; fi; }
+log_file() { if [[ "$1" == "$ctl_id" ]]; then echo "$ctl_dir/controller.log"; else echo "$(node_dir "$1")/broker.log"; fi; }
+conf_dir() { if [[ "$1" == "$ctl_id" ]]; then echo "$ctl_dir"; else node_dir "$1"; fi; } # N or the controller's id
 join() { local IFS=,; echo "$*"; }
 
 bootstrap() { # what clients are told: the advertised client listeners
@@ -233,7 +248,7 @@ node_pid() { cat "$(pid_file "$1")" 2>/dev/null; }
 alive() { local f; f="$(pid_file "$1")"; [[ -f "$f" ]] && running "$(cat "$f")"; }
 alive_count() { local i n=0; for i in $(node_ids); do if alive "$i"; then n=$((n + 1)); fi; done; echo "$n"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-formatted() { [[ -f "$(node_dir "$1")/data/meta.properties" ]]; }
+formatted() { [[ -f "$(conf_dir "$1")/data/meta.properties" ]]; }
 
 created=0
 answers() { # metadata answers and a topic with the cluster's replication factor can be created
@@ -273,8 +288,13 @@ write_config() { # write_config N: node N's server.properties and log4j2.propert
   local n="$1" dir p c s a voters=() j listeners advertised_listeners protocols ibl=PLAINTEXT
   dir="$(node_dir "$n")"; p="$(client_port "$n")"; c="$(controller_port "$n")"; s="$(sasl_port "$n")"
   a="$(advertised_port "$n")"
+  local roles=broker,controller
   for j in $(node_ids); do voters+=("$j@127.0.0.1:$(controller_port "$j")"); done
   listeners="PLAINTEXT://127.0.0.1:$p,CONTROLLER://127.0.0.1:$c,SASL_PLAINTEXT://127.0.0.1:$s"
+  if (( dedicated )); then
+    roles=broker; voters=("$ctl_id@127.0.0.1:$ctl_port")
+    listeners="PLAINTEXT://127.0.0.1:$p,SASL_PLAINTEXT://127.0.0.1:$s"
+  fi
   advertised_listeners="PLAINTEXT://127.0.0.1:$a,SASL_PLAINTEXT://127.0.0.1:$s"
   protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
   if (( internal )); then
@@ -289,7 +309,7 @@ write_config() { # write_config N: node N's server.properties and log4j2.propert
   fi
   mkdir -p "$dir/data"
   cat > "$dir/server.properties" <<PROPS
-process.roles=broker,controller
+process.roles=$roles
 node.id=$n
 controller.quorum.voters=$(join "${voters[@]}")
 listeners=$listeners
@@ -312,12 +332,7 @@ group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
 log.retention.hours=24
 PROPS
-  if [[ -n "$session_ms" ]]; then
-    cat >> "$dir/server.properties" <<PROPS
-broker.session.timeout.ms=$session_ms
-broker.heartbeat.interval.ms=$((session_ms / 6))
-PROPS
-  fi
+  session_config "$dir/server.properties"
   if (( nodes > 1 )); then
     cat >> "$dir/server.properties" <<PROPS
 default.replication.factor=$rf
@@ -336,17 +351,65 @@ listener.name.sasl_ssl.ssl.key.password=$tls_store_password
 listener.name.sasl_ssl.ssl.client.auth=none
 PROPS
   fi
-  cat > "$dir/log4j2.properties" <<PROPS
+  write_log_config "$n"
+}
+
+session_config() { # session_config FILE: the controllers' broker session, if set
+  [[ -n "$session_ms" ]] || return 0
+  cat >> "$1" <<PROPS
+broker.session.timeout.ms=$session_ms
+broker.heartbeat.interval.ms=$((session_ms / 6))
+PROPS
+}
+
+write_log_config() { # write_log_config N: node N's (or the controller's) log4j2.properties
+  cat > "$(conf_dir "$1")/log4j2.properties" <<PROPS
 rootLogger.level=INFO
 rootLogger.appenderRef.file.ref=file
 appender.file.type=File
 appender.file.name=file
-appender.file.fileName=$(log_file "$n")
+appender.file.fileName=$(log_file "$1")
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
 logger.kafka.name=org.apache.kafka
 logger.kafka.level=INFO
 PROPS
+}
+
+write_controller_config() { # the dedicated controller's server.properties and log4j2.properties
+  mkdir -p "$ctl_dir/data"
+  cat > "$ctl_dir/server.properties" <<PROPS
+process.roles=controller
+node.id=$ctl_id
+controller.quorum.voters=$ctl_id@127.0.0.1:$ctl_port
+listeners=CONTROLLER://127.0.0.1:$ctl_port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT
+log.dirs=$ctl_dir/data
+num.partitions=1
+PROPS
+  if (( nodes > 1 )); then # topics' defaults are the controller's in KRaft
+    cat >> "$ctl_dir/server.properties" <<PROPS
+default.replication.factor=$rf
+min.insync.replicas=$min_isr
+PROPS
+  fi
+  session_config "$ctl_dir/server.properties"
+  write_log_config "$ctl_id"
+}
+
+write_configs() { # every node's config, and the dedicated controller's
+  local i
+  write_common; for i in $(node_ids); do write_config "$i"; done
+  if (( dedicated )); then write_controller_config; fi
+}
+
+check_layout() { # refuse a controller layout other than the one the existing data has
+  local i any=0 recorded=combined
+  for i in $(node_ids); do if formatted "$i"; then any=1; fi; done
+  (( any )) || return 0
+  if [[ -f "$layout_record" ]]; then recorded="$(cat "$layout_record")"; fi
+  [[ "$recorded" == "$layout" ]] || die "FLUMEN_KAFKA_CONTROLLER=$layout, but the data in $top_dir is of the $recorded layout; stop, then start --fresh to format it anew"
 }
 
 check_txn_version() { # refuse a transaction.version other than the one the existing data has
@@ -372,25 +435,29 @@ format_missing() { # format the nodes without data; a cluster's nodes share one 
       cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     done
   fi
-  for i in $(node_ids); do # the nodes' formats run side by side (a JVM start each)
+  local ids; ids="$(node_ids)"
+  if (( dedicated )); then ids="$ctl_id $ids"; fi # the controller first: its output has the features
+  for i in $ids; do # the formats run side by side (a JVM start each)
     formatted "$i" && continue
-    args=(format -t "$cluster_id" -c "$(node_dir "$i")/server.properties")
+    args=(format -t "$cluster_id" -c "$(conf_dir "$i")/server.properties")
     if [[ -n "$txn_requested" ]]; then args+=(--feature "transaction.version=$txn_requested"); fi
     kjava kafka.tools.StorageTool "${args[@]}" >"$top_dir/format-$i.out" &
-    jobs+=("$!"); dirs+=("$(node_dir "$i")/data"); outs+=("$top_dir/format-$i.out")
+    jobs+=("$!"); dirs+=("$(conf_dir "$i")/data"); outs+=("$top_dir/format-$i.out")
   done
   for i in "${!jobs[@]}"; do wait "${jobs[$i]}" || die "formatting KRaft storage in ${dirs[$i]} failed: $(cat "${outs[$i]}")"; done
   if (( new )); then # record the level the data was formatted with (it prints its feature records)
     level="$(sed -n "s/.*FeatureLevelRecord(name='transaction\.version', featureLevel=\([0-9]*\)).*/\1/p" "${outs[0]}" | head -1)"
     [[ -n "$level" ]] || level="$(kjava kafka.tools.StorageTool version-mapping 2>/dev/null | sed -n 's/^transaction\.version=//p')"
     echo "$level" > "$txn_record"
+    echo "$layout" > "$layout_record"
   fi
   rm -f "${outs[@]}"
 }
 
 check_ports() { # check_ports N: node N's ports are free (it is not running)
   local n="$1" p ps
-  ps="$(client_port "$n") $(controller_port "$n") $(sasl_port "$n")"
+  ps="$(client_port "$n") $(sasl_port "$n")"
+  if (( ! dedicated )); then ps+=" $(controller_port "$n")"; fi
   if (( internal )); then ps+=" $(internal_port "$n")"; fi
   if (( ssl_on )); then ps+=" $(ssl_port "$n")"; fi
   for p in $ps; do
@@ -401,14 +468,14 @@ check_ports() { # check_ports N: node N's ports are free (it is not running)
   done
 }
 
-launch() { # launch N: start node N's JVM in the background
-  local n="$1" dir; dir="$(node_dir "$n")"
+launch() { # launch N: start node N's (or the controller's) JVM in the background
+  local n="$1" dir; dir="$(conf_dir "$n")"
   # setsid: the broker outlives this shell and gets no terminal signals meant for it
   # shellcheck disable=SC2086 # the heap options are words
   setsid "$(java_bin)" ${KAFKA_HEAP_OPTS:-$default_heap} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
-    >"$dir/broker.out" 2>&1 </dev/null &
+    >"$dir/$(basename "$(log_file "$n")" .log).out" 2>&1 </dev/null &
   echo $! > "$(pid_file "$n")"
 }
 
@@ -442,6 +509,25 @@ wait_ready() { # wait_ready N...: the started nodes run and the cluster answers 
   done
 }
 
+ensure_controller() { # with FLUMEN_KAFKA_CONTROLLER=dedicated: the controller runs and listens
+  (( dedicated )) || return 0
+  alive "$ctl_id" && return 0
+  port_open "$ctl_port" && die "port $ctl_port (the dedicated controller's) is taken by a process this script did not start; set FLUMEN_KAFKA_PORT to another port"
+  formatted "$ctl_id" || die "the dedicated controller has no formatted data in $ctl_dir/data; stop, then start --fresh"
+  say "starting the dedicated controller on 127.0.0.1:$ctl_port (log: $(log_file "$ctl_id"))"
+  launch "$ctl_id"
+  local deadline=$((SECONDS + ${FLUMEN_KAFKA_START_TIMEOUT:-120}))
+  until port_open "$ctl_port"; do
+    if ! alive "$ctl_id"; then
+      say "the controller exited during start; last lines of its log:"
+      tail -n 40 "$(log_file "$ctl_id")" "$ctl_dir/controller.out" >&2 || true
+      rm -f "$(pid_file "$ctl_id")"; exit 1
+    fi
+    (( SECONDS <= deadline )) || die "the dedicated controller did not listen on $ctl_port within ${FLUMEN_KAFKA_START_TIMEOUT:-120}s; see $(log_file "$ctl_id")"
+    sleep 0.2
+  done
+}
+
 start() {
   check_java
   fetch_jars
@@ -449,8 +535,8 @@ start() {
   local i up=() down=()
   for i in $(node_ids); do if alive "$i"; then up+=("$i"); else down+=("$i"); fi; done
   if (( ${#down[@]} == 0 )); then
-    check_txn_version
-    write_common; for i in $(node_ids); do write_config "$i"; done
+    check_txn_version; check_layout
+    write_configs; ensure_controller
     if answers; then
       if (( ssl_on )); then
         for i in $(node_ids); do
@@ -472,21 +558,23 @@ start() {
     if (( ${#up[@]} > 0 )); then
       say "--fresh ignored: nodes ${up[*]} still run (stop them first); starting nodes ${down[*]} with their data"
     else
-      for i in $(node_ids); do
-        local dir; dir="$(node_dir "$i")"
+      alive "$ctl_id" && die "--fresh: the dedicated controller (pid $(node_pid "$ctl_id")) still runs; run: $0 stop"
+      for i in $(node_ids) "$ctl_id"; do
+        local dir; dir="$(conf_dir "$i")"
         [[ -d "$dir/data" ]] || continue
         say "deleting the data of earlier runs ($dir/data); their log: $(log_file "$i").1"
         rm -rf "$dir/data"
         if [[ -f "$(log_file "$i")" ]]; then mv -f "$(log_file "$i")" "$(log_file "$i").1"; fi
       done
-      rm -f "$txn_record"
+      rm -f "$txn_record" "$layout_record"
       sync # the deletion's writeback would stall the new broker's first fsyncs
     fi
   fi
-  check_txn_version
+  check_txn_version; check_layout
   if (( ssl_on )); then ensure_tls; fi
-  write_common; for i in $(node_ids); do write_config "$i"; done
+  write_configs
   format_missing
+  ensure_controller
   for i in "${down[@]}"; do
     if (( nodes == 1 && ${#advertised[@]} == 0 )); then say "starting Kafka $version on $(bootstrap) (log: $(log_file 1))"
     elif (( nodes == 1 )); then say "starting Kafka $version on 127.0.0.1:$port (advertised as $(bootstrap), internal $(tools_bootstrap), log: $(log_file 1))"
@@ -505,15 +593,15 @@ start_node() { # start_node N: start node N again with its existing data
   valid_node "$n"
   check_java
   fetch_jars
-  check_txn_version
+  check_txn_version; check_layout
   if alive "$n"; then say "node $n already runs (pid $(node_pid "$n"))"; return; fi
   formatted "$n" || die "node $n has no formatted data in $(node_dir "$n")/data; use: $0 start"
   check_ports "$n"
   if (( ssl_on )); then ensure_tls; fi
-  write_common; write_config "$n"
+  write_configs; ensure_controller
   say "starting node $n on 127.0.0.1:$(client_port "$n") with its existing data (log: $(log_file "$n"))"
   launch "$n"
-  if (( $(alive_count) * 2 <= nodes )); then
+  if (( ! dedicated && $(alive_count) * 2 <= nodes )); then
     # its broker opens its ports only once a controller quorum (a majority of the voters) lets it
     # register, and gives up after initial.broker.registration.timeout.ms (60 s)
     sleep 1
@@ -565,7 +653,7 @@ stop_nodes() { # stop_nodes N...: SIGTERM (all at once), up to 30 s, then SIGKIL
     (( left )) || break
     # a broker's controlled shutdown waits (up to 5 minutes) for the active controller: without
     # a quorum (a majority of the nodes running) it cannot finish, so it gets 10 s, not 30
-    if (( nodes > 1 && $(alive_count) * 2 <= nodes )); then
+    if (( nodes > 1 && ! dedicated && $(alive_count) * 2 <= nodes )); then
       if (( lost_at < 0 )); then lost_at=$SECONDS
       elif (( SECONDS - lost_at >= 10 )); then why="cannot finish its controlled shutdown without a controller quorum"; break; fi
     fi
@@ -584,8 +672,20 @@ stop_nodes() { # stop_nodes N...: SIGTERM (all at once), up to 30 s, then SIGKIL
   done
 }
 
+stop_controller() { # the dedicated controller, after the brokers: SIGTERM, 30 s, then SIGKILL
+  alive "$ctl_id" || { rm -f "$(pid_file "$ctl_id")"; return 0; }
+  local pid; pid="$(node_pid "$ctl_id")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do running "$pid" || break; sleep 0.5; done
+  if running "$pid"; then say "the controller (pid $pid) did not stop in 30s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
+  for _ in $(seq 1 50); do running "$pid" || break; sleep 0.1; done
+  rm -f "$(pid_file "$ctl_id")"
+  say "controller stopped (pid $pid)"
+}
+
 stop() {
   if (( $(alive_count) == 0 )); then
+    stop_controller
     local i; for i in $(node_ids); do rm -f "$(pid_file "$i")"; done
     if (( nodes == 1 )); then say "no broker started by this script is running on port $port"
     else say "no node of a cluster started by this script is running on ports from $port"; fi
@@ -593,6 +693,7 @@ stop() {
   fi
   # shellcheck disable=SC2046 # node ids are words
   stop_nodes $(node_ids)
+  stop_controller
 }
 
 kill_node() { # kill_node N: SIGKILL, and wait until the process is gone
@@ -608,8 +709,9 @@ kill_node() { # kill_node N: SIGKILL, and wait until the process is gone
 }
 
 status() {
-  local i
-  if (( $(alive_count) == nodes )); then bootstrap; return; fi
+  local i ctl_up=1
+  if (( dedicated )) && ! alive "$ctl_id"; then ctl_up=0; say "the dedicated controller is not running (127.0.0.1:$ctl_port)"; fi
+  if (( ctl_up && $(alive_count) == nodes )); then bootstrap; return; fi
   if (( nodes == 1 )); then say "not running (port $port)"; return 1; fi
   for i in $(node_ids); do
     if alive "$i"; then say "node $i runs (pid $(node_pid "$i"), 127.0.0.1:$(client_port "$i"))"
