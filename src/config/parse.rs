@@ -87,7 +87,8 @@ fn read_mirror(
     // "missing field" for one of them is the same mistake
     let mut suggested: Vec<String> = Vec::new();
     let mut wrong_value = false;
-    // the spans of values replaced by a stand-in: an error there again is not the user's
+    // the spans of values already reported (replaced by a stand-in or taken out): an error
+    // there again is not the user's
     let mut replaced: Vec<Range<usize>> = Vec::new();
     for _ in 0..MAX_UNKNOWN {
         let e = match raw::Root::deserialize(toml::de::Deserializer::from(table.clone())) {

@@ -199,7 +199,11 @@ sink = {{ topic = "out", format = "json" }}
     }
 
     fn problems(admin: &str) -> Vec<String> {
-        match from_str(&config(admin)) {
+        problems_of(&config(admin))
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        match from_str(text) {
             Ok(_) => Vec::new(),
             Err(ps) => ps.iter().map(ToString::to_string).collect(),
         }
@@ -227,26 +231,20 @@ sink = {{ topic = "out", format = "json" }}
         assert_eq!(c.stuck_timeout, Duration::from_secs(360));
         let c = from_str(&with("stuck_timeout = \"2m\"", listen)).unwrap();
         assert_eq!(c.stuck_timeout, Duration::from_secs(120));
-        let errors = |top: &str, admin: &str| match from_str(&with(top, admin)) {
-            Ok(_) => Vec::new(),
-            Err(ps) => ps.iter().map(ToString::to_string).collect(),
-        };
-        let ps = errors("stuck_timeout = \"30s\"", listen);
-        assert_eq!(ps.len(), 1, "{ps:?}");
-        assert!(
-            ps[0].starts_with(
-                "stuck_timeout (1:17): 30s is shorter than kafka.transaction_timeout plus 10 s (1m 10s)"
+        for (top, expected) in [
+            (
+                "stuck_timeout = \"30s\"",
+                "stuck_timeout (1:17): 30s is shorter than kafka.transaction_timeout plus 10 s (1m 10s)",
             ),
-            "{ps:?}"
-        );
-        let ps = errors("stuck_timeout = \"80s\"", listen);
-        assert_eq!(ps.len(), 1, "{ps:?}");
-        assert!(
-            ps[0].starts_with(
-                "stuck_timeout (1:17): 1m 20s is shorter than admin.liveness_timeout (1m 30s)"
+            (
+                "stuck_timeout = \"80s\"",
+                "stuck_timeout (1:17): 1m 20s is shorter than admin.liveness_timeout (1m 30s)",
             ),
-            "{ps:?}"
-        );
+        ] {
+            let ps = problems_of(&with(top, listen));
+            assert_eq!(ps.len(), 1, "{ps:?}");
+            assert!(ps[0].starts_with(expected), "{ps:?}");
+        }
     }
 
     #[test]
