@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceP
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod close;
 mod ends;
 mod group;
 mod message;

@@ -292,22 +292,34 @@ pub struct Inputs<'a> {
 }
 
 /// Runs one pipeline until `cancel` (or a stop command), restarting it after transient
-/// failures with exponential backoff (reset by every committed checkpoint).
+/// failures with exponential backoff (reset by every committed checkpoint). Its end goes to
+/// `report` as soon as it is known (after the final checkpoint), before the last incarnation
+/// is torn down: a teardown that hangs in a client cannot hold up a stop that already
+/// committed (CHAOS.md, finding 16).
 pub fn run(
     inputs: &Inputs<'_>,
     commands: &mut tokio::sync::mpsc::Receiver<crate::control::Command>,
-) -> Result<()> {
+    report: impl FnOnce(Result<()>),
+) {
     let (pipeline, cancel) = (inputs.pipeline, &inputs.cancel);
     let restart = &inputs.config.restart;
     let mut attempt = 0u32;
     let mut backoff = restart.initial_backoff;
     let mut restore = inputs.savepoint.as_ref();
     let health = &inputs.metrics.health;
+    let end = |result: Result<()>, runner: Option<Runner<'_>>| {
+        report(result);
+        if let Some(runner) = runner {
+            runner.close();
+        }
+    };
     loop {
         let mut committed = 0u64;
         health.set_phase(crate::metrics::Phase::Starting);
         let watch = freeze::Watch::start();
-        let result = Runner::start(inputs, restore).and_then(|mut runner| {
+        let mut incarnation = None;
+        let result = Runner::start(inputs, restore).and_then(|runner| {
+            let runner = incarnation.insert(runner);
             let r = runner.run(commands);
             committed = runner.committed_checkpoints();
             // once the restore committed, later incarnations resume from it
@@ -329,14 +341,17 @@ pub fn run(
         let error = match result {
             Ok(()) => {
                 health.set_phase(crate::metrics::Phase::Stopped);
-                return Ok(());
+                return end(Ok(()), incarnation);
             }
             Err(e) if e.kind() != ErrorKind::Transient || cancel.is_cancelled() => {
                 health.failed(crate::metrics::Phase::Failed, chain(&e));
-                return Err(e);
+                return end(Err(e), incarnation);
             }
             Err(e) => e,
         };
+        if let Some(runner) = incarnation {
+            runner.close();
+        }
         if committed > 0 {
             attempt = 0;
             backoff = restart.initial_backoff;
@@ -345,7 +360,7 @@ pub fn run(
         if attempt > restart.max_attempts {
             tracing::error!(pipeline = %pipeline.name, attempts = attempt - 1, "giving up after repeated failures");
             health.failed(crate::metrics::Phase::Failed, chain(&error));
-            return Err(error);
+            return end(Err(error), None);
         }
         inputs.metrics.restarted();
         // the next incarnation starts without partitions: their gauges come back with them
@@ -354,7 +369,7 @@ pub fn run(
         tracing::warn!(pipeline = %pipeline.name, error = %chain(&error), attempt, backoff = ?backoff, "pipeline failed; restarting");
         if sleep_unless_cancelled(backoff, cancel) {
             health.set_phase(crate::metrics::Phase::Stopped);
-            return Ok(());
+            return end(Ok(()), None);
         }
         backoff = (backoff * 2).min(restart.max_backoff);
     }

@@ -130,10 +130,8 @@ mod tests {
 
     #[test]
     fn watermarks_go_to_every_task_at_their_minimum() {
-        let mut w = window::Watermarks::new([0, 1], std::time::Duration::from_secs(60), {
-            std::time::Instant::now()
-        });
-        w.observe(0, 500, std::time::Instant::now());
+        let mut w = window::Watermarks::new([0, 1]);
+        w.observe(0, 500, false);
         for (key, _) in w.to_entries() {
             for layout in [Layout::Windows, Layout::Timers, Layout::StreamJoin] {
                 assert_eq!(route(layout, &key), Some(Route::EveryTask), "{key:?}");

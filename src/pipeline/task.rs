@@ -75,8 +75,13 @@ struct Task {
     max_event_time: i64,
     marker_sent: i64,
     /// It processed a record since its last marker (so it sends one even if its watermark
-    /// stood still: stateful tasks must hear from it within their idle timeout).
+    /// stood still).
     spoke: bool,
+    /// Source tasks of a windowed pipeline: when it last processed a record (at the marker
+    /// after it) or started, and when it last declared its partition idle, if it is
+    /// (`window::marker_due`).
+    quiet_since: Instant,
+    idle_marked: Option<Instant>,
     /// Stateful tasks of a windowed aggregate.
     windows: Option<window::WindowTask>,
     /// Stateful tasks of a stream join: when the other stream's partition last had a record
@@ -96,6 +101,8 @@ impl Task {
             max_event_time: crate::pipeline::window::NO_WATERMARK,
             marker_sent: crate::pipeline::window::NO_WATERMARK,
             spoke: false,
+            quiet_since: Instant::now(),
+            idle_marked: None,
             windows: None,
             other_heard: Instant::now(),
             other_idle_handled: false,
@@ -256,5 +263,52 @@ impl<'a> Runner<'a> {
         tracing::info!(pipeline = %self.pipeline.name, checkpoints = self.checkpoints.committed, skipped = self.skipped,
             dead_lettered = self.dead_lettered, late = self.late, "pipeline stopped");
         Ok(())
+    }
+}
+
+/// How long a stop or a restart waits for the consumer to close (`Consumer::close`).
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+/// A part of the teardown that takes longer is named in a warning.
+const SLOW_PART: Duration = Duration::from_secs(2);
+
+impl Runner<'_> {
+    /// Tears the incarnation down part by part: the consumer within [`CLOSE_WITHIN`] (or on a
+    /// thread of its own), then the producer, the readers, the state. Each part's time is
+    /// logged, and a slow one is named (CHAOS.md, finding 16: a teardown held a stop up and
+    /// left no trace of which part).
+    pub fn close(self) {
+        // the stop test stalls the teardown here (`pipeline::close=sleep(ms)`)
+        fail::fail_point!("pipeline::close");
+        let pipeline = self.pipeline.name.clone();
+        let Self {
+            consumer,
+            txn,
+            table_reader,
+            control,
+            purge,
+            keyed,
+            tasks,
+            checkpoints,
+            ..
+        } = self;
+        timed(&pipeline, "consumer", || {
+            consumer.close(CLOSE_WITHIN);
+        });
+        timed(&pipeline, "producer and readers", || {
+            drop((txn, table_reader, control, purge));
+        });
+        timed(&pipeline, "state", || drop((keyed, tasks, checkpoints)));
+    }
+}
+
+/// Runs one part of a teardown, logging how long it took.
+fn timed(pipeline: &str, part: &str, f: impl FnOnce()) {
+    let began = Instant::now();
+    f();
+    let took = began.elapsed();
+    if took > SLOW_PART {
+        tracing::warn!(pipeline, part, took = ?took, "a slow teardown");
+    } else {
+        tracing::debug!(pipeline, part, took = ?took, "torn down");
     }
 }

@@ -109,18 +109,18 @@ impl Txn {
         Ok(())
     }
 
-    /// A marker (no key, no value, one header) to every one of `partitions` partitions of
+    /// A marker (no key, no value, its headers) to every one of `partitions` partitions of
     /// `topic`, so that every task reading it hears it: a watermark, a savepoint's barrier.
     pub fn send_marker(
         &mut self,
         topic: &str,
         partitions: i32,
-        header: (&str, &[u8]),
+        headers: &[(&str, &[u8])],
     ) -> Result<()> {
         self.begin()?;
         for target in 0..partitions {
             self.producer
-                .send_event(topic, Some(target), None, &[], &[header])?;
+                .send_event(topic, Some(target), None, &[], headers)?;
         }
         Ok(())
     }

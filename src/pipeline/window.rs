@@ -9,7 +9,7 @@
 //! - [`event_time`]: a record's event time from a field or its Kafka timestamp.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -94,39 +94,30 @@ pub fn split_window_key(k: &[u8]) -> Option<(i64, &[u8])> {
 }
 
 /// A task's watermark: each input's own (its highest event time minus the out-of-orderness),
-/// combined as the minimum over the inputs heard from within the idle timeout. The combined
-/// watermark never goes back; an input that comes back from idleness holds it from then on.
+/// combined as the minimum over the inputs that are not idle. The combined watermark never
+/// goes back; an input that comes back from idleness holds it from then on.
 ///
-/// When every input has been silent for the idle timeout, the silence is an outage (a broker
-/// down, the pipeline stalled) or a pause of the whole stream, not idleness of all but the
-/// first input to speak again: that one would set the watermark alone, and the others'
-/// records, read a moment later, would be late. So the first input heard after such a silence
-/// gives every input a full idle timeout again, as a restart does (found by the chaos suite's
-/// broker kills: 32,322 records dropped as late in one run).
+/// An input is idle only when its source task says so ([`marker_due`]: read to its end and
+/// quiet for the idle timeout), never because this task has not heard from it for a while:
+/// how long it has not heard depends on how this task reads (a checkpoint that blocked the
+/// loop for 8 s made a slow input idle as soon as the task read again, and the watermark
+/// jumped past that input's records, CHAOS.md defect 12), and a broker outage silences every
+/// input at once (32,322 records dropped as late in one run, before the rule that followed).
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     inputs: BTreeMap<i32, Input>,
     combined: i64,
-    idle_timeout: Duration,
-    /// When any input was last heard from: a silence of every input is a check of this one
-    /// instant, not of each input, on the per-record path.
-    any_heard: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Input {
     watermark: i64,
-    last_heard: Instant,
+    idle: bool,
 }
 
 impl Watermarks {
-    /// `inputs` start without a watermark, heard from `now` (so each has a full idle timeout
-    /// to speak before the others stop waiting for it).
-    pub fn new(
-        inputs: impl IntoIterator<Item = i32>,
-        idle_timeout: Duration,
-        now: Instant,
-    ) -> Self {
+    /// `inputs` start without a watermark, and not idle.
+    pub fn new(inputs: impl IntoIterator<Item = i32>) -> Self {
         Self {
             inputs: inputs
                 .into_iter()
@@ -135,14 +126,12 @@ impl Watermarks {
                         i,
                         Input {
                             watermark: NO_WATERMARK,
-                            last_heard: now,
+                            idle: false,
                         },
                     )
                 })
                 .collect(),
             combined: NO_WATERMARK,
-            idle_timeout,
-            any_heard: now,
         }
     }
 
@@ -150,28 +139,23 @@ impl Watermarks {
         self.combined
     }
 
-    /// Input `input` reached `watermark` (or spoke without advancing).
-    pub fn observe(&mut self, input: i32, watermark: i64, now: Instant) {
-        if now.saturating_duration_since(self.any_heard) >= self.idle_timeout {
-            for i in self.inputs.values_mut() {
-                i.last_heard = now;
-            }
-        }
-        self.any_heard = self.any_heard.max(now);
+    /// Input `input` reached `watermark` (or spoke without advancing); `idle`: its source task
+    /// says it is read to its end and quiet (until its next record or marker).
+    pub fn observe(&mut self, input: i32, watermark: i64, idle: bool) {
         let e = self.inputs.entry(input).or_insert(Input {
             watermark: NO_WATERMARK,
-            last_heard: now,
+            idle,
         });
         e.watermark = e.watermark.max(watermark);
-        e.last_heard = now;
+        e.idle = idle;
     }
 
     /// Recomputes the combined watermark; returns it when it moved forward.
-    pub fn advance(&mut self, now: Instant) -> Option<i64> {
+    pub fn advance(&mut self) -> Option<i64> {
         let active = self
             .inputs
             .values()
-            .filter(|i| now.saturating_duration_since(i.last_heard) < self.idle_timeout)
+            .filter(|i| !i.idle)
             .map(|i| i.watermark)
             .min()?;
         (active > self.combined).then(|| {
@@ -200,7 +184,7 @@ impl Watermarks {
     }
 
     /// Takes back one persisted entry; unknown ones are ignored.
-    pub fn restore_entry(&mut self, key: &[u8], value: &[u8], now: Instant) {
+    pub fn restore_entry(&mut self, key: &[u8], value: &[u8]) {
         let Ok(v) = <[u8; 8]>::try_from(value).map(i64::from_be_bytes) else {
             return;
         };
@@ -208,7 +192,7 @@ impl Watermarks {
             Some((&TAG_TASK_WATERMARK, [])) => self.combined = self.combined.max(v),
             Some((&TAG_INPUT_WATERMARK, rest)) => {
                 if let Ok(input) = <[u8; 4]>::try_from(rest).map(i32::from_be_bytes) {
-                    self.observe(input, v, now);
+                    self.observe(input, v, false);
                 }
             }
             _ => {}
@@ -216,27 +200,58 @@ impl Watermarks {
     }
 }
 
-/// The watermark a source task's marker carries at a checkpoint, if one is due: when its
-/// watermark moved past the last marker's, when it processed a record since (`spoke`), or
-/// when its partition holds records it has not read yet (`behind`, from the consumer's view of
-/// the last stable offset). A task that is behind keeps sending markers, with no watermark if
-/// it has read nothing yet, so that downstream tasks never take its partition for idle while
-/// its records wait (a fetch stalled after a broker restart): idleness means nothing to read,
-/// not slow to arrive, as Kafka Streams' KIP-695 has it. Its records would be late otherwise.
-pub fn marker_due(
-    et: &EventTime,
-    max_event_time: i64,
-    marker_sent: i64,
-    spoke: bool,
-    behind: bool,
-) -> Option<i64> {
-    let wm = if max_event_time == NO_WATERMARK {
+/// A source task's marker: its watermark, and whether it declares its partition idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub watermark: i64,
+    pub idle: bool,
+}
+
+/// Where a source task stands at a checkpoint, for [`marker_due`].
+#[derive(Debug, Clone, Copy)]
+pub struct SourceView {
+    /// Its highest event time processed, and its last marker's watermark.
+    pub max_event_time: i64,
+    pub marker_sent: i64,
+    /// It processed a record since its last marker.
+    pub spoke: bool,
+    /// Its partition may hold records it has not read (from the consumer's view of the last
+    /// stable offset; unknown counts as yes).
+    pub behind: bool,
+    /// Since its last record (or its start), and since its last idle marker, if one was sent
+    /// and no record came after it.
+    pub quiet: Duration,
+    pub idle_marked: Option<Duration>,
+}
+
+/// The marker a source task sends at a checkpoint, if one is due:
+/// - its watermark, when it moved past the last marker's, when the task processed a record
+///   since (`spoke`), or when its partition holds records it has not read yet (`behind`: a
+///   fetch stalled after a broker restart). A task that is behind keeps sending markers, with
+///   no watermark if it has read nothing yet, so that downstream tasks keep waiting for it.
+/// - an idle marker, when its partition is read to its end and has been quiet for the idle
+///   timeout: idleness means nothing to read, not slow to arrive, as Kafka Streams' KIP-695
+///   has it, and only the reader of the partition can tell. It is sent again every idle
+///   timeout while the partition stays quiet, so a downstream task restored meanwhile hears it.
+pub fn marker_due(et: &EventTime, v: &SourceView) -> Option<Marker> {
+    let wm = if v.max_event_time == NO_WATERMARK {
         NO_WATERMARK
     } else {
-        watermark_after(et, max_event_time)
+        watermark_after(et, v.max_event_time)
     };
-    let moved = wm != NO_WATERMARK && (wm > marker_sent || spoke);
-    (moved || behind).then_some(wm)
+    let moved = wm != NO_WATERMARK && (wm > v.marker_sent || v.spoke);
+    if moved || v.behind {
+        return Some(Marker {
+            watermark: wm,
+            idle: false,
+        });
+    }
+    let idle =
+        v.quiet >= et.idle_timeout && v.idle_marked.is_none_or(|since| since >= et.idle_timeout);
+    idle.then_some(Marker {
+        watermark: wm,
+        idle: true,
+    })
 }
 
 /// An input's watermark once it has seen event time `max_ts`.
@@ -288,6 +303,10 @@ pub mod session;
 
 /// The header with a source partition's watermark: `"{partition}:{watermark ms}"`.
 pub const WATERMARK_HEADER: &str = "flumen.watermark";
+
+/// The header of an idle marker (beside its [`WATERMARK_HEADER`]): its source partition is
+/// read to its end and quiet ([`marker_due`]). Its value is not read.
+pub const IDLE_HEADER: &str = "flumen.idle";
 
 /// The header with a repartition record's event time in ms (not the Kafka timestamp: brokers
 /// refuse timestamps over `log.message.timestamp.after.max.ms` ahead of their clock, one hour by

@@ -23,8 +23,12 @@ pub struct End {
     pub last_stable: i64,
     /// The next offset the consumer fetches (past markers it has read).
     pub fetch_position: i64,
-    /// Records fetched and waiting to be polled.
+    /// Messages waiting in the consumer's queue: librdkafka counts the queue its partitions
+    /// forward to, so every partition's, not this one's alone.
     pub queued: i64,
+    /// The offset after the last message handed to the application, past transaction
+    /// markers (`app_offset`); negative before the first.
+    pub handed: i64,
     /// The partition's leader is known, its broker connection is up, and the partition is
     /// being fetched. Otherwise the last stable offset is only the last one heard of: while a
     /// leader moves (a broker of a cluster killed) records may pile up unseen behind it.
@@ -35,11 +39,15 @@ impl End {
     /// Everything readable has been fetched and polled, as far as anyone can tell: a partition
     /// whose leader cannot be reached is not read to its end (its records may wait there).
     /// Whether this was behind the cluster run's late drops is not shown (CHAOS.md, defect 12).
+    /// Either everything up to the last stable offset was handed to the application, or
+    /// everything was fetched and the consumer's whole queue is empty (before the first
+    /// message handed over). `queued` alone kept a quiet partition "behind" for as long as
+    /// any other partition's messages waited, and so from ever being declared idle.
     pub fn read_to_end(&self) -> bool {
         self.fetching
             && self.last_stable >= 0
-            && self.queued == 0
-            && self.fetch_position >= self.last_stable
+            && (self.handed >= self.last_stable
+                || (self.queued == 0 && self.fetch_position >= self.last_stable))
     }
 }
 
@@ -131,6 +139,8 @@ struct PartitionStats {
     ls_offset: i64,
     next_offset: i64,
     fetchq_cnt: i64,
+    #[serde(default = "unknown_offset")]
+    app_offset: i64,
     #[serde(default = "unknown_leader")]
     leader: i32,
     #[serde(default)]
@@ -138,6 +148,10 @@ struct PartitionStats {
 }
 
 fn unknown_leader() -> i32 {
+    -1
+}
+
+fn unknown_offset() -> i64 {
     -1
 }
 
@@ -164,6 +178,7 @@ impl Ends {
                         last_stable: p.ls_offset,
                         fetch_position: p.next_offset,
                         queued: p.fetchq_cnt,
+                        handed: p.app_offset,
                         fetching: p.fetch_state == "active" && up.contains(&p.leader),
                     };
                     ends.insert((topic.clone(), p.partition), end);
@@ -231,6 +246,27 @@ mod tests {
         // a document that does not parse keeps what was known
         ends.update(b"{not json");
         assert_eq!(ends.partitions.lock().unwrap().len(), 2);
+    }
+
+    /// The consumer's queue count is every partition's: a quiet partition handed everything to
+    /// the application is read to its end however many of another partition's messages wait
+    /// (else it was never declared idle while another partition streamed); one with messages
+    /// not yet handed over is not, and neither is one fetched to its end but with messages of
+    /// its own perhaps among those queued.
+    #[test]
+    fn a_partition_handed_over_to_its_end_is_read_to_its_end_whatever_else_is_queued() {
+        let json = br#"{"name":"c","brokers":{"127.0.0.1:9092/1":{"nodeid":1,"state":"UP"}},
+            "topics":{"in":{"topic":"in","partitions":{
+            "0":{"partition":0,"desired":true,"ls_offset":12,"next_offset":12,"app_offset":12,"fetchq_cnt":13,"leader":1,"fetch_state":"active"},
+            "1":{"partition":1,"desired":true,"ls_offset":900,"next_offset":900,"app_offset":887,"fetchq_cnt":13,"leader":1,"fetch_state":"active"},
+            "2":{"partition":2,"desired":true,"ls_offset":12,"next_offset":12,"app_offset":-1001,"fetchq_cnt":13,"leader":1,"fetch_state":"active"}}}}}"#;
+        let ends = Ends::default();
+        ends.update(json);
+        let held = ends.partitions.lock().unwrap();
+        let at_end = |p: i32| held[&("in".to_string(), p)].read_to_end();
+        assert!(at_end(0));
+        assert!(!at_end(1));
+        assert!(!at_end(2));
     }
 
     /// A partition at its last known end is not read to its end while its leader is down,

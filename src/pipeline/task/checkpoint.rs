@@ -16,6 +16,8 @@ impl Runner<'_> {
     /// anything else is returned.
     pub(super) fn checkpoint(&mut self) -> Result<()> {
         let started = Instant::now();
+        // the idleness test slows every checkpoint down here (`checkpoint::slow=sleep(ms)`)
+        fail::fail_point!("checkpoint::slow");
         match self.try_checkpoint() {
             Ok(id) => {
                 tracing::debug!(pipeline = %self.pipeline.name, checkpoint = %id, took = ?started.elapsed(), "checkpoint committed");

@@ -185,7 +185,7 @@ impl Runner<'_> {
             self.txn.send_marker(
                 topic,
                 self.topology.source_partitions,
-                (BARRIER_HEADER, header.as_bytes()),
+                &[(BARRIER_HEADER, header.as_bytes())],
             )?;
             cut.marked.insert(p.clone());
             self.dirty = true;

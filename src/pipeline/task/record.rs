@@ -81,12 +81,14 @@ impl Runner<'_> {
                 .header(window::WATERMARK_HEADER)
                 .and_then(window::parse_watermark)
         {
-            // a watermark marker from the repartition topic
+            // a watermark marker from the repartition topic (an idle one: its source partition
+            // is read to its end and quiet)
             if let Some(task) = self.tasks.get_mut(&p) {
                 task.next_offset = Some(NextOffset(r.offset + 1));
             }
             self.dirty = true;
-            return self.observe_watermark(&p, input, wm);
+            let idle = r.header(window::IDLE_HEADER).is_some();
+            return self.observe_watermark(&p, input, (wm, idle));
         }
         // a record of the pipeline's (not a marker, not one read again): counted once here
         let bytes = r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len);
@@ -119,7 +121,7 @@ impl Runner<'_> {
             self.send_out(out)?;
         }
         if let Some((input, wm)) = effect.watermark {
-            self.observe_watermark(&p, input, wm)?;
+            self.observe_watermark(&p, input, (wm, false))?;
         }
         Ok(())
     }

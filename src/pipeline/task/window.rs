@@ -56,23 +56,22 @@ impl<'a> Runner<'a> {
         p: &Partition,
         state: &TaskState,
     ) -> Result<Option<WindowTask>> {
-        let (Some(agg), Some(et)) = (self.timed(), &self.pipeline.source.event_time) else {
+        let (Some(agg), Some(_)) = (self.timed(), &self.pipeline.source.event_time) else {
             return Ok(None);
         };
-        let now = Instant::now();
         let inputs: Vec<i32> = if self.topology.repartition_topic().is_some() {
             (0..self.topology.source_partitions).collect()
         } else {
             vec![p.partition]
         };
-        let mut watermarks = Watermarks::new(inputs, et.idle_timeout, now);
+        let mut watermarks = Watermarks::new(inputs);
         let (lo, hi) = Watermarks::entry_range();
         state.range(
             &namespaced(&agg.id, &lo),
             &namespaced(&agg.id, &hi),
             |k, v| {
                 if let Some((_, key)) = crate::state::split_namespaced(k) {
-                    watermarks.restore_entry(key, v, now);
+                    watermarks.restore_entry(key, v);
                 }
                 Ok(true)
             },
@@ -98,18 +97,18 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Input `input` of `p`'s task reached `watermark`: advance, and close what it closes.
+    /// Input `input` of `p`'s task reached `watermark` (`idle`: an idle marker): advance, and
+    /// close what it closes.
     pub(super) fn observe_watermark(
         &mut self,
         p: &Partition,
         input: i32,
-        watermark: i64,
+        (watermark, idle): (i64, bool),
     ) -> Result<()> {
         if let Some(w) = self.tasks.get_mut(p).and_then(|t| t.windows.as_mut()) {
-            let now = Instant::now();
-            w.watermarks.observe(input, watermark, now);
+            w.watermarks.observe(input, watermark, idle);
             // per record: nothing more to do unless the task's watermark moved
-            if w.watermarks.advance(now).is_none() {
+            if w.watermarks.advance().is_none() {
                 return Ok(());
             }
         }
@@ -125,14 +124,13 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Every windowed task (idle inputs time out without news): at each checkpoint.
+    /// Every windowed task: at each checkpoint.
     pub(super) fn close_all_windows(&mut self) -> Result<()> {
         if self.timed().is_none() {
             return Ok(());
         }
-        let now = Instant::now();
         for w in self.tasks.values_mut().filter_map(|t| t.windows.as_mut()) {
-            w.watermarks.advance(now);
+            w.watermarks.advance();
         }
         let partitions: Vec<Partition> = self.tasks.keys().cloned().collect();
         for p in partitions {
@@ -250,7 +248,8 @@ impl<'a> Runner<'a> {
 
     /// Repartitioning windowed pipelines: at each checkpoint, every source task whose
     /// watermark moved since its last marker, or whose partition it has not read to its end,
-    /// sends one to every repartition partition ([`window::marker_due`]).
+    /// sends one to every repartition partition; one whose partition is read to its end and
+    /// quiet for the idle timeout declares it idle ([`window::marker_due`]).
     pub(super) fn send_markers(&mut self) -> Result<()> {
         let (Some(topic), Some(et), true) = (
             self.topology.repartition_topic().map(str::to_string),
@@ -260,27 +259,41 @@ impl<'a> Runner<'a> {
             return Ok(());
         };
         let partitions = self.topology.source_partitions;
+        let now = Instant::now();
         for (p, task) in &mut self.tasks {
             if !task.role.reads_source() {
                 continue;
             }
-            let behind = crate::kafka::consumer::may_hold_unread(self.consumer.end_of(p));
-            let Some(wm) = window::marker_due(
-                &et,
-                task.max_event_time,
-                task.marker_sent,
-                task.spoke,
-                behind,
-            ) else {
+            if task.spoke {
+                task.quiet_since = now;
+                task.idle_marked = None;
+            }
+            let view = window::SourceView {
+                max_event_time: task.max_event_time,
+                marker_sent: task.marker_sent,
+                spoke: task.spoke,
+                behind: crate::kafka::consumer::may_hold_unread(self.consumer.end_of(p)),
+                quiet: now.saturating_duration_since(task.quiet_since),
+                idle_marked: task.idle_marked.map(|t| now.saturating_duration_since(t)),
+            };
+            let Some(marker) = window::marker_due(&et, &view) else {
                 continue;
             };
-            let header = window::format_watermark(p.partition, wm);
-            self.txn.send_marker(
-                &topic,
-                partitions,
-                (window::WATERMARK_HEADER, header.as_bytes()),
-            )?;
-            task.marker_sent = task.marker_sent.max(wm);
+            let header = window::format_watermark(p.partition, marker.watermark);
+            let watermark = (window::WATERMARK_HEADER, header.as_bytes());
+            if marker.idle {
+                let idle = (window::IDLE_HEADER, &b"1"[..]);
+                self.txn
+                    .send_marker(&topic, partitions, &[watermark, idle])?;
+                tracing::debug!(partition = %p, quiet = ?view.quiet, "source partition read to its end and quiet: idle");
+                task.idle_marked = Some(now);
+            } else {
+                self.txn.send_marker(&topic, partitions, &[watermark])?;
+                // a partition that is behind is not quiet, even if nothing was read yet
+                task.quiet_since = now;
+                task.idle_marked = None;
+            }
+            task.marker_sent = task.marker_sent.max(marker.watermark);
             task.spoke = false;
             self.dirty = true;
         }
