@@ -461,6 +461,9 @@ check_ports() { # check_ports N: node N's ports are free (it is not running)
   if (( internal )); then ps+=" $(internal_port "$n")"; fi
   if (( ssl_on )); then ps+=" $(ssl_port "$n")"; fi
   for p in $ps; do
+    # a JVM just killed is a zombie (not running) while its other threads still close its
+    # sockets: give its ports 10 s to close (a cluster run failed on that once)
+    for _ in $(seq 1 20); do port_open "$p" || break; sleep 0.5; done
     if port_open "$p"; then
       if [[ "$p" == "$port" ]]; then die "port $port is taken by a process this script did not start; set FLUMEN_KAFKA_PORT to another port"; fi
       die "port $p (of node $n) is taken by a process this script did not start; set FLUMEN_KAFKA_PORT to another port"

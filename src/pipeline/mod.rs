@@ -320,7 +320,10 @@ pub fn run(
         let mut incarnation = None;
         let result = Runner::start(inputs, restore).and_then(|runner| {
             let runner = incarnation.insert(runner);
-            let r = runner.run(commands);
+            // a panic outside a record's processing ends the pipeline, reported before the
+            // teardown like any end (the daemon's own catch is for the teardown itself)
+            let r =
+                catch_panic(|| runner.run(commands)).unwrap_or_else(|m| Err(Error::Panicked(m)));
             committed = runner.committed_checkpoints();
             // once the restore committed, later incarnations resume from it
             if !runner.restore_pending() {

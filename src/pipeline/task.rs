@@ -222,6 +222,10 @@ impl<'a> Runner<'a> {
             {
                 self.dirty = true;
             }
+            if due && !self.dirty && self.idle_marker_due() {
+                // a quiet source partition says so, though nothing else is to be committed
+                self.dirty = true;
+            }
             if due && !self.dirty && self.join_went_idle() {
                 // the other stream's silence may release buffered records
                 self.dirty = true;

@@ -254,6 +254,13 @@ pub fn marker_due(et: &EventTime, v: &SourceView) -> Option<Marker> {
     })
 }
 
+/// The wall clock in ms since the epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// An input's watermark once it has seen event time `max_ts`.
 pub fn watermark_after(et: &EventTime, max_ts: i64) -> i64 {
     let ooo = i64::try_from(et.max_out_of_orderness.as_millis()).unwrap_or(i64::MAX);

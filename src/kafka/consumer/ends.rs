@@ -43,6 +43,16 @@ impl End {
     /// everything was fetched and the consumer's whole queue is empty (before the first
     /// message handed over). `queued` alone kept a quiet partition "behind" for as long as
     /// any other partition's messages waited, and so from ever being declared idle.
+    /// These ends, with what the application processed up to `next` (the offset after its
+    /// last record) counted as handed over: librdkafka resets its own count on a seek.
+    #[must_use]
+    pub fn counting_processed(self, next: Option<i64>) -> Self {
+        Self {
+            handed: self.handed.max(next.unwrap_or(-1)),
+            ..self
+        }
+    }
+
     pub fn read_to_end(&self) -> bool {
         self.fetching
             && self.last_stable >= 0
@@ -267,6 +277,11 @@ mod tests {
         assert!(at_end(0));
         assert!(!at_end(1));
         assert!(!at_end(2));
+        // after a seek librdkafka has handed nothing over yet: what the task processed counts
+        let end = |p: i32| held[&("in".to_string(), p)];
+        assert!(end(2).counting_processed(Some(12)).read_to_end());
+        assert!(!end(2).counting_processed(Some(11)).read_to_end());
+        assert!(!end(2).counting_processed(None).read_to_end());
     }
 
     /// A partition at its last known end is not read to its end while its leader is down,

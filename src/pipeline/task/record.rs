@@ -82,12 +82,16 @@ impl Runner<'_> {
                 .and_then(window::parse_watermark)
         {
             // a watermark marker from the repartition topic (an idle one: its source partition
-            // is read to its end and quiet)
+            // is read to its end and quiet; one from before the task's restore may be stale)
+            let idle = r.header(window::IDLE_HEADER).is_some()
+                && task
+                    .windows
+                    .as_ref()
+                    .is_some_and(|w| r.timestamp().is_some_and(|t| t >= w.since_ms));
             if let Some(task) = self.tasks.get_mut(&p) {
                 task.next_offset = Some(NextOffset(r.offset + 1));
             }
             self.dirty = true;
-            let idle = r.header(window::IDLE_HEADER).is_some();
             return self.observe_watermark(&p, input, (wm, idle));
         }
         // a record of the pipeline's (not a marker, not one read again): counted once here

@@ -309,6 +309,12 @@ fn pending_records(
             {
                 return Ok(());
             }
+            // an idle marker in flight is stale by the time the savepoint is restored: an
+            // ordinary marker now (the partition, if still quiet, says so again)
+            let mut record = record;
+            record
+                .headers
+                .retain(|(k, _)| k != crate::pipeline::window::IDLE_HEADER);
             let key = record.key.as_deref().unwrap_or_default();
             let target = target_partition(recorded, key, sp.manifest.state_partitions, count);
             pending.push((target, record));

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::Runner;
 use crate::codec;
-use crate::config::{Aggregate, Emit, Window};
+use crate::config::{Aggregate, Emit, EventTime, Window};
 use crate::pipeline::operator;
 use crate::pipeline::window::{self, NO_WATERMARK, Watermarks};
 use crate::pipeline::{Error, Result};
@@ -26,6 +26,11 @@ pub(super) struct WindowTask {
     pub watermarks: Watermarks,
     /// Windows ending below this have been emitted and deleted.
     pub fired_below: i64,
+    /// When the task was restored (ms since the epoch): an idle marker written before then
+    /// (read again after a restart or a rewind) may be stale, its partition's backlog still
+    /// to come, so it counts as an ordinary marker; a quiet partition says so again within an
+    /// idle timeout.
+    pub since_ms: i64,
 }
 
 impl<'a> Runner<'a> {
@@ -79,6 +84,7 @@ impl<'a> Runner<'a> {
         Ok(Some(WindowTask {
             watermarks,
             fired_below: NO_WATERMARK,
+            since_ms: window::now_ms(),
         }))
     }
 
@@ -253,51 +259,93 @@ impl<'a> Runner<'a> {
     pub(super) fn send_markers(&mut self) -> Result<()> {
         let (Some(topic), Some(et), true) = (
             self.topology.repartition_topic().map(str::to_string),
-            self.pipeline.source.event_time.clone(),
+            self.pipeline.source.event_time.as_ref(),
             self.timed().is_some(),
         ) else {
             return Ok(());
         };
         let partitions = self.topology.source_partitions;
         let now = Instant::now();
-        for (p, task) in &mut self.tasks {
-            if !task.role.reads_source() {
-                continue;
-            }
-            if task.spoke {
-                task.quiet_since = now;
-                task.idle_marked = None;
-            }
-            let view = window::SourceView {
-                max_event_time: task.max_event_time,
-                marker_sent: task.marker_sent,
-                spoke: task.spoke,
-                behind: crate::kafka::consumer::may_hold_unread(self.consumer.end_of(p)),
-                quiet: now.saturating_duration_since(task.quiet_since),
-                idle_marked: task.idle_marked.map(|t| now.saturating_duration_since(t)),
-            };
-            let Some(marker) = window::marker_due(&et, &view) else {
-                continue;
-            };
+        let markers = self.source_markers(et, now);
+        for task in self.tasks.values_mut().filter(|t| t.spoke) {
+            task.quiet_since = now;
+            task.idle_marked = None;
+        }
+        for (p, marker) in markers {
             let header = window::format_watermark(p.partition, marker.watermark);
             let watermark = (window::WATERMARK_HEADER, header.as_bytes());
             if marker.idle {
                 let idle = (window::IDLE_HEADER, &b"1"[..]);
                 self.txn
                     .send_marker(&topic, partitions, &[watermark, idle])?;
-                tracing::debug!(partition = %p, quiet = ?view.quiet, "source partition read to its end and quiet: idle");
-                task.idle_marked = Some(now);
+                tracing::debug!(partition = %p, "source partition read to its end and quiet: idle");
             } else {
                 self.txn.send_marker(&topic, partitions, &[watermark])?;
-                // a partition that is behind is not quiet, even if nothing was read yet
-                task.quiet_since = now;
-                task.idle_marked = None;
             }
-            task.marker_sent = task.marker_sent.max(marker.watermark);
-            task.spoke = false;
+            if let Some(task) = self.tasks.get_mut(&p) {
+                if marker.idle {
+                    task.idle_marked = Some(now);
+                } else {
+                    // a partition that is behind is not quiet, even if nothing was read yet
+                    task.quiet_since = now;
+                    task.idle_marked = None;
+                }
+                task.marker_sent = task.marker_sent.max(marker.watermark);
+                task.spoke = false;
+            }
             self.dirty = true;
         }
         Ok(())
+    }
+
+    /// An idle marker is due: the loop checkpoints for it even with nothing else to commit,
+    /// or a thread whose source partitions went quiet would never say so, and every
+    /// stateful task would wait for them for ever.
+    pub(super) fn idle_marker_due(&self) -> bool {
+        match (
+            self.topology.repartition_topic(),
+            self.pipeline.source.event_time.as_ref(),
+            self.timed(),
+        ) {
+            (Some(_), Some(et), Some(_)) => self
+                .source_markers(et, Instant::now())
+                .iter()
+                .any(|(_, m)| m.idle),
+            _ => false,
+        }
+    }
+
+    /// The marker each source task is due to send at `now`, if any.
+    fn source_markers(&self, et: &EventTime, now: Instant) -> Vec<(Partition, window::Marker)> {
+        let mut out = Vec::new();
+        for (p, task) in self.tasks.iter().filter(|(_, t)| t.role.reads_source()) {
+            // what the task processed counts as handed over: librdkafka forgets its own
+            // count on every seek, until the next message
+            let end = self
+                .consumer
+                .end_of(p)
+                .map(|e| e.counting_processed(task.next_offset.map(|n| n.0)));
+            let view = window::SourceView {
+                max_event_time: task.max_event_time,
+                marker_sent: task.marker_sent,
+                spoke: task.spoke,
+                // a partition a savepoint cut holds is not quiet: its records wait
+                behind: self.held_by_cut(p) || crate::kafka::consumer::may_hold_unread(end),
+                quiet: if task.spoke {
+                    std::time::Duration::ZERO
+                } else {
+                    now.saturating_duration_since(task.quiet_since)
+                },
+                idle_marked: task
+                    .idle_marked
+                    .filter(|_| !task.spoke)
+                    .map(|t| now.saturating_duration_since(t)),
+            };
+            if let Some(marker) = window::marker_due(et, &view) {
+                out.push((p.clone(), marker));
+            }
+        }
+        out
     }
 }
 
