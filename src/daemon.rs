@@ -44,8 +44,10 @@ pub struct Stopped {
     /// `on_failure` as it happened). The first failure stops the others.
     pub failed: Vec<(String, pipeline::Error)>,
     /// Pipelines still running `shutdown_timeout` after shutdown began, or at a second
-    /// signal (their threads are left behind).
+    /// signal (their threads are left behind), and which threads those were, as far as their
+    /// health tells (`metrics::health::unfinished`).
     pub stuck: usize,
+    pub unfinished: Vec<String>,
     /// A second SIGTERM or SIGINT ended the wait.
     pub interrupted: bool,
     /// A pipeline thread that did not come round its loop within `stuck_timeout` (which
@@ -371,6 +373,7 @@ async fn wait_for_pipelines(
             }
             () = &mut deadline, if deadline_armed => {
                 stopped.stuck = pipelines - finished;
+                stopped.unfinished = crate::metrics::health::unfinished(&threads);
                 break;
             }
             _ = watch.tick(), if stopped.stuck_thread.is_none() => {
@@ -384,6 +387,7 @@ async fn wait_for_pipelines(
             }
             () = now.cancelled() => {
                 stopped.stuck = pipelines - finished;
+                stopped.unfinished = crate::metrics::health::unfinished(&threads);
                 stopped.interrupted = true;
                 break;
             }

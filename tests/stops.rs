@@ -68,8 +68,13 @@ fn a_stop_waits_at_most_the_shutdown_timeout_and_a_second_signal_not_at_all() {
                 took >= Duration::from_secs(3) && took < Duration::from_secs(10),
                 "{took:?}\n{log}"
             );
+            // naming the thread it waited for, and where that thread was
             assert!(
-                log.contains("after shutdown began (shutdown_timeout)"),
+                log.contains("after shutdown began (shutdown_timeout)")
+                    && log.contains(&format!(
+                        "pipeline {} (thread 0) in phase Restoring",
+                        cp.name
+                    )),
                 "{log}"
             );
         }

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseRecord, Producer};
@@ -18,8 +16,9 @@ use rdkafka::producer::{BaseRecord, Producer};
 /// timeout is 3 s: when the stateful task judged idleness by how long it had not heard from an
 /// input, partition 0 was last heard up to 2.5 s before a checkpoint began, the first read
 /// after it found partition 0 silent for over 3 s, the watermark jumped an hour ahead, and
-/// partition 0's next record was late. Then partition 0 stops; read to its end and quiet, its
-/// source task declares it idle and its last windows close: every record counted once.
+/// partition 0's next record was late. Then both stop, partition 0 first: read to its end and
+/// quiet, its source task declares it idle (in a checkpoint taken for nothing else) and its
+/// last windows close: every record counted once.
 #[test]
 fn slow_checkpoints_do_not_make_a_sparse_partition_idle() {
     let Some(bootstrap) = common::bootstrap() else {
@@ -52,14 +51,10 @@ operators = [
     daemon.start_with(&[("FAILPOINTS", "checkpoint::slow=sleep(2000)")]);
     daemon.wait_assigned();
 
-    // for 30 s both partitions; then partition 1 alone, until partition 0, quiet for 3 s of
-    // reading, is idle and its last windows close
-    let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (bootstrap, source, stop) = (bootstrap.clone(), source.clone(), stop.clone());
-        std::thread::spawn(move || feed(&bootstrap, &source, &stop))
-    };
-    std::thread::sleep(Duration::from_secs(31));
+    // about 30 s of both partitions, partition 1 half a second longer, then nothing:
+    // partition 0, read to its end and quiet, is declared idle in a checkpoint taken for that
+    // alone, just before partition 1 is, and its last windows close
+    feed(&bootstrap, &source);
     let sparse = SPARSE_RECORDS;
     let deadline = Instant::now() + Duration::from_secs(120);
     let counted = loop {
@@ -81,8 +76,6 @@ operators = [
         }
         std::thread::sleep(Duration::from_secs(1));
     };
-    stop.store(true, Ordering::Relaxed);
-    feeder.join().unwrap();
     let late_read = common::read_all(
         &bootstrap,
         &late,
@@ -101,16 +94,16 @@ operators = [
     assert_eq!(counted, sparse, "{}", daemon.all_logs());
 }
 
-/// Records partition 0 gets, one every 2.5 s in the first 30 s.
+/// Records partition 0 gets, one every 2.5 s.
 const SPARSE_RECORDS: u64 = 12;
 
-/// Partition 1 a record every 100 ms until `stop`, an hour ahead in event time; partition 0
-/// one in 25 of them, [`SPARSE_RECORDS`] in all.
-fn feed(bootstrap: &str, source: &str, stop: &AtomicBool) {
+/// Partition 1 a record every 100 ms, an hour ahead in event time; partition 0 one in 25 of
+/// them, [`SPARSE_RECORDS`] in all; partition 1 stops half a second after partition 0's last.
+fn feed(bootstrap: &str, source: &str) {
     let producer = common::producer(bootstrap);
     let base = 1_700_000_000_000i64;
     let (mut sparse, mut n) = (0u64, 0i64);
-    while !stop.load(Ordering::Relaxed) {
+    while sparse < SPARSE_RECORDS || n % 25 != 5 {
         let (partition, user, ts) = if n % 25 == 0 && sparse < SPARSE_RECORDS {
             sparse += 1;
             (0, "sparse", base + i64::try_from(sparse).unwrap() * 1_000)

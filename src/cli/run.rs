@@ -120,8 +120,10 @@ fn run_config(
     }
     if stopped.stuck > 0 {
         eprintln!(
-            "error: {} pipeline(s) still running {:?} after shutdown began (shutdown_timeout); exiting",
-            stopped.stuck, deadline
+            "error: {} pipeline(s) still running {:?} after shutdown began (shutdown_timeout): {}; exiting",
+            stopped.stuck,
+            deadline,
+            stopped.unfinished.join("; ")
         );
         return Ok(failed.unwrap_or(exit::FAILURE).max(exit::FAILURE));
     }

@@ -229,6 +229,24 @@ pub fn stuck(threads: &[std::sync::Arc<Health>], limit: Duration) -> Option<Stri
     })
 }
 
+/// The threads that have not ended (neither stopped nor failed), each as `pipeline P (thread
+/// K) in phase X, its loop last seen N s ago`: what a stop that ran out of time waited for.
+pub fn unfinished(threads: &[std::sync::Arc<Health>]) -> Vec<String> {
+    threads
+        .iter()
+        .filter(|h| !matches!(h.phase(), Phase::Stopped | Phase::Failed))
+        .map(|h| {
+            format!(
+                "pipeline {} (thread {}) in phase {:?}, its loop last seen {:.1} s ago",
+                h.pipeline,
+                h.thread,
+                h.phase(),
+                h.since_beat().as_secs_f64()
+            )
+        })
+        .collect()
+}
+
 /// A probe's answer: the body of `/livez` and `/readyz`.
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -103,6 +103,9 @@ pub fn split_window_key(k: &[u8]) -> Option<(i64, &[u8])> {
 /// loop for 8 s made a slow input idle as soon as the task read again, and the watermark
 /// jumped past that input's records, CHAOS.md defect 12), and a broker outage silences every
 /// input at once (32,322 records dropped as late in one run, before the rule that followed).
+/// When every input is idle, the first to come back does not lead alone: the others hold the
+/// watermark again until they speak or say again that they are idle (a cluster run dropped 887
+/// records as late after its input producer stalled and every source partition went idle).
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     inputs: BTreeMap<i32, Input>,
@@ -142,6 +145,17 @@ impl Watermarks {
     /// Input `input` reached `watermark` (or spoke without advancing); `idle`: its source task
     /// says it is read to its end and quiet (until its next record or marker).
     pub fn observe(&mut self, input: i32, watermark: i64, idle: bool) {
+        // every input idle (the whole stream paused, or an outage its sources took for quiet):
+        // the first back does not lead alone, or the others' records, read a moment later,
+        // come late; each holds the watermark until it speaks or says again that it is idle
+        if !idle
+            && self.inputs.get(&input).is_some_and(|i| i.idle)
+            && self.inputs.values().all(|i| i.idle)
+        {
+            for i in self.inputs.values_mut() {
+                i.idle = false;
+            }
+        }
         let e = self.inputs.entry(input).or_insert(Input {
             watermark: NO_WATERMARK,
             idle,

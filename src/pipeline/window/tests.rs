@@ -88,6 +88,33 @@ fn an_input_holds_the_watermark_until_its_source_says_it_is_idle() {
     assert_eq!(wm.advance(), Some(101_000));
 }
 
+/// When every input is idle (the input paused everywhere), the first one back does not set
+/// the watermark alone: the others hold it until they speak or declare idleness again.
+#[test]
+fn after_every_input_was_idle_none_leads_alone() {
+    let mut wm = Watermarks::new([0, 1, 2]);
+    for i in 0..3 {
+        wm.observe(i, 100, false);
+    }
+    assert_eq!(wm.advance(), Some(100));
+    for i in 0..3 {
+        wm.observe(i, 100, true);
+    }
+    assert_eq!(wm.advance(), None);
+    // input 0 is back first, far ahead (its backlog read before the others')
+    wm.observe(0, 5_000, false);
+    assert_eq!(wm.advance(), None, "input 0 led alone");
+    wm.observe(1, 4_000, false);
+    assert_eq!(wm.advance(), None, "input 2 still holds it");
+    // input 2 is still quiet and says so again: now it no longer holds it back
+    wm.observe(2, 100, true);
+    assert_eq!(wm.advance(), Some(4_000));
+    // while others are active, one input coming back from idleness does not reset anyone
+    wm.observe(2, 4_500, false);
+    wm.observe(1, 4_200, true);
+    assert_eq!(wm.advance(), Some(4_500));
+}
+
 #[test]
 fn watermarks_survive_their_entries() {
     let mut wm = Watermarks::new([0, 1, 2]);
