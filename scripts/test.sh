@@ -56,8 +56,13 @@ fi
 
 # the chaos suite's quick set: its own broker (port 19400) behind fault proxies, faults under
 # live input, every output checked (CHAOS.md); the full set is run by hand
-step "chaos suite, quick set (scripts/chaos.sh --quick)"
-if ! scripts/chaos.sh --quick; then
+# broker-kill runs beside a dedicated KRaft controller (Kafka's production layout): on combined
+# broker-controller nodes Kafka itself drops transaction markers after a restart now and then
+# (CHAOS.md, finding 11; it failed CI's quick set of d3c3653), which the full set by hand still
+# runs into and reports
+step "chaos suite, quick set (scripts/chaos.sh --quick; broker-kill with --dedicated-controller)"
+if ! scripts/chaos.sh --quick --scenarios sigkill,failpoints,blackhole,lost-commit-response,zombie,txn-timeout,corrupt-checkpoint,disk-full,sasl-ssl,at-least-once \
+  || ! scripts/chaos.sh --quick --dedicated-controller --scenarios broker-kill; then
   echo
   echo "test.sh: the chaos suite failed; its table and logs are named above" >&2
   exit 1
