@@ -160,16 +160,14 @@ pub fn run(
         // still being torn down while the process runs its exit handlers; but not for ever:
         // the final checkpoints are committed, and a client that does not close must not turn
         // a clean stop into a failed one (CHAOS.md, finding 16).
-        if join_within(threads, shutdown_timeout) {
-            drop(env);
-        }
+        join_within(threads, shutdown_timeout);
     }
     Ok(stopped)
 }
 
-/// Joins `threads` within `limit`; false, naming the rest in a warning, when some are still
-/// tearing down by then (they are left to the process's exit).
-fn join_within(threads: Vec<std::thread::JoinHandle<()>>, limit: Duration) -> bool {
+/// Joins `threads` within `limit`, naming in a warning those still tearing down by then (they
+/// are left to the process's exit).
+fn join_within(threads: Vec<std::thread::JoinHandle<()>>, limit: Duration) {
     let began = std::time::Instant::now();
     while began.elapsed() < limit && threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
@@ -187,7 +185,6 @@ fn join_within(threads: Vec<std::thread::JoinHandle<()>>, limit: Duration) -> bo
     if !names.is_empty() {
         tracing::warn!(threads = ?names, limit = ?limit, "every pipeline stopped, but these threads are still tearing down their clients or state; exiting without them");
     }
-    names.is_empty()
 }
 
 /// Lets a `flumen stop` in progress receive its answer: each server's task, at most 5 s.

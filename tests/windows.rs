@@ -234,14 +234,7 @@ fn run_against_reference(spec: &Spec, window: &str, backend: &str) {
         return;
     };
     let name = common::rand_name("window");
-    let (source, sink, late) = (
-        format!("{name}-in"),
-        format!("{name}-out"),
-        format!("{name}-late"),
-    );
-    for t in [&source, &sink, &late] {
-        common::create_topic(&bootstrap, t, 2);
-    }
+    let [source, sink, late] = common::create_topics(&bootstrap, &name, ["in", "out", "late"], 2);
     let data = input(2, 3_000);
     let (expected, expected_late) = reference(spec, &data);
     assert!(
@@ -361,14 +354,7 @@ fn session_windows_match_the_reference() {
     };
     let gap = 100;
     let name = common::rand_name("session");
-    let (source, sink, late) = (
-        format!("{name}-in"),
-        format!("{name}-out"),
-        format!("{name}-late"),
-    );
-    for t in [&source, &sink, &late] {
-        common::create_topic(&bootstrap, t, 2);
-    }
+    let [source, sink, late] = common::create_topics(&bootstrap, &name, ["in", "out", "late"], 2);
     let data = input(2, 3_000);
     let (expected, expected_late) = session_reference(&spec, gap, &data);
     assert!(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::late::IDLE_TIMEOUT_MS;
 use crate::verify::{Kind, WINDOW_MS};
 
 /// The topics and names of one scenario's pipelines.
@@ -37,6 +38,11 @@ impl Names {
         format!("{}-{}-dlq", self.prefix, k.name())
     }
 
+    /// The window pipeline's late records.
+    pub fn late(&self) -> String {
+        format!("{}-window-late", self.prefix)
+    }
+
     /// Every topic the harness creates.
     pub fn topics(&self) -> Vec<String> {
         let mut t = vec![self.source.clone()];
@@ -44,6 +50,7 @@ impl Names {
             t.push(self.sink(k));
             t.push(self.dead_letters(k));
         }
+        t.push(self.late());
         t
     }
 }
@@ -113,8 +120,13 @@ listen = "127.0.0.1:{admin_port}"
                 r#"{ type = "sum", field = "id" }"#.to_string(),
             ),
             Kind::Window => (
-                r#", event_time = { field = "ts", format = "unix_ms", max_out_of_orderness = "1s", idle_timeout = "10s" }"#.to_string(),
-                format!(r#"{{ type = "count", window = {{ type = "tumbling", size = "{WINDOW_MS}ms" }} }}"#),
+                format!(
+                    r#", event_time = {{ field = "ts", format = "unix_ms", max_out_of_orderness = "1s", idle_timeout = "{IDLE_TIMEOUT_MS}ms" }}"#
+                ),
+                format!(
+                    r#"{{ type = "count", window = {{ type = "tumbling", size = "{WINDOW_MS}ms", late_topic = "{}" }} }}"#,
+                    n.late()
+                ),
             ),
         };
         text.push_str(&format!(
@@ -277,19 +289,7 @@ impl Daemon {
 
     /// `GET path` on the admin listener: the status code (0 when nothing answers).
     pub fn probe(&self, path: &str) -> u16 {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(3)))
-                .build(),
-        );
-        match agent
-            .get(&format!("http://127.0.0.1:{}{path}", self.admin_port))
-            .call()
-        {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        }
+        probe(self.admin_port, path)
     }
 
     /// Waits until `/readyz` answers 200; the time it took.
@@ -326,4 +326,18 @@ impl Drop for Daemon {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The status of `path` on the admin listener at `port` (0: no answer within 3 s).
+pub fn probe(port: u16, path: &str) -> u16 {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(3)))
+            .build(),
+    );
+    match agent.get(&format!("http://127.0.0.1:{port}{path}")).call() {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
 }

@@ -76,6 +76,7 @@ fn rec_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
     Rec {
         partition: m.partition(),
         offset: m.offset(),
+        timestamp: m.timestamp().to_millis().unwrap_or(-1),
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec),
     }
@@ -302,6 +303,7 @@ mod tests {
             .map(|&(partition, offset)| Rec {
                 partition,
                 offset,
+                timestamp: 0,
                 key: None,
                 value: None,
             })

@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use crate::after;
 use crate::brokers::Brokers;
 use crate::daemon::{Daemon, Names, Settings, config};
+use crate::late;
 use crate::reader::{self, Reader};
+use crate::stacks;
 use crate::topics::{self, Feeder, Load};
 use crate::verify::{self, Kind, Verdict};
 
@@ -147,18 +149,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Notes the exit of the daemon with its cause (the log's last error), and starts it again
-    /// a second later, as a supervisor would.
+    /// Notes the exit of the daemon with its cause, and starts it again a second later, as a
+    /// supervisor would.
     pub fn restart_exited(&mut self, status: std::process::ExitStatus, when: &str) -> Result<()> {
         let log = self.daemon.last_log();
-        let cause = log
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("error:") || l.contains("fatal") || l.contains("ERROR"))
-            .unwrap_or_default();
+        let cause = exit_cause(&log);
         self.notes.push(format!(
-            "the daemon exited ({status}) {when}; restarted as a supervisor would. Cause: {}",
-            cause.trim()
+            "the daemon exited ({status}) {when}; restarted as a supervisor would. Cause: {cause}"
         ));
         std::thread::sleep(Duration::from_secs(1));
         self.daemon.start(&[])
@@ -168,6 +165,17 @@ impl<'a> Ctx<'a> {
         eprintln!("chaos:   FAILED: {what}");
         self.failures.push(what);
     }
+}
+
+/// The cause of a daemon's exit in its log: Flumen's own `error:` line, which it writes last;
+/// without one, the last line that says ERROR or fatal (rust-rdkafka's consumer logs an ERROR
+/// of its own when dropped after a fence, before Flumen's line; it is not the cause).
+fn exit_cause(log: &str) -> &str {
+    let last = |f: &dyn Fn(&str) -> bool| log.lines().rev().find(|l| f(l));
+    last(&|l| l.starts_with("error:"))
+        .or_else(|| last(&|l| l.contains("fatal") || l.contains("ERROR")))
+        .unwrap_or_default()
+        .trim()
 }
 
 /// Runs one scenario: `tweak` adjusts the settings, `fault` injects its faults while input
@@ -181,7 +189,12 @@ pub fn run(
     let began = Instant::now();
     let names = Names::new(scenario);
     eprintln!("chaos: {scenario} ({})", names.prefix);
-    topics::create(&bed.brokers.direct, &names.topics(), bed.replication)?;
+    topics::create(
+        &bed.brokers.direct,
+        &names.topics(),
+        &names.source,
+        bed.replication,
+    )?;
     let dir = bed.work.join(&names.prefix).join("a");
     let mut settings = Settings {
         bootstrap: bed.brokers.bootstrap.clone(),
@@ -200,6 +213,7 @@ pub fn run(
     let mut daemon = Daemon::new(&settings.program, &dir, &text, port)?;
     daemon.env = settings.env.clone();
     daemon.start(&[])?;
+    let stacks = stacks::Watcher::start(port, bed.work.join(&names.prefix));
     daemon.wait_ready(Duration::from_secs(120))?;
     let reader = Reader::start(&bed.brokers.direct, &watched(&names, &settings.kinds))?;
     let hanging_before = bed.brokers.hanging().unwrap_or_default();
@@ -225,8 +239,9 @@ pub fn run(
     if let Err(e) = faulted {
         ctx.fail(format!("the fault injection failed: {e:#}"));
     }
-    let row = finish(bed, scenario, ctx, reader, inputs, fault_window, began)?;
-    Ok(row)
+    let row = finish(bed, scenario, ctx, reader, inputs, fault_window, began);
+    stacks.stop();
+    row
 }
 
 /// A row whose input mostly never reached the topic checks too little to pass: less than 90%
@@ -281,6 +296,7 @@ fn finish(
         hanging,
         ..Row::default()
     };
+    let late = judge_late(&mut ctx, &source)?;
     for r in &references {
         let empty = Vec::new();
         let out = read.records.get(&names.sink(r.kind)).unwrap_or(&empty);
@@ -288,7 +304,9 @@ fn finish(
             .records
             .get(&names.dead_letters(r.kind))
             .unwrap_or(&empty);
-        row.verdicts.push((r.kind, verify::check(r, out, dlq)));
+        let late = late.as_ref().filter(|_| r.kind == Kind::Window);
+        row.verdicts
+            .push((r.kind, verify::check(r, out, dlq, late)));
     }
     let uncommitted = reader::read_all(
         &bed.brokers.direct,
@@ -317,6 +335,24 @@ fn finish(
 
 /// The sink and dead-letter topics of `kinds`, sinks first (the first one's arrivals give the
 /// stall figures).
+/// The window pipeline's late records, judged (`late.rs`); a note says how many were late by
+/// the config's terms.
+fn judge_late(ctx: &mut Ctx<'_>, source: &[verify::Rec]) -> Result<Option<late::Late>> {
+    if !ctx.settings.kinds.contains(&Kind::Window) {
+        return Ok(None);
+    }
+    let records = reader::read_all(&ctx.bed.brokers.direct, &ctx.names.late(), "read_committed")
+        .context("reading the window pipeline's late topic")?;
+    let judged = late::judge(source, &records, verify::WINDOW_MS);
+    if judged.explained > 0 {
+        ctx.notes.push(format!(
+            "window pipeline: {} records late by the config's terms (their source partition had no record for the idle timeout before they arrived), each in the late topic and out of its window's count",
+            judged.explained
+        ));
+    }
+    Ok(Some(judged))
+}
+
 fn watched(names: &Names, kinds: &[Kind]) -> Vec<String> {
     let sinks = kinds.iter().map(|&k| names.sink(k));
     sinks
@@ -363,7 +399,22 @@ pub fn clear_work_dir(work: &std::path::Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::too_little_input;
+    use super::{exit_cause, too_little_input};
+
+    #[test]
+    fn an_exit_s_cause_is_flumen_s_error_line_before_a_client_s_error() {
+        // the cluster run 100440Z: rust-rdkafka's drop, after a fence, logs beside Flumen's line
+        let log = "2026-12-03T09:40:01Z ERROR pipeline failed\n\
+                   error: pipeline count: fenced by a newer instance\n\
+                   2026-12-03T09:40:02Z ERROR rdkafka::consumer: Failed to close consumer queue on drop: FencedInstanceId\n";
+        assert_eq!(
+            exit_cause(log),
+            "error: pipeline count: fenced by a newer instance"
+        );
+        let log = "INFO ok\n  ERROR rdkafka::consumer: Failed to close\nINFO bye\n";
+        assert_eq!(exit_cause(log), "ERROR rdkafka::consumer: Failed to close");
+        assert_eq!(exit_cause("INFO ok\n"), "");
+    }
 
     #[test]
     fn a_row_whose_input_mostly_never_reached_the_topic_cannot_pass() {

@@ -19,7 +19,9 @@ use crate::verify::FLUSH_USER;
 pub const PARTITIONS: i32 = 4;
 
 /// Creates `topics` with `PARTITIONS` partitions and `replication` replicas.
-pub fn create(bootstrap: &str, topics: &[String], replication: i32) -> Result<()> {
+/// Creates `topics`; `stamped`'s records carry the time the broker appended them (the verifier
+/// tells by it whether a late record was late by the config's terms: `late.rs`).
+pub fn create(bootstrap: &str, topics: &[String], stamped: &str, replication: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
@@ -28,7 +30,14 @@ pub fn create(bootstrap: &str, topics: &[String], replication: i32) -> Result<()
         .build()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            let new = NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(replication));
+            if t == stamped {
+                new.set("message.timestamp.type", "LogAppendTime")
+            } else {
+                new
+            }
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for r in rt.block_on(admin.create_topics(&new, &opts))? {

@@ -10,6 +10,9 @@
 //! - **duplicated**: an output value seen before for its key (a record emitted twice);
 //! - **wrong**: an output value no correct run emits (an input counted twice in state);
 //! - **reordered**: a key's outputs not in the reference's order.
+//!
+//! A window input in the window pipeline's late topic is not in its window's count: the
+//! reference takes it out, and `late.rs` judges whether it was late by the config's terms.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -20,6 +23,8 @@ use serde_json::Value;
 pub struct Rec {
     pub partition: i32,
     pub offset: i64,
+    /// The Kafka timestamp, ms (the source topic's: when the broker appended the record).
+    pub timestamp: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
 }
@@ -210,12 +215,22 @@ fn output_value(kind: Kind, r: &Rec) -> Result<(String, f64), String> {
 }
 
 /// Checks `outputs` (the sink, read_committed, in partition order) and `dead_letters` against
-/// `reference`.
-pub fn check(reference: &Reference, outputs: &[Rec], dead_letters: &[Rec]) -> Verdict {
+/// `reference`; a window pipeline's `late` records are out of their windows' counts, and those
+/// late without cause are lost.
+pub fn check(
+    reference: &Reference,
+    outputs: &[Rec],
+    dead_letters: &[Rec],
+    late: Option<&crate::late::Late>,
+) -> Verdict {
     let mut verdict = Verdict {
         outputs: outputs.len(),
         ..Verdict::default()
     };
+    let mut per_key = std::borrow::Cow::Borrowed(&reference.per_key);
+    if let Some(late) = late {
+        per_key = std::borrow::Cow::Owned(without_late(&mut verdict, &reference.per_key, late));
+    }
     let mut got: HashMap<String, Vec<f64>> = HashMap::new();
     let mut sorted: Vec<&Rec> = outputs.iter().collect();
     sorted.sort_by_key(|r| (r.partition, r.offset));
@@ -228,7 +243,7 @@ pub fn check(reference: &Reference, outputs: &[Rec], dead_letters: &[Rec]) -> Ve
             }
         }
     }
-    for (key, want) in &reference.per_key {
+    for (key, want) in per_key.iter() {
         let seq = got.remove(key).unwrap_or_default();
         compare(&mut verdict, key, want, &seq);
     }
@@ -243,6 +258,36 @@ pub fn check(reference: &Reference, outputs: &[Rec], dead_letters: &[Rec]) -> Ve
     }
     dead_letter_check(&mut verdict, &reference.bad, dead_letters);
     verdict
+}
+
+/// The window reference with `late`'s records out of their windows' counts (a window whose
+/// every record was late has no output); a late record no window input accounts for is a
+/// duplicate, and one late without cause is lost.
+fn without_late(
+    verdict: &mut Verdict,
+    per_key: &HashMap<String, Vec<f64>>,
+    late: &crate::late::Late,
+) -> HashMap<String, Vec<f64>> {
+    let mut out = per_key.clone();
+    for (key, &n) in &late.per_window {
+        let left = out.get(key).and_then(|w| w.first()).copied().unwrap_or(0.0) - n;
+        if left < 0.0 {
+            verdict.duplicated += (-left) as usize;
+            verdict.note(format!(
+                "{key}: {n} records in the late topic, more than its inputs"
+            ));
+        }
+        if left > 0.0 {
+            out.insert(key.clone(), vec![left]);
+        } else {
+            out.remove(key);
+        }
+    }
+    verdict.lost += late.unexplained.len();
+    for u in late.unexplained.iter().take(3) {
+        verdict.note(u.clone());
+    }
+    out
 }
 
 /// One key's outputs against its reference sequence.
@@ -324,6 +369,7 @@ mod tests {
         Rec {
             partition,
             offset,
+            timestamp: 0,
             key: Some(key.as_bytes().to_vec()),
             value: Some(value.as_bytes().to_vec()),
         }
@@ -361,25 +407,25 @@ mod tests {
             out(2, "u1", "count", 2.0),
             out(3, "u2", "count", 2.0),
         ];
-        assert!(check(&r, &exact, &dlq).ok());
+        assert!(check(&r, &exact, &dlq, None).ok());
 
         let lost = &exact[..3];
-        let v = check(&r, lost, &dlq);
+        let v = check(&r, lost, &dlq, None);
         assert_eq!((v.lost, v.ok()), (1, false));
 
         let mut twice = exact.to_vec();
         twice.push(out(4, "u1", "count", 2.0));
-        assert_eq!(check(&r, &twice, &dlq).duplicated, 1);
+        assert_eq!(check(&r, &twice, &dlq, None).duplicated, 1);
 
         // at-least-once: state counted an input twice
         let mut counted_twice = exact.to_vec();
         counted_twice[2] = out(2, "u1", "count", 3.0);
-        let v = check(&r, &counted_twice, &dlq);
+        let v = check(&r, &counted_twice, &dlq, None);
         assert_eq!((v.wrong, v.lost), (1, 1));
 
-        let v = check(&r, &exact, &[]);
+        let v = check(&r, &exact, &[], None);
         assert_eq!(v.dead_letters_lost, 1);
-        let v = check(&r, &exact, &[dlq[0].clone(), dlq[0].clone()]);
+        let v = check(&r, &exact, &[dlq[0].clone(), dlq[0].clone()], None);
         assert_eq!(v.dead_letters_duplicated, 1);
     }
 
@@ -393,9 +439,9 @@ mod tests {
         let dlq = [rec(0, 0, "pill-1", ""), rec(0, 1, "pill-2", "")];
         let mut all = exact.to_vec();
         all.push(u2.clone());
-        assert!(check(&r, &all, &dlq).ok());
+        assert!(check(&r, &all, &dlq, None).ok());
         let swapped = [out(0, "u1", "sum", 21.0), out(1, "u1", "sum", 10.0), u2];
-        assert_eq!(check(&r, &swapped, &dlq).reordered, 1);
+        assert_eq!(check(&r, &swapped, &dlq, None).reordered, 1);
     }
 
     #[test]
@@ -424,11 +470,24 @@ mod tests {
         };
         let dlq = [rec(0, 0, "pill-1", "")];
         let exact = [w(0, "u1", 0, 2), w(1, "u2", 2000, 2)];
-        assert!(check(&r, &exact, &dlq).ok());
+        assert!(check(&r, &exact, &dlq, None).ok());
         let twice = [w(0, "u1", 0, 2), w(1, "u2", 2000, 2), w(2, "u1", 0, 2)];
-        assert_eq!(check(&r, &twice, &dlq).duplicated, 1);
+        assert_eq!(check(&r, &twice, &dlq, None).duplicated, 1);
         let partial = [w(0, "u1", 0, 1), w(1, "u2", 2000, 2)];
-        let v = check(&r, &partial, &dlq);
+        let v = check(&r, &partial, &dlq, None);
         assert_eq!((v.wrong, v.lost), (1, 1));
+        // one of u1's records late: its window counts the other; late and counted too is wrong,
+        // late twice is a duplicate, late without cause is lost
+        let late = |n: f64, unexplained: usize| crate::late::Late {
+            per_window: HashMap::from([("u1@0".to_string(), n)]),
+            explained: 1,
+            unexplained: vec!["no cause".to_string(); unexplained],
+        };
+        assert!(check(&r, &partial, &dlq, Some(&late(1.0, 0))).ok());
+        assert_eq!(check(&r, &exact, &dlq, Some(&late(1.0, 0))).wrong, 1);
+        let v = check(&r, &exact[1..], &dlq, Some(&late(3.0, 0)));
+        assert_eq!(v.duplicated, 1);
+        assert!(check(&r, &exact[1..], &dlq, Some(&late(2.0, 0))).ok());
+        assert_eq!(check(&r, &partial, &dlq, Some(&late(1.0, 1))).lost, 1);
     }
 }

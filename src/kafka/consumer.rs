@@ -17,7 +17,7 @@ mod group;
 mod message;
 mod offsets;
 
-pub use ends::{End, Membership, may_hold_unread};
+pub use ends::{End, Membership, may_hold_unread, quiet_since};
 pub use message::Message;
 use message::record_of;
 

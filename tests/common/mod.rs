@@ -73,6 +73,20 @@ fn admin(bootstrap: &str) -> (AdminClient<DefaultClientContext>, tokio::runtime:
     (admin, rt)
 }
 
+/// Creates `{name}-{suffix}` for each of `suffixes`, `partitions` each; their names.
+pub fn create_topics<const N: usize>(
+    bootstrap: &str,
+    name: &str,
+    suffixes: [&str; N],
+    partitions: i32,
+) -> [String; N] {
+    let topics = suffixes.map(|s| format!("{name}-{s}"));
+    for t in &topics {
+        create_topic(bootstrap, t, partitions);
+    }
+    topics
+}
+
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let (admin, rt) = admin(bootstrap);
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));

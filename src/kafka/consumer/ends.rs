@@ -33,6 +33,9 @@ pub struct End {
     /// being fetched. Otherwise the last stable offset is only the last one heard of: while a
     /// leader moves (a broker of a cluster killed) records may pile up unseen behind it.
     pub fetching: bool,
+    /// When librdkafka took these statistics (they reach the application only at its next
+    /// poll: after a loop blocked for seconds, the latest one held may be that old).
+    pub taken: Instant,
 }
 
 impl End {
@@ -67,10 +70,35 @@ pub fn may_hold_unread(end: Option<End>) -> bool {
     end.is_none_or(|e| !e.read_to_end())
 }
 
-#[derive(Default)]
+/// How long, as Kafka showed it, a partition has had nothing to read after `last` (when the
+/// application processed its last record, or began to wait for one): from `last` to when its
+/// latest statistics were taken, if they show it read to its end; zero without them, or when
+/// they show it behind. The clock alone counts as quiet the time the application did not read
+/// (a checkpoint that blocked the loop for longer than the idle timeout), although the
+/// partition's records were waiting (CHAOS.md, defect 12).
+pub fn quiet_since(end: Option<End>, last: Instant) -> Duration {
+    match end {
+        Some(e) if e.read_to_end() => e.taken.saturating_duration_since(last),
+        _ => Duration::ZERO,
+    }
+}
+
 pub(super) struct Ends {
+    /// Made just before the client: librdkafka's `age` in each statistics document counts
+    /// from the client's creation, a moment after.
+    created: Instant,
     partitions: Mutex<HashMap<(String, i32), End>>,
     group: Mutex<Membership>,
+}
+
+impl Default for Ends {
+    fn default() -> Self {
+        Self {
+            created: Instant::now(),
+            partitions: Mutex::default(),
+            group: Mutex::default(),
+        }
+    }
 }
 
 /// The consumer's standing in its group, from the `cgrp` section of the statistics: since
@@ -110,6 +138,9 @@ impl Membership {
 
 #[derive(Deserialize)]
 struct Stats {
+    /// Microseconds from the client's creation to these statistics.
+    #[serde(default)]
+    age: u64,
     #[serde(default)]
     topics: HashMap<String, TopicStats>,
     #[serde(default)]
@@ -179,6 +210,7 @@ impl Ends {
             .filter(|b| b.nodeid >= 0 && matches!(b.state.as_str(), "UP" | "UPDATE"))
             .map(|b| b.nodeid)
             .collect();
+        let taken = self.created + Duration::from_micros(stats.age);
         let mut ends = HashMap::new();
         for (topic, t) in stats.topics {
             for p in t.partitions.into_values() {
@@ -190,6 +222,7 @@ impl Ends {
                         queued: p.fetchq_cnt,
                         handed: p.app_offset,
                         fetching: p.fetch_state == "active" && up.contains(&p.leader),
+                        taken,
                     };
                     ends.insert((topic.clone(), p.partition), end);
                 }
@@ -309,6 +342,39 @@ mod tests {
         assert!(!may_hold_unread(end(0)));
         assert!(may_hold_unread(end(1)));
         assert!(may_hold_unread(end(4)), "a partition no statistics name");
+    }
+
+    /// Quiet is what the statistics show: read to its end when they were taken, and for how
+    /// long after the last record by then; statistics taken before it, or showing the
+    /// partition behind, show no quiet however late they are read.
+    #[test]
+    fn quiet_counts_to_when_the_statistics_were_taken_not_to_when_they_are_read() {
+        let json = |age_us: u64| {
+            format!(
+                r#"{{"age":{age_us},"brokers":{{"b:9/1":{{"nodeid":1,"state":"UP"}}}},
+                "topics":{{"in":{{"partitions":{{
+                "0":{{"partition":0,"desired":true,"ls_offset":9,"next_offset":9,"app_offset":9,"fetchq_cnt":0,"leader":1,"fetch_state":"active"}},
+                "1":{{"partition":1,"desired":true,"ls_offset":9,"next_offset":9,"app_offset":7,"fetchq_cnt":2,"leader":1,"fetch_state":"active"}}}}}}}}}}"#
+            )
+        };
+        let ends = Ends::default();
+        let end = |p: i32| {
+            ends.partitions
+                .lock()
+                .unwrap()
+                .get(&("in".to_string(), p))
+                .copied()
+        };
+        let last = ends.created + Duration::from_secs(10);
+        // taken 2 s before the last record: no quiet, read 8 s after it or not
+        ends.update(json(8_000_000).as_bytes());
+        assert_eq!(quiet_since(end(0), last), Duration::ZERO);
+        // taken 4 s after it, read to its end: 4 s
+        ends.update(json(14_000_000).as_bytes());
+        assert_eq!(quiet_since(end(0), last), Duration::from_secs(4));
+        // behind, or not named: none
+        assert_eq!(quiet_since(end(1), last), Duration::ZERO);
+        assert_eq!(quiet_since(end(2), last), Duration::ZERO);
     }
 
     #[test]

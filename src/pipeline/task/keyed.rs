@@ -58,7 +58,7 @@ impl Runner<'_> {
                 0
             },
             at: (r.partition, r.offset),
-            other_idle: keyed.stream_join().is_some() && self.other_idle(task),
+            other_idle: keyed.stream_join().is_some() && self.other_idle(r.partition, task),
         };
         let step = keyed.step(state, input).map_err(|e| match e {
             StepError::Operator(e) => step_err(e),

@@ -331,10 +331,12 @@ impl<'a> Runner<'a> {
                 spoke: task.spoke,
                 // a partition a savepoint cut holds is not quiet: its records wait
                 behind: self.held_by_cut(p) || crate::kafka::consumer::may_hold_unread(end),
+                // as Kafka showed it: the clock alone counts a loop blocked for seconds as
+                // quiet, while the partition's records waited
                 quiet: if task.spoke {
                     std::time::Duration::ZERO
                 } else {
-                    now.saturating_duration_since(task.quiet_since)
+                    crate::kafka::consumer::quiet_since(end, task.quiet_since)
                 },
                 idle_marked: task
                     .idle_marked
