@@ -135,3 +135,42 @@ fn committed_offsets_without_their_snapshot_refuse_to_start() {
     );
     assert!(p.daemon.terminate(Duration::from_secs(40)).success());
 }
+
+/// A `send_offsets_to_transaction` that never returns (librdkafka waits for a lost group
+/// coordinator without a limit: CHAOS.md, finding 15) costs the pipeline a restart after its
+/// limit, not the daemon's life: the producer is given up, the next one fences it, and every
+/// record still counts once.
+#[test]
+fn a_send_offsets_that_never_returns_restarts_the_pipeline_not_the_daemon() {
+    let Some(mut p) = common::CountPipeline::new("stuck-offsets", 2, "rocksdb", "300ms") else {
+        return;
+    };
+    // the call's limit is the transaction timeout (its least, 10 s); the stuck watch, which
+    // recovered before (exit 1), waits far longer
+    p.rewrite_config("rocksdb", "300ms", |t| {
+        let t = t.replace("[kafka]\n", "[kafka]\ntransaction_timeout = \"10s\"\n");
+        format!("stuck_timeout = \"120s\"\n{t}")
+    });
+    // the fourth call is held for ten minutes, as librdkafka held it
+    p.daemon.start_with(&[(
+        "FAILPOINTS",
+        "producer::send_offsets=3*off->1*sleep(600000)",
+    )]);
+    let input = common::count_input(600, 20);
+    let feeder = p.produce_slowly(&input, 20, Duration::from_millis(300));
+    feeder.join().unwrap();
+    p.assert_exact(&common::expected_counts(&input), Duration::from_secs(90));
+    let log = p.daemon.all_logs();
+    assert!(p.daemon.is_running(), "the daemon exited\n{log}");
+    assert!(
+        log.contains("kafka send_offsets_to_transaction did not return within 12s"),
+        "{log}"
+    );
+    // the new producer goes on committing
+    let more = common::count_input(200, 20);
+    p.produce(&more);
+    let all: Vec<_> = input.iter().chain(&more).cloned().collect();
+    p.assert_exact(&common::expected_counts(&all), Duration::from_secs(60));
+    let status = p.daemon.terminate(Duration::from_secs(40));
+    assert!(status.success(), "{status}\n{}", p.daemon.all_logs());
+}

@@ -131,8 +131,9 @@ pub enum TxnFailure {
     Abortable,
     /// This producer is unusable, but no other instance took its transactional id over (a
     /// fatal error that is not fencing: INVALID_TXN_STATE from a coordinator that restarted
-    /// mid-abort). Nothing can be aborted with it: a new incarnation's producer settles the
-    /// transaction by rule 2, as after a commit of unknown outcome.
+    /// mid-abort; or a call of it that never returned was given up). Nothing can be aborted
+    /// with it: a new incarnation's producer settles the transaction by rule 2, as after a
+    /// commit of unknown outcome.
     Broken,
     /// The producer is fenced, or fatally misconfigured: the process must exit.
     Fatal,

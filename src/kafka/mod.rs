@@ -66,6 +66,21 @@ pub enum Error {
         op: &'static str,
         after: std::time::Duration,
     },
+    /// A transactional call did not return within its limit (librdkafka waits for a lost
+    /// group coordinator without one: `producer/bounded.rs`). The producer is given up to
+    /// the call's thread; a new one fences it.
+    #[error(
+        "kafka {op} did not return within {after:?}; its producer is given up (a new one fences it and aborts its transaction, never committed), and the pipeline restarts. {running} transactional call(s) of this process are still running"
+    )]
+    Stuck {
+        op: &'static str,
+        after: std::time::Duration,
+        /// Calls still running on their own threads, this one included.
+        running: usize,
+    },
+    /// A transactional call on a producer given up after a stuck call (`Stuck`): not made.
+    #[error("kafka {op} not called: the producer was given up after a call of it did not return")]
+    GivenUp { op: &'static str },
     /// The brokers refused this client's credentials or TLS handshake (a wrong password, an
     /// unknown CA): librdkafka retries such errors forever, so a call that times out while one
     /// is known is this error, not a timeout.
@@ -97,6 +112,9 @@ impl Error {
             ),
             // a failed delivery inside a transaction makes it abortable
             Self::Delivery(_) => TxnFailure::Abortable,
+            // too many producers given up in this process: a fresh process, not one more
+            Self::Stuck { running, .. } if *running > producer::MAX_STUCK => TxnFailure::Fatal,
+            Self::Stuck { .. } | Self::GivenUp { .. } => TxnFailure::Broken,
             Self::Client { source, .. } if fenced_or_fatal(source) => TxnFailure::Fatal,
             Self::Client { .. }
             | Self::NoGroupMetadata
@@ -194,6 +212,25 @@ mod tests {
             transaction_failure(Flags::default(), Code::Unknown),
             TxnFailure::Fatal
         );
+    }
+
+    #[test]
+    fn a_stuck_call_breaks_its_producer_until_too_many_are_stuck() {
+        let stuck = |running| Error::Stuck {
+            op: "send_offsets_to_transaction",
+            after: std::time::Duration::from_secs(62),
+            running,
+        };
+        assert_eq!(stuck(1).txn_failure(), TxnFailure::Broken);
+        assert_eq!(stuck(producer::MAX_STUCK).txn_failure(), TxnFailure::Broken);
+        assert_eq!(
+            stuck(producer::MAX_STUCK + 1).txn_failure(),
+            TxnFailure::Fatal
+        );
+        let given_up = Error::GivenUp {
+            op: "abort_transaction",
+        };
+        assert_eq!(given_up.txn_failure(), TxnFailure::Broken);
     }
 
     #[test]

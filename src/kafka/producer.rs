@@ -2,8 +2,8 @@
 //! Calls block (librdkafka's transaction API is synchronous); the pipeline thread owns it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
@@ -13,6 +13,10 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+mod bounded;
+
+pub use bounded::MAX_STUCK;
 
 use super::consumer::Consumer;
 use super::{Error, Result, client};
@@ -108,9 +112,17 @@ impl ProducerContext for DeliveryContext {
 }
 
 pub struct Producer {
-    inner: ThreadedProducer<DeliveryContext>,
+    /// Shared only with a call on a thread of its own (`bounded`), which keeps it if the call
+    /// is given up as stuck.
+    inner: Arc<ThreadedProducer<DeliveryContext>>,
     max_bytes: usize,
     timeout: Duration,
+    /// How long a call bounded by Flumen waits: the transaction timeout, within half of
+    /// `max.poll.interval.ms` (as a commit's retries), so the consumer stays in its group.
+    limit: Duration,
+    /// A call was given up as stuck: no other transactional call may be made (librdkafka
+    /// refuses one while another runs, or waits for it).
+    given_up: AtomicBool,
     /// Highest offset per partition written by a committed transaction of this producer.
     committed_max: BTreeMap<(String, i32), i64>,
 }
@@ -121,9 +133,13 @@ impl Producer {
             .create_with_context(DeliveryContext::default())
             .map_err(client("create producer"))?;
         Ok(Self {
-            inner,
+            inner: Arc::new(inner),
             max_bytes: super::client::max_message_bytes(kafka),
             timeout: kafka.transaction_timeout,
+            limit: kafka
+                .transaction_timeout
+                .min(super::client::max_poll_interval(kafka) / 2),
+            given_up: AtomicBool::new(false),
             committed_max: BTreeMap::new(),
         })
     }
@@ -145,6 +161,7 @@ impl Producer {
     }
 
     pub fn begin(&self) -> Result<()> {
+        self.usable("begin_transaction")?;
         let context = self.inner.context();
         if let Ok(mut d) = context.deliveries.lock() {
             context.generation.store(d.begin(), Ordering::Relaxed);
@@ -336,9 +353,32 @@ impl Producer {
             e.set_metadata(metadata);
         }
         let cgm = consumer.group_metadata()?;
-        self.inner
-            .send_offsets_to_transaction(&tpl, &cgm, self.timeout)
-            .map_err(client("send_offsets_to_transaction"))
+        self.usable("send_offsets_to_transaction")?;
+        let limit = self.limit;
+        let sent = bounded::call(
+            &self.inner,
+            "send_offsets_to_transaction",
+            limit,
+            move |p| {
+                // the stuck-call test holds the call here (`producer::send_offsets=sleep(ms)`),
+                // as librdkafka held it for a lost group coordinator
+                fail::fail_point!("producer::send_offsets");
+                p.send_offsets_to_transaction(&tpl, &cgm, limit)
+            },
+        );
+        if matches!(sent, Err(Error::Stuck { .. })) {
+            self.given_up.store(true, Ordering::Release);
+        }
+        sent
+    }
+
+    /// `Error::GivenUp` once a call of this producer was given up: its transactional state is
+    /// the stuck call's, and only a new producer's `init_transactions` ends it.
+    fn usable(&self, op: &'static str) -> Result<()> {
+        if self.given_up.load(Ordering::Acquire) {
+            return Err(Error::GivenUp { op });
+        }
+        Ok(())
     }
 
     pub fn commit(&mut self) -> Result<()> {
@@ -348,6 +388,7 @@ impl Producer {
     /// `commit_transaction`, waiting at most `timeout` (a timed-out commit's outcome is
     /// unknown: retriable).
     pub fn commit_within(&mut self, timeout: Duration) -> Result<()> {
+        self.usable("commit_transaction")?;
         self.inner
             .commit_transaction(timeout)
             .map_err(client("commit_transaction"))?;
@@ -371,6 +412,7 @@ impl Producer {
     }
 
     pub fn abort(&self) -> Result<()> {
+        self.usable("abort_transaction")?;
         self.inner
             .abort_transaction(self.timeout)
             .map_err(client("abort_transaction"))

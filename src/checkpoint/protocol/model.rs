@@ -41,7 +41,8 @@ enum Fault {
     UnknownAborted,
     /// Another incarnation fenced this producer.
     Fenced,
-    /// The producer broke (a fatal error that is not fencing) before the commit.
+    /// The producer broke (a fatal error that is not fencing) before the commit, or its
+    /// `send_offsets_to_transaction` never returned and it was given up (`kafka::Error::Stuck`).
     BrokenBeforeCommit,
     /// The producer broke at the commit; the broker had committed.
     BrokenCommitted,
