@@ -14,11 +14,10 @@ use rand::Rng;
 
 use common::Daemon;
 
-fn dead_letters(
-    bootstrap: &str,
-    topic: &str,
-    want: usize,
-) -> Vec<(String, HashMap<String, String>)> {
+/// A dead letter's value and headers.
+type DeadLetter = (String, HashMap<String, String>);
+
+fn dead_letters(bootstrap: &str, topic: &str, want: usize) -> Vec<DeadLetter> {
     common::dead_letters(bootstrap, topic, want)
         .into_iter()
         .map(|(v, h)| (String::from_utf8_lossy(&v).into_owned(), h))
@@ -176,6 +175,38 @@ operators = [
     assert_eq!(classes["operator"], 60, "{classes:?}");
 }
 
+/// A string source copied to a JSON sink (quotes escaped, so a value can double in size), bad
+/// records dead-lettered; one partition each, the sink created with `sink_settings`:
+/// (source, sink, dead-letter topic, config).
+fn quoting_pipeline(
+    bootstrap: &str,
+    prefix: &str,
+    kafka_extra: &str,
+    sink_settings: &[(&str, &str)],
+) -> (String, String, String, String) {
+    let name = common::rand_name(prefix);
+    let (source, sink, dlq) = (
+        format!("{name}-in"),
+        format!("{name}-out"),
+        format!("{name}-dlq"),
+    );
+    common::create_topic(bootstrap, &source, 1);
+    common::create_topic_with(bootstrap, &sink, 1, sink_settings);
+    common::create_topic(bootstrap, &dlq, 1);
+    let config = common::pipeline_config(
+        bootstrap,
+        &name,
+        (&source, &sink),
+        kafka_extra,
+        &format!("on_error = \"dead_letter\"\ndead_letter_topic = \"{dlq}\""),
+    )
+    .replace(
+        &format!("source = {{ topic = \"{source}\", format = \"json\" }}"),
+        &format!("source = {{ topic = \"{source}\", format = \"string\" }}"),
+    );
+    (source, sink, dlq, config)
+}
+
 /// A string source to a JSON sink: escaping makes a value of quotes twice as long, over
 /// `message.max.bytes`; those records are dead-lettered untouched, the rest copied, and
 /// nothing makes the transaction abort in a loop.
@@ -184,65 +215,106 @@ fn oversized_outputs_are_dead_lettered_before_producing() {
     let Some(bootstrap) = common::bootstrap() else {
         return;
     };
-    let name = common::rand_name("big");
-    let (source, sink, dlq) = (
-        format!("{name}-in"),
-        format!("{name}-out"),
-        format!("{name}-dlq"),
-    );
-    for t in [&source, &sink, &dlq] {
-        common::create_topic(&bootstrap, t, 1);
-    }
-    let config = common::pipeline_config(
+    let (source, sink, dlq, config) = quoting_pipeline(
         &bootstrap,
-        &name,
-        (&source, &sink),
+        "big",
         "[kafka.properties]\n\"message.max.bytes\" = \"3000\"\n",
-        &format!("on_error = \"dead_letter\"\ndead_letter_topic = \"{dlq}\""),
-    )
-    .replace(
-        &format!("source = {{ topic = \"{source}\", format = \"json\" }}"),
-        &format!("source = {{ topic = \"{source}\", format = \"string\" }}"),
+        &[],
     );
     let big = "\"".repeat(2_000);
-    let input: Vec<(Option<i32>, String, String)> = (0..60)
-        .map(|i| {
-            let v = if i % 10 == 3 {
-                big.clone()
-            } else {
-                format!("line {i}")
-            };
-            (Some(0), format!("k{i}"), v)
-        })
-        .collect();
-    common::produce_all(&bootstrap, &source, &input);
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::new(dir.path(), &config);
-    daemon.start();
-    let out = common::read_all(
-        &bootstrap,
-        &sink,
-        "read_committed",
-        54,
-        Duration::from_secs(60),
-    );
-    let letters = dead_letters(&bootstrap, &dlq, 6);
-    assert!(
-        daemon.terminate(Duration::from_secs(30)).success(),
-        "{}",
-        daemon.all_logs()
-    );
-    assert_eq!(out.len(), 54, "{}", daemon.all_logs());
+    let input = lines_and_quotes(60, 10, &big, "");
+    let (out, letters) = copy_quotes(&bootstrap, (&source, &sink, &dlq), &config, &input, 54);
     assert_eq!(letters.len(), 6);
     for (value, headers) in &letters {
         assert_eq!(value, &big);
         assert_eq!(headers["flumen.error.class"], "too_large");
     }
-    assert!(
-        !daemon.all_logs().contains("checkpoint aborted"),
-        "{}",
-        daemon.all_logs()
+    assert_eq!(out.len(), 54);
+}
+
+/// A sink topic whose `max.message.bytes` is below the client's (4,000 bytes against
+/// 1,000,000): an output over the topic's limit is dead-lettered before producing, and the
+/// producer's batches fit the topic, so the broker refuses nothing and no transaction aborts
+/// (the broker's limit is on a whole batch; a refused batch makes the transaction abortable,
+/// and the rewind meets the same batch again).
+#[test]
+fn outputs_over_the_sink_topic_s_own_limit_are_dead_lettered_and_batches_fit_it() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let (source, sink, dlq, config) = quoting_pipeline(
+        &bootstrap,
+        "topic-limit",
+        "",
+        &[("max.message.bytes", "4000")],
     );
+    // 3,000 B of quotes escape to 6,002 B of JSON: over the topic's limit, far under the
+    // client's; the others (about 300 B each) fill batches of many records, from a backlog
+    let big = "\"".repeat(3_000);
+    let input = lines_and_quotes(3_000, 500, &big, &"x".repeat(300));
+    let (out, letters) = copy_quotes(&bootstrap, (&source, &sink, &dlq), &config, &input, 2_994);
+    assert_eq!(letters.len(), 6);
+    for (value, headers) in &letters {
+        assert_eq!(value, &big);
+        assert_eq!(headers["flumen.error.class"], "too_large");
+        assert!(
+            headers["flumen.error.message"]
+                .contains(&format!("max.message.bytes of topic {sink:?} (4000)")),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(out.len(), 2_994);
+}
+
+/// `n` lines (`line {i} {pad}`), every `every`-th (from the 7th) `big` instead, one partition.
+fn lines_and_quotes(
+    n: usize,
+    every: usize,
+    big: &str,
+    pad: &str,
+) -> Vec<(Option<i32>, String, String)> {
+    (0..n)
+        .map(|i| {
+            let v = if i % every == 7 % every {
+                big.to_string()
+            } else {
+                format!("line {i} {pad}")
+            };
+            (Some(0), format!("k{i}"), v)
+        })
+        .collect()
+}
+
+/// Produces `input` as a backlog, runs the daemon until `want` outputs are committed, and
+/// returns them with the dead letters (6 awaited); the daemon must stop with exit 0 and no
+/// checkpoint may have aborted.
+fn copy_quotes(
+    bootstrap: &str,
+    (source, sink, dlq): (&str, &str, &str),
+    config: &str,
+    input: &[(Option<i32>, String, String)],
+    want: usize,
+) -> (Vec<common::Read>, Vec<DeadLetter>) {
+    common::produce_all(bootstrap, source, input);
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::new(dir.path(), config);
+    daemon.start();
+    let out = common::read_all(
+        bootstrap,
+        sink,
+        "read_committed",
+        want,
+        Duration::from_secs(90),
+    );
+    let letters = dead_letters(bootstrap, dlq, 6);
+    let logs = daemon.all_logs();
+    assert!(
+        daemon.terminate(Duration::from_secs(30)).success(),
+        "{logs}"
+    );
+    assert_eq!(out.len(), want, "{logs}");
+    assert!(!logs.contains("checkpoint aborted"), "{logs}");
+    (out, letters)
 }
 
 /// `on_error = "skip"`: bad records are counted and passed over, the rest processed.

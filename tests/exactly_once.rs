@@ -174,3 +174,56 @@ fn a_send_offsets_that_never_returns_restarts_the_pipeline_not_the_daemon() {
     let status = p.daemon.terminate(Duration::from_secs(40));
     assert!(status.success(), "{status}\n{}", p.daemon.all_logs());
 }
+
+/// Clock skew between this host and the broker: Flumen stamps each output with this host's
+/// clock, and the broker refuses a record whose timestamp is further from its own clock than
+/// the topic allows (`message.timestamp.after.max.ms`, one hour ahead by default in Kafka 4;
+/// `message.timestamp.before.max.ms`, unlimited behind by default). Refused records made every
+/// transaction abortable, and the rewind met them again (CHAOS.md, defect 18): the daemon must
+/// stop instead, saying why, having committed nothing; once the skew is gone it resumes
+/// exactly. The skew is made on the broker's side, by a sink topic that takes records at most
+/// 1 ms older than its clock (libfaketime, which would move the daemon's clock, hung the
+/// daemon at start on this machine).
+#[test]
+fn records_the_broker_refuses_for_their_timestamps_stop_the_daemon_naming_the_clock() {
+    let Some(mut cp) = common::CountPipeline::new("clock-skew", 2, "rocksdb", "300ms") else {
+        return;
+    };
+    // the sink, made again: it refuses a record stamped more than 1 ms before the broker's clock
+    let sink = format!("{}-skewed", cp.sink);
+    common::create_topic_with(
+        &cp.bootstrap,
+        &sink,
+        2,
+        &[("message.timestamp.before.max.ms", "1")],
+    );
+    let sink_line = format!("sink = {{ topic = \"{}\"", cp.sink);
+    let skewed_line = format!("sink = {{ topic = \"{sink}\"");
+    cp.rewrite_config("rocksdb", "300ms", |t| t.replace(&sink_line, &skewed_line));
+    let input = common::count_input(300, 20);
+    cp.produce(&input);
+    cp.daemon.start();
+    let status = cp.daemon.wait(Duration::from_secs(90));
+    let log = cp.daemon.last_log();
+    let status = status.unwrap_or_else(|| panic!("the daemon did not stop\n{log}"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("the broker refused records produced to")
+            && log.contains("message.timestamp.after.max.ms"),
+        "{log}"
+    );
+    // nothing of the refused transactions is visible
+    let out = common::read_all(
+        &cp.bootstrap,
+        &sink,
+        "read_committed",
+        0,
+        Duration::from_secs(5),
+    );
+    assert!(out.is_empty(), "{} outputs\n{log}", out.len());
+    // the skew gone (the daemon back on its first sink), the run resumes: every record once
+    cp.rewrite_config("rocksdb", "300ms", |t| t);
+    cp.daemon.start();
+    cp.assert_exact(&common::expected_counts(&input), Duration::from_secs(60));
+    assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
+}

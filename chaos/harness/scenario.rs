@@ -171,8 +171,11 @@ impl<'a> Ctx<'a> {
 /// without one, the last line that says ERROR or fatal (rust-rdkafka's consumer logs an ERROR
 /// of its own when dropped after a fence, before Flumen's line; it is not the cause).
 fn exit_cause(log: &str) -> &str {
+    // the daemon prints each failed pipeline's `error:` line as it fails; the first failure
+    // stopped the others, whose lines follow (a pipeline restarting then names its last error)
+    let first_error = log.lines().find(|l| l.starts_with("error:"));
     let last = |f: &dyn Fn(&str) -> bool| log.lines().rev().find(|l| f(l));
-    last(&|l| l.starts_with("error:"))
+    first_error
         .or_else(|| last(&|l| l.contains("fatal") || l.contains("ERROR")))
         .unwrap_or_default()
         .trim()
@@ -193,6 +196,7 @@ pub fn run(
         &bed.brokers.direct,
         &names.topics(),
         &names.source,
+        &[names.sink(Kind::Count), names.sink(Kind::Sum)],
         bed.replication,
     )?;
     let dir = bed.work.join(&names.prefix).join("a");
@@ -411,6 +415,11 @@ mod tests {
             exit_cause(log),
             "error: pipeline count: fenced by a newer instance"
         );
+        // the cluster run 162837Z: the first failure stopped the others, which printed theirs
+        let log = "error: pipeline count: FencedInstanceId
+                   error: pipeline window: send_offsets_to_transaction did not return
+";
+        assert_eq!(exit_cause(log), "error: pipeline count: FencedInstanceId");
         let log = "INFO ok\n  ERROR rdkafka::consumer: Failed to close\nINFO bye\n";
         assert_eq!(exit_cause(log), "ERROR rdkafka::consumer: Failed to close");
         assert_eq!(exit_cause("INFO ok\n"), "");

@@ -18,10 +18,22 @@ use crate::verify::FLUSH_USER;
 
 pub const PARTITIONS: i32 = 4;
 
-/// Creates `topics` with `PARTITIONS` partitions and `replication` replicas.
-/// Creates `topics`; `stamped`'s records carry the time the broker appended them (the verifier
-/// tells by it whether a late record was late by the config's terms: `late.rs`).
-pub fn create(bootstrap: &str, topics: &[String], stamped: &str, replication: i32) -> Result<()> {
+/// The `max.message.bytes` of the topics created `limited`: far below the client's
+/// 1,000,000, so an output between the two (the oversized pill's) must be caught by Flumen
+/// before it is produced, and its batches must fit.
+pub const LIMITED_TOPIC_BYTES: usize = 10_000;
+
+/// Creates `topics` with `PARTITIONS` partitions and `replication` replicas; `stamped`'s
+/// records carry the time the broker appended them (the verifier tells by it whether a late
+/// record was late by the config's terms: `late.rs`); `limited` ones take records of at most
+/// [`LIMITED_TOPIC_BYTES`].
+pub fn create(
+    bootstrap: &str,
+    topics: &[String],
+    stamped: &str,
+    limited: &[String],
+    replication: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
@@ -34,6 +46,8 @@ pub fn create(bootstrap: &str, topics: &[String], stamped: &str, replication: i3
             let new = NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(replication));
             if t == stamped {
                 new.set("message.timestamp.type", "LogAppendTime")
+            } else if limited.contains(t) {
+                new.set("max.message.bytes", LIMITED_OUTPUT)
             } else {
                 new
             }
@@ -48,8 +62,12 @@ pub fn create(bootstrap: &str, topics: &[String], stamped: &str, replication: i3
     Ok(())
 }
 
+/// [`LIMITED_TOPIC_BYTES`] as a topic setting.
+const LIMITED_OUTPUT: &str = "10000";
+
 /// The kinds of bad record in the input (`pill-<id>` keys), each a bad record to every
-/// pipeline; a null value and a record only the sum rejects (`pill`) are the others.
+/// pipeline; a null value, a record only the sum rejects and an oversized one (`pill`) are
+/// the others.
 const PILLS: [&[u8]; 6] = [
     b"{\"user\":",                    // truncated JSON
     b"\xff\xfe not utf-8",            // invalid UTF-8
@@ -59,13 +77,26 @@ const PILLS: [&[u8]; 6] = [
     b"",                              // empty (null is below)
 ];
 
-/// Bad record number `kind` (0..=7): `PILLS`, a null value, or a string where the sum adds
-/// numbers (a good record to the count and the window, in event time now).
-fn pill(kind: usize) -> Option<Vec<u8>> {
+/// Bad record number `kind` (0..=8) with input id `id`, as (key, value): `PILLS`, a null
+/// value, a string where the sum adds numbers (a good record to the count and the window, in
+/// event time now), or a user so long that the count's and the sum's outputs exceed their
+/// sinks' `max.message.bytes` (a good record to the window, whose sink takes it). That one
+/// is keyed by its user, so that its dead letter has the same key before the count's
+/// repartition hop and after it.
+fn pill(kind: usize, id: u64) -> (String, Option<Vec<u8>>) {
+    let key = format!("pill-{id}");
     match PILLS.get(kind) {
-        Some(v) => Some(v.to_vec()),
-        None if kind == PILLS.len() => None,
-        None => Some(format!(r#"{{"user":"u0","id":"x","ts":{}}}"#, now_ms()).into_bytes()),
+        Some(v) => (key, Some(v.to_vec())),
+        None if kind == PILLS.len() => (key, None),
+        None if kind == PILLS.len() + 1 => {
+            let v = format!(r#"{{"user":"u0","id":"x","ts":{}}}"#, now_ms());
+            (key, Some(v.into_bytes()))
+        }
+        None => {
+            let user = format!("{key}-{}", "x".repeat(LIMITED_TOPIC_BYTES * 6 / 10));
+            let v = format!(r#"{{"user":"{user}","id":{id},"ts":{}}}"#, now_ms());
+            (user, Some(v.into_bytes()))
+        }
     }
 }
 
@@ -227,8 +258,7 @@ impl Feeder {
                 while (id as f64) < due {
                     id += 1;
                     let (key, value) = if rng.random_range(0..100) < load.pill_percent {
-                        let kind = rng.random_range(0..=PILLS.len() + 1);
-                        (format!("pill-{id}"), pill(kind))
+                        pill(rng.random_range(0..=PILLS.len() + 2), id)
                     } else {
                         let user = format!("u{}", rng.random_range(0..load.users));
                         let v = format!(r#"{{"user":"{user}","id":{id},"ts":{}}}"#, now_ms());

@@ -66,9 +66,15 @@ pub struct Good {
     pub ts: i64,
 }
 
+/// A user this long makes the count's and the sum's outputs (key and value each carry it)
+/// larger than their sinks take (`topics::LIMITED_TOPIC_BYTES`); the oversized pill's is
+/// longer, every other user far shorter.
+const OVERSIZED_USER: usize = crate::topics::LIMITED_TOPIC_BYTES / 2;
+
 /// How `kind` takes `value`: `Some` when Flumen processes it, `None` when it is a bad record
 /// (dead-lettered). Mirrors the operators: key_by needs an object with a string, number or
-/// boolean `user`; sum needs a numeric `id`; the window needs an integer `ts`.
+/// boolean `user`; sum needs a numeric `id`; the window needs an integer `ts`; the count's and
+/// the sum's outputs must fit their sinks.
 pub fn classify(kind: Kind, value: Option<&[u8]>) -> Option<Good> {
     let v: Value = serde_json::from_slice(value?).ok()?;
     let o = v.as_object()?;
@@ -80,6 +86,9 @@ pub fn classify(kind: Kind, value: Option<&[u8]>) -> Option<Good> {
     };
     let id = o.get("id").and_then(Value::as_f64);
     let ts = o.get("ts").and_then(Value::as_i64);
+    if kind != Kind::Window && user.len() > OVERSIZED_USER {
+        return None;
+    }
     match kind {
         Kind::Count => Some(Good {
             user,
@@ -489,5 +498,26 @@ mod tests {
         assert_eq!(v.duplicated, 1);
         assert!(check(&r, &exact[1..], &dlq, Some(&late(2.0, 0))).ok());
         assert_eq!(check(&r, &partial, &dlq, Some(&late(1.0, 1))).lost, 1);
+    }
+
+    #[test]
+    fn an_oversized_user_is_a_dead_letter_of_the_count_and_the_sum_and_counted_by_the_window() {
+        let user = format!("pill-9-{}", "x".repeat(OVERSIZED_USER));
+        let big = rec(
+            0,
+            0,
+            &user,
+            &format!(r#"{{"user":"{user}","id":9,"ts":1000}}"#),
+        );
+        for kind in [Kind::Count, Kind::Sum] {
+            let r = reference(kind, std::slice::from_ref(&big));
+            assert_eq!((r.good, r.bad.clone()), (0, vec![user.as_bytes().to_vec()]));
+        }
+        let r = reference(Kind::Window, &[big]);
+        assert_eq!((r.good, r.bad.len()), (1, 0));
+        // a user at the limit is still good
+        let fits = "u".repeat(OVERSIZED_USER);
+        let v = format!(r#"{{"user":"{fits}","id":1,"ts":1}}"#);
+        assert!(classify(Kind::Count, Some(v.as_bytes())).is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! Topic administration: partition counts, the internal repartition topic (kept forever, its
 //! consumed records deleted by Flumen), broker settings.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{
@@ -225,6 +226,48 @@ impl Admin {
             expected: partitions,
             actual: self.partition_count(topic)?,
         })
+    }
+
+    /// Each of `topics`' `max.message.bytes`; a topic that does not exist yet gets the
+    /// broker's `message.max.bytes`, the default it will be created with. A topic whose
+    /// setting cannot be read is left out (the client's limit applies to it).
+    pub fn max_message_bytes(&self, topics: &[String]) -> Result<BTreeMap<String, usize>> {
+        let specs: Vec<ResourceSpecifier<'_>> =
+            topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.admin.describe_configs(&specs, &opts))
+            .map_err(client("describe topic configs"))?;
+        let mut limits = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (topic, r) in topics.iter().zip(results) {
+            let value = match r {
+                Ok(resource) => resource
+                    .get("max.message.bytes")
+                    .and_then(|e| e.value.as_deref()?.parse().ok()),
+                Err(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                    missing.push(topic);
+                    None
+                }
+                Err(_) => None,
+            };
+            if let Some(v) = value {
+                limits.insert(topic.clone(), v);
+            }
+        }
+        if !missing.is_empty()
+            && let Some(v) = self
+                .broker_config("message.max.bytes")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+        {
+            for t in missing {
+                limits.insert(t.clone(), v);
+            }
+        }
+        Ok(limits)
     }
 
     /// A broker setting (of the first broker in the metadata), `None` if not reported.

@@ -33,10 +33,24 @@ pub enum Error {
         expected: i32,
         actual: i32,
     },
-    #[error("record of {size} bytes exceeds message.max.bytes ({max})")]
-    TooLarge { size: usize, max: usize },
+    #[error("record of {size} bytes exceeds {} ({max})", whose_limit(.topic.as_deref()))]
+    TooLarge {
+        size: usize,
+        max: usize,
+        /// The topic whose `max.message.bytes` it is; `None`: the client's `message.max.bytes`.
+        topic: Option<String>,
+    },
     #[error("a produced record was not delivered: {0}")]
     Delivery(String),
+    /// The broker refused a record for what it is: retried, it would be refused again.
+    #[error(
+        "the broker refused records produced to {topic} [{partition}] ({message}). A topic refuses a record whose timestamp is further from the broker's clock than its message.timestamp.after.max.ms (one hour ahead by default) or message.timestamp.before.max.ms allow, and Flumen stamps its outputs with this host's clock: check it against the broker's (NTP). A compacted topic refuses a record without a key. Nothing of the transaction was committed; the daemon stops, since retrying would meet the same records"
+    )]
+    Refused {
+        topic: String,
+        partition: i32,
+        message: String,
+    },
     #[error("the consumer group metadata is not available (the consumer has not joined)")]
     NoGroupMetadata,
     /// The group's committed offsets could not be read as stable (read_committed) in time.
@@ -90,6 +104,14 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Whose limit a too-large record exceeds, for its error.
+fn whose_limit(topic: Option<&str>) -> String {
+    topic.map_or_else(
+        || "message.max.bytes".to_string(),
+        |t| format!("max.message.bytes of topic {t:?}"),
+    )
+}
+
 pub(crate) fn client(op: &'static str) -> impl FnOnce(KafkaError) -> Error {
     move |source| Error::Client { op, source }
 }
@@ -112,6 +134,8 @@ impl Error {
             ),
             // a failed delivery inside a transaction makes it abortable
             Self::Delivery(_) => TxnFailure::Abortable,
+            // the same records would be refused again after the rewind
+            Self::Refused { .. } => TxnFailure::Fatal,
             // too many producers given up in this process: a fresh process, not one more
             Self::Stuck { running, .. } if *running > producer::MAX_STUCK => TxnFailure::Fatal,
             Self::Stuck { .. } | Self::GivenUp { .. } => TxnFailure::Broken,

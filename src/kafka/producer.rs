@@ -2,21 +2,22 @@
 //! Calls block (librdkafka's transaction API is synchronous); the pipeline thread owns it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 mod bounded;
+mod deliveries;
+mod limits;
 
 pub use bounded::MAX_STUCK;
+pub use deliveries::DeliveryContext;
+pub use limits::Limits;
 
 use super::consumer::Consumer;
 use super::{Error, Result, client};
@@ -27,95 +28,11 @@ use crate::position::{NextOffset, Partition};
 /// librdkafka counts them against `message.max.bytes`), rounded up.
 const RECORD_OVERHEAD: usize = 100;
 
-/// The delivery reports of the open transaction: the first failure (inside a transaction it
-/// makes the commit fail, and knowing it before the commit lets the pipeline abort at once),
-/// and the highest offset delivered per partition, which becomes "committed" with it.
-///
-/// Every record carries the generation of the transaction it was sent in, and a report of an
-/// earlier generation is ignored: an aborted transaction's purged records may report after the
-/// next `begin`, and must not fail (or count towards) a transaction they were never part of.
-#[derive(Debug, Default)]
-pub(super) struct Deliveries {
-    generation: usize,
-    failed: Option<String>,
-    in_txn: BTreeMap<(String, i32), i64>,
-}
-
-impl Deliveries {
-    /// A new transaction: forgets the last one's reports; returns its generation.
-    pub(super) fn begin(&mut self) -> usize {
-        self.generation = self.generation.wrapping_add(1);
-        self.failed = None;
-        self.in_txn.clear();
-        self.generation
-    }
-
-    /// One delivery report of a record sent in `generation`: where it landed, or why not.
-    pub(super) fn report(
-        &mut self,
-        generation: usize,
-        outcome: std::result::Result<(&str, i32, i64), String>,
-    ) {
-        if generation != self.generation {
-            return;
-        }
-        match outcome {
-            Ok((topic, partition, offset)) => {
-                let slot = self
-                    .in_txn
-                    .entry((topic.to_string(), partition))
-                    .or_insert(-1);
-                *slot = (*slot).max(offset);
-            }
-            Err(e) => {
-                self.failed.get_or_insert(e);
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-pub struct DeliveryContext {
-    deliveries: Mutex<Deliveries>,
-    /// The open transaction's generation, stamped on every record sent (read per record
-    /// without the lock).
-    generation: AtomicUsize,
-    /// The last authentication or TLS failure librdkafka reported (it retries them forever).
-    refused: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(error = %error, reason, "librdkafka error");
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
-        ) && let Ok(mut r) = self.refused.lock()
-        {
-            *r = Some(reason.to_string());
-        }
-    }
-}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
-        let outcome = match result {
-            Ok(m) => Ok((m.topic(), m.partition(), m.offset())),
-            Err((e, _)) => Err(e.to_string()),
-        };
-        if let Ok(mut d) = self.deliveries.lock() {
-            d.report(generation, outcome);
-        }
-    }
-}
-
 pub struct Producer {
     /// Shared only with a call on a thread of its own (`bounded`), which keeps it if the call
     /// is given up as stuck.
     inner: Arc<ThreadedProducer<DeliveryContext>>,
-    max_bytes: usize,
+    limits: Limits,
     timeout: Duration,
     /// How long a call bounded by Flumen waits: the transaction timeout, within half of
     /// `max.poll.interval.ms` (as a commit's retries), so the consumer stays in its group.
@@ -128,13 +45,28 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub fn new(kafka: &KafkaConfig, transactional_id: &str) -> Result<Self> {
-        let inner = super::client::producer(kafka, transactional_id)
+    /// A producer for records within `limits`; its batches fit every topic's limit.
+    pub fn new(kafka: &KafkaConfig, transactional_id: &str, limits: Limits) -> Result<Self> {
+        let mut config = super::client::producer(kafka, transactional_id);
+        let configured = kafka
+            .properties
+            .iter()
+            .find(|(k, _)| k == "batch.size")
+            .and_then(|(_, v)| v.parse().ok());
+        if let Some(size) = limits.batch_size(configured) {
+            tracing::info!(
+                transactional_id,
+                batch_size = size,
+                "batches kept under the smallest max.message.bytes of the topics written"
+            );
+            config.set("batch.size", size.to_string());
+        }
+        let inner = config
             .create_with_context(DeliveryContext::default())
             .map_err(client("create producer"))?;
         Ok(Self {
             inner: Arc::new(inner),
-            max_bytes: super::client::max_message_bytes(kafka),
+            limits,
             timeout: kafka.transaction_timeout,
             limit: kafka
                 .transaction_timeout
@@ -181,20 +113,29 @@ impl Producer {
         self.send_to(topic, None, key, value)
     }
 
-    /// Refuses a record over `message.max.bytes` before it is produced. Key + value is a lower
-    /// bound of the record's size; the check keeps an oversized record from failing inside the
+    /// Refuses a record for `topic` over the smaller of the client's `message.max.bytes` and
+    /// the topic's `max.message.bytes` before it is produced. Key + value is a lower bound of
+    /// the record's size; the check keeps an oversized record from failing inside the
     /// transaction (which would make it abortable, again and again).
-    pub fn check_size(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
-        self.check_size_with(key, value, 0)
+    pub fn check_size(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.check_size_with(topic, key, value, 0)
     }
 
     /// [`Producer::check_size`] with `headers` bytes of headers (name and value lengths).
-    pub fn check_size_with(&self, key: Option<&[u8]>, value: &[u8], headers: usize) -> Result<()> {
+    pub fn check_size_with(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: usize,
+    ) -> Result<()> {
         let size = value.len() + key.map_or(0, <[u8]>::len) + headers + RECORD_OVERHEAD;
-        if size > self.max_bytes {
+        let limit = self.limits.of(topic);
+        if size > limit.max {
             return Err(Error::TooLarge {
                 size,
-                max: self.max_bytes,
+                max: limit.max,
+                topic: limit.topic.map(str::to_string),
             });
         }
         Ok(())
@@ -209,7 +150,7 @@ impl Producer {
         headers: &[(&str, &[u8])],
     ) -> Result<()> {
         let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
-        self.check_size_with(key, value.unwrap_or_default(), header_bytes)?;
+        self.check_size_with(topic, key, value.unwrap_or_default(), header_bytes)?;
         let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
             owned = owned.insert(rdkafka::message::Header {
@@ -239,7 +180,7 @@ impl Producer {
         headers: &[(&str, &[u8])],
     ) -> Result<()> {
         let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
-        self.check_size_with(key, value, header_bytes)?;
+        self.check_size_with(topic, key, value, header_bytes)?;
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, self.generation()).payload(value);
         if !headers.is_empty() {
@@ -269,7 +210,7 @@ impl Producer {
         key: Option<&[u8]>,
         value: &[u8],
     ) -> Result<()> {
-        self.check_size(key, value)?;
+        self.check_size(topic, key, value)?;
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, self.generation()).payload(value);
         if let Some(k) = key {
@@ -297,7 +238,8 @@ impl Producer {
                     let size = r.payload.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len);
                     return Err(Error::TooLarge {
                         size,
-                        max: self.max_bytes,
+                        max: self.limits.client_max(),
+                        topic: None,
                     });
                 }
                 Err((e, _)) => {
@@ -334,7 +276,18 @@ impl Producer {
             .lock()
             .ok()
             .and_then(|d| d.failed.clone());
-        failed.map_or(Ok(()), |e| Err(Error::Delivery(e)))
+        match failed {
+            None => Ok(()),
+            Some(deliveries::Undelivered {
+                message,
+                refused_at: Some((topic, partition)),
+            }) => Err(Error::Refused {
+                topic,
+                partition,
+                message,
+            }),
+            Some(f) => Err(Error::Delivery(f.message)),
+        }
     }
 
     /// Adds the consumer group's offsets to the open transaction, each with `metadata` (the
@@ -401,6 +354,11 @@ impl Producer {
         Ok(())
     }
 
+    /// The limits records are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Highest offset per partition of `topic` that a committed transaction of this producer
     /// wrote (partitions it never wrote are absent).
     pub fn committed_max(&self, topic: &str) -> BTreeMap<i32, i64> {
@@ -416,33 +374,5 @@ impl Producer {
         self.inner
             .abort_transaction(self.timeout)
             .map_err(client("abort_transaction"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Deliveries;
-
-    #[test]
-    fn a_late_report_of_an_aborted_transaction_does_not_poison_the_next() {
-        let mut d = Deliveries::default();
-        let first = d.begin();
-        d.report(first, Ok(("out", 0, 7)));
-        // aborted; its purged records report only after the next begin
-        let second = d.begin();
-        d.report(first, Err("Local: Purged in queue".into()));
-        d.report(first, Ok(("out", 1, 99)));
-        assert_eq!(d.failed, None);
-        assert!(d.in_txn.is_empty(), "{:?}", d.in_txn);
-        d.report(second, Ok(("out", 0, 8)));
-        d.report(second, Err("Broker: Message too large".into()));
-        d.report(second, Err("a later failure".into()));
-        assert_eq!(d.failed.as_deref(), Some("Broker: Message too large"));
-        assert_eq!(d.in_txn.get(&("out".to_string(), 0)), Some(&8));
-        // the next transaction starts clean
-        let third = d.begin();
-        assert_ne!(third, second);
-        assert_eq!(d.failed, None);
-        assert!(d.in_txn.is_empty());
     }
 }

@@ -126,13 +126,24 @@ impl Txn {
     }
 
     /// Whether a record fits the producer's limit (checked before any effect of its input).
-    pub fn check_size(&self, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
-        self.producer.check_size(key, value)
+    pub fn check_size(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.producer.check_size(topic, key, value)
     }
 
     /// [`Self::check_size`] with `headers` bytes of headers.
-    pub fn check_size_with(&self, key: Option<&[u8]>, value: &[u8], headers: usize) -> Result<()> {
-        self.producer.check_size_with(key, value, headers)
+    pub fn check_size_with(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: usize,
+    ) -> Result<()> {
+        self.producer.check_size_with(topic, key, value, headers)
+    }
+
+    /// The limits the producer checks records against (for a producer made anew).
+    pub fn limits(&self) -> &crate::kafka::producer::Limits {
+        self.producer.limits()
     }
 
     /// Waits until every record sent is acknowledged (or one failed).

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::checkpoint::catalog::Catalog;
 use crate::kafka::admin::Admin;
-use crate::kafka::producer::Producer;
+use crate::kafka::producer::{Limits, Producer};
 use crate::pipeline::{Inputs, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -174,7 +174,12 @@ pub fn hanging_transactions(inputs: &Inputs<'_>, abort: bool) -> Result<Finding>
     crate::tools::reset::ensure_stopped(inputs)?;
     let mut ids = Vec::new();
     for thread in p.threads() {
-        Producer::new(&inputs.config.kafka, &thread.transactional_id)?.init()?;
+        Producer::new(
+            &inputs.config.kafka,
+            &thread.transactional_id,
+            Limits::client(&inputs.config.kafka),
+        )?
+        .init()?;
         ids.push(thread.transactional_id);
     }
     Ok(finding(

@@ -15,7 +15,7 @@ pub mod plan;
 use self::plan::{PartitionView, PlanRow, Scenario, StateAction};
 use crate::checkpoint::CheckpointId;
 use crate::kafka::consumer::Consumer;
-use crate::kafka::producer::Producer;
+use crate::kafka::producer::{Limits, Producer};
 use crate::pipeline::topology::Shape;
 use crate::position::{NextOffset, Partition};
 
@@ -235,7 +235,12 @@ pub fn execute(inputs: &Inputs<'_>, plan: &Plan) -> Result<Option<CheckpointId>>
         tracing::info!(group = %plan.group, partitions = offsets.len(), dropped = dropped.len(), checkpoint = %id, "offsets reset");
         return Ok(Some(id));
     }
-    let producer = Producer::new(&inputs.config.kafka, &pipeline.transactional_id)?;
+    // offsets only: no record
+    let producer = Producer::new(
+        &inputs.config.kafka,
+        &pipeline.transactional_id,
+        Limits::client(&inputs.config.kafka),
+    )?;
     // fences a zombie of the daemon and settles its open transaction
     producer.init()?;
     let mut txn = crate::pipeline::txn::Txn::new(producer);

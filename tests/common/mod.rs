@@ -88,8 +88,16 @@ pub fn create_topics<const N: usize>(
 }
 
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]);
+}
+
+/// [`create_topic`] with topic settings (`("max.message.bytes", "4000")`).
+pub fn create_topic_with(bootstrap: &str, topic: &str, partitions: i32, settings: &[(&str, &str)]) {
     let (admin, rt) = admin(bootstrap);
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in settings {
+        new = new.set(k, v);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     let results = rt
         .block_on(admin.create_topics([&new], &opts))

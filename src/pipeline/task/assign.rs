@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{Runner, Task};
 use crate::checkpoint::GroupCommit;
 use crate::checkpoint::protocol::{self, Action, Phase, Restore};
-use crate::kafka::producer::Producer;
+use crate::kafka::producer::{Limits, Producer};
 use crate::pipeline::topology::Role;
 use crate::pipeline::{Error, Result};
 use crate::position::{NextOffset, Partition};
@@ -27,7 +27,11 @@ impl Runner<'_> {
             // have registered its producer at start before it joined, and been fenced in
             // between: registering again now, as a member, is safe from that (a pipeline that
             // only this writer ever ran has no such peer, and saves the second registration)
-            let producer = Producer::new(&self.config.kafka, &self.pipeline.transactional_id)?;
+            let producer = Producer::new(
+                &self.config.kafka,
+                &self.pipeline.transactional_id,
+                self.txn.limits().clone(),
+            )?;
             producer.init()?;
             self.txn = crate::pipeline::txn::Txn::counted(producer, self.metrics.outputs());
             self.registered_as_member = true;
@@ -72,7 +76,12 @@ impl Runner<'_> {
         }
         let members = self.consumer.member_instances(&self.pipeline.group_id)?;
         for writer in recent.iter().filter(|w| !members.contains(w)) {
-            Producer::new(&self.config.kafka, writer)?.init()?;
+            Producer::new(
+                &self.config.kafka,
+                writer,
+                Limits::client(&self.config.kafka),
+            )?
+            .init()?;
             tracing::info!(pipeline = %self.pipeline.name, transactional_id = %writer,
                 "fenced the transactional id of a writer that left the group");
         }

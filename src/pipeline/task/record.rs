@@ -186,9 +186,9 @@ impl Runner<'_> {
         r: &consumer::Message,
         w: &crate::config::Window,
     ) -> Result<()> {
-        if w.late_topic.is_none() {
+        let Some(late_topic) = &w.late_topic else {
             return Ok(());
-        }
+        };
         let headers =
             "flumen.pipelineflumen.source.topicflumen.source.partitionflumen.source.offset".len()
                 + self.pipeline.name.len()
@@ -196,7 +196,7 @@ impl Runner<'_> {
                 + 30
                 + 40;
         self.txn
-            .check_size_with(r.key(), r.value().unwrap_or_default(), headers)
+            .check_size_with(late_topic, r.key(), r.value().unwrap_or_default(), headers)
             .map_err(|e| Self::record_error(r, "produce", e.to_string()))
     }
 
@@ -352,8 +352,12 @@ impl Runner<'_> {
                 + wm.len()
                 + 20
         });
+        let topic = self
+            .topology
+            .repartition_topic()
+            .ok_or_else(no_repartition_topic)?;
         self.txn
-            .check_size_with(rec.key.as_deref(), &bytes, headers)
+            .check_size_with(topic, rec.key.as_deref(), &bytes, headers)
             .map_err(|e| err("produce", e.to_string()))?;
         Ok(Out {
             dest: Dest::Repartition,
@@ -368,7 +372,7 @@ impl Runner<'_> {
         let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
             .map_err(|e| Self::record_error(r, "encode", e.to_string()))?;
         self.txn
-            .check_size(out.key.as_deref(), &bytes)
+            .check_size(&self.pipeline.sink.topic, out.key.as_deref(), &bytes)
             .map_err(|e| Self::record_error(r, "produce", e.to_string()))?;
         Ok(Out {
             dest: Dest::Sink,

@@ -14,7 +14,7 @@ use crate::codec::avro::Registry;
 use crate::kafka::admin::Admin;
 use crate::kafka::consumer::Consumer;
 use crate::kafka::control;
-use crate::kafka::producer::Producer;
+use crate::kafka::producer::{Limits, Producer};
 use crate::pipeline::keyed::Keyed;
 use crate::pipeline::topology::Topology;
 use crate::pipeline::txn::Txn;
@@ -84,14 +84,23 @@ impl<'a> Runner<'a> {
     ) -> Result<(Self, bool)> {
         let (config, pipeline, env) = (inputs.config, inputs.pipeline, inputs.env);
         let static_member = incarnation == Incarnation::Member;
-        let producer = Producer::new(&config.kafka, &pipeline.transactional_id)?;
+        let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
+        // topics' own limits where they can be read (a user without DescribeConfigs, a
+        // broker slow to answer: the client's limit alone, as before they were read)
+        let topic_limits = admin
+            .max_message_bytes(&written_topics(pipeline))
+            .unwrap_or_else(|e| {
+                tracing::warn!(pipeline = %pipeline.name, error = %crate::pipeline::chain(&e), "cannot read the max.message.bytes of the topics written; records are checked against the client's message.max.bytes only");
+                BTreeMap::new()
+            });
+        let limits = Limits::with_topics(&config.kafka, topic_limits);
+        let producer = Producer::new(&config.kafka, &pipeline.transactional_id, limits)?;
         if incarnation != Incarnation::Observer {
             producer.init()?;
             if pipeline.thread == 0 {
                 fence_removed_threads(inputs)?;
             }
         }
-        let admin = Admin::new(&config.kafka, inputs.runtime.clone())?;
         let partitions = Self::check_topics(inputs, restore, &admin)?;
         // every thread of the daemon hears the pipeline's control topic (`task/cut.rs`)
         let control = if static_member {
@@ -280,9 +289,24 @@ fn fence_removed_threads(inputs: &Inputs<'_>) -> Result<()> {
             .and_then(|k| k.parse::<u32>().ok())
             .is_some_and(|k| k >= pipeline.parallelism);
         if removed {
-            Producer::new(&config.kafka, &writer)?.init()?;
+            Producer::new(&config.kafka, &writer, Limits::client(&config.kafka))?.init()?;
             tracing::info!(pipeline = %pipeline.name, transactional_id = %writer, "fenced the transactional id of a removed thread");
         }
     }
     Ok(())
+}
+
+/// The topics the pipeline writes records to: its sink, dead-letter, late and repartition
+/// topics (whose limits its producer keeps to, `kafka::producer::Limits`).
+fn written_topics(pipeline: &crate::config::PipelineConfig) -> Vec<String> {
+    let late = pipeline
+        .plan
+        .aggregate
+        .as_ref()
+        .and_then(|a| a.window.as_ref()?.late_topic.clone());
+    let mut topics = vec![pipeline.sink.topic.clone()];
+    topics.extend(pipeline.dead_letter_topic.clone());
+    topics.extend(late);
+    topics.extend(pipeline.repartition_topic());
+    topics
 }

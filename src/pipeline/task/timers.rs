@@ -165,7 +165,7 @@ impl Runner<'_> {
                     let bytes = codec::encode(pipeline.sink.format, &out.value, &self.schemas)
                         .map_err(|e| fail(e.to_string()))?;
                     self.txn
-                        .check_size(out.key.as_deref(), &bytes)
+                        .check_size(&pipeline.sink.topic, out.key.as_deref(), &bytes)
                         .map_err(|e| fail(e.to_string()))?;
                     outputs.push((out.key, bytes));
                 }

@@ -235,15 +235,13 @@ impl<'a> Runner<'a> {
                 .txn
                 .send(&self.pipeline.sink.topic, key.as_deref(), &bytes)
             {
-                Err(crate::kafka::Error::TooLarge { size, max }) => {
+                Err(e @ crate::kafka::Error::TooLarge { .. }) => {
                     return Err(Error::Window {
                         partition: p.clone(),
                         key: window_key,
                         start,
                         end,
-                        message: format!(
-                            "the result is {size} bytes, over the producer's limit of {max}"
-                        ),
+                        message: format!("its result cannot be produced: {e}"),
                     });
                 }
                 other => other?,

@@ -109,7 +109,7 @@ impl Runner<'_> {
         let bytes = codec::encode(self.pipeline.sink.format, &out.value, &self.schemas)
             .map_err(|e| (format!("encode: {e}"), None))?;
         self.txn
-            .check_size(out.key.as_deref(), &bytes)
+            .check_size(&self.pipeline.sink.topic, out.key.as_deref(), &bytes)
             .map_err(|e| (format!("produce: {e}"), None))?;
         Ok(Some((out.key, bytes)))
     }
