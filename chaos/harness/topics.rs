@@ -40,6 +40,7 @@ pub fn create(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let limited_bytes = LIMITED_TOPIC_BYTES.to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -47,7 +48,7 @@ pub fn create(
             if t == stamped {
                 new.set("message.timestamp.type", "LogAppendTime")
             } else if limited.contains(t) {
-                new.set("max.message.bytes", LIMITED_OUTPUT)
+                new.set("max.message.bytes", &limited_bytes)
             } else {
                 new
             }
@@ -61,9 +62,6 @@ pub fn create(
     }
     Ok(())
 }
-
-/// [`LIMITED_TOPIC_BYTES`] as a topic setting.
-const LIMITED_OUTPUT: &str = "10000";
 
 /// The kinds of bad record in the input (`pill-<id>` keys), each a bad record to every
 /// pipeline; a null value, a record only the sum rejects and an oversized one (`pill`) are

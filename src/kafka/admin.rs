@@ -234,11 +234,7 @@ impl Admin {
     pub fn max_message_bytes(&self, topics: &[String]) -> Result<BTreeMap<String, usize>> {
         let specs: Vec<ResourceSpecifier<'_>> =
             topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
-        let results = self
-            .runtime
-            .block_on(self.admin.describe_configs(&specs, &opts))
-            .map_err(client("describe topic configs"))?;
+        let results = self.describe_configs(&specs, "describe topic configs")?;
         let mut limits = BTreeMap::new();
         let mut missing = Vec::new();
         for (topic, r) in topics.iter().zip(results) {
@@ -270,6 +266,18 @@ impl Admin {
         Ok(limits)
     }
 
+    /// The settings of `specs`, each resource's own result.
+    fn describe_configs(
+        &self,
+        specs: &[ResourceSpecifier<'_>],
+        op: &'static str,
+    ) -> Result<Vec<rdkafka::admin::ConfigResourceResult>> {
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        self.runtime
+            .block_on(self.admin.describe_configs(specs, &opts))
+            .map_err(client(op))
+    }
+
     /// A broker setting (of the first broker in the metadata), `None` if not reported.
     pub fn broker_config(&self, name: &str) -> Result<Option<String>> {
         let md = self
@@ -280,12 +288,8 @@ impl Admin {
         let Some(broker) = md.brokers().first() else {
             return Ok(None);
         };
-        let spec = rdkafka::admin::ResourceSpecifier::Broker(broker.id());
-        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
-        let results = self
-            .runtime
-            .block_on(self.admin.describe_configs([&spec], &opts))
-            .map_err(client("describe broker configs"))?;
+        let spec = ResourceSpecifier::Broker(broker.id());
+        let results = self.describe_configs(&[spec], "describe broker configs")?;
         for r in results {
             let resource = r.map_err(|code| Error::Client {
                 op: "describe broker configs",

@@ -115,13 +115,16 @@ const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
 
 /// A pass-through property in milliseconds, or `default_ms`.
 fn property_ms(kafka: &KafkaConfig, key: &str, default_ms: u64) -> std::time::Duration {
-    let ms = kafka
+    std::time::Duration::from_millis(property(kafka, key).unwrap_or(default_ms))
+}
+
+/// A `[kafka.properties]` setting parsed, if set and parseable.
+pub fn property<T: std::str::FromStr>(kafka: &KafkaConfig, key: &str) -> Option<T> {
+    kafka
         .properties
         .iter()
         .find(|(k, _)| k == key)
         .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(default_ms);
-    std::time::Duration::from_millis(ms)
 }
 
 /// The consumer's group session timeout (`session.timeout.ms`, default 15s).
@@ -232,19 +235,15 @@ pub fn admin(kafka: &KafkaConfig) -> ClientConfig {
 
 /// The `message.max.bytes` the producer enforces (librdkafka's default unless overridden).
 pub fn max_message_bytes(kafka: &KafkaConfig) -> usize {
-    kafka
-        .properties
-        .iter()
-        .find(|(k, _)| k == "message.max.bytes")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(1_000_000)
+    property(kafka, "message.max.bytes").unwrap_or(1_000_000)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn kafka(properties: &[(&str, &str)]) -> KafkaConfig {
+    /// A config of `properties` (the client's defaults otherwise).
+    pub(crate) fn kafka(properties: &[(&str, &str)]) -> KafkaConfig {
         KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             transaction_timeout: std::time::Duration::from_secs(60),

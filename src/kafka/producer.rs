@@ -48,11 +48,7 @@ impl Producer {
     /// A producer for records within `limits`; its batches fit every topic's limit.
     pub fn new(kafka: &KafkaConfig, transactional_id: &str, limits: Limits) -> Result<Self> {
         let mut config = super::client::producer(kafka, transactional_id);
-        let configured = kafka
-            .properties
-            .iter()
-            .find(|(k, _)| k == "batch.size")
-            .and_then(|(_, v)| v.parse().ok());
+        let configured = super::client::property(kafka, "batch.size");
         if let Some(size) = limits.batch_size(configured) {
             tracing::info!(
                 transactional_id,

@@ -19,8 +19,8 @@ const BATCH_OVERHEAD: usize = 100;
 /// librdkafka's default `batch.size`.
 const DEFAULT_BATCH_SIZE: usize = 1_000_000;
 
-/// The client's limit and the topics' own, by topic (a topic absent here has only the
-/// client's).
+/// The client's limit and the topics' own where smaller, by topic (a topic absent here has
+/// only the client's; usually none is here, and the per-record check looks into an empty map).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     client: usize,
@@ -44,12 +44,11 @@ impl Limits {
         }
     }
 
-    /// The client's limit and `topics`' `max.message.bytes`.
-    pub fn with_topics(kafka: &KafkaConfig, topics: BTreeMap<String, usize>) -> Self {
-        Self {
-            topics,
-            ..Self::client(kafka)
-        }
+    /// The client's limit and `topics`' `max.message.bytes`, those below it kept.
+    pub fn with_topics(kafka: &KafkaConfig, mut topics: BTreeMap<String, usize>) -> Self {
+        let client = Self::client(kafka);
+        topics.retain(|_, max| *max < client.client);
+        Self { topics, ..client }
     }
 
     /// The client's `message.max.bytes`.
@@ -60,7 +59,7 @@ impl Limits {
     /// The smaller of the client's limit and `topic`'s.
     pub(super) fn of<'a>(&self, topic: &'a str) -> Limit<'a> {
         match self.topics.get(topic) {
-            Some(max) if *max < self.client => Limit {
+            Some(max) => Limit {
                 max: *max,
                 topic: Some(topic),
             },
@@ -86,10 +85,9 @@ mod tests {
     use super::*;
 
     fn limits(topics: &[(&str, usize)]) -> Limits {
-        Limits {
-            client: 1_000_000,
-            topics: topics.iter().map(|(t, m)| ((*t).to_string(), *m)).collect(),
-        }
+        let kafka = crate::kafka::client::tests::kafka(&[]);
+        let topics = topics.iter().map(|(t, m)| ((*t).to_string(), *m)).collect();
+        Limits::with_topics(&kafka, topics)
     }
 
     #[test]

@@ -200,12 +200,7 @@ impl<'a> Runner<'a> {
         if let Some(topic) = &pipeline.dead_letter_topic {
             admin.partition_count(topic)?;
         }
-        let late_topic = pipeline
-            .plan
-            .aggregate
-            .as_ref()
-            .and_then(|a| a.window.as_ref()?.late_topic.as_ref());
-        if let Some(topic) = late_topic {
+        if let Some(topic) = late_topic(pipeline) {
             admin.partition_count(topic)?;
         }
         if let Some(sp) = restore {
@@ -299,14 +294,18 @@ fn fence_removed_threads(inputs: &Inputs<'_>) -> Result<()> {
 /// The topics the pipeline writes records to: its sink, dead-letter, late and repartition
 /// topics (whose limits its producer keeps to, `kafka::producer::Limits`).
 fn written_topics(pipeline: &crate::config::PipelineConfig) -> Vec<String> {
-    let late = pipeline
+    let mut topics = vec![pipeline.sink.topic.clone()];
+    topics.extend(pipeline.dead_letter_topic.clone());
+    topics.extend(late_topic(pipeline).cloned());
+    topics.extend(pipeline.repartition_topic());
+    topics
+}
+
+/// The window's late topic, if the pipeline has one.
+fn late_topic(pipeline: &crate::config::PipelineConfig) -> Option<&String> {
+    pipeline
         .plan
         .aggregate
         .as_ref()
-        .and_then(|a| a.window.as_ref()?.late_topic.clone());
-    let mut topics = vec![pipeline.sink.topic.clone()];
-    topics.extend(pipeline.dead_letter_topic.clone());
-    topics.extend(late);
-    topics.extend(pipeline.repartition_topic());
-    topics
+        .and_then(|a| a.window.as_ref()?.late_topic.as_ref())
 }
