@@ -11,7 +11,9 @@
 #
 #   --quick        the CI set (scripts/test.sh runs it); without it, the full set (by hand)
 #   --scenarios    sigkill,failpoints,broker-kill,blackhole,lost-commit-response,zombie,
-#                  txn-timeout,corrupt-checkpoint,disk-full,cluster (needs --nodes 3),
+#                  txn-timeout,corrupt-checkpoint,disk-full,sasl-ssl,cluster (needs --nodes 3),
+#                  soak (by hand only: an hour of mixed faults, --soak-minutes N; memory, open
+#                  files and threads must stay flat, one transactional id per pipeline),
 #                  at-least-once (the verifier's own test: an at-least-once stand-in must FAIL)
 #   --dedicated-controller  the brokers beside one KRaft controller process of their own
 #                  (production's layout), not nodes that are broker and controller in one

@@ -66,6 +66,7 @@
 # log [LINES] [N].
 # features prints the finalized feature levels (transaction.version among them); txn-describe
 # TXNID runs kafka-transactions describe (its CoordinatorId column: the coordinator's node id);
+# txn-list runs kafka-transactions list (every transactional id the coordinators know);
 # txn-hanging runs find-hanging on every running node: one table, a header and then a row per
 # hanging transaction, i.e. open for over a minute (its default, 15 minutes, let the chaos
 # suite miss real ones); it fails if a node could not be asked. marker-skips prints every node's
@@ -757,6 +758,12 @@ txn_describe() { # txn_describe TXNID: its coordinator, state, producer id and e
     --command-config "$top_dir/client.properties" describe --transactional-id "$1"
 }
 
+txn_list() { # every transactional id the cluster knows: id, coordinator, producer id, state
+  any_alive
+  kjava org.apache.kafka.tools.TransactionsCommand --bootstrap-server "$(tools_bootstrap)" \
+    --command-config "$top_dir/client.properties" list
+}
+
 txn_hanging() { # find-hanging on every running node; fails if a node could not be asked
   any_alive
   local i rc=0 out header=""
@@ -790,6 +797,7 @@ case "${1:-}" in
   features) features ;;
   txn-describe) shift; txn_describe "$@" ;;
   txn-hanging) txn_hanging ;;
+  txn-list) txn_list ;;
   marker-skips) # Kafka's transaction coordinator dropping markers (CHAOS.md, finding 11)
     for i in $(node_ids); do
       grep -h "Couldn't find leader endpoint for partitions" "$(node_dir "$i")"/broker.log* 2>/dev/null || true
@@ -799,5 +807,5 @@ case "${1:-}" in
     ssl_bootstrap ;;
   ca-path) ensure_tls; echo "$tls/ca.pem" ;;
   other-ca-path) ensure_tls; echo "$tls/other-ca.pem" ;;
-  *) echo "usage: $0 start [--fresh]|stop|status|restart|log [LINES] [N]|kill [N]|stop-node N|start-node N|pid [N]|features|txn-describe TXNID|txn-hanging|marker-skips|ssl-bootstrap|ca-path|other-ca-path|topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC MAX [TIMEOUT_MS]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--fresh]|stop|status|restart|log [LINES] [N]|kill [N]|stop-node N|start-node N|pid [N]|features|txn-describe TXNID|txn-list|txn-hanging|marker-skips|ssl-bootstrap|ca-path|other-ca-path|topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC MAX [TIMEOUT_MS]" >&2; exit 2 ;;
 esac

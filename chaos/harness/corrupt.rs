@@ -195,9 +195,80 @@ fn sink_records(c: &Ctx<'_>, topic: &str) -> i64 {
         .sum()
 }
 
-/// A small tmpfs as the checkpoint directory, filled up while input flows, then freed.
+/// Two small tmpfs, one the checkpoint directory and one the live state's (RocksDB's own
+/// files: its flushes at each snapshot, its compactions), filled up in turn while input
+/// flows, then freed. Each full disk must be noticed (its path in a `No space left` line) and
+/// the run must resume.
 pub fn disk_full(bed: &Bed) -> Result<Row> {
-    let mount = bed.work.join(format!("tmpfs-{:x}", rand::random::<u32>()));
+    let checkpoints = mount_tmpfs(bed, "checkpoints")?;
+    let state = match mount_tmpfs(bed, "state") {
+        Ok(m) => m,
+        Err(e) => {
+            Command::new("umount").arg(&checkpoints).status().ok();
+            return Err(e);
+        }
+    };
+    let rounds = bed.pick(2, 6);
+    let disks = [
+        ("checkpoint", checkpoints.clone()),
+        ("state", state.clone()),
+    ];
+    let row = run(
+        bed,
+        "disk-full",
+        |s| {
+            s.checkpoint_dir = checkpoints.join("checkpoints");
+            s.state_dir = Some(state.join("state"));
+        },
+        |c| {
+            for round in 0..rounds {
+                let (kind, mount) = &disks[round % 2];
+                c.sleep_ms(3_000..6_000);
+                let filler = mount.join("filler");
+                fill(&filler);
+                std::thread::sleep(Duration::from_secs(8));
+                std::fs::remove_file(&filler)?;
+                c.faults += 1;
+                if let Some(s) = c.daemon.wait(Duration::from_secs(5))? {
+                    c.notes.push(format!(
+                        "round {round}: the daemon exited ({s}) on the full {kind} disk; restarted"
+                    ));
+                    c.restart(&[])?;
+                }
+            }
+            let logs: Vec<String> = (1..=c.daemon.runs)
+                .map(|r| std::fs::read_to_string(c.daemon.log_path(r)).unwrap_or_default())
+                .collect();
+            for (kind, mount) in &disks {
+                let path = mount.to_string_lossy();
+                let noticed = logs
+                    .iter()
+                    .flat_map(|l| l.lines())
+                    .filter(|l| l.contains("No space left") && l.contains(path.as_ref()))
+                    .count();
+                c.notes.push(format!(
+                    "{noticed} log lines saying 'No space left' on the {kind} disk"
+                ));
+                if noticed == 0 {
+                    c.fail(format!(
+                        "the full {kind} disk was never noticed: the test did not test"
+                    ));
+                }
+            }
+            Ok(())
+        },
+    );
+    for (_, mount) in &disks {
+        Command::new("umount").arg(mount).status().ok();
+    }
+    row
+}
+
+/// A 32 MB tmpfs under the work directory (root only).
+fn mount_tmpfs(bed: &Bed, what: &str) -> Result<PathBuf> {
+    let mount = bed
+        .work
+        .join(format!("tmpfs-{what}-{:x}", rand::random::<u32>()));
     std::fs::create_dir_all(&mount)?;
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
@@ -210,42 +281,7 @@ pub fn disk_full(bed: &Bed) -> Result<Row> {
             "disk-full needs a tmpfs (`mount -t tmpfs`, as root); this machine refused it, so the scenario cannot run here"
         );
     }
-    let rounds = bed.pick(2, 6);
-    let checkpoints = mount.join("checkpoints");
-    let row = run(
-        bed,
-        "disk-full",
-        |s| s.checkpoint_dir = checkpoints.clone(),
-        |c| {
-            for round in 0..rounds {
-                c.sleep_ms(3_000..6_000);
-                let filler = mount.join("filler");
-                fill(&filler);
-                let full_for = Duration::from_secs(8);
-                std::thread::sleep(full_for);
-                std::fs::remove_file(&filler)?;
-                c.faults += 1;
-                if let Some(s) = c.daemon.wait(Duration::from_secs(5))? {
-                    c.notes.push(format!(
-                        "round {round}: the daemon exited ({s}) on the full disk; restarted"
-                    ));
-                    c.restart(&[])?;
-                }
-            }
-            let failed = (1..=c.daemon.runs)
-                .map(|r| std::fs::read_to_string(c.daemon.log_path(r)).unwrap_or_default())
-                .map(|l| l.matches("No space left").count())
-                .sum::<usize>();
-            c.notes
-                .push(format!("{failed} log lines saying 'No space left'"));
-            if failed == 0 {
-                c.fail("the full disk was never noticed: the test did not test".into());
-            }
-            Ok(())
-        },
-    );
-    Command::new("umount").arg(&mount).status().ok();
-    row
+    Ok(mount)
 }
 
 /// Writes zeros to `path` until the file system is full.

@@ -62,6 +62,8 @@ pub struct Settings {
     pub interval: &'static str,
     pub transaction_timeout: &'static str,
     pub checkpoint_dir: PathBuf,
+    /// The live state's directory; by default the daemon's own `state`.
+    pub state_dir: Option<PathBuf>,
     pub instance_id: String,
     /// Extra librdkafka properties, `key = "value"` lines.
     pub properties: Vec<(String, String)>,

@@ -37,7 +37,11 @@ pub fn run_named(bed: &Bed, name: &str) -> Result<Row> {
         "disk-full" => disk_full(bed),
         "sasl-ssl" => crate::security::scenario(bed),
         "cluster" => cluster(bed),
-        other => bail!("no scenario {other:?}; the scenarios: {}", ALL.join(", ")),
+        "soak" => crate::soak::scenario(bed),
+        other => bail!(
+            "no scenario {other:?}; the scenarios: {}, soak (by hand)",
+            ALL.join(", ")
+        ),
     }
 }
 
@@ -192,19 +196,7 @@ fn lost_commit_response(bed: &Bed) -> Result<Row> {
                 } else {
                     Fate::Delay(Duration::from_secs(40))
                 };
-                let before: u64 = proxies.iter().map(|p| p.lost()).sum();
-                let commits: u64 = proxies.iter().map(|p| p.commits()).sum();
-                proxies.iter().for_each(|p| p.arm(fate));
-                let began = Instant::now();
-                while proxies.iter().map(|p| p.lost()).sum::<u64>() == before {
-                    if began.elapsed() > Duration::from_secs(60) {
-                        bail!("no commit came through the proxies in 60 s");
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                // disarm the proxies that saw no commit (one coordinator takes them all)
-                proxies.iter().for_each(|p| p.disarm());
-                let seen = proxies.iter().map(|p| p.commits()).sum::<u64>() - commits;
+                let seen = lose_commit_response(proxies, fate)?;
                 c.notes.push(format!(
                     "lost response {i} ({fate:?}): the {seen}th commit after arming"
                 ));
@@ -221,6 +213,25 @@ fn lost_commit_response(bed: &Bed) -> Result<Row> {
             Ok(())
         },
     )
+}
+
+/// Arms every proxy to lose the next commit's response (`fate`) and waits until one has;
+/// how many commits passed the proxies meanwhile (the one lost among them).
+pub fn lose_commit_response(proxies: &[crate::proxy::Proxy], fate: Fate) -> Result<u64> {
+    let before: u64 = proxies.iter().map(|p| p.lost()).sum();
+    let commits: u64 = proxies.iter().map(|p| p.commits()).sum();
+    proxies.iter().for_each(|p| p.arm(fate));
+    let began = Instant::now();
+    while proxies.iter().map(|p| p.lost()).sum::<u64>() == before {
+        if began.elapsed() > Duration::from_secs(60) {
+            proxies.iter().for_each(|p| p.disarm());
+            bail!("no commit came through the proxies in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // disarm the proxies that saw no commit (one coordinator takes them all)
+    proxies.iter().for_each(|p| p.disarm());
+    Ok(proxies.iter().map(|p| p.commits()).sum::<u64>() - commits)
 }
 
 /// SIGSTOP past the session and transaction timeouts; a replacement with the same instance id

@@ -14,6 +14,7 @@
 //! - `scenario`: one scenario's frame (input, fault, catch-up, clean stop, verification);
 //!   `faults` and `corrupt`: the faults themselves.
 //! - `verify`: the reference computed from the source topic and the checks against it.
+//! - `soak`: an hour of mixed faults, the daemon's memory, files and threads sampled.
 //! - `security`: SASL_SSL, and a canary password that must appear nowhere.
 //! - `standin`: an at-least-once processor, run in Flumen's place once to show the verifier
 //!   failing.
@@ -30,6 +31,7 @@ mod reader;
 mod report;
 mod scenario;
 mod security;
+mod soak;
 mod stacks;
 mod standin;
 mod topics;
@@ -64,7 +66,7 @@ struct SuiteArgs {
     #[arg(long)]
     quick: bool,
     /// Comma-separated scenarios (default: every one that runs on `--nodes`), plus
-    /// `at-least-once` (the verifier's own test).
+    /// `at-least-once` (the verifier's own test) and `soak` (an hour, by hand; never by default).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Brokers: 1, or 3 for a KRaft cluster.
@@ -86,6 +88,9 @@ struct SuiteArgs {
     users: u64,
     #[arg(long, default_value_t = 1)]
     pill_percent: u64,
+    /// How long the soak runs (named only: `--scenarios soak`).
+    #[arg(long, default_value_t = 60)]
+    soak_minutes: u64,
     #[arg(long, default_value = "/tmp/flumen-chaos")]
     work_dir: PathBuf,
     #[arg(long, default_value = "chaos/results")]
@@ -124,7 +129,8 @@ fn suite(a: SuiteArgs) -> Result<()> {
         dedicated_controller: a.dedicated_controller,
     };
     let brokers = brokers::Brokers::start(&a.root, layout, a.base_port)?;
-    let bed = scenario::Bed::new(brokers, a.flumen.clone(), a.work_dir.clone(), a.quick, load);
+    let mut bed = scenario::Bed::new(brokers, a.flumen.clone(), a.work_dir.clone(), a.quick, load);
+    bed.soak = std::time::Duration::from_secs(a.soak_minutes * 60);
     let mut rows = Vec::new();
     let mut standin_failed = None;
     for name in &names {

@@ -47,6 +47,8 @@ pub struct Bed {
     pub quick: bool,
     pub load: Load,
     pub replication: i32,
+    /// How long the soak runs (`--soak-minutes`).
+    pub soak: Duration,
     next_port: std::sync::atomic::AtomicU16,
 }
 
@@ -60,6 +62,7 @@ impl Bed {
             quick,
             load,
             replication,
+            soak: Duration::from_secs(3_600),
             next_port: std::sync::atomic::AtomicU16::new(19_700),
         }
     }
@@ -205,6 +208,7 @@ pub fn run(
         interval: "500ms",
         transaction_timeout: "15s",
         checkpoint_dir: bed.work.join(&names.prefix).join("checkpoints"),
+        state_dir: None,
         instance_id: "chaos".into(),
         properties: vec![("session.timeout.ms".into(), "10000".into())],
         kinds: Kind::ALL.to_vec(),
@@ -213,7 +217,11 @@ pub fn run(
     };
     tweak(&mut settings);
     let port = bed.admin_port();
-    let text = config(&names, &settings, &dir.join("state"), port);
+    let state = settings
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| dir.join("state"));
+    let text = config(&names, &settings, &state, port);
     let mut daemon = Daemon::new(&settings.program, &dir, &text, port)?;
     daemon.env = settings.env.clone();
     daemon.start(&[])?;
