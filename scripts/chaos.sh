@@ -11,7 +11,8 @@
 #
 #   --quick        the CI set (scripts/test.sh runs it); without it, the full set (by hand)
 #   --scenarios    sigkill,failpoints,broker-kill,blackhole,lost-commit-response,zombie,
-#                  txn-timeout,corrupt-checkpoint,disk-full,sasl-ssl,cluster (needs --nodes 3),
+#                  txn-timeout,corrupt-checkpoint,disk-full,clock-jump,sasl-ssl,
+#                  cluster (needs --nodes 3),
 #                  soak (by hand only: an hour of mixed faults, --soak-minutes N; memory, open
 #                  files and threads must stay flat, one transactional id per pipeline),
 #                  at-least-once (the verifier's own test: an at-least-once stand-in must FAIL)
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${FLUMEN_CACHE:-$HOME/.cache/flumen}/target}"
 
-scripts/setup.sh
+scripts/setup.sh --test  # gdb for stacks, libfaketime for clock-jump
 
 # the same features as scripts/test.sh's build, so CI builds once (failpoints among them)
 cargo build --all-features --bin flumen --bin flumen-chaos

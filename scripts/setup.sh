@@ -18,10 +18,11 @@ set -euo pipefail
 #   systemd, python3-venv               docker/check-packaging.sh: systemd-analyze verify, and a venv
 #                                       for kubernetes-validate (the Kubernetes schemas, from PyPI)
 #   gdb                                 the chaos suite's stacks of a daemon whose /livez fails
+#   libfaketime                         the chaos suite's clock jumps (the daemon's wall clock moved)
 packages=(build-essential cmake pkg-config libclang-dev libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
           openjdk-17-jre-headless maven curl)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(chromium systemd python3-venv gdb)
+  packages+=(chromium systemd python3-venv gdb libfaketime)
 fi
 
 missing=()

@@ -331,6 +331,21 @@ pub fn tail(text: &str, n: usize) -> String {
 }
 
 /// The status of `path` on the admin listener at `port` (0: no answer within 3 s).
+/// `GET path` on an admin listener: the body (empty when nothing answers within 3 s).
+pub fn fetch(port: u16, path: &str) -> String {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(3)))
+            .build(),
+    );
+    agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default()
+}
+
 pub fn probe(port: u16, path: &str) -> u16 {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()

@@ -10,7 +10,7 @@ use crate::proxy::Fate;
 use crate::scenario::{Bed, Ctx, Row, run};
 
 /// The scenarios, by name, in the order they run.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     "sigkill",
     "failpoints",
     "broker-kill",
@@ -20,6 +20,7 @@ pub const ALL: [&str; 11] = [
     "txn-timeout",
     "corrupt-checkpoint",
     "disk-full",
+    "clock-jump",
     "sasl-ssl",
     "cluster",
 ];
@@ -35,6 +36,7 @@ pub fn run_named(bed: &Bed, name: &str) -> Result<Row> {
         "txn-timeout" => txn_timeout(bed),
         "corrupt-checkpoint" => corrupt_checkpoint(bed),
         "disk-full" => disk_full(bed),
+        "clock-jump" => crate::clock::scenario(bed),
         "sasl-ssl" => crate::security::scenario(bed),
         "cluster" => cluster(bed),
         "soak" => crate::soak::scenario(bed),

@@ -15,6 +15,7 @@
 //!   `faults` and `corrupt`: the faults themselves.
 //! - `verify`: the reference computed from the source topic and the checks against it.
 //! - `soak`: an hour of mixed faults, the daemon's memory, files and threads sampled.
+//! - `clock`: the daemon's wall clock moved with libfaketime.
 //! - `security`: SASL_SSL, and a canary password that must appear nowhere.
 //! - `standin`: an at-least-once processor, run in Flumen's place once to show the verifier
 //!   failing.
@@ -22,6 +23,7 @@
 
 mod after;
 mod brokers;
+mod clock;
 mod corrupt;
 mod daemon;
 mod faults;

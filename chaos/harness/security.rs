@@ -55,7 +55,7 @@ pub fn scenario(bed: &Bed) -> Result<Row> {
             }
             c.daemon.wait_ready(Duration::from_secs(120))?;
             for path in ["/metrics", "/api/v1/status", "/", "/readyz", "/livez"] {
-                if fetch(c.daemon.admin_port, path).contains(CANARY) {
+                if crate::daemon::fetch(c.daemon.admin_port, path).contains(CANARY) {
                     c.fail(format!(
                         "the canary password is in the answer to GET {path}"
                     ));
@@ -126,14 +126,6 @@ fn fails_fast(c: &mut Ctx<'_>, what: &str, ca: &str, password: &str, words: &[&s
         c.fail(format!("{what}: the password is in the log"));
     }
     Ok(())
-}
-
-fn fetch(port: u16, path: &str) -> String {
-    ureq::get(&format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default()
 }
 
 /// Files under `dir` whose bytes hold the canary.

@@ -4,6 +4,7 @@
 //! offsets the log no longer holds, and deleting repartition records every task has counted.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Runner, Task};
@@ -17,17 +18,22 @@ use crate::position::{NextOffset, Partition};
 /// How often counted repartition records are deleted (Kafka Streams' `repartition.purge.interval.ms`).
 const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Deletes repartition records below the committed offsets, at most every `PURGE_INTERVAL`.
+/// Deletes repartition records below the committed offsets, at most every `PURGE_INTERVAL`,
+/// on a thread of its own: DeleteRecords waits up to its timeout for a broker that does not
+/// answer (30 s), and on the pipeline thread that held checkpoints and outputs as long.
 pub(super) struct Purge {
-    admin: Admin,
+    admin: Arc<Admin>,
     last: Instant,
+    /// The latest purge; a new one starts only once it has ended.
+    running: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Purge {
     pub(super) fn new(admin: Admin) -> Self {
         Self {
-            admin,
+            admin: Arc::new(admin),
             last: Instant::now(),
+            running: None,
         }
     }
 }
@@ -313,14 +319,21 @@ impl Runner<'_> {
     }
 
     /// After a commit: deletes the repartition records below the offsets it committed (every
-    /// task has counted them), at most every `PURGE_INTERVAL`. A failure is only logged: the
-    /// records stay, and the next purge deletes them.
+    /// task has counted them), at most every `PURGE_INTERVAL`, beside the pipeline (`Purge`).
+    /// A failure is only logged: the records stay, and the next purge deletes them.
     pub(super) fn purge_counted(&mut self, committed: &[(Partition, NextOffset)]) {
         let (Some(purge), Some(topic)) = (self.purge.as_mut(), self.topology.repartition_topic())
         else {
             return;
         };
         if purge.last.elapsed() < PURGE_INTERVAL {
+            return;
+        }
+        if purge.running.as_ref().is_some_and(|h| !h.is_finished()) {
+            tracing::debug!(
+                topic,
+                "the last purge of counted repartition records is still running"
+            );
             return;
         }
         purge.last = Instant::now();
@@ -332,12 +345,26 @@ impl Runner<'_> {
         if below.is_empty() {
             return;
         }
-        match purge.admin.delete_records_below(topic, &below) {
-            Ok(starts) => {
-                tracing::debug!(topic, ?starts, "deleted counted repartition records");
-            }
+        let admin = Arc::clone(&purge.admin);
+        let topic = topic.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("flumen-purge".into())
+            .spawn(move || {
+                tracing::debug!(topic, ?below, "deleting counted repartition records");
+                fail::fail_point!("admin::purge");
+                match admin.delete_records_below(&topic, &below) {
+                    Ok(starts) => {
+                        tracing::debug!(topic, ?starts, "deleted counted repartition records");
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic, error = %chain(&e), "cannot delete counted repartition records; they stay until the next try");
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => purge.running = Some(handle),
             Err(e) => {
-                tracing::warn!(topic, error = %chain(&e), "cannot delete counted repartition records; they stay until the next try");
+                tracing::warn!(error = %e, "cannot start a thread to delete counted repartition records; they stay until the next try");
             }
         }
     }
