@@ -265,3 +265,96 @@ fn records_the_broker_refuses_for_their_timestamps_stop_the_daemon_naming_the_cl
     cp.assert_exact(&common::expected_counts(&input), Duration::from_secs(60));
     assert!(cp.daemon.terminate(Duration::from_secs(30)).success());
 }
+
+/// A consumer in the pipeline's group with its `group.instance.id` (the instance's
+/// transactional id), joined until it holds an assignment: the broker replaces the daemon's
+/// static membership with it, so the daemon's consumer is told `FencedInstanceId`, as after
+/// its own rejoin once a network outage outlived its session (librdkafka issue 3437).
+fn take_static_membership(p: &common::CountPipeline, instance: &str) {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &p.bootstrap)
+        .set("group.id", format!("flumen-{}", p.name))
+        .set("group.instance.id", instance)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[p.source.as_str()]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().unwrap().count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in never joined"
+        );
+        let _ = consumer.poll(Duration::from_millis(200));
+    }
+}
+
+/// Input records: partition, key, value.
+type Input = Vec<(Option<i32>, String, String)>;
+
+/// A count pipeline of one instance named `solo`, started and counting exactly.
+fn solo(prefix: &str) -> Option<(common::CountPipeline, Input)> {
+    let mut p = common::CountPipeline::new(prefix, 2, "rocksdb", "300ms")?;
+    p.rewrite_config("rocksdb", "300ms", |t| {
+        format!("instance_id = \"solo\"\n{t}")
+    });
+    p.daemon.start();
+    let first = common::count_input(200, 20);
+    p.produce(&first);
+    p.assert_exact(&common::expected_counts(&first), Duration::from_secs(60));
+    Some((p, first))
+}
+
+/// CHAOS.md, finding 20: the static consumer fenced by its own rejoin (here, by a stand-in
+/// with its instance id that holds no producer) is not a newer instance: the producer still
+/// owns the transactional id, and the pipeline restarts in its process, where the daemon
+/// exited 1 before and needed a supervisor after every network outage longer than a session.
+#[test]
+fn a_static_member_fenced_without_a_newer_owner_restarts_in_process() {
+    let Some((mut p, first)) = solo("own-rejoin") else {
+        return;
+    };
+    take_static_membership(&p, &format!("flumen-{}-solo", p.name));
+    let more = common::count_input(300, 20);
+    p.produce(&more);
+    let all: Vec<_> = first.iter().chain(&more).cloned().collect();
+    p.assert_exact(&common::expected_counts(&all), Duration::from_secs(90));
+    assert!(p.daemon.is_running(), "{}", p.daemon.all_logs());
+    let log = p.daemon.all_logs();
+    assert!(
+        log.contains("fenced by its own rejoin"),
+        "no in-process restart after the fence\n{log}"
+    );
+    let status = p.daemon.terminate(Duration::from_secs(40));
+    assert!(status.success(), "{status}\n{}", p.daemon.all_logs());
+}
+
+/// The same fence after a newer instance registered the transactional id (it runs
+/// `init_transactions` before it joins, as Flumen does): the daemon stops non-zero, naming
+/// the newer owner, and restarts nothing that would fence it back (CHAOS.md, defect 5).
+#[test]
+fn a_static_member_fenced_by_a_newer_owner_stops_the_daemon() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{BaseProducer, Producer};
+    let Some((mut p, _)) = solo("newer-owner") else {
+        return;
+    };
+    let id = format!("flumen-{}-solo", p.name);
+    let newer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &p.bootstrap)
+        .set("transactional.id", &id)
+        .create()
+        .unwrap();
+    newer.init_transactions(Duration::from_secs(30)).unwrap();
+    take_static_membership(&p, &id);
+    let status = p.daemon.wait(Duration::from_secs(60));
+    let log = p.daemon.all_logs();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}: the daemon must stop non-zero\n{log}"
+    );
+    assert!(!log.contains("fenced by its own rejoin"), "{log}");
+}

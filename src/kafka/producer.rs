@@ -14,10 +14,12 @@ use rdkafka::{Offset, TopicPartitionList};
 mod bounded;
 mod deliveries;
 mod limits;
+mod ownership;
 
 pub use bounded::MAX_STUCK;
 pub use deliveries::DeliveryContext;
 pub use limits::Limits;
+pub use ownership::Ownership;
 
 use super::consumer::Consumer;
 use super::{Error, Result, client};

@@ -163,6 +163,16 @@ pub enum Error {
         "this process was frozen for {frozen:?}, longer than the group session timeout: another instance may own its partitions and transactional id now, so it stops instead of restarting in-process; the failure after the freeze: {error}"
     )]
     Frozen { frozen: Duration, error: Box<Error> },
+    /// The consumer's static membership was taken by its own rejoin after its session
+    /// expired (librdkafka issue 3437), not by a newer instance: the producer still owns the
+    /// transactional id (`Producer::ownership`). Restarts in-process.
+    #[error(
+        "the consumer was fenced by its own rejoin after its session expired (the producer still owns transactional id {transactional_id}, so no other instance has taken over): {error}"
+    )]
+    Rejoined {
+        transactional_id: String,
+        error: Box<Error>,
+    },
     /// A panic outside the processing of one record (which is that record's error): the
     /// daemon stops non-zero, never silently with one pipeline less.
     #[error("panicked: {0}")]
@@ -233,8 +243,16 @@ impl Error {
             | Self::Checkpoint(_)
             | Self::Remote(_)
             | Self::UnknownCommitOutcome(_)
+            | Self::Rejoined { .. }
             | Self::SchemaRegistry(_) => ErrorKind::Transient,
         }
+    }
+}
+
+impl Error {
+    /// The consumer's static membership was taken (`kafka::Error::is_static_member_fenced`).
+    fn is_static_member_fenced(&self) -> bool {
+        matches!(self, Self::Kafka(e) if e.is_static_member_fenced())
     }
 }
 
@@ -338,6 +356,12 @@ pub fn run(
             Some(frozen) if error.kind() == ErrorKind::Transient => Error::Frozen {
                 frozen,
                 error: Box::new(error),
+            },
+            // fenced as a static member, not frozen: by a newer instance, or by its own
+            // rejoin; only the producer's epoch tells (CHAOS.md, finding 20)
+            None if error.is_static_member_fenced() => match incarnation.as_mut() {
+                Some(runner) => runner.after_member_fenced(error),
+                None => error,
             },
             _ => error,
         });

@@ -270,6 +270,43 @@ impl<'a> Runner<'a> {
     }
 }
 
+impl Runner<'_> {
+    /// After the consumer's static membership was taken (`error`): a newer instance with the
+    /// same id ran `init_transactions` before it joined (rule 2), so if this producer still
+    /// owns the transactional id, the join was the consumer's own rejoin after its session
+    /// expired (librdkafka issue 3437), and the pipeline restarts in-process
+    /// (`Error::Rejoined`); otherwise, or when ownership cannot be told, `error` stands and
+    /// the daemon stops (rule 3).
+    pub fn after_member_fenced(&mut self, error: super::Error) -> super::Error {
+        let probe = self
+            .tasks
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| Partition {
+                topic: self.pipeline.source.topic.clone(),
+                partition: 0,
+            });
+        let transactional_id = self.pipeline.transactional_id.clone();
+        match self.txn.ownership(&(probe, NextOffset(0)), &self.consumer) {
+            crate::kafka::producer::Ownership::Owner => super::Error::Rejoined {
+                transactional_id,
+                error: Box::new(error),
+            },
+            crate::kafka::producer::Ownership::Lost(e) => {
+                tracing::error!(pipeline = %self.pipeline.name, %transactional_id, error = %super::chain(&e),
+                    "fenced as a static member, and the transactional id has a newer owner: stopping");
+                error
+            }
+            crate::kafka::producer::Ownership::Unknown(e) => {
+                tracing::error!(pipeline = %self.pipeline.name, %transactional_id, error = %super::chain(&e),
+                    "fenced as a static member, and whether another instance took over cannot be told: stopping");
+                error
+            }
+        }
+    }
+}
+
 /// How long a stop or a restart waits for the consumer to close (`Consumer::close`).
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
 /// A part of the teardown that takes longer is named in a warning.

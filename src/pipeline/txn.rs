@@ -201,6 +201,23 @@ impl Txn {
         }
     }
 
+    /// Whether this writer still owns its transactional id, asked without fencing a newer
+    /// one (`Producer::ownership`); the open transaction, if any, is aborted first.
+    pub fn ownership(
+        &mut self,
+        probe: &(Partition, NextOffset),
+        consumer: &Consumer,
+    ) -> crate::kafka::producer::Ownership {
+        use crate::kafka::producer::Ownership;
+        if let Err(e) = self.abort() {
+            return match e.txn_failure() {
+                crate::checkpoint::protocol::TxnFailure::Fatal => Ownership::Lost(e),
+                _ => Ownership::Unknown(e),
+            };
+        }
+        self.producer.ownership(probe, consumer)
+    }
+
     /// Highest offset per partition of `topic` this producer's committed transactions wrote.
     pub fn committed_max(&self, topic: &str) -> BTreeMap<i32, i64> {
         self.producer.committed_max(topic)
