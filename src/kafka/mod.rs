@@ -156,8 +156,9 @@ impl Error {
 impl Error {
     /// This instance's static consumer membership was taken by a join with the same
     /// `group.instance.id`: a newer instance's, or its own rejoin after its session expired
-    /// (librdkafka issue 3437). Fatal either way (`fenced_or_fatal`); `Producer::ownership`
-    /// tells the two apart.
+    /// (librdkafka issue 3437). Reported by a poll (fatal, `fenced_or_fatal`) or by the group
+    /// refusing a transaction's offsets (abortable); `Producer::ownership` tells the two
+    /// causes apart.
     pub fn is_static_member_fenced(&self) -> bool {
         matches!(self, Self::Client { source, .. }
             if source.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId))

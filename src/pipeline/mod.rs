@@ -173,6 +173,16 @@ pub enum Error {
         transactional_id: String,
         error: Box<Error>,
     },
+    /// The consumer's static membership was taken and the producer no longer owns its
+    /// transactional id, or cannot tell: stop (rule 3).
+    #[error(
+        "fenced as a static member of the group, and for transactional id {transactional_id} {verdict}: {error}"
+    )]
+    Fenced {
+        transactional_id: String,
+        verdict: &'static str,
+        error: Box<Error>,
+    },
     /// A panic outside the processing of one record (which is that record's error): the
     /// daemon stops non-zero, never silently with one pipeline less.
     #[error("panicked: {0}")]
@@ -227,6 +237,7 @@ impl Error {
             Self::State(state::Error::Corrupt { .. }) => ErrorKind::State,
             Self::Fatal(_)
             | Self::Frozen { .. }
+            | Self::Fenced { .. }
             | Self::Panicked(_)
             | Self::PipelineRunning(_)
             | Self::Cut(_)
@@ -359,10 +370,12 @@ pub fn run(
             },
             // fenced as a static member, not frozen: by a newer instance, or by its own
             // rejoin; only the producer's epoch tells (CHAOS.md, finding 20)
-            None if error.is_static_member_fenced() => match incarnation.as_mut() {
-                Some(runner) => runner.after_member_fenced(error),
-                None => error,
-            },
+            None if error.is_static_member_fenced() && !cancel.is_cancelled() => {
+                match incarnation.as_mut() {
+                    Some(runner) => runner.after_member_fenced(error),
+                    None => error,
+                }
+            }
             _ => error,
         });
         let error = match result {

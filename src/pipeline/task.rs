@@ -275,34 +275,35 @@ impl Runner<'_> {
     /// same id ran `init_transactions` before it joined (rule 2), so if this producer still
     /// owns the transactional id, the join was the consumer's own rejoin after its session
     /// expired (librdkafka issue 3437), and the pipeline restarts in-process
-    /// (`Error::Rejoined`); otherwise, or when ownership cannot be told, `error` stands and
-    /// the daemon stops (rule 3).
+    /// (`Error::Rejoined`). Otherwise (the epoch was bumped, or no answer) the daemon stops
+    /// (`Error::Fenced`, rule 3), whatever kind `error` was: a restart would fence the owner.
     pub fn after_member_fenced(&mut self, error: super::Error) -> super::Error {
-        let probe = self
-            .tasks
-            .keys()
-            .next()
-            .cloned()
-            .unwrap_or_else(|| Partition {
-                topic: self.pipeline.source.topic.clone(),
-                partition: 0,
-            });
+        use crate::kafka::producer::Ownership;
         let transactional_id = self.pipeline.transactional_id.clone();
-        match self.txn.ownership(&(probe, NextOffset(0)), &self.consumer) {
-            crate::kafka::producer::Ownership::Owner => super::Error::Rejoined {
-                transactional_id,
-                error: Box::new(error),
-            },
-            crate::kafka::producer::Ownership::Lost(e) => {
-                tracing::error!(pipeline = %self.pipeline.name, %transactional_id, error = %super::chain(&e),
-                    "fenced as a static member, and the transactional id has a newer owner: stopping");
-                error
+        // a partition the group never reads: its control topic (`Producer::ownership`)
+        let probe = Partition {
+            topic: crate::kafka::control::topic_of(&self.pipeline.group_id),
+            partition: 0,
+        };
+        let (verdict, cause) = match self.txn.ownership(&(probe, NextOffset(0)), &self.consumer) {
+            Ownership::Owner => {
+                return super::Error::Rejoined {
+                    transactional_id,
+                    error: Box::new(error),
+                };
             }
-            crate::kafka::producer::Ownership::Unknown(e) => {
-                tracing::error!(pipeline = %self.pipeline.name, %transactional_id, error = %super::chain(&e),
-                    "fenced as a static member, and whether another instance took over cannot be told: stopping");
-                error
-            }
+            Ownership::Lost(e) => (
+                "its epoch was bumped since this producer registered it (a newer instance, a peer fencing a writer that left the group, or the coordinator aborting a timed-out transaction)",
+                e,
+            ),
+            Ownership::Unknown(e) => ("whether another instance took it over cannot be told", e),
+        };
+        tracing::error!(pipeline = %self.pipeline.name, %transactional_id, error = %super::chain(&cause),
+            "fenced as a static member, and {verdict}: stopping");
+        super::Error::Fenced {
+            transactional_id,
+            verdict,
+            error: Box::new(error),
         }
     }
 }

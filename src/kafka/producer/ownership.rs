@@ -6,8 +6,9 @@
 //! (librdkafka issue 3437). A newer instance with the same id says the same. A newer
 //! instance runs `init_transactions` before it joins the group (rule 2), so its existence
 //! shows in this producer's epoch: the transaction coordinator refuses it. `init_transactions`
-//! would answer too, but by fencing the newer instance; the probe here asks by a call that
-//! bumps nothing.
+//! would answer too, but by fencing the newer instance; the probe here asks by calls that
+//! do not bump the epoch (librdkafka's own KIP-360 bump after an unknown producer id
+//! aside).
 
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode as Code;
@@ -26,7 +27,9 @@ pub enum Ownership {
     /// The coordinator accepted this producer's epoch: no newer instance has registered the
     /// transactional id.
     Owner,
-    /// Fenced (a newer epoch exists) or in librdkafka's fatal state.
+    /// The epoch was bumped since this producer's `init_transactions` (a newer instance, a
+    /// peer fencing a writer that left the group, the coordinator aborting a transaction
+    /// that outlived its timeout), or librdkafka's producer is in its fatal state.
     Lost(Error),
     /// No answer (a timeout, a broker away, a refusal that came before the coordinator):
     /// ownership cannot be told.
@@ -45,14 +48,19 @@ enum Sent {
 impl Producer {
     /// Whether this producer's epoch is still its transactional id's current one: a
     /// transaction holding one offset of the group (`probe`), whose AddOffsetsToTxn the
-    /// transaction coordinator accepts only at the current epoch, then aborted. It is never
-    /// committed: after a crash in between, the next `init_transactions` or the transaction
-    /// timeout aborts it. The group coordinator may refuse the offset itself (this consumer's
-    /// membership is gone); that refusal comes after the transaction coordinator's answer.
-    /// No transaction may be open.
+    /// transaction coordinator accepts only at the current epoch, then aborted. Nothing here
+    /// commits it: after a crash in between, the next `init_transactions` or the transaction
+    /// timeout aborts it. `probe` should be a partition the group never reads (its control
+    /// topic): on a broker without KIP-890's verification, a TxnOffsetCommit delayed past the
+    /// abort could stay pending for the producer id's next commit. The group coordinator may
+    /// refuse the offset itself (this consumer's membership is gone); that refusal comes after
+    /// the transaction coordinator's answer. No transaction may be open.
     pub fn ownership(&self, probe: &(Partition, NextOffset), consumer: &Consumer) -> Ownership {
         if let Err(e) = self.begin() {
-            return Ownership::Unknown(e);
+            return match judge(&e) {
+                Sent::Lost => Ownership::Lost(e),
+                _ => Ownership::Unknown(e),
+            };
         }
         let sent = self.send_offsets(std::slice::from_ref(probe), PROBE_TAG, consumer);
         let verdict = match &sent {
@@ -87,9 +95,13 @@ fn judge_code(code: Option<Code>, fatal: bool) -> Sent {
         _ if fatal => Sent::Lost,
         // only the group coordinator's TxnOffsetCommit answers so, and librdkafka sends it
         // once the transaction coordinator has accepted AddOffsetsToTxn at this epoch
-        Some(Code::UnknownMemberId | Code::IllegalGeneration | Code::FencedInstanceId) => {
-            Sent::Accepted
-        }
+        Some(
+            Code::UnknownMemberId
+            | Code::IllegalGeneration
+            | Code::FencedInstanceId
+            | Code::RebalanceInProgress
+            | Code::StaleMemberEpoch,
+        ) => Sent::Accepted,
         _ => Sent::Unknown,
     }
 }
@@ -117,6 +129,8 @@ mod tests {
             Code::UnknownMemberId,
             Code::IllegalGeneration,
             Code::FencedInstanceId,
+            Code::RebalanceInProgress,
+            Code::StaleMemberEpoch,
         ] {
             assert_eq!(judge_code(Some(code), false), Sent::Accepted, "{code:?}");
         }
